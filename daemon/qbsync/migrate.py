@@ -1,0 +1,128 @@
+"""Versioned, checksummed migrations of the qbsync schema.
+
+Files are `sql/migrations/NNNN_name.sql`, applied in order, each in its own transaction
+together with its row in `qbsync.schema_migrations`. A session advisory lock serializes
+concurrent runs (the second waits, then finds nothing to do). A file changed after it was
+applied is refused: write a new migration instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from .errors import MigrationError
+from .resources import sql_path
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# pg_advisory_lock key: any constant unique to qbsync; hashtext() keeps it readable in SQL.
+_LOCK_SQL = "SELECT pg_advisory_lock(hashtext('qbsync.migrate'))"
+_UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext('qbsync.migrate'))"
+
+_BOOTSTRAP = """
+CREATE SCHEMA IF NOT EXISTS qbsync;
+CREATE TABLE IF NOT EXISTS qbsync.schema_migrations (
+    version    int PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    applied_by text NOT NULL DEFAULT current_user
+);
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(directory: Path | None = None) -> list[Migration]:
+    directory = directory or sql_path("migrations")
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise MigrationError(
+                f"{path}: migration files are named NNNN_name.sql (lower-case name)"
+            )
+        found.append(Migration(int(match[1]), path.name, path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migration files share a version number in {directory}")
+    return found
+
+
+def applied(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
+    """version -> (name, checksum) of what the database has; empty when never migrated."""
+    exists = conn.execute("SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute("SELECT version, name, checksum FROM qbsync.schema_migrations").fetchall()
+    return {version: (name, checksum) for version, name, checksum in rows}
+
+
+def pending(conn: psycopg.Connection, migrations: list[Migration]) -> list[Migration]:
+    """What is left to apply; refuses a changed or unknown applied migration."""
+    done = applied(conn)
+    known = {m.version for m in migrations}
+    for version, (name, _) in sorted(done.items()):
+        if version not in known:
+            raise MigrationError(
+                f"the database has migration {name} applied, which this qbsync does not "
+                "know: it was migrated by a newer qbsync; upgrade qbsync"
+            )
+    for m in migrations:
+        if m.version in done and done[m.version][1] != m.checksum:
+            raise MigrationError(
+                f"migration {m.name} was changed after it was applied "
+                f"(database checksum {done[m.version][1][:12]}, file {m.checksum[:12]}); "
+                "applied migrations must never change: put the change in a new migration"
+            )
+    return [m for m in migrations if m.version not in done]
+
+
+def migrate(
+    conninfo: str,
+    *,
+    directory: Path | None = None,
+    on_apply: Callable[[Migration], None] | None = None,
+) -> list[Migration]:
+    """Bring the database up to date; returns the migrations applied (empty: up to date)."""
+    migrations = discover(directory)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(_LOCK_SQL)
+        try:
+            with conn.transaction():
+                conn.execute(_BOOTSTRAP)
+            todo = pending(conn, migrations)
+            for m in todo:
+                if on_apply:
+                    on_apply(m)
+                try:
+                    with conn.transaction():
+                        conn.execute(m.sql)  # type: ignore[arg-type]  # file text, not input
+                        conn.execute(
+                            "INSERT INTO qbsync.schema_migrations (version, name, checksum) "
+                            "VALUES (%s, %s, %s)",
+                            (m.version, m.name, m.checksum),
+                        )
+                except psycopg.Error as exc:
+                    raise MigrationError(f"migration {m.name} failed: {exc}") from exc
+            return todo
+        finally:
+            conn.execute(_UNLOCK_SQL)

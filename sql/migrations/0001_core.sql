@@ -1,0 +1,530 @@
+-- qbsync core schema: the outbox, the map of shop keys to QuickBooks ids, the audit log,
+-- connections, per-realm settings and the capture machinery.
+-- Applied by `qbsync migrate`, which creates schema qbsync and qbsync.schema_migrations first.
+
+CREATE SCHEMA IF NOT EXISTS qbsync_map;
+COMMENT ON SCHEMA qbsync_map IS
+    'Mapping functions written by the DBA for a shop: <entity>(key) -> jsonb, <entity>_keys(), <entity>_outcome(key, outcome). See README "Mapping a shop".';
+
+-- Global settings, read by the daemon and the SQL functions. Values are jsonb so that one
+-- table holds numbers, booleans and strings without casts at every call site.
+CREATE TABLE qbsync.settings (
+    name        text PRIMARY KEY,
+    value       jsonb NOT NULL,
+    description text NOT NULL
+);
+INSERT INTO qbsync.settings (name, value, description) VALUES
+    ('log_retention_months', '12', 'integration_logs partitions older than this many months are dropped'),
+    ('log_partitions_ahead', '3', 'monthly integration_logs partitions created ahead of time'),
+    ('wakeup_notify', 'true', 'capture triggers NOTIFY a waiting daemon; false = daemons rely on polling alone');
+
+CREATE FUNCTION qbsync.setting(p_name text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT value FROM qbsync.settings WHERE name = p_name $$;
+
+-- Shop entities that qbsync knows how to push, with their retry schedule.
+CREATE TABLE qbsync.entities (
+    entity           text PRIMARY KEY CHECK (entity ~ '^[a-z][a-z0-9_]*$'),
+    qbo_type         text NOT NULL CHECK (qbo_type IN
+                         ('Customer', 'Item', 'Invoice', 'CreditMemo', 'Payment', 'RefundReceipt')),
+    max_attempts     int NOT NULL DEFAULT 3 CHECK (max_attempts > 0),
+    backoff_seconds  int[] NOT NULL DEFAULT '{30,120,300}'
+                         CHECK (cardinality(backoff_seconds) > 0 AND 0 <= ALL (backoff_seconds)),
+    deadline_seconds int NOT NULL DEFAULT 120 CHECK (deadline_seconds > 0)
+);
+COMMENT ON TABLE qbsync.entities IS
+    'Shop entities pushed to QuickBooks: the QuickBooks type and the retry schedule (tries, backoff after each failed try, per-try deadline).';
+
+CREATE FUNCTION qbsync.define_entity(
+    entity text, qbo_type text, max_attempts int DEFAULT 3,
+    backoff_seconds int[] DEFAULT '{30,120,300}', deadline_seconds int DEFAULT 120
+) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO qbsync.entities AS e VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (entity) DO UPDATE
+        SET qbo_type = excluded.qbo_type, max_attempts = excluded.max_attempts,
+            backoff_seconds = excluded.backoff_seconds, deadline_seconds = excluded.deadline_seconds;
+$$;
+
+-- The outbox: what is left to push. One pending row per (entity, key): repeated changes
+-- coalesce. A change while a row is running queues one pending row behind it; the claim
+-- never takes a key that is already running. Finished rows are deleted (the log keeps the
+-- history), so this table stays small at any backlog; dead rows stay until retried or
+-- superseded by a successful push of the same key.
+CREATE TABLE qbsync.outbox (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entity           text NOT NULL,
+    key              text NOT NULL,
+    state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'dead')),
+    attempts         int NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_owner      text,
+    lease_expires_at timestamptz,
+    -- QuickBooks requestid, fixed for the logical push across retries; set at first claim
+    -- so that capture stays cheap.
+    request_id       uuid,
+    force            boolean NOT NULL DEFAULT false,
+    origin           text NOT NULL DEFAULT 'capture',
+    enqueued_at      timestamptz NOT NULL DEFAULT now(),
+    last_attempt_at  timestamptz,
+    last_error       text,
+    last_error_code  text,
+    CHECK ((state = 'running') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL))
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
+        autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.02);
+COMMENT ON TABLE qbsync.outbox IS
+    'Changes still to push. pending = waiting (next_attempt_at), running = leased by a daemon, dead = out of tries or unfixable (see last_error).';
+
+CREATE UNIQUE INDEX outbox_one_pending ON qbsync.outbox (entity, key) WHERE state = 'pending';
+CREATE UNIQUE INDEX outbox_one_running ON qbsync.outbox (entity, key) WHERE state = 'running';
+CREATE INDEX outbox_ready ON qbsync.outbox (next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX outbox_leases ON qbsync.outbox (lease_expires_at) WHERE state = 'running';
+CREATE INDEX outbox_dead ON qbsync.outbox (entity, key) WHERE state = 'dead';
+
+-- Shop key <-> QuickBooks object, per realm.
+CREATE TABLE qbsync.entity_map (
+    realm_id    text NOT NULL,
+    entity      text NOT NULL,
+    key         text NOT NULL,
+    qbo_type    text NOT NULL,
+    qbo_id      text NOT NULL,
+    sync_token  text,
+    doc_number  text,
+    qbo_status  text NOT NULL DEFAULT 'active' CHECK (qbo_status IN ('active', 'voided', 'deleted', 'inactive')),
+    request_id  uuid,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    synced_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (realm_id, entity, key),
+    UNIQUE (realm_id, qbo_type, qbo_id)
+);
+COMMENT ON TABLE qbsync.entity_map IS
+    'Which QuickBooks object (Id, SyncToken, DocNumber) each shop row became, per QuickBooks company (realm).';
+
+-- Append-only audit trail of every outcome, partitioned by month.
+CREATE TABLE qbsync.integration_logs (
+    id               bigint GENERATED ALWAYS AS IDENTITY,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    service_name     text NOT NULL DEFAULT 'quickbooks',
+    operation        text NOT NULL,
+    model_type       text NOT NULL,
+    model_id         text,
+    status           text NOT NULL CHECK (status IN ('success', 'failed', 'retry', 'dead', 'skipped', 'info')),
+    error_message    text,
+    error_code       text,
+    response_time_ms int,
+    request_id       uuid,
+    qbo_id           text,
+    realm_id         text,
+    attempt          int,
+    actor            text NOT NULL DEFAULT 'daemon',
+    details          jsonb,
+    PRIMARY KEY (created_at, id)
+) PARTITION BY RANGE (created_at);
+COMMENT ON TABLE qbsync.integration_logs IS
+    'Every outcome: one row per push attempt, skip, admin action or token event, with QuickBooks fault code and message on failure. Monthly partitions; see setting log_retention_months.';
+CREATE INDEX integration_logs_model ON qbsync.integration_logs (model_type, model_id, created_at);
+CREATE INDEX integration_logs_status ON qbsync.integration_logs (status, created_at);
+
+-- Catches rows outside every monthly partition (clock jumps), so an insert never fails.
+CREATE TABLE qbsync.integration_logs_overflow PARTITION OF qbsync.integration_logs DEFAULT;
+
+-- Creates the monthly partitions from this month to `ahead` months ahead (moving any rows
+-- the overflow partition holds for them) and drops partitions older than the retention.
+-- Idempotent; the daemon calls it at start and daily, migrations once.
+CREATE FUNCTION qbsync.maintain_log_partitions(
+    ahead int DEFAULT NULL, retention_months int DEFAULT NULL
+) RETURNS TABLE (action text, partition_name text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ahead int := coalesce(ahead, (qbsync.setting('log_partitions_ahead'))::int, 3);
+    v_keep int := coalesce(retention_months, (qbsync.setting('log_retention_months'))::int, 12);
+    v_month date;
+    v_name text;
+    v_moved int;
+BEGIN
+    FOR i IN 0..v_ahead LOOP
+        v_month := (date_trunc('month', now()) + make_interval(months => i))::date;
+        v_name := 'integration_logs_' || to_char(v_month, 'YYYY_MM');
+        CONTINUE WHEN to_regclass('qbsync.' || v_name) IS NOT NULL;
+        CREATE TEMP TABLE IF NOT EXISTS qbsync_moved_logs
+            (LIKE qbsync.integration_logs) ON COMMIT DROP;
+        WITH moved AS (
+            DELETE FROM qbsync.integration_logs_overflow
+            WHERE created_at >= v_month AND created_at < v_month + interval '1 month'
+            RETURNING *)
+        INSERT INTO qbsync_moved_logs SELECT * FROM moved;
+        GET DIAGNOSTICS v_moved = ROW_COUNT;
+        EXECUTE format('CREATE TABLE qbsync.%I PARTITION OF qbsync.integration_logs '
+                       'FOR VALUES FROM (%L) TO (%L)',
+                       v_name, v_month, (v_month + interval '1 month')::date);
+        IF v_moved > 0 THEN
+            INSERT INTO qbsync.integration_logs OVERRIDING SYSTEM VALUE
+                SELECT * FROM qbsync_moved_logs;
+            TRUNCATE qbsync_moved_logs;
+        END IF;
+        action := 'created'; partition_name := v_name; RETURN NEXT;
+    END LOOP;
+    FOR v_name IN
+        SELECT c.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'qbsync.integration_logs'::regclass
+          AND c.relname ~ '^integration_logs_\d{4}_\d{2}$'
+          AND to_date(substr(c.relname, 18), 'YYYY_MM')
+              < date_trunc('month', now()) - make_interval(months => v_keep)
+    LOOP
+        EXECUTE format('DROP TABLE qbsync.%I', v_name);
+        action := 'dropped'; partition_name := v_name; RETURN NEXT;
+    END LOOP;
+END
+$$;
+SELECT count(*) FROM qbsync.maintain_log_partitions();
+
+-- QuickBooks companies. Tokens live only inside `tokens`, a ciphertext made by the daemon
+-- (cryptography, key chosen by key_id); no column ever holds a token in plain text.
+CREATE TABLE qbsync.connections (
+    realm_id            text PRIMARY KEY,
+    environment         text NOT NULL DEFAULT 'production',
+    api_base_url        text NOT NULL,
+    company_name        text,
+    company_info        jsonb,
+    tokens              bytea NOT NULL,
+    key_id              text NOT NULL,
+    token_generation    bigint NOT NULL DEFAULT 1,
+    access_expires_at   timestamptz,
+    refresh_expires_at  timestamptz,
+    status              text NOT NULL DEFAULT 'connected'
+                            CHECK (status IN ('connected', 'needs_reconnect', 'disconnected')),
+    active              boolean NOT NULL DEFAULT true,
+    last_error          text,
+    connected_at        timestamptz NOT NULL DEFAULT now(),
+    refreshed_at        timestamptz,
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE qbsync.connections IS
+    'Connected QuickBooks companies. tokens is ciphertext (never plain text); token_generation increases with every refresh so that refreshes are single-flight across daemons.';
+COMMENT ON COLUMN qbsync.connections.tokens IS 'encrypted access + refresh token (see key_id); never plain text';
+-- One company is the sync target at a time; others may stay connected (e.g. a sandbox).
+CREATE UNIQUE INDEX connections_one_active ON qbsync.connections ((true)) WHERE active;
+
+-- Per-realm configuration references used by mappings as {"$setting": name}: tax codes by
+-- VAT rate, the income account... Looked up in QuickBooks at connect time; a DBA override
+-- (source = 'override') is kept across look-ups.
+CREATE TABLE qbsync.realm_settings (
+    realm_id   text NOT NULL REFERENCES qbsync.connections ON DELETE CASCADE,
+    name       text NOT NULL,
+    value      jsonb NOT NULL,
+    source     text NOT NULL DEFAULT 'lookup' CHECK (source IN ('lookup', 'override')),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (realm_id, name)
+);
+COMMENT ON TABLE qbsync.realm_settings IS
+    'Configuration references ({"$setting": name} in mappings) per QuickBooks company, e.g. tax_code:24 -> {"value": "7"}.';
+
+-- Running daemons. waiting_until is set while a daemon sleeps on LISTEN: capture triggers
+-- NOTIFY only then, so busy shops pay no commit-time NOTIFY lock. It expires by itself,
+-- so a killed daemon cannot leave every shop transaction notifying.
+CREATE TABLE qbsync.workers (
+    worker_id     text PRIMARY KEY,
+    hostname      text NOT NULL,
+    pid           int NOT NULL,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    waiting_until timestamptz
+);
+COMMENT ON TABLE qbsync.workers IS 'Running daemons, their heartbeat, and whether one sleeps waiting for a wake-up NOTIFY.';
+
+-- Called by a daemon that found nothing to do and is about to sleep. After it returns,
+-- the daemon checks the queue once more (a change committed before this call is visible
+-- then), and once more when every transaction still open at this call has ended: those may
+-- have read waiting_until before it was set, and will not notify.
+CREATE FUNCTION qbsync.announce_waiting(p_worker_id text, p_for interval)
+RETURNS pg_snapshot
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_snap pg_snapshot;
+    v_self xid8;
+    v_open text;
+BEGIN
+    UPDATE qbsync.workers
+    SET waiting_until = CASE WHEN (qbsync.setting('wakeup_notify'))::boolean
+                             THEN clock_timestamp() + p_for END,
+        heartbeat_at = clock_timestamp()
+    WHERE worker_id = p_worker_id;
+    v_self := pg_current_xact_id();
+    v_snap := pg_current_snapshot();
+    -- Every transaction that may still be open and started before this one: the
+    -- snapshot's in-progress list, plus ids assigned between its xmax and our own id.
+    SELECT string_agg(x::text, ',' ORDER BY x::text::bigint) INTO v_open
+    FROM (SELECT x FROM pg_snapshot_xip(v_snap) AS x
+          UNION
+          SELECT s::text::xid8
+          FROM generate_series(pg_snapshot_xmax(v_snap)::text::bigint,
+                               v_self::text::bigint - 1) AS s) AS open_xids;
+    RETURN format('%s:%s:%s', least(pg_snapshot_xmin(v_snap), v_self), v_self,
+                  coalesce(v_open, ''))::pg_snapshot;
+END
+$$;
+
+CREATE FUNCTION qbsync.stop_waiting(p_worker_id text) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE qbsync.workers SET waiting_until = NULL, heartbeat_at = clock_timestamp()
+    WHERE worker_id = p_worker_id AND waiting_until IS NOT NULL;
+$$;
+
+-- True once every transaction that was running when `snap` was taken has ended.
+CREATE FUNCTION qbsync.snapshot_settled(snap pg_snapshot) RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT NOT EXISTS (
+        SELECT 1 FROM pg_snapshot_xip(snap) AS x WHERE pg_xact_status(x) = 'in progress');
+$$;
+
+-- Capture ----------------------------------------------------------------------------
+
+-- What qbsync.track() installed; the source of truth for untrack() and the admin views.
+CREATE TABLE qbsync.tracked (
+    tbl           regclass NOT NULL,
+    entity        text NOT NULL REFERENCES qbsync.entities ON UPDATE CASCADE,
+    key_expr      text NOT NULL,
+    columns       text[],
+    when_expr     text,
+    function_name text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tbl, entity)
+);
+COMMENT ON TABLE qbsync.tracked IS 'Capture triggers installed by qbsync.track(table, entity, key, columns, when).';
+
+-- Enqueue by hand (admin functions, tests). Capture triggers inline the same statement.
+CREATE FUNCTION qbsync.enqueue(p_entity text, p_key text, p_force boolean DEFAULT false,
+                               p_origin text DEFAULT 'manual')
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_inserted int;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM qbsync.entities WHERE entity = p_entity) THEN
+        RAISE EXCEPTION 'qbsync: unknown entity "%"', p_entity
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known entities are in qbsync.entities; add one with qbsync.define_entity().';
+    END IF;
+    INSERT INTO qbsync.outbox (entity, key, force, origin)
+    VALUES (p_entity, p_key, p_force, p_origin)
+    ON CONFLICT (entity, key) WHERE state = 'pending'
+    DO UPDATE SET force = qbsync.outbox.force OR excluded.force
+    WHERE excluded.force AND NOT qbsync.outbox.force;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    IF EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
+        PERFORM pg_notify('qbsync_wakeup', '');
+    END IF;
+    RETURN v_inserted > 0;
+END
+$$;
+
+CREATE FUNCTION qbsync.drop_capture_triggers(p_rel regclass, p_entity text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name name;
+BEGIN
+    FOR v_name IN
+        SELECT tgname FROM pg_trigger
+        WHERE tgrelid = p_rel
+          AND tgname IN ('qbsync_' || p_entity || '_write', 'qbsync_' || p_entity || '_update')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', v_name, p_rel);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION qbsync.track(
+    tbl text, entity text, key text, columns text[] DEFAULT NULL, "when" text DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql
+-- no SET search_path: table names and expressions resolve as the caller (a DBA) sees them
+AS $fn$
+DECLARE
+    v_rel regclass := to_regclass(tbl);
+    v_schema text;
+    v_table text;
+    v_fn text;
+    v_missing text;
+    v_row text;
+    v_simple_key text;
+    v_changed text;
+    v_key_new text;
+    v_key_old text;
+BEGIN
+    IF v_rel IS NULL THEN
+        RAISE EXCEPTION 'qbsync.track: table "%" does not exist', tbl
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM qbsync.entities e WHERE e.entity = track.entity) THEN
+        RAISE EXCEPTION 'qbsync.track: unknown entity "%"', entity
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Register it first: SELECT qbsync.define_entity(entity, qbo_type, ...).';
+    END IF;
+    IF coalesce(btrim(key), '') = '' THEN
+        RAISE EXCEPTION 'qbsync.track: key expression for "%" is empty', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT n.nspname, c.relname INTO v_schema, v_table
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;
+
+    SELECT string_agg(format('%I', col), ', ') INTO v_missing
+    FROM unnest(columns) AS col
+    WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                      WHERE a.attrelid = v_rel AND a.attname = col
+                        AND a.attnum > 0 AND NOT a.attisdropped);
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'qbsync.track: table % has no column(s) %', v_rel, v_missing
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    IF columns IS NOT NULL AND cardinality(columns) = 0 THEN
+        RAISE EXCEPTION 'qbsync.track: columns is empty; pass NULL to track every column'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- Compile the expressions once against the table so that a typo fails here, with the
+    -- table named, rather than in a shop transaction.
+    BEGIN
+        EXECUTE format('SELECT (%s)::text FROM %s AS r LIMIT 0', key, v_rel);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'qbsync.track: key expression % is not valid for table %: %',
+            quote_literal(key), v_rel, SQLERRM USING ERRCODE = SQLSTATE;
+    END;
+    IF "when" IS NOT NULL THEN
+        BEGIN
+            EXECUTE format('SELECT 1 FROM %s AS r WHERE (%s) LIMIT 0', v_rel, "when");
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'qbsync.track: "when" predicate % is not valid for table %: %',
+                quote_literal("when"), v_rel, SQLERRM USING ERRCODE = SQLSTATE;
+        END;
+    END IF;
+
+    v_fn := format('capture_%s_%s', left(v_table || '_' || entity, 40),
+                   left(md5(v_rel::oid::text || '/' || entity), 8));
+
+    -- A key that is a plain column and no predicate: a simple expression plpgsql evaluates
+    -- without a query. Otherwise evaluate over the row as a one-row relation "r", so that
+    -- expressions use bare column names and may hold subqueries.
+    SELECT format('%I', a.attname) INTO v_simple_key
+    FROM pg_attribute a
+    WHERE a.attrelid = v_rel AND a.attnum > 0 AND NOT a.attisdropped
+      AND ("when" IS NULL) AND (a.attname = btrim(key) OR format('%I', a.attname) = btrim(key));
+    IF v_simple_key IS NOT NULL THEN
+        v_key_new := format('_qbsync_new := NEW.%s::text;', v_simple_key);
+        v_key_old := format('_qbsync_old := OLD.%s::text;', v_simple_key);
+    ELSE
+        v_row := format('SELECT (%s)::text FROM (SELECT %%s.*) AS r%s',
+                        key, CASE WHEN "when" IS NOT NULL THEN format(' WHERE (%s)', "when") END);
+        v_key_new := format('%s INTO _qbsync_new;', format(v_row, 'NEW'));
+        v_key_old := format('%s INTO _qbsync_old;', format(v_row, 'OLD'));
+    END IF;
+
+    EXECUTE format($body$
+        CREATE OR REPLACE FUNCTION qbsync.%I() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER
+        SET search_path = pg_catalog, %I, pg_temp
+        AS $f$
+        #variable_conflict use_column
+        DECLARE
+            _qbsync_new text;
+            _qbsync_old text;
+            _qbsync_added boolean := false;
+        BEGIN
+            IF TG_OP <> 'DELETE' THEN %s END IF;
+            IF TG_OP <> 'INSERT' THEN %s END IF;
+            IF _qbsync_old IS NOT DISTINCT FROM _qbsync_new THEN _qbsync_old := NULL; END IF;
+            IF _qbsync_new IS NOT NULL THEN
+                INSERT INTO qbsync.outbox (entity, key) VALUES (%L, _qbsync_new)
+                ON CONFLICT (entity, key) WHERE state = 'pending' DO NOTHING;
+                _qbsync_added := _qbsync_added OR FOUND;
+            END IF;
+            IF _qbsync_old IS NOT NULL THEN
+                INSERT INTO qbsync.outbox (entity, key) VALUES (%L, _qbsync_old)
+                ON CONFLICT (entity, key) WHERE state = 'pending' DO NOTHING;
+                _qbsync_added := _qbsync_added OR FOUND;
+            END IF;
+            -- Wake a sleeping daemon, only when a row was really added (not coalesced).
+            IF _qbsync_added
+               AND EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
+                PERFORM pg_notify('qbsync_wakeup', '');
+            END IF;
+            RETURN NULL;
+        END
+        $f$
+    $body$, v_fn, v_schema, v_key_new, v_key_old, entity, entity);
+    EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', v_fn);
+
+    -- Cheap filters in the trigger's WHEN clause run before the function is even called:
+    -- the daemon's own writes, and updates that change none of the tracked columns.
+    IF columns IS NULL THEN
+        v_changed := 'OLD.* IS DISTINCT FROM NEW.*';
+    ELSE
+        SELECT format('(%s) IS DISTINCT FROM (%s)',
+                      string_agg(format('OLD.%I', c), ', '), string_agg(format('NEW.%I', c), ', '))
+        INTO v_changed FROM unnest(columns) AS c;
+    END IF;
+    PERFORM qbsync.drop_capture_triggers(v_rel, entity);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER INSERT OR DELETE ON %s FOR EACH ROW '
+        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
+        'EXECUTE FUNCTION qbsync.%I()',
+        'qbsync_' || entity || '_write', v_rel, v_fn);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER UPDATE %s ON %s FOR EACH ROW '
+        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'' '
+        'AND %s) EXECUTE FUNCTION qbsync.%I()',
+        'qbsync_' || entity || '_update',
+        CASE WHEN columns IS NULL THEN ''
+             ELSE 'OF ' || (SELECT string_agg(format('%I', c), ', ') FROM unnest(columns) c) END,
+        v_rel, v_changed, v_fn);
+
+    INSERT INTO qbsync.tracked AS t (tbl, entity, key_expr, columns, when_expr, function_name)
+    VALUES (v_rel, track.entity, key, columns, "when", v_fn)
+    ON CONFLICT ON CONSTRAINT tracked_pkey DO UPDATE
+        SET key_expr = excluded.key_expr, columns = excluded.columns,
+            when_expr = excluded.when_expr, function_name = excluded.function_name,
+            created_at = now();
+    RETURN v_fn;
+END
+$fn$;
+COMMENT ON FUNCTION qbsync.track(text, text, text, text[], text) IS
+    'Capture changes of a shop table into the outbox: key = SQL expression over the row (bare column names) giving the outbox key; columns = the columns whose change matters on UPDATE (NULL = any); when = row predicate (on UPDATE the NEW or the OLD row must satisfy it).';
+
+CREATE FUNCTION qbsync.untrack(tbl text, entity text) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_rel regclass := to_regclass(tbl);
+    v_fn text;
+BEGIN
+    IF v_rel IS NULL THEN
+        RAISE EXCEPTION 'qbsync.untrack: table "%" does not exist', tbl
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    DELETE FROM qbsync.tracked t WHERE t.tbl = v_rel AND t.entity = untrack.entity
+    RETURNING function_name INTO v_fn;
+    IF v_fn IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM qbsync.drop_capture_triggers(v_rel, entity);
+    EXECUTE format('DROP FUNCTION IF EXISTS qbsync.%I()', v_fn);
+    RETURN true;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbsync FROM PUBLIC;

@@ -1,0 +1,175 @@
+"""Capture triggers installed by qbsync.track(): keys, predicates, column filter,
+coalescing, in-flight rows, self-write suppression, clear errors, no grants needed."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import sql
+
+SHOP = """
+CREATE SCHEMA shop;
+CREATE TABLE shop.orders (id serial PRIMARY KEY, status text NOT NULL DEFAULT 'pending',
+                          total numeric(12,2) NOT NULL DEFAULT 0, note text,
+                          quickbooks_invoice_id text);
+CREATE TABLE shop.order_lines (id serial PRIMARY KEY, order_id int NOT NULL, qty int);
+CREATE TABLE shop."Weird Table" ("Order Id" int, "select" text);
+SELECT qbsync.define_entity('order', 'Invoice', 3, '{60,300,900}', 120);
+SELECT qbsync.track('shop.orders', 'order', 'id', ARRAY['status', 'total'],
+                    $$status = 'completed'$$);
+SELECT qbsync.track('shop.order_lines', 'order', 'order_id', NULL,
+                    $$EXISTS (SELECT 1 FROM shop.orders o WHERE o.id = r.order_id
+                                                         AND o.status = 'completed')$$);
+"""
+
+
+@pytest.fixture
+def shop(db: psycopg.Connection) -> psycopg.Connection:
+    db.execute(SHOP)
+    db.commit()
+    return db
+
+
+def outbox(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    return conn.execute("SELECT entity, key, state FROM qbsync.outbox ORDER BY id").fetchall()
+
+
+def test_predicate_gates_capture(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status, total) VALUES ('pending', 10), ('completed', 20)")
+    assert outbox(shop) == [("order", "2", "pending")]
+
+
+def test_order_captured_when_it_becomes_completed(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('pending')")
+    assert outbox(shop) == []
+    shop.execute("UPDATE shop.orders SET status = 'completed' WHERE id = 1")
+    assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_leaving_the_predicate_is_captured_too(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.execute("DELETE FROM qbsync.outbox")
+    shop.execute("UPDATE shop.orders SET status = 'cancelled' WHERE id = 1")
+    assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_unlisted_columns_enqueue_nothing(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.execute("DELETE FROM qbsync.outbox")
+    shop.execute("UPDATE shop.orders SET note = 'gift wrap' WHERE id = 1")
+    shop.execute("UPDATE shop.orders SET total = total WHERE id = 1")  # listed, unchanged
+    assert outbox(shop) == []
+    shop.execute("UPDATE shop.orders SET total = 99 WHERE id = 1")
+    assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_repeated_changes_coalesce(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    for total in range(1, 6):
+        shop.execute("UPDATE shop.orders SET total = %s WHERE id = 1", (total,))
+    assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_change_while_in_flight_queues_one_more(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.execute(
+        "UPDATE qbsync.outbox SET state = 'running', lease_owner = 'w1', "
+        "lease_expires_at = now() + interval '1 minute'"
+    )
+    shop.execute("UPDATE shop.orders SET total = 5 WHERE id = 1")
+    shop.execute("UPDATE shop.orders SET total = 6 WHERE id = 1")
+    assert outbox(shop) == [("order", "1", "running"), ("order", "1", "pending")]
+
+
+def test_child_row_enqueues_parent_key(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('pending'), ('completed')")
+    shop.execute("DELETE FROM qbsync.outbox")
+    shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1), (2, 3), (2, 4)")
+    assert outbox(shop) == [("order", "2", "pending")]
+    shop.execute("DELETE FROM qbsync.outbox")
+    shop.execute("DELETE FROM shop.order_lines WHERE order_id = 2 AND qty = 3")
+    assert outbox(shop) == [("order", "2", "pending")]
+
+
+def test_moving_a_child_enqueues_both_parents(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed'), ('completed')")
+    shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1)")
+    shop.execute("DELETE FROM qbsync.outbox")
+    shop.execute("UPDATE shop.order_lines SET order_id = 2")
+    assert sorted(outbox(shop)) == [("order", "1", "pending"), ("order", "2", "pending")]
+
+
+def test_daemon_writes_are_not_captured(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.execute("DELETE FROM qbsync.outbox")
+    shop.commit()
+    with shop.transaction():
+        shop.execute("SET LOCAL qbsync.origin = 'daemon'")
+        shop.execute("UPDATE shop.orders SET total = 50, quickbooks_invoice_id = '7'")
+        shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    assert outbox(shop) == []
+    shop.execute("UPDATE shop.orders SET total = 51 WHERE id = 1")  # setting was LOCAL
+    assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_expression_key_and_quoted_identifiers(shop: psycopg.Connection) -> None:
+    shop.execute("SELECT qbsync.define_entity('customer', 'Customer')")
+    shop.execute(
+        """SELECT qbsync.track('shop."Weird Table"', 'customer',
+                               $$'guest:' || lower("select")$$, ARRAY['Order Id', 'select'])"""
+    )
+    shop.execute("""INSERT INTO shop."Weird Table" VALUES (1, 'Μαρία@Example.GR')""")
+    assert outbox(shop) == [("customer", "guest:μαρία@example.gr", "pending")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("shop.nope", "order", "id"), 'table "shop.nope" does not exist'),
+        (("shop.orders", "nope", "id"), 'unknown entity "nope"'),
+        (("shop.orders", "order", "idx"), 'column "idx" does not exist'),
+        (("shop.orders", "order", "id", ["status", "colour"]), "has no column"),
+        (("shop.orders", "order", "id", None, "state = 'x'"), '"when" predicate'),
+    ],
+)
+def test_track_errors_are_clear(
+    shop: psycopg.Connection, args: tuple[object, ...], message: str
+) -> None:
+    query = sql.SQL("SELECT qbsync.track({})").format(
+        sql.SQL(", ").join(sql.Literal(a) for a in args)
+    )
+    with pytest.raises(psycopg.Error, match=message):
+        shop.execute(query)
+
+
+def test_untrack_removes_trigger_and_function(shop: psycopg.Connection) -> None:
+    fn = shop.execute(
+        "SELECT function_name FROM qbsync.tracked WHERE tbl = 'shop.orders'::regclass"
+    ).fetchone()
+    assert fn is not None
+    assert shop.execute("SELECT qbsync.untrack('shop.orders', 'order')").fetchone() == (True,)
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    assert outbox(shop) == []
+    exists = shop.execute("SELECT to_regprocedure(%s)", (f"qbsync.{fn[0]}()",)).fetchone()
+    assert exists == (None,)
+    assert shop.execute("SELECT qbsync.untrack('shop.orders', 'order')").fetchone() == (False,)
+
+
+def test_shop_role_needs_no_grant_on_qbsync(shop: psycopg.Connection) -> None:
+    shop.execute("DROP ROLE IF EXISTS qbsync_test_shop")
+    shop.execute("CREATE ROLE qbsync_test_shop")
+    shop.execute("GRANT USAGE ON SCHEMA shop TO qbsync_test_shop")
+    shop.execute("GRANT ALL ON ALL TABLES IN SCHEMA shop TO qbsync_test_shop")
+    shop.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA shop TO qbsync_test_shop")
+    shop.commit()
+    try:
+        with shop.transaction():
+            shop.execute("SET LOCAL ROLE qbsync_test_shop")
+            shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), shop.transaction():
+                shop.execute("SELECT * FROM qbsync.outbox")
+        assert outbox(shop) == [("order", "1", "pending")]
+    finally:
+        shop.execute("DROP OWNED BY qbsync_test_shop")
+        shop.execute("DROP ROLE qbsync_test_shop")
+        shop.commit()

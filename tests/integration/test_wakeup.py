@@ -1,0 +1,98 @@
+"""Capture wakes a daemon with NOTIFY only while one is waiting, and the idle loop's
+re-check closes the race with transactions that read the flag before it was set."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.support import conn_url
+
+
+@pytest.fixture
+def shop(db: psycopg.Connection) -> psycopg.Connection:
+    db.execute(
+        """
+        CREATE TABLE public.products (id int PRIMARY KEY, price numeric);
+        SELECT qbsync.define_entity('product', 'Item');
+        SELECT qbsync.track('public.products', 'product', 'id');
+        INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES ('w1', 'test', 1);
+        """
+    )
+    db.commit()
+    return db
+
+
+@pytest.fixture
+def listener(shop: psycopg.Connection) -> psycopg.Connection:
+    conn = psycopg.connect(conn_url(shop), autocommit=True)
+    conn.execute("LISTEN qbsync_wakeup")
+    yield conn
+    conn.close()
+
+
+def wakeups(listener: psycopg.Connection) -> int:
+    return sum(1 for _ in listener.notifies(timeout=0.2))
+
+
+def write(shop: psycopg.Connection, *ids: int) -> None:
+    for i in ids:
+        shop.execute("INSERT INTO products VALUES (%s, 1) ON CONFLICT (id) DO UPDATE SET price = "
+                     "products.price + 1", (i,))
+    shop.commit()
+
+
+def test_no_notify_while_nobody_waits(shop: psycopg.Connection, listener: psycopg.Connection) -> None:
+    write(shop, 1, 2, 3)
+    assert wakeups(listener) == 0
+
+
+def test_notify_while_waiting_once_per_transaction(
+    shop: psycopg.Connection, listener: psycopg.Connection
+) -> None:
+    shop.execute("SELECT qbsync.announce_waiting('w1', interval '1 minute')")
+    shop.commit()
+    write(shop, 1, 2, 3)  # one transaction, three new rows: NOTIFY folds them into one
+    assert wakeups(listener) == 1
+    write(shop, 1)  # coalesced into the pending row: nothing new to wake for
+    assert wakeups(listener) == 0
+
+
+def test_no_notify_after_stop_waiting_or_expiry(
+    shop: psycopg.Connection, listener: psycopg.Connection
+) -> None:
+    shop.execute("SELECT qbsync.announce_waiting('w1', interval '1 minute')")
+    shop.execute("SELECT qbsync.stop_waiting('w1')")
+    shop.commit()
+    write(shop, 1)
+    assert wakeups(listener) == 0
+    # A daemon killed while waiting leaves a flag that expires by itself.
+    shop.execute("UPDATE qbsync.workers SET waiting_until = clock_timestamp() - interval '1 s'")
+    shop.commit()
+    write(shop, 2)
+    assert wakeups(listener) == 0
+
+
+def test_switch_turns_notify_off(shop: psycopg.Connection, listener: psycopg.Connection) -> None:
+    shop.execute("UPDATE qbsync.settings SET value = 'false' WHERE name = 'wakeup_notify'")
+    shop.execute("SELECT qbsync.announce_waiting('w1', interval '1 minute')")
+    shop.commit()
+    write(shop, 1)
+    assert wakeups(listener) == 0
+
+
+def test_snapshot_settles_after_racing_transaction_commits(shop: psycopg.Connection) -> None:
+    # A shop transaction wrote (and read "nobody waits") before the daemon announced.
+    racer = psycopg.connect(conn_url(shop))
+    racer.execute("INSERT INTO products VALUES (42, 1)")
+    snap = shop.execute("SELECT qbsync.announce_waiting('w1', interval '1 minute')").fetchone()
+    shop.commit()
+    assert snap is not None
+    settled = "SELECT qbsync.snapshot_settled(%s::pg_snapshot)"
+    assert shop.execute(settled, (snap[0],)).fetchone() == (False,)
+    shop.commit()
+    racer.commit()  # it will not notify: it read the flag before it was set...
+    racer.close()
+    # ...but the daemon's second re-check, once the snapshot settles, sees its row.
+    assert shop.execute(settled, (snap[0],)).fetchone() == (True,)
+    assert shop.execute("SELECT key FROM qbsync.outbox").fetchall() == [("42",)]
