@@ -12,6 +12,7 @@ import psycopg
 
 from . import __version__, shop
 from .config import load_settings
+from .emulator.cli import emulator_command
 from .errors import QbsyncError
 from .migrate import Migration, migrate
 
@@ -107,3 +108,6 @@ def shop_generate(orders: int, seed: float, database_url: str | None) -> None:
     with psycopg.connect(conninfo(database_url)) as conn:
         counts = shop.generate(conn, orders, seed=seed)
     click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
+main.add_command(emulator_command)

@@ -1,0 +1,3 @@
+from .cli import emulator_command
+
+emulator_command()

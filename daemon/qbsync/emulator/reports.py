@@ -1,0 +1,193 @@
+"""Reports: ProfitAndLoss computed from the company's invoices and credit memos.
+
+Rules (the fact sheet gives the shape, not the arithmetic):
+
+* accrual basis; a transaction counts when ``start_date <= TxnDate <= end_date``;
+* default period: 1 January of the current (emulated) year to today;
+* income is reported net of tax, per the Item's ``IncomeAccountRef``; for TaxInclusive
+  invoices the net of each tax code is ``gross - round(gross x rate / (100 + rate), 2)``,
+  spread over that code's lines in proportion to their amounts;
+* discounts appear as negative income on the discount line's ``DiscountAccountRef`` (default:
+  the seeded "Discounts given" account), sized so that the income rows of a transaction add
+  up to ``TotalAmt - TotalTax``; credit memos count negative; voided invoices count 0;
+* there is no cost data, so Cost of Goods Sold and Expenses are 0.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from . import faults, tax
+from .clock import Clock
+from .seed import DISCOUNT_ACCOUNT_ID
+from .store import Company
+from .validation import money
+
+SUPPORTED = ("ProfitAndLoss",)
+
+
+def _d(value: Any) -> Decimal:
+    return Decimal(str(value or 0))
+
+
+def txn_income(company: Company, txn: dict[str, Any]) -> dict[str, Decimal]:
+    calc = txn.get("GlobalTaxCalculation") or "TaxExcluded"
+    items = company.entities["Item"]
+    codes = company.entities["TaxCode"]
+    groups: dict[str, list[tuple[str, Decimal]]] = defaultdict(list)
+    discount_account = DISCOUNT_ACCOUNT_ID
+    for line in txn.get("Line", []):
+        dtype = line.get("DetailType")
+        if dtype == "DiscountLineDetail":
+            ref = (line.get("DiscountLineDetail") or {}).get("DiscountAccountRef")
+            if ref:
+                discount_account = ref["value"]
+            continue
+        if dtype != "SalesItemLineDetail":
+            continue
+        detail = line.get("SalesItemLineDetail") or {}
+        item_ref = detail.get("ItemRef")
+        if not item_ref:
+            continue
+        item = items.get(item_ref["value"], {})
+        account = (item.get("IncomeAccountRef") or {}).get("value", "1")
+        code = (detail.get("TaxCodeRef") or {}).get("value", "")
+        groups[code].append((account, _d(line.get("Amount"))))
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    for code, lines in groups.items():
+        gross = sum((a for _, a in lines), Decimal(0))
+        if calc == "TaxInclusive" and code in codes:
+            _, rate = tax.rate_of_code(codes[code], company.entities["TaxRate"])
+            net = gross - money(gross * rate / (100 + rate))
+        else:
+            net = gross
+        left = net
+        for i, (account, amount) in enumerate(lines):
+            share = (
+                left
+                if i == len(lines) - 1
+                else (money(net * amount / gross) if gross else Decimal(0))
+            )
+            left -= share
+            out[account] += share
+    undiscounted = sum(out.values(), Decimal(0))
+    net_total = _d(txn.get("TotalAmt")) - _d((txn.get("TxnTaxDetail") or {}).get("TotalTax"))
+    if txn.get("Voided"):
+        return {}
+    if undiscounted != net_total:
+        out[discount_account] += net_total - undiscounted
+    return dict(out)
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+def profit_and_loss(company: Company, params: dict[str, str], clock: Clock) -> dict[str, Any]:
+    today = clock.today()
+    start = params.get("start_date") or f"{today[:4]}-01-01"
+    end = params.get("end_date") or today
+    for name, value in (("start_date", start), ("end_date", end)):
+        if len(value) != 10 or value[4] != "-" or value[7] != "-":
+            raise faults.invalid_property(
+                f"Property Name:{name} specified is unsupported or invalid. Supplied value:{value}",
+                name,
+            )
+    method = params.get("accounting_method", "Accrual")
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for entity, sign in (("Invoice", 1), ("CreditMemo", -1)):
+        for txn in company.entities[entity].values():
+            if start <= str(txn.get("TxnDate", ""))[:10] <= end:
+                for account, amount in txn_income(company, txn).items():
+                    totals[account] += sign * amount
+    accounts = company.entities["Account"]
+    rows = []
+    for account_id in sorted(totals, key=lambda a: accounts.get(a, {}).get("Name", a)):
+        if totals[account_id] == 0:
+            continue
+        rows.append(
+            {
+                "ColData": [
+                    {
+                        "value": accounts.get(account_id, {}).get("Name", account_id),
+                        "id": account_id,
+                    },
+                    {"value": _money(totals[account_id])},
+                ],
+                "type": "Data",
+            }
+        )
+    income = sum(totals.values(), Decimal(0))
+    no_data = "false" if rows else "true"
+
+    def summary(label: str, value: Decimal, group: str) -> dict[str, Any]:
+        return {
+            "Summary": {"ColData": [{"value": label}, {"value": _money(value)}]},
+            "type": "Section",
+            "group": group,
+        }
+
+    income_section: dict[str, Any] = {
+        "Header": {"ColData": [{"value": "Income"}, {"value": ""}]},
+        "Rows": {"Row": rows},
+        "Summary": {"ColData": [{"value": "Total Income"}, {"value": _money(income)}]},
+        "type": "Section",
+        "group": "Income",
+    }
+    zero = Decimal(0)
+    expenses: dict[str, Any] = {
+        "Header": {"ColData": [{"value": "Expenses"}, {"value": ""}]},
+        "Rows": {"Row": []},
+        "Summary": {"ColData": [{"value": "Total Expenses"}, {"value": _money(zero)}]},
+        "type": "Section",
+        "group": "Expenses",
+    }
+    return {
+        "Header": {
+            "Time": clock.iso(),
+            "ReportName": "ProfitAndLoss",
+            "DateMacro": params.get("date_macro", ""),
+            "ReportBasis": method,
+            "StartPeriod": start,
+            "EndPeriod": end,
+            "SummarizeColumnsBy": "Total",
+            "Currency": company.settings.currency,
+            "Option": [
+                {"Name": "AccountingStandard", "Value": "GAAP"},
+                {"Name": "NoReportData", "Value": no_data},
+            ],
+        },
+        "Columns": {
+            "Column": [
+                {
+                    "ColTitle": "",
+                    "ColType": "Account",
+                    "MetaData": [{"Name": "ColKey", "Value": "account"}],
+                },
+                {
+                    "ColTitle": "Total",
+                    "ColType": "Money",
+                    "MetaData": [{"Name": "ColKey", "Value": "total"}],
+                },
+            ]
+        },
+        "Rows": {
+            "Row": [
+                income_section,
+                summary("Gross Profit", income, "GrossProfit"),
+                expenses,
+                summary("Net Operating Income", income, "NetOperatingIncome"),
+                summary("Net Income", income, "NetIncome"),
+            ]
+        },
+    }
+
+
+def run(company: Company, name: str, params: dict[str, str], clock: Clock) -> dict[str, Any]:
+    if name.lower() == "profitandloss":
+        return profit_and_loss(company, params, clock)
+    raise faults.unsupported(
+        f"Report {name} is not supported by the emulator (supported: {', '.join(SUPPORTED)})"
+    )

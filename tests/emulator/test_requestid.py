@@ -1,0 +1,67 @@
+"""requestid idempotency: a repeated write returns the first response and changes nothing."""
+
+from __future__ import annotations
+
+import httpx
+
+from qbsync.emulator import Emulator
+
+from .helpers import Api, fault_of, line
+
+
+async def test_repeated_create_returns_first_response(api: Api) -> None:
+    c = await api.customer("C")
+    it = await api.item("I")
+    body = {"CustomerRef": {"value": c["Id"]}, "DocNumber": "R-1", "Line": [line(it["Id"], 1, 10)]}
+    r1 = await api.post("invoice", body, requestid="rid-1")
+    r2 = await api.post("invoice", body, requestid="rid-1")
+    assert r1.status_code == r2.status_code == 200
+    assert r1.json() == r2.json()
+    assert len(api.emu.entities(api.realm, "Invoice")) == 1
+    # a different body with the same id still gets the first answer
+    r3 = await api.post("invoice", {**body, "DocNumber": "R-2"}, requestid="rid-1")
+    assert r3.json()["Invoice"]["DocNumber"] == "R-1"
+    assert len(api.emu.entities(api.realm, "Invoice")) == 1
+    # a new id creates (and hits the duplicate DocNumber check)
+    r4 = await api.post("invoice", body, requestid="rid-2")
+    assert fault_of(r4)["code"] == "6140"
+
+
+async def test_repeated_update_applies_once(api: Api) -> None:
+    c = await api.customer("C")
+    upd = {"Id": c["Id"], "SyncToken": "0", "sparse": True, "Notes": "n"}
+    r1 = await api.post("customer", upd, requestid="u-1")
+    r2 = await api.post("customer", upd, requestid="u-1")
+    assert r1.json()["Customer"]["SyncToken"] == r2.json()["Customer"]["SyncToken"] == "1"
+    assert api.emu.get_entity(api.realm, "Customer", c["Id"])["SyncToken"] == "1"  # type: ignore[index]
+
+
+async def test_failed_write_is_not_remembered(api: Api) -> None:
+    r = await api.post("customer", {"DisplayName": "a:b"}, requestid="f-1")
+    assert r.status_code == 400
+    r = await api.post("customer", {"DisplayName": "ab"}, requestid="f-1")
+    assert r.status_code == 200
+
+
+async def test_requestid_is_per_realm(emu: Emulator, http: httpx.AsyncClient, api: Api) -> None:
+    other = Api(http, emu, emu.create_company("Other"))
+    r1 = await api.post("customer", {"DisplayName": "Same"}, requestid="shared")
+    r2 = await other.post("customer", {"DisplayName": "Same"}, requestid="shared")
+    assert r1.status_code == r2.status_code == 200
+    assert len(emu.entities(other.realm, "Customer")) == 1
+    r = await api.post("customer", {"DisplayName": "Z"}, requestid="x" * 51)
+    assert fault_of(r)["code"] == "2050"
+
+
+async def test_batch_honours_requestid(api: Api) -> None:
+    batch = {
+        "BatchItemRequest": [
+            {"bId": "1", "operation": "create", "Customer": {"DisplayName": "B1"}},
+            {"bId": "2", "operation": "create", "Customer": {"DisplayName": "B2"}},
+        ]
+    }
+    r1 = await api.post("batch", batch, requestid="batch-1")
+    r2 = await api.post("batch", batch, requestid="batch-1")
+    assert r1.json() == r2.json()
+    assert "Customer" in r2.json()["BatchItemResponse"][0]
+    assert len(api.emu.entities(api.realm, "Customer")) == 2
