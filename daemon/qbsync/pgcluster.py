@@ -7,6 +7,7 @@ cluster runs as the `postgres` system user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -105,9 +106,7 @@ class TempCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
+        with contextlib.suppress(QbsyncError):
             self.stop("immediate")
-        except QbsyncError:
-            pass
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)

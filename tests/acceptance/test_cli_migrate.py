@@ -45,7 +45,8 @@ def test_unreachable_database_exit_code() -> None:
 def test_help_explains() -> None:
     result = run(QBSYNC, "--help")
     assert result.returncode == 0
-    assert "migrate" in result.stdout and "Exit codes" in result.stdout
+    assert "migrate" in result.stdout
+    assert "Exit codes" in result.stdout
 
 
 @pytest.mark.slow

@@ -35,7 +35,9 @@ def outbox(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
 
 
 def test_predicate_gates_capture(shop: psycopg.Connection) -> None:
-    shop.execute("INSERT INTO shop.orders (status, total) VALUES ('pending', 10), ('completed', 20)")
+    shop.execute(
+        "INSERT INTO shop.orders (status, total) VALUES ('pending', 10), ('completed', 20)"
+    )
     assert outbox(shop) == [("order", "2", "pending")]
 
 

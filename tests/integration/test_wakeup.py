@@ -42,7 +42,9 @@ def write(shop: psycopg.Connection, *ids: int) -> None:
     shop.commit()
 
 
-def test_no_notify_while_nobody_waits(shop: psycopg.Connection, listener: psycopg.Connection) -> None:
+def test_no_notify_while_nobody_waits(
+    shop: psycopg.Connection, listener: psycopg.Connection
+) -> None:
     write(shop, 1, 2, 3)
     assert wakeups(listener) == 0
 

@@ -1,0 +1,534 @@
+-- Dixis -> QuickBooks Online mapping (the qbsync mapping contract, see DESIGN.md).
+--
+--   qbsync_map.customer(key)  -> Customer body   keys: '<customers.id>' | 'guest:<lower(email)>'
+--   qbsync_map.product(key)   -> Item body       keys: '<products.id>'  | 'fee:shipping' | 'fee:cod' | 'fee:discount'
+--   qbsync_map."order"(key)   -> Invoice body    keys: '<orders.id>'
+--   + <entity>_keys() and <entity>_outcome(key, outcome) for each.
+--
+-- NULL = nothing to push (row gone, or order not completed). SQLSTATE QB001 = the row cannot
+-- be mapped: QuickBooks would refuse it and no retry can fix it; the message names the
+-- entity, the key and the reason. {"$ref": [entity, key]} and {"$setting": name} are
+-- resolved by the daemon.
+--
+-- Decisions (also in the README of the shop):
+-- * Customer.DisplayName must be unique across customers, vendors and employees, and Greek
+--   names repeat a lot (there are many Γιώργος Παπαδόπουλος). So it carries a stable
+--   suffix: "Γιώργος Παπαδόπουλος (#42)" for an account, "Γιώργος Παπαδόπουλος
+--   (g.pap@example.gr)" for a guest. The suffix never changes (ids) or identifies the key
+--   (guests), so a rename is a plain sparse update and collisions (6240) stay rare.
+-- * Item.Name must be unique and producers sell products of the same name: Name =
+--   "<product name> (<SKU>)", the name part clipped so the whole fits in 100 characters.
+--   Products are NonInventory items (stock is kept by the shop; QBO Inventory items need
+--   asset accounts and can never change type). Prices are gross: SalesTaxIncluded.
+-- * Prices are VAT-inclusive, so invoices are GlobalTaxCalculation = TaxInclusive and every
+--   line carries the TaxCode of its VAT rate: order_items.vat_rate (snapshot at order time),
+--   else the product's override, else the category's rate.
+-- * Discounts are separate negative lines on the service item fee:discount ("Έκπτωση"), so
+--   that every line keeps Amount = round(Qty x UnitPrice, 2) exactly and the VAT of each
+--   rate is right: a line discount follows its line (same tax code); the order coupon is
+--   split over the VAT rates in proportion to their line totals (largest remainder to the
+--   cent, so the parts add up to the coupon exactly). Zero-priced lines (samples, gifts)
+--   are kept. Shipping and cash-on-delivery fees are lines on fee:shipping / fee:cod at
+--   24 %. The line amounts add up to orders.total, which the mapping checks.
+-- * Cancelled and refunded orders map to {"$op": "void"} (credit memos come later).
+-- * Names: ':' becomes '-', TAB/newline/other control characters a space, runs of blanks
+--   collapse; then clipped to QBO's limit counted in UTF-16 units (an emoji counts 2), so
+--   Greek text and emoji survive untouched when they fit.
+-- * CurrencyRef is not sent: the company's home currency (EUR for a Greek company) applies;
+--   sending it would break a company whose customers were created in another currency.
+
+CREATE SCHEMA IF NOT EXISTS qbsync_map;   -- normally made by `qbsync migrate`
+
+-- Helpers (schema dixis: qbsync_map holds only what the contract names) ------------------
+
+-- QuickBooks counts string lengths in UTF-16 units: a character outside the BMP (emoji)
+-- counts two.
+CREATE OR REPLACE FUNCTION dixis.qbo_length(s text)
+RETURNS int
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN char_length(s) + char_length(s) - char_length(regexp_replace(s, '[\U00010000-\U0010FFFF]', '', 'g'));
+
+-- Clip to at most n UTF-16 units, never splitting a character; trailing blanks dropped.
+CREATE OR REPLACE FUNCTION dixis.qbo_clip(s text, n int)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+AS $$
+DECLARE
+    r text;
+BEGIN
+    IF octet_length(s) <= n THEN          -- UTF-8 never has fewer bytes than UTF-16 units
+        RETURN s;
+    END IF;
+    r := left(s, n);
+    WHILE dixis.qbo_length(r) > n LOOP    -- only when emoji are in the way
+        r := left(r, char_length(r) - 1);
+    END LOOP;
+    RETURN CASE WHEN r = s THEN r ELSE rtrim(r) END;
+END
+$$;
+
+-- A QBO name: no ':' / TAB / newline, blanks collapsed, trimmed, clipped to n.
+-- Empty result -> NULL (the caller decides whether that is an error).
+CREATE OR REPLACE FUNCTION dixis.qbo_name(s text, n int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN nullif(dixis.qbo_clip(btrim(regexp_replace(regexp_replace(replace(s, ':', '-'),
+                                                                 '[[:cntrl:]]', ' ', 'g'),
+                                                  '\s+', ' ', 'g')), n), '');
+
+-- Plain text field (address, description): control characters kept out, clipped.
+CREATE OR REPLACE FUNCTION dixis.qbo_text(s text, n int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN nullif(dixis.qbo_clip(btrim(regexp_replace(s, '[\t\r\n]+', ' ', 'g')), n), '');
+
+-- An address QBO accepts (has '@' and a dot after it, <= 100), else NULL: a bad address
+-- is left out of the body rather than failing the whole customer or invoice.
+CREATE OR REPLACE FUNCTION dixis.qbo_email(s text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN btrim(s) ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' AND char_length(btrim(s)) <= 100
+            THEN btrim(s) END;
+
+CREATE OR REPLACE FUNCTION dixis.qbo_tax_code(vat_rate numeric)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN jsonb_build_object('$setting', 'tax_code:' || trim_scale(vat_rate)::text);
+
+CREATE OR REPLACE FUNCTION dixis.qbo_bill_addr(line1 text, city text, postcode text, country text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN nullif(jsonb_strip_nulls(jsonb_build_object(
+           'Line1', dixis.qbo_text(line1, 500),
+           'City', dixis.qbo_text(city, 255),
+           'PostalCode', dixis.qbo_text(postcode, 30),
+           'Country', CASE WHEN dixis.qbo_text(line1, 500) IS NOT NULL
+                             OR dixis.qbo_text(city, 255) IS NOT NULL
+                           THEN dixis.qbo_text(country, 255) END)), '{}');
+
+-- The one way the mapping reports bad data.
+CREATE OR REPLACE FUNCTION dixis.qbo_refuse(message text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'QB001', MESSAGE = message;
+END
+$$;
+
+-- Customer ------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION qbsync_map.customer(key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_first text; v_last text; v_email text; v_phone text; v_company text; v_afm text;
+    v_addr text; v_city text; v_postcode text; v_country text;
+    v_suffix text;
+    v_full text;
+    v_guest boolean := key LIKE 'guest:%';
+BEGIN
+    IF v_guest THEN
+        -- a guest exists only as billing details on orders: the latest order wins
+        SELECT o.billing_first_name, o.billing_last_name, o.billing_email, o.billing_phone,
+               o.billing_address, o.billing_city, o.billing_postcode, o.billing_country
+        INTO v_first, v_last, v_email, v_phone, v_addr, v_city, v_postcode, v_country
+        FROM dixis.orders o
+        WHERE o.customer_id IS NULL AND lower(o.billing_email) = substr(key, 7)
+        ORDER BY o.id DESC
+        LIMIT 1;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        v_suffix := ' (' || coalesce(dixis.qbo_name(lower(v_email), 200), 'guest') || ')';
+    ELSIF key ~ '^[0-9]{1,18}$' THEN
+        SELECT c.first_name, c.last_name, c.email, c.phone, c.company_name, c.vat_number,
+               c.billing_address, c.billing_city, c.billing_postcode, c.billing_country
+        INTO v_first, v_last, v_email, v_phone, v_company, v_afm,
+             v_addr, v_city, v_postcode, v_country
+        FROM dixis.customers c
+        WHERE c.id = key::bigint;
+        IF NOT FOUND THEN
+            RETURN NULL;                       -- deleted: nothing to push
+        END IF;
+        v_suffix := ' (#' || key || ')';
+    ELSE
+        PERFORM dixis.qbo_refuse(format('customer %s: the key is neither a customer id nor guest:<email>', key));
+    END IF;
+
+    v_full := dixis.qbo_name(concat_ws(' ', v_first, v_last), 500);
+    IF v_full IS NULL THEN
+        PERFORM dixis.qbo_refuse(format('customer %s: empty name (first and last name are blank)', key));
+    END IF;
+
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'DisplayName', dixis.qbo_clip(v_full, 500 - dixis.qbo_length(v_suffix)) || v_suffix,
+        'GivenName', dixis.qbo_name(v_first, 100),
+        'FamilyName', dixis.qbo_name(v_last, 100),
+        'CompanyName', dixis.qbo_text(v_company, 100),
+        'PrimaryEmailAddr', CASE WHEN dixis.qbo_email(v_email) IS NOT NULL
+                                 THEN jsonb_build_object('Address', dixis.qbo_email(v_email)) END,
+        'PrimaryPhone', CASE WHEN dixis.qbo_text(v_phone, 30) IS NOT NULL
+                             THEN jsonb_build_object('FreeFormNumber', dixis.qbo_text(v_phone, 30)) END,
+        'BillAddr', dixis.qbo_bill_addr(v_addr, v_city, v_postcode, v_country),
+        'Notes', CASE WHEN v_guest THEN 'Πελάτης χωρίς λογαριασμό (guest) στο Dixis'
+                      WHEN v_afm IS NOT NULL THEN 'ΑΦΜ: ' || v_afm END,
+        'Active', true
+    ));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.customer_keys()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.id::text FROM dixis.customers c
+    UNION ALL
+    SELECT DISTINCT 'guest:' || lower(o.billing_email)
+    FROM dixis.orders o
+    WHERE o.customer_id IS NULL AND btrim(o.billing_email) <> ''
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.customer_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        RETURN;                                -- guest: no shop row to write to
+    END IF;
+    UPDATE dixis.customers c
+    SET quickbooks_customer_id = coalesce(outcome->>'qbo_id', c.quickbooks_customer_id),
+        quickbooks_realm_id = coalesce(outcome->>'realm_id', c.quickbooks_realm_id),
+        quickbooks_synced_at = CASE WHEN outcome->>'status' = 'synced'
+                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+                                    ELSE c.quickbooks_synced_at END
+    WHERE c.id = key::bigint;
+END
+$$;
+
+-- Product / Item ------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION qbsync_map.product(key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    v_suffix text;
+    v_name text;
+    v_body jsonb;
+BEGIN
+    IF key LIKE 'fee:%' THEN
+        -- synthetic service items for the invoice's fee and discount lines
+        SELECT jsonb_build_object(
+                   'Type', 'Service', 'Name', f.name, 'Description', f.descr,
+                   'Taxable', true, 'SalesTaxIncluded', true,
+                   'SalesTaxCodeRef', dixis.qbo_tax_code(24),
+                   'IncomeAccountRef', jsonb_build_object('$setting', 'income_account'),
+                   'Active', true)
+        INTO v_body
+        FROM (VALUES ('fee:shipping', 'Μεταφορικά', 'Έξοδα αποστολής'),
+                     ('fee:cod', 'Αντικαταβολή', 'Έξοδα αντικαταβολής'),
+                     ('fee:discount', 'Έκπτωση', 'Έκπτωση / κουπόνι'))
+             AS f(key, name, descr)
+        WHERE f.key = product.key;
+        IF v_body IS NULL THEN
+            -- an unknown fee key is a bug in a mapping, not a deleted row
+            PERFORM dixis.qbo_refuse(format(
+                'product %s: unknown fee item (known: fee:shipping, fee:cod, fee:discount)', key));
+        END IF;
+        RETURN v_body;
+    END IF;
+    IF key !~ '^[0-9]{1,18}$' THEN
+        PERFORM dixis.qbo_refuse(format('product %s: the key is not a product id', key));
+    END IF;
+
+    SELECT pr.*, coalesce(pr.vat_rate, c.vat_rate) AS effective_vat
+    INTO p
+    FROM dixis.products pr JOIN dixis.categories c ON c.id = pr.category_id
+    WHERE pr.id = key::bigint;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF p.price = 'NaN' OR p.price < 0 THEN
+        PERFORM dixis.qbo_refuse(format('product %s: invalid price %s', key, p.price));
+    END IF;
+    v_suffix := ' (' || coalesce(dixis.qbo_name(p.sku, 60), '#' || key) || ')';
+    v_name := dixis.qbo_name(p.name, 100 - dixis.qbo_length(v_suffix));
+    IF v_name IS NULL THEN
+        PERFORM dixis.qbo_refuse(format('product %s: empty name', key));
+    END IF;
+
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'Type', 'NonInventory',
+        'Name', v_name || v_suffix,
+        'Sku', dixis.qbo_text(p.sku, 100),
+        'Description', coalesce(dixis.qbo_text(p.description, 4000), dixis.qbo_text(p.name, 4000)),
+        'UnitPrice', p.price,
+        'Taxable', p.effective_vat > 0,
+        'SalesTaxIncluded', true,
+        'SalesTaxCodeRef', dixis.qbo_tax_code(p.effective_vat),
+        'IncomeAccountRef', jsonb_build_object('$setting', 'income_account'),
+        'Active', p.active));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.product_keys()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.id::text FROM dixis.products p
+    UNION ALL
+    SELECT k FROM unnest(ARRAY['fee:shipping', 'fee:cod', 'fee:discount']) AS k
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.product_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        RETURN;                                -- fee items: nothing in the shop
+    END IF;
+    UPDATE dixis.products p
+    SET quickbooks_item_id = coalesce(outcome->>'qbo_id', p.quickbooks_item_id),
+        quickbooks_realm_id = coalesce(outcome->>'realm_id', p.quickbooks_realm_id),
+        quickbooks_synced_at = CASE WHEN outcome->>'status' = 'synced'
+                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+                                    ELSE p.quickbooks_synced_at END
+    WHERE p.id = key::bigint;
+END
+$$;
+
+-- Order / Invoice -----------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION qbsync_map."order"(key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o dixis.orders;
+    v_ref text;               -- what the message calls the order: order 123 (DX-2026-000123)
+    v_customer text;
+    v_bad text;
+    v_lines jsonb;
+    v_sum numeric;
+    v_count int;
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        PERFORM dixis.qbo_refuse(format('order %s: the key is not an order id', key));
+    END IF;
+    SELECT * INTO o FROM dixis.orders WHERE id = key::bigint;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_ref := format('order %s (%s)', key, dixis.order_number(o.id, o.created_at));
+
+    IF o.status IN ('cancelled', 'refunded') THEN
+        -- void the invoice if there is one (the daemon does nothing when there is none)
+        RETURN jsonb_build_object('$op', 'void', 'DocNumber', dixis.order_number(o.id, o.created_at));
+    ELSIF o.status <> 'completed' THEN
+        RETURN NULL;                           -- not invoiced before delivery
+    END IF;
+
+    -- Who is billed: the account, else the guest filed under the order's e-mail.
+    IF o.customer_id IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM dixis.customers c WHERE c.id = o.customer_id) THEN
+            PERFORM dixis.qbo_refuse(format('%s: customer %s does not exist', v_ref, o.customer_id));
+        END IF;
+        v_customer := o.customer_id::text;
+    ELSIF btrim(o.billing_email) <> '' THEN
+        v_customer := 'guest:' || lower(o.billing_email);
+    ELSE
+        PERFORM dixis.qbo_refuse(format(
+            '%s: no customer: customer_id is NULL (account deleted?) and there is no billing e-mail to file it under a guest', v_ref));
+    END IF;
+    IF dixis.qbo_name(concat_ws(' ', o.billing_first_name, o.billing_last_name), 500) IS NULL
+       AND o.customer_id IS NULL THEN
+        PERFORM dixis.qbo_refuse(format('%s: the guest has an empty name', v_ref));
+    END IF;
+
+    -- Order amounts QuickBooks would refuse or that would make the invoice differ from the
+    -- order (no retry fixes them).
+    v_bad := CASE
+        WHEN 'NaN' IN (o.subtotal, o.shipping_fee, o.payment_fee, o.discount, o.total)
+            THEN 'an amount is NaN'
+        WHEN o.shipping_fee < 0 THEN format('negative shipping fee %s', o.shipping_fee)
+        WHEN o.payment_fee < 0 THEN format('negative payment fee %s', o.payment_fee)
+        WHEN o.discount < 0 THEN format('negative discount %s', o.discount)
+        WHEN o.total < 0 THEN format('negative total %s', o.total)
+        WHEN o.discount > o.subtotal THEN format('discount %s exceeds the items subtotal %s', o.discount, o.subtotal)
+        WHEN o.total <> o.subtotal + o.shipping_fee + o.payment_fee - o.discount
+            THEN format('total %s <> subtotal %s + shipping %s + payment fee %s - discount %s',
+                        o.total, o.subtotal, o.shipping_fee, o.payment_fee, o.discount)
+    END;
+    IF v_bad IS NOT NULL THEN
+        PERFORM dixis.qbo_refuse(v_ref || ': ' || v_bad);
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM dixis.order_items i WHERE i.order_id = o.id) THEN
+        PERFORM dixis.qbo_refuse(v_ref || ': the order has no lines');
+    END IF;
+
+    -- The first bad line, if any.
+    SELECT format('line %s (%s): %s', l.n, coalesce(nullif(btrim(l.product_name), ''), '?'), l.why)
+    INTO v_bad
+    FROM (
+        SELECT row_number() OVER (ORDER BY i.id) AS n, i.product_name,
+               CASE WHEN i.product_id IS NULL THEN 'no product (deleted from the catalogue?)'
+                    WHEN p.id IS NULL THEN format('product %s does not exist', i.product_id)
+                    WHEN i.quantity = 'NaN' OR i.unit_price = 'NaN' OR i.discount = 'NaN'
+                         OR i.line_total = 'NaN' THEN 'an amount is NaN'
+                    WHEN i.quantity <= 0 THEN format('quantity %s is not positive', i.quantity)
+                    WHEN i.unit_price < 0 THEN format('negative unit price %s', i.unit_price)
+                    WHEN i.discount < 0 THEN format('negative discount %s', i.discount)
+                    WHEN i.discount > round(i.quantity * i.unit_price, 2)
+                        THEN format('discount %s exceeds the line amount %s', i.discount,
+                                    round(i.quantity * i.unit_price, 2))
+                    WHEN i.line_total <> round(i.quantity * i.unit_price, 2) - i.discount
+                        THEN format('line total %s <> round(%s x %s, 2) - discount %s',
+                                    i.line_total, i.quantity, i.unit_price, i.discount)
+                    WHEN dixis.qbo_text(i.product_name, 4000) IS NULL THEN 'empty product name'
+               END AS why
+        FROM dixis.order_items i
+        LEFT JOIN dixis.products p ON p.id = i.product_id
+        WHERE i.order_id = o.id
+    ) l
+    WHERE l.why IS NOT NULL
+    ORDER BY l.n
+    LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        PERFORM dixis.qbo_refuse(v_ref || ': ' || v_bad);
+    END IF;
+
+    WITH item AS (
+        SELECT row_number() OVER (ORDER BY i.id) AS n, i.product_id, i.product_name, i.quantity,
+               i.unit_price, i.discount, i.line_total,
+               round(i.quantity * i.unit_price, 2) AS gross,
+               coalesce(i.vat_rate, p.vat_rate, c.vat_rate) AS vat
+        FROM dixis.order_items i
+        JOIN dixis.products p ON p.id = i.product_id
+        JOIN dixis.categories c ON c.id = p.category_id
+        WHERE i.order_id = o.id
+    ),
+    -- the coupon, split over the VAT rates in proportion to their line totals; the cents
+    -- lost to truncation go to the largest fractions (then the highest rate)
+    share AS (
+        SELECT r.vat, r.base, trunc(o.discount * r.base / t.base, 2) AS floor_share,
+               o.discount * r.base / t.base - trunc(o.discount * r.base / t.base, 2) AS frac
+        FROM (SELECT vat, sum(line_total) AS base FROM item GROUP BY vat) r
+        CROSS JOIN (SELECT sum(line_total) AS base FROM item) t
+        WHERE o.discount > 0 AND t.base > 0
+    ),
+    coupon AS (
+        SELECT s.vat,
+               s.floor_share + CASE WHEN row_number() OVER (ORDER BY s.frac DESC, s.vat DESC)
+                                         <= round((o.discount - sum(s.floor_share) OVER ()) * 100)
+                                    THEN 0.01 ELSE 0 END AS amount
+        FROM share s
+    ),
+    line AS (
+        -- (sort, item key, description, qty, unit price, amount, VAT rate)
+        SELECT array[i.n, 0] AS sort, i.product_id::text AS item, i.product_name AS descr,
+               i.quantity AS qty, i.unit_price AS price, i.gross AS amount, i.vat
+        FROM item i
+        UNION ALL
+        SELECT array[i.n, 1], 'fee:discount', 'Έκπτωση: ' || i.product_name,
+               1, -i.discount, -i.discount, i.vat
+        FROM item i WHERE i.discount > 0
+        UNION ALL
+        SELECT array[1000000, (100 - c.vat)::int], 'fee:discount',
+               'Έκπτωση κουπονιού' || coalesce(' ' || nullif(btrim(o.coupon_code), ''), '')
+                   || ' (ΦΠΑ ' || trim_scale(c.vat) || '%)',
+               1, -c.amount, -c.amount, c.vat
+        FROM coupon c WHERE c.amount > 0
+        UNION ALL
+        SELECT array[2000000, 0], 'fee:shipping', 'Μεταφορικά', 1, o.shipping_fee, o.shipping_fee, 24
+        WHERE o.shipping_fee > 0
+        UNION ALL
+        SELECT array[3000000, 0], 'fee:cod', 'Αντικαταβολή', 1, o.payment_fee, o.payment_fee, 24
+        WHERE o.payment_fee > 0
+    )
+    SELECT jsonb_agg(jsonb_build_object(
+               'LineNum', l.num,
+               'DetailType', 'SalesItemLineDetail',
+               'Amount', l.amount,
+               'Description', dixis.qbo_text(l.descr, 4000),
+               'SalesItemLineDetail', jsonb_build_object(
+                   'ItemRef', jsonb_build_object('$ref', jsonb_build_array('product', l.item)),
+                   'Qty', trim_scale(l.qty),
+                   'UnitPrice', l.price,
+                   'TaxCodeRef', dixis.qbo_tax_code(l.vat)))
+               ORDER BY l.num),
+           sum(l.amount), count(*)
+    INTO v_lines, v_sum, v_count
+    FROM (SELECT line.*, row_number() OVER (ORDER BY sort) AS num FROM line) l;
+
+    IF v_count > 750 THEN
+        PERFORM dixis.qbo_refuse(format('%s: %s invoice lines, QuickBooks takes at most 750', v_ref, v_count));
+    END IF;
+    IF v_sum <> o.total THEN
+        PERFORM dixis.qbo_refuse(format('%s: the lines add up to %s but the order total is %s (subtotal %s <> sum of its lines?)',
+                                        v_ref, v_sum, o.total, o.subtotal));
+    END IF;
+
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'CustomerRef', jsonb_build_object('$ref', jsonb_build_array('customer', v_customer)),
+        'DocNumber', dixis.order_number(o.id, o.created_at),
+        'TxnDate', to_char(coalesce(o.completed_at, o.created_at) AT TIME ZONE 'Europe/Athens', 'YYYY-MM-DD'),
+        'GlobalTaxCalculation', 'TaxInclusive',
+        'Line', v_lines,
+        'BillEmail', CASE WHEN dixis.qbo_email(o.billing_email) IS NOT NULL
+                          THEN jsonb_build_object('Address', dixis.qbo_email(o.billing_email)) END,
+        'BillAddr', dixis.qbo_bill_addr(o.billing_address, o.billing_city, o.billing_postcode,
+                                        o.billing_country),
+        'PrivateNote', format('Dixis order id %s (%s), payment: %s', o.id,
+                              dixis.order_number(o.id, o.created_at), o.payment_method)
+    ));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.order_keys()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.id::text FROM dixis.orders o ORDER BY o.id
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.order_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text := outcome->>'status';
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        RETURN;
+    END IF;
+    UPDATE dixis.orders o
+    SET quickbooks_sync_status = coalesce(v_status, o.quickbooks_sync_status),
+        quickbooks_invoice_id = coalesce(outcome->>'qbo_id', o.quickbooks_invoice_id),
+        quickbooks_invoice_number = coalesce(outcome->>'doc_number', o.quickbooks_invoice_number),
+        quickbooks_realm_id = coalesce(outcome->>'realm_id', o.quickbooks_realm_id),
+        quickbooks_synced_at = CASE WHEN v_status IN ('synced', 'voided')
+                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+                                    ELSE o.quickbooks_synced_at END,
+        -- a success clears the last error; a failure (or a retry pending) records it
+        quickbooks_sync_error = CASE WHEN v_status IN ('synced', 'voided', 'skipped') THEN NULL
+                                     ELSE coalesce(outcome->>'error', o.quickbooks_sync_error) END,
+        quickbooks_last_sync_attempt = coalesce((outcome->>'attempted_at')::timestamptz,
+                                                o.quickbooks_last_sync_attempt)
+    WHERE o.id = key::bigint;
+END
+$$;
