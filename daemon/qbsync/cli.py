@@ -81,6 +81,20 @@ def migrate_command(database_url: str | None) -> None:
     click.echo(f"{len(done)} migration(s) applied" if done else "database is up to date")
 
 
+@main.command("run")
+@database_option
+@operator_errors
+def run_command(database_url: str | None) -> None:
+    """Run the sync daemon until SIGTERM/SIGINT (systemd: Type=notify, watchdog).
+
+    Settings come from QBSYNC_* variables, systemd credentials and the TOML file
+    (QBSYNC_CONFIG, default /etc/qbsync/qbsync.toml); see systemd/qbsync.toml.example.
+    """
+    from .daemon import main as run_daemon  # the daemon's imports are not needed elsewhere
+
+    sys.exit(run_daemon(load_settings(database_url=database_url)))
+
+
 @main.group("shop")
 def shop_group() -> None:
     """Sample shops (the Dixis marketplace) for demos, tests and benchmarks."""

@@ -230,6 +230,12 @@ class Settings(BaseSettings):
         description="enforce the limits above; false only for benchmarks against the local "
         "emulator",
     )
+    rate_time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="how many times faster than real time the limit windows run; 1 for "
+        "QuickBooks, the emulator's --time-scale for tests and benchmarks against it",
+    )
 
     # --- behaviour ------------------------------------------------------------------------
     skip_invoiced_orders: bool = Field(

@@ -1,0 +1,238 @@
+"""`qbsync run`: wires settings, the database, QuickBooks and the worker together, and
+runs until SIGTERM/SIGINT (draining in-flight pushes) or an unrecoverable error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+from . import logs, sdnotify, sentry
+from .config import Settings
+from .db import Listener, create_pool
+from .errors import ConfigError
+from .qbo import oauth
+from .qbo.client import QboClient
+from .qbo.errors import QboError
+from .qbo.ratelimit import RateLimits, RequestLimiter
+from .queries import load as load_queries
+from .realm import Realm, prepare
+from .sync import EntityInfo, Pusher, PushFailed, Row
+from .tokens import ReconnectRequired, TokenStore
+from .vault import Vault
+from .worker import DB_ERRORS, Worker, WorkerConfig
+
+log = logging.getLogger("qbsync.daemon")
+Q = load_queries()
+
+
+@dataclass
+class Daemon:
+    """Everything a running daemon holds; built by `start`, closed by `close`."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    listener: Listener
+    http: httpx.AsyncClient
+    tokens: TokenStore
+    client: QboClient
+    realm: Realm
+    worker: Worker
+
+    async def close(self) -> None:
+        with contextlib.suppress(*DB_ERRORS):
+            await self.pool.execute(Q.unregister_worker, self.settings.worker_name)
+        await self.listener.close()
+        await self.http.aclose()
+        await self.pool.close()
+
+
+async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings,
+                               stop: asyncio.Event) -> asyncpg.Record | None:
+    """The company to sync to; waits (saying so) until one is connected."""
+    announced = False
+    while not stop.is_set():
+        row = await pool.fetchrow(Q.active_connection, settings.realm_id)
+        if row is not None and row["status"] == "connected":
+            return row
+        if not announced:
+            what = f"company {settings.realm_id}" if settings.realm_id else "an active company"
+            state = f" (status {row['status']})" if row is not None else ""
+            message = f"waiting for {what}{state}: run `qbsync connect`"
+            log.warning(message)
+            sdnotify.notify(STATUS=message)
+            announced = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 10)
+    return None
+
+
+async def _endpoints(http: httpx.AsyncClient, settings: Settings) -> oauth.OAuthEndpoints:
+    try:
+        return await oauth.discover(http, settings.oauth_discovery_url)
+    except (QboError, oauth.OAuthError) as exc:
+        if settings.oauth_discovery_url.rstrip("/") == oauth.DISCOVERY_PRODUCTION.rstrip("/"):
+            log.warning("OpenID discovery failed (%s); using Intuit's known endpoints", exc)
+            return oauth.PRODUCTION
+        raise ConfigError(f"oauth_discovery_url: {exc}") from exc
+
+
+async def start(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Daemon | None:
+    """Build the daemon; None when stopped before a company was connected."""
+    if settings.client_secret is None:
+        raise ConfigError("client_secret is not set (QBSYNC_CLIENT_SECRET or the systemd "
+                          "credential qbsync-client-secret): token refresh needs it")
+    if settings.token_keys is None:
+        raise ConfigError("token_keys is not set (QBSYNC_TOKEN_KEYS or the systemd credential "
+                          "qbsync-token-keys): stored tokens cannot be decrypted without it")
+    vault = Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
+    pool = await create_pool(settings.database_url, size=settings.concurrency + 4)
+    try:
+        partitions = await pool.fetch(Q.maintain_log_partitions)
+        for p in partitions:
+            log.info("log partition %s %s", p["partition_name"], p["action"])
+        row = await _wait_for_connection(pool, settings, stop)
+        if row is None:
+            await pool.close()
+            return None
+        http = httpx.AsyncClient(transport=transport, timeout=settings.http_timeout)
+        endpoints = await _endpoints(http, settings)
+        realm = Realm(row["realm_id"], row["api_base_url"], row["company_name"])
+        tokens = TokenStore(
+            pool, vault, realm.realm_id, http=http, endpoints=endpoints,
+            client=oauth.ClientCredentials(settings.client_id,
+                                           settings.client_secret.get_secret_value()),
+        )
+        limiter = None
+        if settings.rate_limits:
+            limiter = RequestLimiter(pool, realm.realm_id, holder=settings.worker_name,
+                                     local_in_flight=settings.max_in_flight)
+            await limiter.configure(RateLimits(
+                per_minute=settings.requests_per_minute,
+                per_second=settings.requests_per_second,
+                in_flight=settings.max_in_flight,
+                batch_per_minute=settings.batch_per_minute,
+                time_scale=settings.rate_time_scale))
+        client = QboClient(http, base_url=realm.api_base_url, realm_id=realm.realm_id,
+                           tokens=tokens, minor_version=settings.minor_version,
+                           limiter=limiter, timeout=settings.http_timeout)
+        for warning in await prepare(pool, realm, client):
+            log.warning(warning)
+        entities = {
+            r["entity"]: EntityInfo(r["entity"], r["qbo_type"], r["max_attempts"],
+                                    r["deadline_seconds"])
+            for r in await pool.fetch(Q.entities)
+        }
+        pusher = Pusher(pool, client, realm, entities,
+                        skip_invoiced=settings.skip_invoiced_orders)
+        worker = Worker(
+            pool, Listener(settings.database_url), pusher,
+            WorkerConfig(worker_id=settings.worker_name, concurrency=settings.concurrency,
+                         lease_seconds=settings.lease_seconds,
+                         poll_interval=settings.poll_interval,
+                         shutdown_grace=settings.shutdown_grace),
+            on_dead=_report_dead(realm.realm_id),
+        )
+        await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,
+                           os.getpid())
+        return Daemon(settings, pool, worker.listener, http, tokens, client, realm, worker)
+    except BaseException:
+        await pool.close()
+        raise
+
+
+def _report_dead(realm_id: str) -> Callable[[Row, PushFailed], None]:
+    def report(row: Row, failure: PushFailed) -> None:
+        sentry.capture_dead_row(row.entity, row.key, failure.message, failure.code,
+                                realm_id=realm_id)
+    return report
+
+
+async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
+    """STATUS and WATCHDOG for systemd, heartbeat in qbsync.workers, daily log partitions."""
+    settings = daemon.settings
+    interval = min(sdnotify.watchdog_interval() or 5.0, 5.0)
+    stale_after = settings.poll_interval * 3 + 30
+    last_maintenance = time.monotonic()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        worker = daemon.worker
+        if time.monotonic() - worker.loop_alive < stale_after:
+            sdnotify.notify(WATCHDOG=1)  # only while the loop really turns
+        try:
+            depth = await daemon.pool.fetchrow(Q.queue_depth)
+            await daemon.pool.execute(Q.heartbeat, settings.worker_name)
+            if time.monotonic() - last_maintenance > 86400:
+                await daemon.pool.fetch(Q.maintain_log_partitions)
+                last_maintenance = time.monotonic()
+        except DB_ERRORS as exc:
+            sdnotify.notify(STATUS=f"database unavailable: {exc}")
+            continue
+        last = worker.stats.last_push
+        status = (
+            f"{'paused: ' + worker.paused_reason if worker.paused_reason else 'syncing'}; "
+            f"queue {depth['pending']} pending, {depth['running']} running, "
+            f"{depth['dead']} dead; pushed {worker.stats.pushed}"
+            + (f", last push {time.strftime('%H:%M:%S', time.localtime(last))}" if last else "")
+        )
+        sdnotify.notify(STATUS=status)
+
+
+async def run(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_ready: Callable[[Daemon], Any] | None = None,
+) -> int:
+    """Run until stopped; returns the process exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    daemon = await start(settings, stop, transport=transport)
+    if daemon is None:
+        return 0
+    supervisor = asyncio.create_task(_supervise(daemon, stop), name="qbsync-supervise")
+    try:
+        sdnotify.notify(READY=1, STATUS=f"syncing to QuickBooks company {daemon.realm.realm_id}")
+        log.info("qbsync %s syncing to company %s (%s)", settings.worker_name,
+                 daemon.realm.realm_id, daemon.realm.company_name or "unnamed")
+        if on_ready:
+            on_ready(daemon)
+        await daemon.worker.run(stop)
+        return 0
+    finally:
+        sdnotify.notify(STOPPING=1)
+        stop.set()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await daemon.close()
+        log.info("qbsync %s stopped", settings.worker_name)
+
+
+def main(settings: Settings) -> int:
+    logs.configure(settings.log_level, settings.log_format)
+    sentry.init_sentry(settings)
+    try:
+        return asyncio.run(run(settings))
+    except ReconnectRequired as exc:
+        log.error("%s", exc)
+        return 1

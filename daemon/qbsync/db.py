@@ -1,0 +1,96 @@
+"""asyncpg pool and the dedicated LISTEN connection of the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+WAKEUP_CHANNEL = "qbsync_wakeup"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as Python objects; application_name shows the daemon in pg_stat_activity.
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+
+
+async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn or None,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        server_settings={"application_name": "qbsync"},
+        command_timeout=60,
+    )
+
+
+class Listener:
+    """One direct connection that LISTENs for wake-ups, reconnecting with jittered backoff.
+
+    A pooler in transaction mode breaks LISTEN, so this never comes from the pool. When it
+    cannot reconnect within `give_up_after` seconds it raises: the daemon exits non-zero and
+    systemd restarts it, rather than limping on with polling alone.
+    """
+
+    def __init__(self, dsn: str, *, give_up_after: float = 120.0) -> None:
+        self.dsn = dsn
+        self.give_up_after = give_up_after
+        self.woken = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+
+    def _on_notify(self, *_: Any) -> None:
+        self.woken.set()
+
+    def _on_terminate(self, *_: Any) -> None:
+        self._lost.set()
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.give_up_after
+        delay = 0.2
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self.dsn or None, server_settings={"application_name": "qbsync-listen"}
+                )
+                await conn.add_listener(WAKEUP_CHANNEL, self._on_notify)
+                conn.add_termination_listener(self._on_terminate)
+                self._conn = conn
+                self._lost.clear()
+                self.woken.set()  # anything may have happened while we were away
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if loop.time() + delay > deadline:
+                    raise ConnectionError(
+                        f"LISTEN connection lost and not back after {self.give_up_after:.0f} s: "
+                        f"{exc}"
+                    ) from exc
+                log.warning("LISTEN connection failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 10.0)
+
+    def healthy(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed() and not self._lost.is_set()
+
+    async def ensure(self) -> None:
+        if not self.healthy():
+            await self.close()
+            await self.connect()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()

@@ -1,0 +1,359 @@
+"""Async QuickBooks Online Accounting API v3 client.
+
+One :class:`QboClient` per realm, over an ``httpx.AsyncClient`` owned by the caller (tests
+pass one bound to the emulator through ``httpx.ASGITransport``). Every call sends
+``minorversion`` and ``Accept: application/json``; writes also send ``requestid`` so that
+QuickBooks answers a replay with the first result instead of creating a second object.
+
+Timing: every finished call (success or QuickBooks error) records a :class:`CallInfo`
+(``response_ms``, ``intuit_tid``, status, request id). Read it with ``client.last_call``
+right after the call; it is kept per asyncio task (a ``ContextVar``), so tasks sharing one
+client never see each other's timing. Errors carry ``response_ms`` and ``intuit_tid`` too.
+
+Errors are the classes of :mod:`qbsync.qbo.errors`. The access token never appears in an
+exception, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from .errors import (
+    AuthError,
+    QboError,
+    Throttled,
+    TransientError,
+    UnknownOutcome,
+    error_from_response,
+)
+from .ratelimit import RequestLimiter
+
+MAX_REQUEST_ID = 50
+MAX_BATCH = 30
+MAX_PAGE = 1000
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
+_PAGING = re.compile(r"\b(STARTPOSITION|MAXRESULTS)\b", re.I)
+
+
+class TokenProvider(Protocol):
+    """Where the client gets access tokens (``qbsync.tokens.TokenStore`` in the daemon)."""
+
+    async def access_token(self) -> str:
+        """A currently valid access token."""
+        ...
+
+    async def refresh(self, rejected: str) -> str:
+        """A new access token after QuickBooks rejected ``rejected`` with 401."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Timing and trace ids of one API call (what the daemon logs)."""
+
+    method: str
+    path: str
+    status: int | None
+    response_ms: int
+    intuit_tid: str | None
+    request_id: str | None
+    attempts: int  # 2 when a 401 made the client refresh the token and send again
+
+
+_last_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
+    "qbsync_qbo_last_call", default=None)
+
+
+class QboClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        realm_id: str,
+        tokens: TokenProvider,
+        minor_version: int = 75,
+        limiter: RequestLimiter | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.realm_id = realm_id
+        self.tokens = tokens
+        self.minor_version = minor_version
+        self.limiter = limiter
+        self.timeout = timeout
+        self._prefix = f"{self.base_url}/v3/company/{quote(realm_id, safe='')}"
+
+    def __repr__(self) -> str:
+        return f"QboClient(base_url={self.base_url!r}, realm_id={self.realm_id!r})"
+
+    @property
+    def last_call(self) -> CallInfo | None:
+        """The last call finished by the current asyncio task (any client)."""
+        return _last_call.get()
+
+    @property
+    def last_response_ms(self) -> int | None:
+        info = _last_call.get()
+        return info.response_ms if info else None
+
+    # --- entities ------------------------------------------------------------------------
+
+    async def create(self, entity_type: str, body: Mapping[str, Any], *, request_id: str
+                     ) -> dict[str, Any]:
+        data = await self._call("POST", _segment(entity_type), json=dict(body),
+                                request_id=request_id)
+        return _unwrap(data, entity_type)
+
+    async def update(self, entity_type: str, body: Mapping[str, Any], *, request_id: str,
+                     sparse: bool = True) -> dict[str, Any]:
+        """Sparse by default: a full update blanks every field left out of ``body``."""
+        payload = dict(body)
+        payload["sparse"] = sparse
+        data = await self._call("POST", _segment(entity_type), json=payload,
+                                request_id=request_id)
+        return _unwrap(data, entity_type)
+
+    async def read(self, entity_type: str, id: str) -> dict[str, Any]:
+        data = await self._call("GET", f"{_segment(entity_type)}/{quote(str(id), safe='')}")
+        return _unwrap(data, entity_type)
+
+    async def void(self, entity_type: str, id: str, sync_token: str, *, request_id: str
+                   ) -> dict[str, Any]:
+        data = await self._call("POST", _segment(entity_type), params={"operation": "void"},
+                                json={"Id": str(id), "SyncToken": str(sync_token)},
+                                request_id=request_id)
+        return _unwrap(data, entity_type)
+
+    async def delete(self, entity_type: str, id: str, sync_token: str, *, request_id: str
+                     ) -> dict[str, Any]:
+        """Delete a transaction (names are made inactive with a sparse update instead)."""
+        data = await self._call("POST", _segment(entity_type), params={"operation": "delete"},
+                                json={"Id": str(id), "SyncToken": str(sync_token)},
+                                request_id=request_id)
+        return _unwrap(data, entity_type)
+
+    # --- queries -------------------------------------------------------------------------
+
+    async def query(self, select: str) -> list[dict[str, Any]]:
+        """Rows of one query page (QuickBooks returns 100 unless MAXRESULTS says more)."""
+        data = await self._call("GET", "query", params={"query": select})
+        return _query_rows(data)
+
+    async def query_all(self, select: str, *, page_size: int = MAX_PAGE
+                        ) -> list[dict[str, Any]]:
+        """Every row, fetched page by page with STARTPOSITION / MAXRESULTS."""
+        if _PAGING.search(select):
+            raise ValueError("query_all pages by itself: leave STARTPOSITION/MAXRESULTS out")
+        if not 1 <= page_size <= MAX_PAGE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE}")
+        rows: list[dict[str, Any]] = []
+        start = 1
+        while True:
+            page = await self.query(f"{select} STARTPOSITION {start} MAXRESULTS {page_size}")
+            rows.extend(page)
+            if len(page) < page_size:
+                return rows
+            start += page_size
+
+    async def count(self, select_count: str) -> int:
+        """``SELECT COUNT(*) FROM ...`` -> totalCount."""
+        data = await self._call("GET", "query", params={"query": select_count})
+        return int((data.get("QueryResponse") or {}).get("totalCount") or 0)
+
+    async def find_one(self, entity_type: str, field: str, value: str | int
+                       ) -> dict[str, Any] | None:
+        """The first object whose ``field`` equals ``value`` (e.g. Invoice by DocNumber)."""
+        if not _IDENT.match(entity_type) or not _IDENT.match(field):
+            raise ValueError(f"not a QuickBooks name: {entity_type!r}.{field!r}")
+        rows = await self.query(
+            f"SELECT * FROM {entity_type} WHERE {field} = {quote_value(value)} MAXRESULTS 1")
+        return rows[0] if rows else None
+
+    # --- batch, company, reports, CDC ----------------------------------------------------
+
+    async def batch(self, items: Sequence[Mapping[str, Any]], *, request_id: str
+                    ) -> list[dict[str, Any]]:
+        """Run up to 30 operations in one request. Items look like ``{"operation": "create",
+        "Customer": {...}}`` or ``{"Query": "SELECT ..."}``; a ``bId`` is added when missing.
+
+        Returns the ``BatchItemResponse`` entries in the order of ``items``; each either holds
+        the entity / ``QueryResponse`` or a ``Fault`` (use
+        :func:`qbsync.qbo.errors.error_from_batch_item`). There is no rollback.
+        """
+        if not items:
+            return []
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"a batch holds at most {MAX_BATCH} operations, got {len(items)}")
+        request: list[dict[str, Any]] = []
+        for n, item in enumerate(items, start=1):
+            entry = dict(item)
+            entry.setdefault("bId", str(n))
+            request.append(entry)
+        data = await self._call("POST", "batch", json={"BatchItemRequest": request},
+                                request_id=request_id, kind="batch")
+        by_id = {str(r.get("bId")): r for r in data.get("BatchItemResponse") or []}
+        return [by_id.get(str(entry["bId"]), {"bId": entry["bId"], "Fault": {
+            "Error": [{"Message": "no answer for this batch item", "code": None}],
+            "type": "BatchItemMissing"}}) for entry in request]
+
+    async def company_info(self) -> dict[str, Any]:
+        data = await self._call("GET", f"companyinfo/{quote(self.realm_id, safe='')}")
+        return _unwrap(data, "CompanyInfo")
+
+    async def preferences(self) -> dict[str, Any]:
+        data = await self._call("GET", "preferences")
+        return _unwrap(data, "Preferences")
+
+    async def report(self, name: str, **params: str | int) -> dict[str, Any]:
+        """The report document (Header, Columns, Rows) for e.g. ``ProfitAndLoss``."""
+        if not _IDENT.match(name):
+            raise ValueError(f"not a report name: {name!r}")
+        return await self._call("GET", f"reports/{name}",
+                                params={k: str(v) for k, v in params.items()})
+
+    async def cdc(self, entities: Iterable[str], changed_since: datetime | str
+                  ) -> dict[str, list[dict[str, Any]]]:
+        """Objects changed since an instant (30 days back at most), by entity name."""
+        since = changed_since.isoformat() if isinstance(changed_since, datetime) \
+            else changed_since
+        data = await self._call("GET", "cdc", params={"entities": ",".join(entities),
+                                                      "changedSince": since})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for block in data.get("CDCResponse") or []:
+            for qr in block.get("QueryResponse") or []:
+                for key, value in qr.items():
+                    if isinstance(value, list):
+                        out.setdefault(key, []).extend(value)
+        return out
+
+    # --- transport -----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        request_id: str | None = None,
+        kind: str = "request",
+    ) -> dict[str, Any]:
+        write = method != "GET"
+        query: dict[str, str] = {"minorversion": str(self.minor_version)}
+        if params:
+            query.update(params)
+        if write:
+            if not request_id or len(request_id) > MAX_REQUEST_ID:
+                raise ValueError(f"a write needs a requestid of 1..{MAX_REQUEST_ID} characters")
+            query["requestid"] = request_id
+        url = f"{self._prefix}/{path}"
+        attempts = 0
+        token = await self.tokens.access_token()
+        while True:
+            attempts += 1
+            resp, elapsed = await self._send(method, url, query, json, token, write, kind,
+                                             request_id)
+            tid = resp.headers.get("intuit_tid")
+            _last_call.set(CallInfo(method, path, resp.status_code, elapsed, tid, request_id,
+                                    attempts))
+            error = error_from_response(resp.status_code, resp.content, resp.headers,
+                                        write=write, reason=resp.reason_phrase)
+            if error is None:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    return data
+                error = TransientError(
+                    f"QuickBooks answered HTTP {resp.status_code} without a JSON object",
+                    status=resp.status_code, intuit_tid=tid)
+            error.request_id = request_id
+            error.response_ms = elapsed
+            if isinstance(error, AuthError) and attempts == 1:
+                # Same request, same requestid: QuickBooks did nothing with a 401.
+                token = await self.tokens.refresh(token)
+                continue
+            if isinstance(error, Throttled) and self.limiter is not None:
+                await self.limiter.throttled(error.retry_after)
+            raise error
+
+    async def _send(self, method: str, url: str, query: Mapping[str, str], json: Any,
+                    token: str, write: bool, kind: str, request_id: str | None
+                    ) -> tuple[httpx.Response, int]:
+        """One HTTP exchange under a rate-limit permit; (response, milliseconds on the wire,
+        not counting the wait for the permit)."""
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        started = time.perf_counter()
+        try:
+            if self.limiter is None:
+                resp = await self.http.request(method, url, params=query, json=json,
+                                               headers=headers, timeout=self.timeout)
+            else:
+                async with self.limiter.permit(kind):
+                    started = time.perf_counter()
+                    resp = await self.http.request(method, url, params=query, json=json,
+                                                   headers=headers, timeout=self.timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _transport_error(TransientError, exc, "could not send the request",
+                                   request_id, started) from None
+        except httpx.TransportError as exc:
+            # Read timeout, connection dropped, broken write: a write may have been applied.
+            cls = UnknownOutcome if write else TransientError
+            raise _transport_error(cls, exc, "sent but no answer came" if write else
+                                   "no answer", request_id, started) from None
+        return resp, int((time.perf_counter() - started) * 1000)
+
+
+def _transport_error(cls: type[QboError], exc: Exception, what: str, request_id: str | None,
+                     started: float) -> QboError:
+    # Not chained (raise ... from None): httpx exceptions hold the request, and with it the
+    # Authorization header; only the type and httpx's own message are kept.
+    text = str(exc) or type(exc).__name__
+    return cls(f"{what} ({type(exc).__name__}: {text})", request_id=request_id,
+               response_ms=int((time.perf_counter() - started) * 1000))
+
+
+def quote_value(value: str | int) -> str:
+    """A QuickBooks query literal: ``'`` and ``\\`` are escaped with a backslash."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"'{value}'"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def _segment(entity_type: str) -> str:
+    if not _IDENT.match(entity_type):
+        raise ValueError(f"not a QuickBooks entity name: {entity_type!r}")
+    return entity_type.lower()
+
+
+def _unwrap(data: Mapping[str, Any], entity_type: str) -> dict[str, Any]:
+    obj = data.get(entity_type)
+    if obj is None:
+        lowered = entity_type.lower()
+        obj = next((v for k, v in data.items() if k.lower() == lowered), None)
+    if not isinstance(obj, dict):
+        raise TransientError(f"QuickBooks answered without a {entity_type} object")
+    return obj
+
+
+def _query_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    qr = data.get("QueryResponse") or {}
+    for value in qr.values():
+        if isinstance(value, list):
+            return value
+    return []

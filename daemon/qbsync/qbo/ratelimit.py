@@ -1,0 +1,161 @@
+"""QuickBooks request limits per realm, shared by every daemon process through PostgreSQL.
+
+The decisions live in SQL (``sql/migrations/0003_rate_limits.sql``): ``qbsync.take_permit``
+paces the permits of a realm evenly (no bursts: QuickBooks counts sliding windows), counts
+the permits in flight, and keeps a batch budget; ``qbsync.throttled`` pauses the realm for
+every process after a 429. This module is the thin Python side: one round trip to take a
+permit, a sleep until its slot, one round trip to return it.
+
+Usage::
+
+    limiter = RequestLimiter(pool, realm_id)
+    await limiter.configure(RateLimits())          # optional: defaults are in the database
+    async with limiter.permit("request"):
+        ... send one HTTP request ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+_TAKE = "SELECT permit_id, wait, starts_at FROM qbsync.take_permit($1, $2, $3, $4)"
+_RETURN = "SELECT qbsync.return_permit($1)"
+_THROTTLED = "SELECT qbsync.throttled($1, $2)"
+_SET = "SELECT qbsync.set_rate_limits($1, $2, $3, $4, $5, $6, $7, $8)"
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Limits of one realm (None = unlimited). ``time_scale`` shrinks the windows to match
+    an emulator whose clock runs faster (60: a QuickBooks minute lasts one real second)."""
+
+    per_minute: int | None = 500
+    per_second: int | None = 10
+    in_flight: int | None = 10
+    batch_per_minute: int | None = 40
+    time_scale: float = 1.0
+    safety: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        if not 0 <= self.safety < 0.5:
+            raise ValueError("safety must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class Permit:
+    permit_id: Any  # uuid.UUID
+    starts_at: datetime
+    waited: float  # seconds spent waiting for it (real time)
+
+
+class RequestLimiter:
+    """Permits for the QuickBooks requests of one realm.
+
+    ``local_in_flight`` caps the permits this process asks for at once, so that waiters of
+    one process queue on a semaphore rather than polling the database.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        realm_id: str,
+        *,
+        holder: str | None = None,
+        hold: float = 180.0,
+        local_in_flight: int | None = 10,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.realm_id = realm_id
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.hold = timedelta(seconds=hold)
+        self.time_scale = time_scale
+        self._local = asyncio.Semaphore(local_in_flight) if local_in_flight else None
+        self._paused_until = 0.0  # monotonic; this process saw a 429
+        self.granted = 0  # permits used by this limiter (for stats and tests)
+        self.refused = 0  # take_permit answers without a permit
+
+    def __repr__(self) -> str:
+        return f"RequestLimiter(realm_id={self.realm_id!r}, holder={self.holder!r})"
+
+    async def configure(self, limits: RateLimits) -> None:
+        """Store the realm's limits (shared by every process: the last writer wins)."""
+        self.time_scale = limits.time_scale
+        await self.pool.execute(
+            _SET, self.realm_id, limits.per_minute, limits.per_second, limits.in_flight,
+            limits.batch_per_minute, timedelta(seconds=60 / limits.time_scale),
+            timedelta(seconds=1 / limits.time_scale), limits.safety)
+        if limits.in_flight and self._local is not None:
+            self._local = asyncio.Semaphore(limits.in_flight)
+
+    @contextlib.asynccontextmanager
+    async def permit(self, kind: str = "request") -> AsyncIterator[Permit]:
+        """Wait for a permit, hold it while the body runs (one HTTP request), return it."""
+        async with self._local if self._local is not None else contextlib.nullcontext():
+            permit = await self._take(kind)
+            try:
+                yield permit
+            finally:
+                # Shielded: a cancelled request still gives its slot back promptly (else it
+                # would count as in flight until it expires).
+                await asyncio.shield(self._return(permit.permit_id))
+
+    async def _take(self, kind: str) -> Permit:
+        started = time.monotonic()
+        while True:
+            local_pause = self._paused_until - time.monotonic()
+            if local_pause > 0:
+                await asyncio.sleep(local_pause)
+            row = await self.pool.fetchrow(_TAKE, self.realm_id, kind, self.holder, self.hold)
+            assert row is not None
+            wait = row["wait"].total_seconds()
+            if row["permit_id"] is None:
+                self.refused += 1
+                # Jitter so that the waiters of several processes do not wake in lockstep.
+                await asyncio.sleep(wait * (1 + random.random() * 0.2))
+                continue
+            if wait > 0:
+                try:
+                    await asyncio.sleep(wait)
+                except asyncio.CancelledError:
+                    await asyncio.shield(self._return(row["permit_id"]))
+                    raise
+            if self._paused_until > time.monotonic():
+                # A 429 arrived while we slept towards our slot: give it back, wait it out.
+                await self._return(row["permit_id"])
+                continue
+            self.granted += 1
+            return Permit(row["permit_id"], row["starts_at"], time.monotonic() - started)
+
+    async def _return(self, permit_id: Any) -> None:
+        # On failure the permit expires by itself after `hold`.
+        with contextlib.suppress(asyncpg.PostgresError, OSError):
+            await self.pool.execute(_RETURN, permit_id)
+
+    async def throttled(self, retry_after: float) -> datetime:
+        """QuickBooks answered 429: pause the realm in every process. ``retry_after`` is in
+        QuickBooks seconds (divided by the time scale)."""
+        seconds = max(0.0, retry_after) / self.time_scale
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        until: datetime = await self.pool.fetchval(_THROTTLED, self.realm_id,
+                                                   timedelta(seconds=seconds))
+        return until
+
+    async def status(self) -> dict[str, Any] | None:
+        """The realm's row of ``qbsync.rate_limit_status`` (None before its first permit)."""
+        row = await self.pool.fetchrow(
+            "SELECT * FROM qbsync.rate_limit_status WHERE realm_id = $1", self.realm_id)
+        return dict(row) if row else None

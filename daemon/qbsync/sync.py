@@ -1,0 +1,401 @@
+"""Push one outbox row to QuickBooks: map it, resolve its references (pushing missing
+dependencies first), create / update / void, and say how it went.
+
+Exactly once: every write carries a QuickBooks requestid derived from the row's request_id
+and the step, so a retried step is deduplicated by QuickBooks; and a create whose earlier
+attempt may have reached QuickBooks (attempt > 1) first looks the object up by its natural
+key (DocNumber, DisplayName, Name or the PrivateNote marker) and adopts what it finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from .qbo.client import QboClient
+from .qbo.errors import (
+    AuthError,
+    DuplicateDocNumber,
+    DuplicateName,
+    QboError,
+    StaleObject,
+    Throttled,
+    TransientError,
+)
+from .queries import load as load_queries
+from .realm import Realm
+from .refs import Ref, UnresolvedSetting, collect, substitute
+from .tokens import ReconnectRequired
+
+Q = load_queries()
+# requestids of dependency creates are derived from this namespace, the realm and the key:
+# two daemons creating the same customer at once send the same requestid.
+DEPENDENCY_NAMESPACE = uuid.UUID("6f1c1f2e-3b1a-4a53-9a51-2a4d1b7c9e01")
+MAX_DEPENDENCY_DEPTH = 4
+# SQLSTATE classes after which the same mapping call may well succeed: connection,
+# resources, lock/serialization, operator intervention.
+TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    entity: str
+    key: str
+    attempts: int
+    request_id: uuid.UUID
+    force: bool = False
+    origin: str = "capture"
+
+    @property
+    def label(self) -> str:
+        return f"{self.entity} {self.key}"
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    entity: str
+    qbo_type: str
+    max_attempts: int
+    deadline_seconds: int
+
+
+@dataclass
+class Pushed:
+    result: dict[str, Any]
+
+
+@dataclass
+class Skipped:
+    reason: str
+
+
+@dataclass
+class PushFailed(Exception):
+    """How a push failed, in the terms of qbsync.fail(): kind decides the row's fate."""
+
+    kind: str  # retry | permanent | throttled | auth | paused
+    message: str
+    code: str | None = None
+    operation: str = "push"
+    retry_after: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"kind": self.kind, "message": self.message,
+                                 "operation": self.operation, **self.details}
+        if self.code:
+            error["code"] = self.code
+        if self.retry_after is not None:
+            error["retry_after"] = self.retry_after
+        return error
+
+
+@dataclass(frozen=True)
+class Mapped:
+    qbo_id: str
+    sync_token: str | None
+    doc_number: str | None
+    qbo_status: str
+
+
+def qbo_failure(label: str, exc: Exception, operation: str) -> PushFailed:
+    """Classify a QuickBooks or transport error into what happens to the row."""
+    code = getattr(exc, "code", None)
+    message = f"{label}: {exc.describe() if isinstance(exc, QboError) else exc}"
+    details: dict[str, Any] = {}
+    tid = getattr(exc, "intuit_tid", None)
+    if tid:
+        details["intuit_tid"] = tid
+    if isinstance(exc, Throttled):
+        return PushFailed("throttled", message, code, operation, exc.retry_after, details)
+    if isinstance(exc, ReconnectRequired):
+        return PushFailed("paused", f"{label}: {exc}", None, operation, 300.0, details)
+    if isinstance(exc, AuthError):
+        return PushFailed("auth", message, code, operation, 5.0, details)
+    if isinstance(exc, TransientError | TimeoutError):
+        return PushFailed("retry", message, code, operation, None, details)
+    return PushFailed("permanent", message, code, operation, None, details)
+
+
+def _marker(entity: str, key: str) -> str:
+    return f"qbsync:{entity}:{key};"
+
+
+def _same_party(found: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Is the QuickBooks customer/item with our name the same one we mean to push?"""
+    if "Sku" in body or "Type" in body:  # Item
+        return (found.get("Sku") or None) == (body.get("Sku") or None)
+    ours = ((body.get("PrimaryEmailAddr") or {}).get("Address") or "").strip().lower()
+    theirs = ((found.get("PrimaryEmailAddr") or {}).get("Address") or "").strip().lower()
+    if ours or theirs:
+        return ours == theirs
+    return (found.get("GivenName"), found.get("FamilyName")) == (
+        body.get("GivenName"), body.get("FamilyName"))
+
+
+def _disambiguated(qbo_type: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    field_name, limit = ("DisplayName", 500) if qbo_type == "Customer" else ("Name", 100)
+    suffix = f" ({key})"
+    base = str(body.get(field_name) or "")[: limit - len(suffix)]
+    return {**body, field_name: base + suffix}
+
+
+class Pusher:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: QboClient,
+        realm: Realm,
+        entities: dict[str, EntityInfo],
+        *,
+        skip_invoiced: bool = True,
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.realm = realm
+        self.entities = entities
+        self.skip_invoiced = skip_invoiced
+        self._dependency_locks: dict[Ref, asyncio.Lock] = {}
+
+    # -- the row ---------------------------------------------------------------------
+
+    async def push(self, row: Row) -> Pushed | Skipped:
+        info = self.entities.get(row.entity)
+        if info is None:
+            raise PushFailed("permanent", f"{row.label}: entity is not in qbsync.entities")
+        body = await self._map(row.entity, row.key, row.label)
+        if body is None:
+            return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
+        op = body.pop("$op", "upsert")
+        existing = (await self._mapped({(row.entity, row.key)})).get((row.entity, row.key))
+        if op == "void":
+            return await self._void(row, info, existing)
+        if op != "upsert":
+            raise PushFailed("permanent", f'{row.label}: unknown "$op" {op!r} in mapping output')
+        if (existing and info.qbo_type == "Invoice" and row.origin != "capture"
+                and not row.force and self.skip_invoiced):
+            return Skipped(
+                f"{row.label} already has invoice {existing.doc_number or existing.qbo_id} "
+                f"(QuickBooks Id {existing.qbo_id}); resync with force to push it again"
+            )
+        body = await self._resolve(body, ((row.entity, row.key),), row.label)
+        started = time.perf_counter()
+        if existing and existing.qbo_status == "active":
+            operation = "update"
+            obj = await self._update(info.qbo_type, existing, body, row)
+        else:
+            operation = "create"
+            obj, operation = await self._create(
+                row.entity, row.key, info.qbo_type, body,
+                uuid.uuid5(row.request_id, "create"), may_exist=row.attempts > 1,
+                label=row.label,
+            )
+        return Pushed(self._result(info.qbo_type, obj, body, operation, started))
+
+    def _result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
+                operation: str, started: float) -> dict[str, Any]:
+        return {
+            "qbo_type": qbo_type,
+            "qbo_id": obj["Id"],
+            "sync_token": obj.get("SyncToken"),
+            "doc_number": obj.get("DocNumber"),
+            "sent_doc_number": body.get("DocNumber"),
+            "total_amount": obj.get("TotalAmt"),
+            "operation": operation,
+            "qbo_status": "voided" if operation == "void" else "active",
+            "response_time_ms": round((time.perf_counter() - started) * 1000),
+        }
+
+    # -- mapping and references -------------------------------------------------------
+
+    async def _map(self, entity: str, key: str, label: str) -> dict[str, Any] | None:
+        try:
+            text = await self.pool.fetchval(Q.map, entity, key)
+        except asyncpg.PostgresError as exc:
+            state = getattr(exc, "sqlstate", "") or ""
+            kind = "retry" if state[:2] in TRANSIENT_SQLSTATE_CLASSES else "permanent"
+            message = str(exc) if state in ("QB001", "QB002") else f"mapping failed: {exc}"
+            raise PushFailed(kind, f"{label}: {message}", state, "map") from exc
+        if text is None:
+            return None
+        body = json.loads(text)
+        if not isinstance(body, dict):
+            raise PushFailed("permanent", f"{label}: mapping returned {type(body).__name__}, "
+                             "not a JSON object", None, "map")
+        return body
+
+    async def _mapped(self, refs: set[Ref]) -> dict[Ref, Mapped]:
+        if not refs:
+            return {}
+        entities, keys = zip(*sorted(refs), strict=True)
+        rows = await self.pool.fetch(Q.mapped, self.realm.realm_id, list(entities), list(keys))
+        return {
+            (r["entity"], r["key"]): Mapped(r["qbo_id"], r["sync_token"], r["doc_number"],
+                                            r["qbo_status"])
+            for r in rows
+        }
+
+    async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str
+                       ) -> dict[str, Any]:
+        try:
+            refs, _ = collect(body)
+        except ValueError as exc:
+            raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
+        mapped = await self._mapped(refs)
+        ids = {ref: m.qbo_id for ref, m in mapped.items()}
+        for ref in sorted(refs - ids.keys()):
+            ids[ref] = await self._ensure_dependency(ref, chain, label)
+        try:
+            return substitute(body, ids, self.realm.settings, realm_id=self.realm.realm_id)
+        except UnresolvedSetting as exc:
+            raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
+
+    async def _ensure_dependency(self, ref: Ref, chain: tuple[Ref, ...], label: str) -> str:
+        entity, key = ref
+        if ref in chain or len(chain) >= MAX_DEPENDENCY_DEPTH:
+            path = " -> ".join(f"{e} {k}" for e, k in (*chain, ref))
+            raise PushFailed("permanent", f"{label}: circular or too deep references: {path}")
+        lock = self._dependency_locks.setdefault(ref, asyncio.Lock())
+        async with lock:
+            done = (await self._mapped({ref})).get(ref)
+            if done:
+                return done.qbo_id
+            info = self.entities.get(entity)
+            if info is None:
+                raise PushFailed("permanent",
+                                 f'{label}: refers to unknown entity "{entity}" (key {key})')
+            body = await self._map(entity, key, f"{label}: its {entity} {key}")
+            if body is None:
+                raise PushFailed(
+                    "permanent",
+                    f"{label}: refers to {entity} {key}, whose mapping returned NULL "
+                    "(deleted or not syncable)", None, "map")
+            body.pop("$op", None)
+            body = await self._resolve(body, (*chain, ref), label)
+            started = time.perf_counter()
+            request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, f"{self.realm.realm_id}/{entity}/{key}")
+            obj, operation = await self._create(
+                entity, key, info.qbo_type, body, request_id, may_exist=False,
+                label=f"{label}: its {entity} {key}")
+            result = self._result(info.qbo_type, obj, body, operation, started)
+            result["message"] = f"{entity} {key} pushed as a dependency of {label}"
+            result["request_id"] = str(request_id)
+            await self.pool.execute(Q.record_success, self.realm.realm_id, entity, key, result)
+            return str(obj["Id"])
+
+    # -- QuickBooks writes --------------------------------------------------------------
+
+    async def _find_existing(self, entity: str, key: str, qbo_type: str,
+                             body: dict[str, Any]) -> dict[str, Any] | None:
+        if qbo_type == "Customer" and body.get("DisplayName"):
+            return await self.client.find_one("Customer", "DisplayName", body["DisplayName"])
+        if qbo_type == "Item" and body.get("Name"):
+            return await self.client.find_one("Item", "Name", body["Name"])
+        if qbo_type in ("Invoice", "CreditMemo"):
+            if body.get("DocNumber") and self.realm.custom_txn_numbers:
+                return await self.client.find_one(qbo_type, "DocNumber", body["DocNumber"])
+            found = await self.client.query(
+                f"SELECT * FROM {qbo_type} WHERE PrivateNote LIKE "
+                f"'%{_marker(entity, key)}%'")
+            return found[0] if found else None
+        return None
+
+    async def _create(self, entity: str, key: str, qbo_type: str, body: dict[str, Any],
+                      request_id: uuid.UUID, *, may_exist: bool, label: str
+                      ) -> tuple[dict[str, Any], str]:
+        if qbo_type in ("Invoice", "CreditMemo"):
+            note = str(body.get("PrivateNote") or "")
+            body = {**body, "PrivateNote": (note + " " + _marker(entity, key)).strip()[-4000:]}
+            if not self.realm.custom_txn_numbers:
+                body.pop("DocNumber", None)
+        try:
+            if may_exist:
+                found = await self._find_existing(entity, key, qbo_type, body)
+                if found is not None:
+                    return await self._adopt(qbo_type, found, body, request_id), "adopt"
+            try:
+                return await self.client.create(qbo_type, body, request_id=str(request_id)), \
+                    "create"
+            except DuplicateName:
+                found = await self._find_existing(entity, key, qbo_type, body)
+                if found is not None and _same_party(found, body):
+                    return await self._adopt(qbo_type, found, body, request_id), "adopt"
+                renamed = _disambiguated(qbo_type, body, key)
+                obj = await self.client.create(
+                    qbo_type, renamed, request_id=str(uuid.uuid5(request_id, "renamed")))
+                return obj, "create"
+            except DuplicateDocNumber as exc:
+                found = await self._find_existing(entity, key, qbo_type, body)
+                ours = _marker(entity, key) in str((found or {}).get("PrivateNote") or "")
+                if found is not None and ours:
+                    return await self._adopt(qbo_type, found, body, request_id), "adopt"
+                raise PushFailed(
+                    "permanent",
+                    f"{label}: DocNumber {body.get('DocNumber')} is already used by "
+                    f"{qbo_type} {getattr(exc, 'existing_id', None) or '?'} that qbsync did "
+                    "not create", exc.code, "create") from exc
+        except PushFailed:
+            raise
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            raise qbo_failure(label, exc, "create") from exc
+
+    async def _adopt(self, qbo_type: str, found: dict[str, Any], body: dict[str, Any],
+                     request_id: uuid.UUID) -> dict[str, Any]:
+        """Take over an object that is already ours in QuickBooks, bringing it up to date."""
+        payload = {**body, "Id": found["Id"], "SyncToken": found["SyncToken"]}
+        return await self.client.update(
+            qbo_type, payload, request_id=str(uuid.uuid5(request_id, f"adopt:{found['Id']}")))
+
+    async def _update(self, qbo_type: str, existing: Mapped, body: dict[str, Any],
+                      row: Row) -> dict[str, Any]:
+        payload = {**body, "Id": existing.qbo_id, "SyncToken": existing.sync_token}
+        if qbo_type in ("Invoice", "CreditMemo") and not self.realm.custom_txn_numbers:
+            payload.pop("DocNumber", None)
+        request_id = uuid.uuid5(row.request_id, f"update:{existing.qbo_id}")
+        try:
+            try:
+                return await self.client.update(qbo_type, payload, request_id=str(request_id))
+            except StaleObject:
+                # Someone (an accountant, another process) wrote it meanwhile: re-read the
+                # SyncToken and apply our change on top, once.
+                current = await self.client.read(qbo_type, existing.qbo_id)
+                payload["SyncToken"] = current["SyncToken"]
+                return await self.client.update(
+                    qbo_type, payload,
+                    request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            raise qbo_failure(row.label, exc, "update") from exc
+
+    async def _void(self, row: Row, info: EntityInfo, existing: Mapped | None
+                    ) -> Pushed | Skipped:
+        if existing is None:
+            return Skipped(f"{row.label}: cancelled before it was pushed; nothing to void")
+        if existing.qbo_status == "voided":
+            return Skipped(f"{row.label}: {info.qbo_type} {existing.qbo_id} is already void")
+        started = time.perf_counter()
+        request_id = uuid.uuid5(row.request_id, f"void:{existing.qbo_id}")
+        try:
+            try:
+                obj = await self.client.void(info.qbo_type, existing.qbo_id,
+                                             existing.sync_token or "0",
+                                             request_id=str(request_id))
+            except StaleObject:
+                current = await self.client.read(info.qbo_type, existing.qbo_id)
+                obj = await self.client.void(
+                    info.qbo_type, existing.qbo_id, current["SyncToken"],
+                    request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            raise qbo_failure(row.label, exc, "void") from exc
+        result = self._result(info.qbo_type, obj, {}, "void", started)
+        result["doc_number"] = result["doc_number"] or existing.doc_number
+        return Pushed(result)

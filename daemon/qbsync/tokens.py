@@ -1,0 +1,264 @@
+"""OAuth tokens of a connected QuickBooks company, stored encrypted in qbsync.connections.
+
+:class:`TokenStore` is the daemon's :class:`qbsync.qbo.client.TokenProvider` for one realm.
+It keeps the access token in memory and refreshes it when it expires within 5 minutes or
+when QuickBooks rejects it.
+
+Refreshes are single-flight, in one process (an asyncio lock) and across processes (a
+session advisory lock per realm, taken on a pooled connection with no transaction open
+during the HTTP call). Under the lock the row is read again: when ``token_generation``
+moved, another process has refreshed and its tokens are used; otherwise the token endpoint
+is called and the new pair is stored at once (``token_generation + 1``), before the new
+access token is used, because Intuit may invalidate the old refresh token immediately.
+
+A refresh token that Intuit rejects (``invalid_grant``) marks the connection
+``needs_reconnect`` (the stored tokens are kept) and raises :class:`ReconnectRequired`:
+the daemon pauses the realm instead of failing rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+
+from .errors import QbsyncError
+from .qbo import oauth
+from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
+from .vault import Vault
+
+REFRESH_MARGIN = 300.0  # seconds before expiry when the access token is refreshed
+_LOCK = "SELECT pg_advisory_lock(hashtext('qbsync.refresh:' || $1))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtext('qbsync.refresh:' || $1))"
+_READ = """
+SELECT tokens, key_id, token_generation, status, api_base_url, environment
+FROM qbsync.connections WHERE realm_id = $1
+"""
+
+
+class ReconnectRequired(QbsyncError):
+    """The company must be connected again (``qbsync connect``); its rows wait meanwhile."""
+
+    def __init__(self, realm_id: str, message: str) -> None:
+        super().__init__(message)
+        self.realm_id = realm_id
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenStore:
+    """Tokens of one realm; implements ``TokenProvider`` (``access_token``, ``refresh``)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        vault: Vault,
+        realm_id: str,
+        *,
+        http: httpx.AsyncClient,
+        client: ClientCredentials,
+        endpoints: OAuthEndpoints = oauth.PRODUCTION,
+        refresh_margin: float = REFRESH_MARGIN,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.pool = pool
+        self.vault = vault
+        self.realm_id = realm_id
+        self.http = http
+        self.client = client
+        self.endpoints = endpoints
+        self.refresh_margin = refresh_margin
+        self.clock = clock
+        self._tokens: TokenSet | None = None
+        self._generation: int | None = None
+        self._lock = asyncio.Lock()
+        self.api_base_url: str | None = None
+        self.environment: str | None = None
+        self.refreshes = 0  # token endpoint calls made by this store (tests, stats)
+
+    def __repr__(self) -> str:
+        return f"TokenStore(realm_id={self.realm_id!r}, generation={self._generation!r})"
+
+    @property
+    def generation(self) -> int | None:
+        return self._generation
+
+    async def load(self) -> TokenSet:
+        """Read the stored tokens (no lock: a plain read of the latest committed pair)."""
+        row = await self.pool.fetchrow(_READ, self.realm_id)
+        return self._adopt(row)
+
+    async def access_token(self) -> str:
+        tokens = self._tokens
+        if tokens is None or self._expiring(tokens):
+            tokens = await self.load()
+            if self._expiring(tokens):
+                return await self.refresh(tokens.access_token)
+        return tokens.access_token
+
+    async def refresh(self, rejected: str) -> str:
+        """A fresh access token after ``rejected`` was refused or is about to expire."""
+        async with self._lock:
+            mine = self._tokens
+            if mine is not None and mine.access_token != rejected and not self._expiring(mine):
+                return mine.access_token  # another task of this process refreshed meanwhile
+            return await self._refresh_shared(rejected)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _expiring(self, tokens: TokenSet) -> bool:
+        return tokens.expires_within(self.refresh_margin, self.clock())
+
+    def _adopt(self, row: asyncpg.Record | None) -> TokenSet:
+        if row is None:
+            raise ReconnectRequired(
+                self.realm_id, f"QuickBooks company {self.realm_id} is not connected; run "
+                "`qbsync connect`")
+        if row["status"] != "connected":
+            raise ReconnectRequired(
+                self.realm_id, f"QuickBooks company {self.realm_id} is {row['status']}; "
+                "reconnect it with `qbsync connect`")
+        tokens = TokenSet.from_payload(
+            self.vault.decrypt(self.realm_id, row["tokens"], row["key_id"]))
+        self._tokens = tokens
+        self._generation = row["token_generation"]
+        self.api_base_url = row["api_base_url"]
+        self.environment = row["environment"]
+        return tokens
+
+    async def _refresh_shared(self, rejected: str) -> str:
+        known_generation = self._generation
+        async with self.pool.acquire() as conn:
+            # Session lock outside any transaction: nothing stays open during the HTTP call.
+            # If this task dies holding it, the pool's connection reset unlocks it.
+            await conn.execute(_LOCK, self.realm_id)
+            try:
+                row = await conn.fetchrow(_READ, self.realm_id)
+                stored = self._adopt(row)
+                assert row is not None
+                moved = known_generation is not None and row["token_generation"] != known_generation
+                if (moved or stored.access_token != rejected) and not self._expiring(stored):
+                    return stored.access_token  # another process refreshed: use its pair
+                try:
+                    fresh = await oauth.refresh(self.http, self.client, stored.refresh_token,
+                                                endpoints=self.endpoints, now=self.clock())
+                except InvalidGrant as exc:
+                    await self._needs_reconnect(conn, exc)
+                    raise ReconnectRequired(
+                        self.realm_id,
+                        f"Intuit refused the refresh token of QuickBooks company {self.realm_id} "
+                        f"({exc.error}); the connection is marked needs_reconnect: run "
+                        "`qbsync connect`") from None
+                self.refreshes += 1
+                blob, key_id = self.vault.encrypt(self.realm_id, fresh.to_payload())
+                generation = await conn.fetchval(
+                    """
+                    WITH upd AS (
+                        UPDATE qbsync.connections
+                        SET tokens = $2, key_id = $3, token_generation = token_generation + 1,
+                            access_expires_at = $4, refresh_expires_at = $5,
+                            refreshed_at = now(), updated_at = now(), last_error = NULL
+                        WHERE realm_id = $1
+                        RETURNING token_generation)
+                    , log AS (
+                        INSERT INTO qbsync.integration_logs
+                            (operation, model_type, model_id, status, realm_id, actor)
+                        SELECT 'token.refresh', 'connection', $1, 'info', $1, 'daemon'
+                        FROM upd)
+                    SELECT token_generation FROM upd
+                    """,
+                    self.realm_id, blob, key_id, fresh.expires_at, fresh.refresh_expires_at)
+                if generation is None:
+                    raise ReconnectRequired(
+                        self.realm_id, f"QuickBooks company {self.realm_id} was disconnected "
+                        "during a token refresh")
+                self._tokens = fresh
+                self._generation = generation
+                return fresh.access_token
+            finally:
+                # On failure, releasing the connection to the pool resets it (unlocks) anyway.
+                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                    await conn.execute(_UNLOCK, self.realm_id)
+
+    async def _needs_reconnect(self, conn: asyncpg.Connection, exc: InvalidGrant) -> None:
+        message = (f"refresh token rejected by Intuit ({exc.error}"
+                   f"{': ' + exc.description if exc.description else ''}); reconnect with "
+                   "`qbsync connect`")
+        await conn.execute(
+            """
+            WITH upd AS (
+                UPDATE qbsync.connections
+                SET status = 'needs_reconnect', last_error = $2, updated_at = now()
+                WHERE realm_id = $1 RETURNING realm_id)
+            INSERT INTO qbsync.integration_logs
+                (operation, model_type, model_id, status, realm_id, error_message, error_code,
+                 actor)
+            SELECT 'token.refresh', 'connection', $1, 'failed', $1, $2, 'invalid_grant',
+                   'daemon'
+            FROM upd
+            """,
+            self.realm_id, message)
+
+
+async def save_connection(
+    conn_or_pool: asyncpg.Connection | asyncpg.Pool,
+    vault: Vault,
+    realm_id: str,
+    tokens: TokenSet,
+    *,
+    api_base_url: str,
+    company_name: str | None = None,
+    company_info: dict[str, Any] | None = None,
+    environment: str = "production",
+    active: bool = True,
+) -> int:
+    """Store (or replace) a connected company and its tokens; returns the token generation.
+
+    ``active=True`` makes it the sync target: any other active company is deactivated in the
+    same transaction (one active company at a time). Reconnecting a realm resets its status
+    to connected and bumps ``token_generation``, so running daemons pick the new tokens up.
+    """
+    blob, key_id = vault.encrypt(realm_id, tokens.to_payload())
+    info = json.dumps(company_info) if company_info is not None else None
+
+    async def run(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            if active:
+                await conn.execute(
+                    "UPDATE qbsync.connections SET active = false, updated_at = now() "
+                    "WHERE active AND realm_id <> $1", realm_id)
+            generation: int = await conn.fetchval(
+                """
+                INSERT INTO qbsync.connections AS c
+                    (realm_id, environment, api_base_url, company_name, company_info, tokens,
+                     key_id, access_expires_at, refresh_expires_at, status, active,
+                     connected_at, refreshed_at)
+                VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'connected', $10, now(), now())
+                ON CONFLICT (realm_id) DO UPDATE
+                    SET environment = excluded.environment, api_base_url = excluded.api_base_url,
+                        company_name = excluded.company_name,
+                        company_info = excluded.company_info, tokens = excluded.tokens,
+                        key_id = excluded.key_id,
+                        token_generation = c.token_generation + 1,
+                        access_expires_at = excluded.access_expires_at,
+                        refresh_expires_at = excluded.refresh_expires_at,
+                        status = 'connected', active = excluded.active, last_error = NULL,
+                        connected_at = now(), refreshed_at = now(), updated_at = now()
+                RETURNING token_generation
+                """,
+                realm_id, environment, api_base_url, company_name, info, blob, key_id,
+                tokens.expires_at, tokens.refresh_expires_at, active)
+            return generation
+
+    if isinstance(conn_or_pool, asyncpg.Pool):
+        async with conn_or_pool.acquire() as conn:
+            return await run(conn)
+    return await run(conn_or_pool)

@@ -1,0 +1,171 @@
+"""Token encryption at rest: AES-256-GCM with key rotation.
+
+Blob layout: ``b"\\x01" + 12-byte nonce + ciphertext + 16-byte tag``. The associated data
+binds the blob to its realm and key id, so a blob copied onto another connection row (or
+relabelled with another key id) fails to decrypt instead of handing out another company's
+tokens.
+
+Keys come from ``QBSYNC_TOKEN_KEYS`` (``id1:base64key,id2:base64key``) or the systemd
+credential ``$CREDENTIALS_DIRECTORY/qbsync-token-keys`` (same format, commas or one per
+line, ``#`` comments). The first key is the primary: new blobs use it; the others only
+decrypt, which is how keys rotate (prepend a new key, re-save, later drop the old one).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import QbsyncError
+
+ENV_VAR = "QBSYNC_TOKEN_KEYS"
+CREDENTIAL_NAME = "qbsync-token-keys"
+_VERSION = b"\x01"
+_NONCE_LEN = 12
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class VaultError(QbsyncError):
+    """Token keys are missing or wrong, or a blob does not decrypt. Never holds key bytes
+    or token values."""
+
+
+class Vault:
+    """Encrypts token payloads for one set of keys (``{key_id: 32-byte key}``)."""
+
+    __slots__ = ("_ciphers", "_primary")
+
+    def __init__(self, keys: Mapping[str, bytes], primary: str) -> None:
+        if not keys:
+            raise VaultError("no token encryption keys given")
+        if primary not in keys:
+            raise VaultError(f"primary token key {primary!r} is not among the keys given")
+        ciphers: dict[str, AESGCM] = {}
+        for key_id, key in keys.items():
+            if not _KEY_ID.match(key_id):
+                raise VaultError(
+                    f"token key id {key_id!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
+            if len(key) != 32:
+                raise VaultError(f"token key {key_id!r} must be 32 bytes (AES-256), "
+                                 f"got {len(key)}")
+            ciphers[key_id] = AESGCM(bytes(key))
+        self._ciphers = ciphers
+        self._primary = primary
+
+    @property
+    def primary(self) -> str:
+        return self._primary
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._ciphers)
+
+    def __repr__(self) -> str:
+        return f"Vault(key_ids={list(self._ciphers)!r}, primary={self._primary!r})"
+
+    __str__ = __repr__
+
+    def needs_reencrypt(self, key_id: str) -> bool:
+        """True when a blob made with ``key_id`` should be re-saved under the primary key."""
+        return key_id != self._primary
+
+    def encrypt(self, realm_id: str, payload: Mapping[str, Any]) -> tuple[bytes, str]:
+        """(blob, key id of the primary key) for a JSON-serialisable payload."""
+        nonce = secrets.token_bytes(_NONCE_LEN)
+        data = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        sealed = self._ciphers[self._primary].encrypt(
+            nonce, data, _associated_data(realm_id, self._primary))
+        return _VERSION + nonce + sealed, self._primary
+
+    def decrypt(self, realm_id: str, blob: bytes, key_id: str) -> dict[str, Any]:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise VaultError(
+                f"the tokens of realm {realm_id} are encrypted with key {key_id!r}, which is not "
+                f"configured (configured: {', '.join(self._ciphers)}); add it to {ENV_VAR} or "
+                f"the {CREDENTIAL_NAME} credential")
+        blob = bytes(blob)
+        if len(blob) < 1 + _NONCE_LEN + 16 or blob[:1] != _VERSION:
+            raise VaultError(f"the stored tokens of realm {realm_id} are not a qbsync token blob")
+        nonce, sealed = blob[1:1 + _NONCE_LEN], blob[1 + _NONCE_LEN:]
+        try:
+            data = cipher.decrypt(nonce, sealed, _associated_data(realm_id, key_id))
+        except InvalidTag:
+            raise VaultError(
+                f"the stored tokens of realm {realm_id} do not decrypt with key {key_id!r}: "
+                "wrong key material, altered ciphertext, or a blob copied from another "
+                "realm") from None
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise VaultError(f"the decrypted tokens of realm {realm_id} are not JSON") from None
+        if not isinstance(payload, dict):
+            raise VaultError(f"the decrypted tokens of realm {realm_id} are not an object")
+        return payload
+
+    # --- loading keys --------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = ENV_VAR) -> Vault:
+        """Keys from ``id1:base64key,id2:base64key`` (commas or newlines; first = primary)."""
+        keys: dict[str, bytes] = {}
+        entries = [e.strip() for line in text.splitlines()
+                   for e in line.split("#", 1)[0].split(",")]
+        for n, entry in enumerate((e for e in entries if e), start=1):
+            key_id, sep, encoded = entry.partition(":")
+            key_id = key_id.strip()
+            if not sep or not key_id:
+                raise VaultError(f"{source}: entry {n} is not 'id:base64key'")
+            if key_id in keys:
+                raise VaultError(f"{source}: key id {key_id!r} appears twice")
+            try:
+                keys[key_id] = base64.b64decode(encoded.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise VaultError(f"{source}: key {key_id!r} is not valid base64") from None
+        if not keys:
+            raise VaultError(f"{source}: no keys found")
+        return cls(keys, next(iter(keys)))
+
+    @classmethod
+    def from_sources(cls, env_value: str | None, credentials_dir: str | None) -> Vault:
+        """Keys from the environment value if set, else from the systemd credential file."""
+        if env_value and env_value.strip():
+            return cls.parse(env_value, source=ENV_VAR)
+        if credentials_dir:
+            path = Path(credentials_dir) / CREDENTIAL_NAME
+            if path.is_file():
+                return cls.parse(path.read_text(encoding="utf-8"), source=str(path))
+        raise VaultError(
+            f"no token encryption keys: set {ENV_VAR}=id:base64key or provide the systemd "
+            f"credential {CREDENTIAL_NAME} (LoadCredential=); make a key with "
+            "qbsync.vault.generate_key()")
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Vault:
+        env = os.environ if environ is None else environ
+        return cls.from_sources(env.get(ENV_VAR), env.get("CREDENTIALS_DIRECTORY"))
+
+
+def generate_key(key_id: str | None = None) -> str:
+    """A new key entry ``id:base64key`` (the id defaults to ``k`` + today's date)."""
+    if key_id is None:
+        from datetime import UTC, datetime
+
+        key_id = "k" + datetime.now(UTC).strftime("%Y%m%d")
+    if not _KEY_ID.match(key_id):
+        raise VaultError(f"token key id {key_id!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
+    return f"{key_id}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
+
+
+def _associated_data(realm_id: str, key_id: str) -> bytes:
+    return b"qbsync.tokens.v1\x00" + realm_id.encode() + b"\x00" + key_id.encode()

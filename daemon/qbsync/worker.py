@@ -1,0 +1,280 @@
+"""The daemon's loop: claim rows, push them concurrently, record every outcome.
+
+Idle protocol (no NOTIFY tax on a busy shop): when a claim comes back short, the worker
+announces it waits (capture triggers NOTIFY only then), claims once more (a row committed
+before the announcement is visible now), and claims again once every transaction that was
+open at the announcement has ended (those may have missed the announcement). A fallback
+poll bounds every wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from . import sdnotify
+from .db import Listener
+from .queries import load as load_queries
+from .sync import Pushed, Pusher, PushFailed, Row, Skipped
+
+log = logging.getLogger(__name__)
+Q = load_queries()
+
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+@dataclass
+class WorkerConfig:
+    worker_id: str
+    concurrency: int = 10
+    lease_seconds: float = 120.0
+    poll_interval: float = 2.0
+    shutdown_grace: float = 30.0
+    settle_check: float = 0.02  # how often to check that the announcement has settled
+
+
+@dataclass
+class Stats:
+    pushed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dead: int = 0
+    last_push: float | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        listener: Listener,
+        pusher: Pusher,
+        config: WorkerConfig,
+        *,
+        on_dead: Callable[[Row, PushFailed], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.listener = listener
+        self.pusher = pusher
+        self.config = config
+        self.on_dead = on_dead
+        self.stats = Stats()
+        self.paused_reason: str | None = None
+        self.loop_alive = time.monotonic()
+        self._tasks: dict[asyncio.Task[None], Row] = {}
+        self._waiting = False
+        self._snapshot: str | None = None
+        self._settled = True
+
+    @property
+    def realm_id(self) -> str:
+        return self.pusher.realm.realm_id
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        await self.listener.ensure()
+        leases = asyncio.create_task(self._keep_leases(stop), name="qbsync-leases")
+        need_claim = True
+        try:
+            while not stop.is_set():
+                self.loop_alive = time.monotonic()
+                if need_claim:
+                    need_claim = await self._claim_round()
+                    if need_claim:
+                        continue
+                timeout = cfg.poll_interval if self._settled else cfg.settle_check
+                woke = await self._wait(stop, timeout)
+                if woke == "timeout" and not self._settled:
+                    self._settled = await self._db(Q.snapshot_settled, self._snapshot)
+                    need_claim = self._settled
+                else:
+                    need_claim = True
+                if woke == "timeout" and self._settled and self._waiting:
+                    self._waiting = False  # re-announce on the next short claim: renews it
+                if self.paused_reason and woke == "timeout":
+                    await self._check_unpause()
+        finally:
+            leases.cancel()
+            await self._drain()
+            with contextlib.suppress(*DB_ERRORS):
+                await self.pool.execute(Q.stop_waiting, cfg.worker_id)
+
+    async def _claim_round(self) -> bool:
+        """Claims for the free slots; True when another claim should follow at once."""
+        free = self.config.concurrency - len(self._tasks)
+        if free <= 0 or self.paused_reason:
+            return False
+        try:
+            rows = await self.pool.fetch(Q.claim, self.config.worker_id, free,
+                                         self.config.lease_seconds)
+        except DB_ERRORS as exc:
+            log.warning("claim failed: %s; retrying after the poll interval", exc)
+            return False
+        for record in rows:
+            row = Row(record["id"], record["entity"], record["key"], record["attempts"],
+                      record["request_id"], record["force"], record["origin"])
+            task = asyncio.create_task(self._process(row), name=f"push {row.label}")
+            self._tasks[task] = row
+        if len(rows) == free:
+            if self._waiting and len(self._tasks) >= self.config.concurrency:
+                self._waiting = False
+                await self._db(Q.stop_waiting, self.config.worker_id)
+            return True
+        if not self._waiting:
+            self._snapshot = await self._db(Q.announce_waiting, self.config.worker_id,
+                                            self.config.poll_interval * 3)
+            self._waiting = self._snapshot is not None
+            self._settled = not self._waiting
+            return self._waiting  # claim once more now that triggers will notify
+        return False
+
+    async def _wait(self, stop: asyncio.Event, wait_for: float) -> str:
+        woken = asyncio.ensure_future(self.listener.woken.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {woken, stopping, *self._tasks}
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=wait_for,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            stopping.cancel()
+        for task in [t for t in done if t in self._tasks]:
+            self._tasks.pop(task)  # type: ignore[arg-type]
+        if woken in done:
+            self.listener.woken.clear()
+            return "woken"
+        if stopping in done:
+            return "stop"
+        if done:
+            return "task"
+        if not self.listener.healthy():
+            await self.listener.ensure()  # raises when it cannot come back: exit, restart
+        return "timeout"
+
+    async def _db(self, query: str, *args: Any) -> Any:
+        try:
+            return await self.pool.fetchval(query, *args)
+        except DB_ERRORS as exc:
+            log.warning("database call failed: %s", exc)
+            return None
+
+    # -- one row --------------------------------------------------------------------
+
+    async def _process(self, row: Row) -> None:
+        deadline = self.pusher.entities[row.entity].deadline_seconds \
+            if row.entity in self.pusher.entities else 120
+        outcome: Pushed | Skipped | PushFailed
+        try:
+            async with asyncio.timeout(deadline):
+                outcome = await self.pusher.push(row)
+        except PushFailed as failure:
+            outcome = failure
+        except TimeoutError:
+            outcome = PushFailed(
+                "retry", f"{row.label}: no answer within the {deadline} s deadline; the next "
+                "try looks the object up in QuickBooks before creating it")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error pushing %s", row.label)
+            outcome = PushFailed("retry", f"{row.label}: internal error: "
+                                          f"{type(exc).__name__}: {exc}")
+        await self._record(row, outcome)
+
+    async def _record(self, row: Row, outcome: Pushed | Skipped | PushFailed) -> None:
+        """Store the outcome; keeps trying through a database outage while the lease lasts
+        (the push itself is done, and its result must not be lost)."""
+        realm = self.realm_id
+        give_up = time.monotonic() + self.config.lease_seconds
+        delay = 0.2
+        while True:
+            try:
+                if isinstance(outcome, Pushed):
+                    held = await self.pool.fetchval(Q.complete, row.id, self.config.worker_id,
+                                                    realm, outcome.result)
+                    self.stats.pushed += 1
+                    self.stats.last_push = time.time()
+                    state = "done" if held else "lost"
+                elif isinstance(outcome, Skipped):
+                    held = await self.pool.fetchval(Q.skip, row.id, self.config.worker_id,
+                                                    realm, outcome.reason)
+                    self.stats.skipped += 1
+                    state = "skipped" if held else "lost"
+                else:
+                    state = await self.pool.fetchval(Q.fail, row.id, self.config.worker_id,
+                                                     realm, outcome.as_error())
+                    self.stats.failed += 1
+                break
+            except DB_ERRORS as exc:
+                if time.monotonic() + delay > give_up:
+                    log.error("could not record the outcome of %s (%s); the row's lease will "
+                              "expire and it will be retried", row.label, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        extra = {"entity": row.entity, "key": row.key, "attempt": row.attempts,
+                 "realm_id": realm}
+        if state == "lost":
+            log.warning("lease on %s was lost (another daemon took it over); outcome not "
+                        "recorded here", row.label, extra=extra)
+        elif isinstance(outcome, PushFailed):
+            level = logging.ERROR if state == "dead" else logging.WARNING
+            log.log(level, "%s (%s, row %s)", outcome.message, state, row.id,
+                    extra={**extra, "code": outcome.code, "kind": outcome.kind})
+            if state == "dead":
+                self.stats.dead += 1
+                if self.on_dead:
+                    self.on_dead(row, outcome)
+            if outcome.kind == "paused":
+                self.paused_reason = outcome.message
+                sdnotify.notify(STATUS=f"paused: {outcome.message}")
+        else:
+            log.info("%s: %s", row.label, state, extra=extra)
+
+    # -- background duties ------------------------------------------------------------
+
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        period = self.config.lease_seconds / 3
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            ids = [row.id for row in self._tasks.values()]
+            if not ids:
+                continue
+            try:
+                rows = await self.pool.fetch(Q.extend_leases, self.config.worker_id, ids,
+                                             self.config.lease_seconds)
+                held = {r[0] for r in rows}
+            except DB_ERRORS as exc:
+                log.warning("could not extend leases: %s", exc)
+                continue
+            for row in self._tasks.values():
+                if row.id not in held:
+                    log.warning("lease on %s lost", row.label)
+
+    async def _check_unpause(self) -> None:
+        record = await self.pool.fetchrow(Q.active_connection, self.realm_id)
+        if record and record["status"] == "connected":
+            log.info("company %s is connected again; resuming", self.realm_id)
+            self.paused_reason = None
+
+    async def _drain(self) -> None:
+        """Stop: give in-flight pushes the grace period, then hand the rest back."""
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+                ids = [self._tasks[t].id for t in pending]
+                with contextlib.suppress(*DB_ERRORS):
+                    released = await self.pool.fetchval(Q.release, self.config.worker_id, ids)
+                    log.info("released %s unfinished row(s)", released)
+            self._tasks.clear()

@@ -1,0 +1,322 @@
+-- The daemon's state changes, as database functions: claim, lease, complete, fail, skip,
+-- release. psql users get exactly the behaviour the daemon has, and every outcome lands
+-- in integration_logs in the same transaction as the state change.
+
+-- Claims up to p_limit ready rows for p_worker: pending rows whose time has come (oldest
+-- first) and running rows whose lease expired (a killed daemon's). A pending row whose key
+-- is running elsewhere waits: two rows of one key are never in flight together. The try
+-- is counted here, inside the UPDATE, so a row that crashes its daemon still runs out.
+CREATE FUNCTION qbsync.claim(p_worker text, p_limit int, p_lease interval)
+RETURNS SETOF qbsync.outbox
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH ready AS (
+        SELECT o.id FROM qbsync.outbox o
+        WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+          AND NOT EXISTS (SELECT 1 FROM qbsync.outbox r
+                          WHERE r.entity = o.entity AND r.key = o.key AND r.state = 'running')
+        ORDER BY o.next_attempt_at, o.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        SELECT o.id FROM qbsync.outbox o
+        WHERE o.state = 'running' AND o.lease_expires_at < now()
+        ORDER BY o.lease_expires_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM expired UNION SELECT id FROM ready LIMIT p_limit
+    )
+    UPDATE qbsync.outbox o
+    SET state = 'running', lease_owner = p_worker, lease_expires_at = now() + p_lease,
+        attempts = o.attempts + 1, last_attempt_at = now(),
+        request_id = coalesce(o.request_id, gen_random_uuid())
+    FROM picked
+    WHERE o.id = picked.id
+    RETURNING o.*;
+$$;
+
+-- Extends the leases p_worker still holds; returns the ids it still holds (a row missing
+-- from the answer was reclaimed by someone else: stop working on it).
+CREATE FUNCTION qbsync.extend_leases(p_worker text, p_ids bigint[], p_lease interval)
+RETURNS SETOF bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE qbsync.outbox SET lease_expires_at = now() + p_lease
+    WHERE id = ANY (p_ids) AND state = 'running' AND lease_owner = p_worker
+    RETURNING id;
+$$;
+
+CREATE FUNCTION qbsync.log(
+    p_operation text, p_entity text, p_key text, p_status text, p_realm text,
+    p_detail jsonb DEFAULT '{}', p_actor text DEFAULT 'daemon'
+) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO qbsync.integration_logs
+        (operation, model_type, model_id, status, error_message, error_code, response_time_ms,
+         request_id, qbo_id, realm_id, attempt, actor, details)
+    VALUES (p_operation, p_entity, p_key, p_status, p_detail->>'message', p_detail->>'code',
+            (p_detail->>'response_time_ms')::numeric::int, (p_detail->>'request_id')::uuid,
+            p_detail->>'qbo_id', p_realm, (p_detail->>'attempt')::int, p_actor,
+            nullif(p_detail - '{message,code,response_time_ms,request_id,qbo_id,attempt}'::text[],
+                   '{}'::jsonb));
+$$;
+
+-- Calls qbsync_map.<entity>_outcome(key, outcome) when the mapping defines one. The
+-- write-back is marked as the daemon's own write, so capture ignores it.
+CREATE FUNCTION qbsync.write_back(p_entity text, p_key text, p_outcome jsonb) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regprocedure(format('qbsync_map.%I(text, jsonb)', p_entity || '_outcome')) IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('qbsync.origin', 'daemon', true);
+    BEGIN
+        EXECUTE format('SELECT qbsync_map.%I($1, $2)', p_entity || '_outcome')
+            USING p_key, p_outcome;
+    EXCEPTION WHEN OTHERS THEN
+        -- The push itself stands (entity_map is what prevents a second invoice); only the
+        -- courtesy copy onto the shop row failed, and the log says why.
+        PERFORM qbsync.log('write_back', p_entity, p_key, 'failed', p_outcome->>'realm_id',
+            jsonb_build_object('message', format('qbsync_map.%s_outcome failed: %s',
+                                                 p_entity, SQLERRM), 'code', SQLSTATE));
+    END;
+    PERFORM set_config('qbsync.origin', '', true);
+END
+$$;
+
+-- Records a successful push of (entity, key): entity_map, write-back, log, event.
+-- p_result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation, qbo_status,
+-- sent_doc_number, response_time_ms, request_id, attempt, message.
+CREATE FUNCTION qbsync.record_success(p_realm text, p_entity text, p_key text, p_result jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_status text := coalesce(p_result->>'qbo_status', 'active');
+    v_event jsonb;
+BEGIN
+    INSERT INTO qbsync.entity_map AS m
+        (realm_id, entity, key, qbo_type, qbo_id, sync_token, doc_number, qbo_status,
+         request_id, synced_at)
+    VALUES (p_realm, p_entity, p_key, p_result->>'qbo_type', p_result->>'qbo_id',
+            p_result->>'sync_token', p_result->>'doc_number', v_status,
+            (p_result->>'request_id')::uuid, v_now)
+    ON CONFLICT (realm_id, entity, key) DO UPDATE
+        SET qbo_type = excluded.qbo_type, qbo_id = excluded.qbo_id,
+            sync_token = excluded.sync_token,
+            doc_number = coalesce(excluded.doc_number, m.doc_number),
+            qbo_status = excluded.qbo_status, request_id = excluded.request_id,
+            synced_at = excluded.synced_at;
+
+    PERFORM qbsync.write_back(p_entity, p_key, jsonb_build_object(
+        'realm_id', p_realm,
+        'status', CASE v_status WHEN 'voided' THEN 'voided' ELSE 'synced' END,
+        'qbo_id', p_result->>'qbo_id', 'doc_number', p_result->>'doc_number',
+        'synced_at', v_now, 'attempted_at', v_now, 'error', NULL));
+
+    PERFORM qbsync.log(coalesce(p_result->>'operation', 'push'), p_entity, p_key, 'success',
+                       p_realm, p_result - '{qbo_type,sync_token,qbo_status}'::text[]);
+
+    v_event := jsonb_build_object(
+        'event', p_entity || '.synced.quickbooks',
+        'entity', p_entity, p_entity || '_id', p_key,
+        'quickbooks_' || lower(p_result->>'qbo_type') || '_id', p_result->>'qbo_id',
+        'synced_at', v_now,
+        'message', coalesce(p_result->>'message',
+                            format('%s %s synced to QuickBooks %s %s', p_entity, p_key,
+                                   p_result->>'qbo_type', p_result->>'qbo_id')));
+    IF p_result->>'qbo_type' = 'Invoice' THEN
+        v_event := v_event || jsonb_build_object(
+            'order_number', coalesce(p_result->>'sent_doc_number', p_result->>'doc_number'),
+            'invoice_number', p_result->>'doc_number',
+            'total_amount', (p_result->>'total_amount')::numeric);
+    END IF;
+    PERFORM pg_notify('qbsync_events', v_event::text);
+END
+$$;
+
+-- The lease check every finishing function starts with: the row, locked, if p_worker
+-- still holds it; NULL if it was reclaimed (the caller's result is then discarded).
+CREATE FUNCTION qbsync.held(p_id bigint, p_worker text) RETURNS qbsync.outbox
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM qbsync.outbox
+    WHERE id = p_id AND state = 'running' AND lease_owner = p_worker
+    FOR UPDATE;
+$$;
+
+-- A push succeeded: record it and remove the row (and any dead row of the same key,
+-- which this push supersedes). False if the lease was lost.
+CREATE FUNCTION qbsync.complete(p_id bigint, p_worker text, p_realm text, p_result jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row qbsync.outbox;
+BEGIN
+    v_row := qbsync.held(p_id, p_worker);
+    IF v_row.id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM qbsync.record_success(p_realm, v_row.entity, v_row.key,
+        p_result || jsonb_build_object('request_id', v_row.request_id, 'attempt', v_row.attempts));
+    DELETE FROM qbsync.outbox
+    WHERE id = p_id OR (entity = v_row.entity AND key = v_row.key AND state = 'dead');
+    RETURN true;
+END
+$$;
+
+-- The mapping said there is nothing to push (NULL), or the row is already done.
+CREATE FUNCTION qbsync.skip(p_id bigint, p_worker text, p_realm text, p_reason text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row qbsync.outbox;
+BEGIN
+    v_row := qbsync.held(p_id, p_worker);
+    IF v_row.id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM qbsync.log('skip', v_row.entity, v_row.key, 'skipped', p_realm,
+        jsonb_build_object('message', p_reason, 'attempt', v_row.attempts,
+                           'request_id', v_row.request_id));
+    DELETE FROM qbsync.outbox WHERE id = p_id;
+    RETURN true;
+END
+$$;
+
+-- A push failed. p_error: kind, message, code, operation, response_time_ms, retry_after.
+--   kind 'throttled' | 'auth' | 'paused': not the row's fault; no try burnt, back after
+--        retry_after seconds.
+--   kind 'retry': transient; back after the entity's backoff, or dead when out of tries.
+--   kind 'permanent': a retry cannot fix it (validation, unmappable data): dead at once.
+-- Returns the row's new state ('pending' or 'dead'), or 'lost' if the lease was lost.
+CREATE FUNCTION qbsync.fail(p_id bigint, p_worker text, p_realm text, p_error jsonb)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row qbsync.outbox;
+    v_entity qbsync.entities;
+    v_kind text := coalesce(p_error->>'kind', 'retry');
+    v_message text := coalesce(p_error->>'message', 'unknown error');
+    v_now timestamptz := clock_timestamp();
+    v_free boolean := v_kind IN ('throttled', 'auth', 'paused');
+    v_dead boolean;
+    v_delay interval;
+BEGIN
+    v_row := qbsync.held(p_id, p_worker);
+    IF v_row.id IS NULL THEN
+        RETURN 'lost';
+    END IF;
+    SELECT * INTO v_entity FROM qbsync.entities WHERE entity = v_row.entity;
+    v_dead := v_kind = 'permanent'
+              OR (v_kind = 'retry' AND v_row.attempts >= coalesce(v_entity.max_attempts, 3));
+    IF v_free THEN
+        v_delay := make_interval(secs => coalesce((p_error->>'retry_after')::float8, 60));
+    ELSIF NOT v_dead THEN
+        v_delay := make_interval(secs => coalesce(
+            v_entity.backoff_seconds[least(v_row.attempts, cardinality(v_entity.backoff_seconds))],
+            60));
+    END IF;
+
+    UPDATE qbsync.outbox
+    SET state = CASE WHEN v_dead THEN 'dead' ELSE 'pending' END,
+        attempts = attempts - CASE WHEN v_free THEN 1 ELSE 0 END,
+        next_attempt_at = CASE WHEN v_dead THEN next_attempt_at ELSE v_now + v_delay END,
+        lease_owner = NULL, lease_expires_at = NULL,
+        last_error = v_message, last_error_code = p_error->>'code'
+    WHERE id = p_id;
+
+    PERFORM qbsync.log(coalesce(p_error->>'operation', 'push'), v_row.entity, v_row.key,
+        CASE WHEN v_dead THEN 'dead' ELSE 'retry' END, p_realm,
+        (p_error - 'kind') || jsonb_build_object(
+            'attempt', v_row.attempts, 'request_id', v_row.request_id, 'kind', v_kind,
+            'next_attempt_at', CASE WHEN v_dead THEN NULL ELSE v_now + v_delay END));
+
+    IF v_free THEN
+        RETURN 'pending';  -- the shop row's state does not change for a throttle
+    END IF;
+    PERFORM qbsync.write_back(v_row.entity, v_row.key, jsonb_build_object(
+        'realm_id', p_realm, 'status', CASE WHEN v_dead THEN 'failed' ELSE 'pending' END,
+        'error', v_message, 'attempted_at', v_now));
+    IF v_dead THEN
+        PERFORM pg_notify('qbsync_events', jsonb_build_object(
+            'event', 'sync.failed.critical', 'entity', v_row.entity, 'key', v_row.key,
+            'error', left(v_message, 2000), 'code', p_error->>'code',
+            'attempts', v_row.attempts, 'failed_at', v_now)::text);
+        RETURN 'dead';
+    END IF;
+    RETURN 'pending';
+END
+$$;
+
+-- A stopping daemon hands back what it holds, burning no try.
+CREATE FUNCTION qbsync.release(p_worker text, p_ids bigint[] DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count int;
+BEGIN
+    UPDATE qbsync.outbox
+    SET state = 'pending', attempts = greatest(attempts - 1, 0),
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE state = 'running' AND lease_owner = p_worker
+      AND (p_ids IS NULL OR id = ANY (p_ids));
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
+-- Calls the mapping function: the QuickBooks body for (entity, key), or NULL.
+CREATE FUNCTION qbsync.map(p_entity text, p_key text) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_body jsonb;
+BEGIN
+    IF to_regprocedure(format('qbsync_map.%I(text)', p_entity)) IS NULL THEN
+        RAISE EXCEPTION 'qbsync: no mapping function qbsync_map.%(key text) for entity "%"',
+            p_entity, p_entity USING ERRCODE = 'QB002';
+    END IF;
+    EXECUTE format('SELECT qbsync_map.%I($1)', p_entity) INTO v_body USING p_key;
+    RETURN v_body;
+END
+$$;
+
+-- Daemon registry: heartbeats, and the workers table cleaned of daemons long gone.
+CREATE FUNCTION qbsync.register_worker(p_worker text, p_hostname text, p_pid int)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM qbsync.workers WHERE heartbeat_at < now() - interval '1 hour';
+    INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES (p_worker, p_hostname, p_pid)
+    ON CONFLICT (worker_id) DO UPDATE
+        SET hostname = excluded.hostname, pid = excluded.pid, started_at = now(),
+            heartbeat_at = now(), waiting_until = NULL;
+$$;
+
+CREATE FUNCTION qbsync.unregister_worker(p_worker text) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ DELETE FROM qbsync.workers WHERE worker_id = p_worker; $$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbsync FROM PUBLIC;

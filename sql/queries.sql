@@ -1,0 +1,81 @@
+-- Every query the daemon runs, as named blocks ("-- name: <name>"), parsed once at start
+-- (qbsync.queries). State changes are database functions (sql/migrations); these are the
+-- calls into them and the few reads the daemon needs.
+
+-- name: register_worker
+SELECT qbsync.register_worker($1, $2, $3);
+
+-- name: unregister_worker
+SELECT qbsync.unregister_worker($1);
+
+-- name: claim
+SELECT id, entity, key, attempts, request_id, force, origin, enqueued_at
+FROM qbsync.claim($1, $2, make_interval(secs => $3));
+
+-- name: extend_leases
+SELECT qbsync.extend_leases($1, $2::bigint[], make_interval(secs => $3));
+
+-- name: complete
+SELECT qbsync.complete($1, $2, $3, $4::jsonb);
+
+-- name: fail
+SELECT qbsync.fail($1, $2, $3, $4::jsonb);
+
+-- name: skip
+SELECT qbsync.skip($1, $2, $3, $4);
+
+-- name: release
+SELECT qbsync.release($1, $2::bigint[]);
+
+-- name: record_success
+SELECT qbsync.record_success($1, $2, $3, $4::jsonb);
+
+-- name: log
+SELECT qbsync.log($1, $2, $3, $4, $5, $6::jsonb);
+
+-- name: map
+SELECT qbsync.map($1, $2)::text;
+
+-- name: entities
+SELECT entity, qbo_type, max_attempts, deadline_seconds FROM qbsync.entities;
+
+-- name: mapped
+SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status
+FROM unnest($2::text[], $3::text[]) AS wanted(entity, key)
+JOIN qbsync.entity_map m ON m.realm_id = $1 AND m.entity = wanted.entity AND m.key = wanted.key;
+
+-- name: realm_settings
+SELECT name, value FROM qbsync.realm_settings WHERE realm_id = $1;
+
+-- name: save_realm_setting
+INSERT INTO qbsync.realm_settings AS s (realm_id, name, value, source)
+VALUES ($1, $2, $3::jsonb, 'lookup')
+ON CONFLICT (realm_id, name) DO UPDATE
+    SET value = excluded.value, updated_at = now()
+    WHERE s.source = 'lookup';
+
+-- name: active_connection
+SELECT realm_id, api_base_url, status, company_name
+FROM qbsync.connections
+WHERE CASE WHEN $1::text IS NULL THEN active ELSE realm_id = $1 END;
+
+-- name: announce_waiting
+SELECT qbsync.announce_waiting($1, make_interval(secs => $2))::text;
+
+-- name: stop_waiting
+SELECT qbsync.stop_waiting($1);
+
+-- name: snapshot_settled
+SELECT qbsync.snapshot_settled($1::text::pg_snapshot);
+
+-- name: queue_depth
+SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
+       count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'dead') AS dead
+FROM qbsync.outbox;
+
+-- name: maintain_log_partitions
+SELECT action, partition_name FROM qbsync.maintain_log_partitions();
+
+-- name: heartbeat
+UPDATE qbsync.workers SET heartbeat_at = now() WHERE worker_id = $1;

@@ -1,0 +1,273 @@
+"""The shared rate limiter: two limiters on separate pools (two daemons) sharing one realm.
+
+No timing asserts: the pacing is checked on the slot times the database handed out, the
+in-flight limit with a counter, and the emulator (which counts sliding windows on its own,
+scaled clock) must answer no 429 at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from qbsync.emulator import Emulator
+from qbsync.qbo import errors as e
+from qbsync.qbo.client import QboClient
+from qbsync.qbo.ratelimit import RateLimits, RequestLimiter
+
+BASE = "http://qbo.emulator"
+
+
+class StaticTokens:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def access_token(self) -> str:
+        return self.token
+
+    async def refresh(self, rejected: str) -> str:
+        raise AssertionError("no refresh expected")
+
+
+@pytest.fixture
+async def pools(db_url: str) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool]]:
+    a = await asyncpg.create_pool(db_url, min_size=1, max_size=12)
+    b = await asyncpg.create_pool(db_url, min_size=1, max_size=12)
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+def max_in_window(times: list[datetime], window: timedelta) -> int:
+    """Largest number of instants inside any half-open window (t - window, t]."""
+    ts = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(ts):
+        while ts[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+class Concurrency:
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        self.now -= 1
+
+
+async def test_pacing_across_two_limiters_keeps_every_window(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    limits = RateLimits(per_minute=60, per_second=5, in_flight=3, time_scale=60)
+    a = RequestLimiter(pools[0], "r1", holder="a")
+    b = RequestLimiter(pools[1], "r1", holder="b")
+    await a.configure(limits)
+    await b.configure(limits)
+    slots: list[datetime] = []
+    busy = Concurrency()
+
+    async def worker(limiter: RequestLimiter, n: int) -> None:
+        for _ in range(n):
+            async with limiter.permit() as permit:
+                with busy:
+                    slots.append(permit.starts_at)
+                    await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(worker(lim, 15) for lim in (a, b) for _ in range(4)))
+    assert len(slots) == 120
+    assert a.granted + b.granted == 120
+    assert a.granted > 0
+    assert b.granted > 0
+    # 60/minute with minute = 1 s; 5/second with second = 1/60 s
+    assert max_in_window(slots, timedelta(seconds=1)) <= 60
+    assert max_in_window(slots, timedelta(seconds=1 / 60)) <= 5
+    assert busy.peak <= 3
+    # and the budget is used: back-to-back slots are exactly one spacing apart
+    spacing = timedelta(seconds=1 / (60 * (1 - limits.safety)))
+    gaps = sorted(y - x for x, y in zip(sorted(slots), sorted(slots)[1:], strict=False))
+    assert abs(gaps[len(gaps) // 2] - spacing) < timedelta(milliseconds=0.5)
+    status = await a.status()
+    assert status is not None
+    assert (status["granted"], status["in_flight"]) == (120, 0)
+
+
+async def test_emulator_sees_no_429_at_full_pace(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    # Emulated minute = 3 real seconds; 100/minute so 140 requests cross the minute limit
+    # (sent unpaced, they get 429s: see the control case at the end).
+    emu = Emulator(time_scale=20)
+    emu.set_limits(per_minute=100, per_second=4, in_flight=10, batch_per_minute=40)
+    realm = emu.create_company("Paced")
+    limits = RateLimits(per_minute=100, per_second=4, in_flight=10, time_scale=20,
+                        safety=0.05)
+    token = StaticTokens(emu.issue_tokens(realm)["access_token"])
+    async with emu.client(BASE) as http:
+        clients = []
+        for n, pool in enumerate(pools):
+            limiter = RequestLimiter(pool, realm, holder=f"p{n}")
+            await limiter.configure(limits)
+            clients.append(QboClient(http, base_url=BASE, realm_id=realm, tokens=token,
+                                     limiter=limiter))
+
+        async def worker(client: QboClient, n: int) -> None:
+            for _ in range(n):
+                await client.company_info()
+
+        await asyncio.gather(*(worker(c, 14) for c in clients for _ in range(5)))
+        assert emu.request_count(status=429) == 0
+        assert emu.request_count(route="/companyinfo", status=200) == 140
+
+        # Control: the same load without the limiter is throttled by the emulator.
+        emu.limits.reset()
+        bare = QboClient(http, base_url=BASE, realm_id=realm, tokens=token)
+        results = await asyncio.gather(*(bare.company_info() for _ in range(110)),
+                                       return_exceptions=True)
+        assert any(isinstance(r, e.Throttled) for r in results)
+
+
+async def test_in_flight_limit_shared_by_two_processes(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    emu = Emulator()
+    emu.set_limits(per_minute=100000, per_second=100000, in_flight=3)
+    emu.set_latency(0.03)
+    realm = emu.create_company("Concurrent")
+    limits = RateLimits(per_minute=None, per_second=None, in_flight=3, batch_per_minute=None)
+    token = StaticTokens(emu.issue_tokens(realm)["access_token"])
+    busy = Concurrency()
+    async with emu.client(BASE) as http:
+        limiters = [RequestLimiter(pool, realm) for pool in pools]
+        for limiter in limiters:
+            await limiter.configure(limits)
+
+        async def worker(limiter: RequestLimiter) -> None:
+            for _ in range(4):
+                async with limiter.permit():
+                    with busy:
+                        await http.get(f"/v3/company/{realm}/companyinfo/{realm}",
+                                       headers={"Authorization": f"Bearer {token.token}"})
+
+        await asyncio.gather(*(worker(lim) for lim in limiters for _ in range(6)))
+    assert busy.peak <= 3
+    assert emu.request_count(status=429) == 0
+    assert emu.request_count(status=200) == 48
+
+
+async def test_throttled_pauses_every_process(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    emu = Emulator()
+    realm = emu.create_company("Throttled")
+    a = RequestLimiter(pools[0], realm)
+    b = RequestLimiter(pools[1], realm)
+    token = StaticTokens(emu.issue_tokens(realm)["access_token"])
+    async with emu.client(BASE) as http:
+        client = QboClient(http, base_url=BASE, realm_id=realm, tokens=token, limiter=a)
+        emu.inject_fault("429")
+        with pytest.raises(e.Throttled) as exc:
+            await client.company_info()
+    assert exc.value.retry_after == 60.0
+    # The other process is refused for about a minute.
+    row = await pools[1].fetchrow("SELECT * FROM qbsync.take_permit($1)", realm)
+    assert row is not None
+    assert row["permit_id"] is None
+    assert row["wait"] > timedelta(seconds=50)
+    status = await b.status()
+    assert status is not None
+    assert status["paused"]
+    assert status["throttles"] == 1
+
+
+async def test_waiters_resume_after_the_pause(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    # time_scale 600: a 60 s QuickBooks pause lasts 0.1 s here.
+    a = RequestLimiter(pools[0], "r2", time_scale=600)
+    b = RequestLimiter(pools[1], "r2", time_scale=600)
+    await a.throttled(60)
+    async with b.permit() as permit:
+        assert permit.permit_id is not None
+    assert b.refused >= 1
+    assert b.granted == 1
+
+
+async def test_client_takes_batch_permits(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    emu = Emulator()
+    realm = emu.create_company("Batch")
+    limiter = RequestLimiter(pools[0], realm)
+    token = StaticTokens(emu.issue_tokens(realm)["access_token"])
+    async with emu.client(BASE) as http:
+        client = QboClient(http, base_url=BASE, realm_id=realm, tokens=token, limiter=limiter)
+        await client.batch([{"Query": "SELECT * FROM Item"}], request_id="b-1")
+        await client.company_info()
+    kinds = await pools[0].fetchrow(
+        "SELECT granted, next_batch > '-infinity' AS batch_taken FROM qbsync.rate_state "
+        "WHERE realm_id = $1", realm)
+    assert kinds is not None
+    assert (kinds["granted"], kinds["batch_taken"]) == (2, True)
+    assert limiter.granted == 2
+
+
+async def test_batch_budget_does_not_hold_up_requests(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    pool = pools[0]
+    await pool.execute("SELECT qbsync.set_rate_limits('r3', NULL, NULL, NULL, 2)")
+
+    async def take(kind: str) -> Any:
+        return await pool.fetchrow("SELECT * FROM qbsync.take_permit('r3', $1)", kind)
+
+    first = await take("batch")
+    assert first["permit_id"] is not None
+    second = await take("batch")
+    assert second["permit_id"] is None
+    # two batches per minute (less the safety margin): the next one in ~30 s
+    assert timedelta(seconds=25) < second["wait"] <= timedelta(seconds=31)
+    plain = await take("request")
+    assert plain["permit_id"] is not None
+    assert plain["wait"] == timedelta(0)
+    with pytest.raises(asyncpg.InvalidParameterValueError):
+        await take("bogus")
+
+
+async def test_permits_of_a_dead_process_expire(pools: tuple[asyncpg.Pool, asyncpg.Pool]
+                                                ) -> None:
+    pool = pools[0]
+    await pool.execute("SELECT qbsync.set_rate_limits('r4', NULL, NULL, 1, NULL)")
+    held = await pool.fetchrow(
+        "SELECT * FROM qbsync.take_permit('r4', 'request', 'dead', '50 ms')")
+    assert held["permit_id"] is not None  # never returned: its holder "died"
+    refused = await pool.fetchrow("SELECT * FROM qbsync.take_permit('r4')")
+    assert refused["permit_id"] is None
+    await asyncio.sleep(0.1)
+    granted = await pool.fetchrow("SELECT * FROM qbsync.take_permit('r4')")
+    assert granted["permit_id"] is not None
+    assert await pool.fetchval("SELECT qbsync.return_permit($1)", granted["permit_id"])
+    assert not await pool.fetchval("SELECT qbsync.return_permit($1)", granted["permit_id"])
+
+
+async def test_cancelled_waiter_returns_its_permit(pools: tuple[asyncpg.Pool, asyncpg.Pool]
+                                                   ) -> None:
+    limiter = RequestLimiter(pools[0], "r5")
+    await limiter.configure(RateLimits(per_minute=1, per_second=None, in_flight=5))
+    async with limiter.permit():
+        pass
+    # the next slot is a minute away: the waiter holds a reserved permit while it sleeps
+    task = asyncio.create_task(limiter.permit().__aenter__())
+    for _ in range(100):
+        if await pools[0].fetchval("SELECT count(*) FROM qbsync.rate_permits "
+                                   "WHERE realm_id = 'r5'"):
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await pools[0].fetchval(
+        "SELECT count(*) FROM qbsync.rate_permits WHERE realm_id = 'r5'") == 0
