@@ -138,7 +138,8 @@ async def start(
             for r in await pool.fetch(Q.entities)
         }
         pusher = Pusher(pool, client, realm, entities,
-                        skip_invoiced=settings.skip_invoiced_orders)
+                        skip_invoiced=settings.skip_invoiced_orders,
+                        time_scale=settings.rate_time_scale)
         worker = Worker(
             pool, Listener(settings.database_url), pusher,
             WorkerConfig(worker_id=settings.worker_name, concurrency=settings.concurrency,

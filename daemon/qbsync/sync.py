@@ -108,8 +108,10 @@ class Mapped:
     qbo_status: str
 
 
-def qbo_failure(label: str, exc: Exception, operation: str) -> PushFailed:
-    """Classify a QuickBooks or transport error into what happens to the row."""
+def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 1.0
+                ) -> PushFailed:
+    """Classify a QuickBooks or transport error into what happens to the row. Waits are in
+    QuickBooks seconds, shrunk by time_scale against a faster emulator."""
     code = getattr(exc, "code", None)
     message = f"{label}: {exc.describe() if isinstance(exc, QboError) else exc}"
     details: dict[str, Any] = {}
@@ -117,11 +119,13 @@ def qbo_failure(label: str, exc: Exception, operation: str) -> PushFailed:
     if tid:
         details["intuit_tid"] = tid
     if isinstance(exc, Throttled):
-        return PushFailed("throttled", message, code, operation, exc.retry_after, details)
+        return PushFailed("throttled", message, code, operation, exc.retry_after / time_scale,
+                          details)
     if isinstance(exc, ReconnectRequired):
-        return PushFailed("paused", f"{label}: {exc}", None, operation, 300.0, details)
+        return PushFailed("paused", f"{label}: {exc}", None, operation, 300.0 / time_scale,
+                          details)
     if isinstance(exc, AuthError):
-        return PushFailed("auth", message, code, operation, 5.0, details)
+        return PushFailed("auth", message, code, operation, 5.0 / time_scale, details)
     if isinstance(exc, TransientError | TimeoutError):
         return PushFailed("retry", message, code, operation, None, details)
     return PushFailed("permanent", message, code, operation, None, details)
@@ -159,12 +163,14 @@ class Pusher:
         entities: dict[str, EntityInfo],
         *,
         skip_invoiced: bool = True,
+        time_scale: float = 1.0,
     ) -> None:
         self.pool = pool
         self.client = client
         self.realm = realm
         self.entities = entities
         self.skip_invoiced = skip_invoiced
+        self.time_scale = time_scale
         self._dependency_locks: dict[Ref, asyncio.Lock] = {}
 
     # -- the row ---------------------------------------------------------------------
@@ -213,7 +219,9 @@ class Pusher:
             "total_amount": obj.get("TotalAmt"),
             "operation": operation,
             "qbo_status": "voided" if operation == "void" else "active",
-            "response_time_ms": round((time.perf_counter() - started) * 1000),
+            # QuickBooks' own answer time when the client measured it, else the whole step
+            "response_time_ms": self.client.last_response_ms
+            or round((time.perf_counter() - started) * 1000),
         }
 
     # -- mapping and references -------------------------------------------------------
@@ -347,7 +355,7 @@ class Pusher:
         except PushFailed:
             raise
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(label, exc, "create") from exc
+            raise qbo_failure(label, exc, "create", self.time_scale) from exc
 
     async def _adopt(self, qbo_type: str, found: dict[str, Any], body: dict[str, Any],
                      request_id: uuid.UUID) -> dict[str, Any]:
@@ -374,7 +382,7 @@ class Pusher:
                     qbo_type, payload,
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(row.label, exc, "update") from exc
+            raise qbo_failure(row.label, exc, "update", self.time_scale) from exc
 
     async def _void(self, row: Row, info: EntityInfo, existing: Mapped | None
                     ) -> Pushed | Skipped:
@@ -395,7 +403,7 @@ class Pusher:
                     info.qbo_type, existing.qbo_id, current["SyncToken"],
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(row.label, exc, "void") from exc
+            raise qbo_failure(row.label, exc, "void", self.time_scale) from exc
         result = self._result(info.qbo_type, obj, {}, "void", started)
         result["doc_number"] = result["doc_number"] or existing.doc_number
         return Pushed(result)
