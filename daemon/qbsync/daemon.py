@@ -26,7 +26,7 @@ from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Realm, prepare
-from .sync import EntityInfo, Pusher, PushFailed, Row
+from .sync import Pusher, PushFailed, Row, load_entities
 from .tokens import ReconnectRequired, TokenStore
 from .vault import Vault
 from .worker import DB_ERRORS, Worker, WorkerConfig
@@ -132,12 +132,7 @@ async def start(
                            limiter=limiter, timeout=settings.http_timeout)
         for warning in await prepare(pool, realm, client):
             log.warning(warning)
-        entities = {
-            r["entity"]: EntityInfo(r["entity"], r["qbo_type"], r["max_attempts"],
-                                    r["deadline_seconds"])
-            for r in await pool.fetch(Q.entities)
-        }
-        pusher = Pusher(pool, client, realm, entities,
+        pusher = Pusher(pool, client, realm, await load_entities(pool),
                         skip_invoiced=settings.skip_invoiced_orders,
                         time_scale=settings.rate_time_scale)
         worker = Worker(
@@ -178,6 +173,7 @@ async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
         try:
             depth = await daemon.pool.fetchrow(Q.queue_depth)
             await daemon.pool.execute(Q.heartbeat, settings.worker_name)
+            await daemon.realm.reload_settings(daemon.pool)  # DBA overrides take effect
             if time.monotonic() - last_maintenance > 86400:
                 await daemon.pool.fetch(Q.maintain_log_partitions)
                 last_maintenance = time.monotonic()

@@ -66,6 +66,14 @@ class EntityInfo:
     deadline_seconds: int
 
 
+async def load_entities(pool: asyncpg.Pool) -> dict[str, EntityInfo]:
+    return {
+        r["entity"]: EntityInfo(r["entity"], r["qbo_type"], r["max_attempts"],
+                                r["deadline_seconds"])
+        for r in await pool.fetch(Q.entities)
+    }
+
+
 @dataclass
 class Pushed:
     result: dict[str, Any]
@@ -175,10 +183,18 @@ class Pusher:
 
     # -- the row ---------------------------------------------------------------------
 
-    async def push(self, row: Row) -> Pushed | Skipped:
-        info = self.entities.get(row.entity)
+    async def entity(self, entity: str, label: str) -> EntityInfo:
+        """The entity's registration; re-read once when a DBA defined it after start."""
+        if entity not in self.entities:
+            self.entities = await load_entities(self.pool)
+        info = self.entities.get(entity)
         if info is None:
-            raise PushFailed("permanent", f"{row.label}: entity is not in qbsync.entities")
+            raise PushFailed("permanent", f'{label}: unknown entity "{entity}" (not in '
+                             "qbsync.entities; register it with qbsync.define_entity)")
+        return info
+
+    async def push(self, row: Row) -> Pushed | Skipped:
+        info = await self.entity(row.entity, row.label)
         body = await self._map(row.entity, row.key, row.label)
         if body is None:
             return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
@@ -278,10 +294,7 @@ class Pusher:
             done = (await self._mapped({ref})).get(ref)
             if done:
                 return done.qbo_id
-            info = self.entities.get(entity)
-            if info is None:
-                raise PushFailed("permanent",
-                                 f'{label}: refers to unknown entity "{entity}" (key {key})')
+            info = await self.entity(entity, f"{label}: its {entity} {key}")
             body = await self._map(entity, key, f"{label}: its {entity} {key}")
             if body is None:
                 raise PushFailed(
