@@ -2,8 +2,9 @@
 -- (fact sheet section 5): 500 requests/minute, 10/second, 10 in flight, 40 batch requests/
 -- minute (a batch also counts as a request). QuickBooks counts in sliding windows and answers
 -- 429 past a limit, so qbsync paces requests evenly instead of spending the budget in bursts:
--- consecutive permits of a realm are at least `spacing` apart, spacing being the larger of
--- minute_window / (per_minute * (1 - safety)) and second_window / (per_second * (1 - safety)).
+-- consecutive permits of a realm are at least `spacing` apart, where for each limit of N per
+-- window W the spacing is (W + slack) / N and slack = greatest(W * safety, jitter): any N + 1
+-- consecutive requests span more than W even if some reach QuickBooks a little late.
 -- (GCRA with no burst tolerance; the state is one row per realm, locked for the microseconds
 -- of a decision.) A permit may be granted for a slot a little in the future: the caller
 -- sleeps until then, so waiters queue in order instead of polling.
@@ -19,9 +20,11 @@ CREATE TABLE qbsync.rate_limits (
     batch_per_minute int CHECK (batch_per_minute > 0),
     minute_window    interval NOT NULL DEFAULT '1 minute' CHECK (minute_window > '0'),
     second_window    interval NOT NULL DEFAULT '1 second' CHECK (second_window > '0'),
-    -- head-room kept below each rate limit: network jitter between the permit and the
-    -- request reaching QuickBooks must not turn into a 429
+    -- Head-room below each rate limit, so that jitter between the permit and the request
+    -- reaching QuickBooks never turns into a 429: a fraction of the window (safety) but at
+    -- least an absolute time (jitter; it matters when the windows are scaled down).
     safety           float8 NOT NULL DEFAULT 0.02 CHECK (safety >= 0 AND safety < 0.5),
+    jitter           interval NOT NULL DEFAULT '25 ms' CHECK (jitter >= '0'),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE qbsync.rate_limits IS
@@ -65,21 +68,22 @@ CREATE FUNCTION qbsync.set_rate_limits(
     p_batch_per_minute int DEFAULT 40,
     p_minute_window interval DEFAULT '1 minute',
     p_second_window interval DEFAULT '1 second',
-    p_safety float8 DEFAULT 0.02
+    p_safety float8 DEFAULT 0.02,
+    p_jitter interval DEFAULT '25 ms'
 ) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO qbsync.rate_limits AS r
         (realm_id, per_minute, per_second, in_flight, batch_per_minute,
-         minute_window, second_window, safety)
+         minute_window, second_window, safety, jitter)
     VALUES (p_realm_id, p_per_minute, p_per_second, p_in_flight, p_batch_per_minute,
-            p_minute_window, p_second_window, p_safety)
+            p_minute_window, p_second_window, p_safety, p_jitter)
     ON CONFLICT (realm_id) DO UPDATE
         SET per_minute = excluded.per_minute, per_second = excluded.per_second,
             in_flight = excluded.in_flight, batch_per_minute = excluded.batch_per_minute,
             minute_window = excluded.minute_window, second_window = excluded.second_window,
-            safety = excluded.safety, updated_at = now();
+            safety = excluded.safety, jitter = excluded.jitter, updated_at = now();
 $$;
 COMMENT ON FUNCTION qbsync.set_rate_limits IS
     'Sets the QuickBooks request limits of a realm (''*'' = default); NULL = unlimited.';
@@ -126,9 +130,13 @@ BEGIN
 
     -- GREATEST ignores NULLs: an unset limit simply does not constrain.
     v_spacing := GREATEST(
-        v_cfg.minute_window / (v_cfg.per_minute * (1 - v_cfg.safety)),
-        v_cfg.second_window / (v_cfg.per_second * (1 - v_cfg.safety)));
-    v_batch_spacing := v_cfg.minute_window / (v_cfg.batch_per_minute * (1 - v_cfg.safety));
+        (v_cfg.minute_window + GREATEST(v_cfg.minute_window * v_cfg.safety, v_cfg.jitter))
+            / v_cfg.per_minute,
+        (v_cfg.second_window + GREATEST(v_cfg.second_window * v_cfg.safety, v_cfg.jitter))
+            / v_cfg.per_second);
+    v_batch_spacing :=
+        (v_cfg.minute_window + GREATEST(v_cfg.minute_window * v_cfg.safety, v_cfg.jitter))
+            / v_cfg.batch_per_minute;
 
     IF v_state.paused_until > v_now THEN
         RETURN QUERY SELECT NULL::uuid, v_state.paused_until - v_now, v_state.paused_until;

@@ -5,6 +5,7 @@ constraints, like most real shops."""
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import psycopg
 import pytest
 
@@ -22,7 +23,7 @@ def _order_with(conn: Conn, price: str = "5.00", qty: str = "1", **kw: object) -
 
 
 def _line(conn: Conn, order_id: int, sql: str) -> int:
-    conn.execute(f"UPDATE dixis.order_items SET {sql} WHERE order_id = %s",  # noqa: S608
+    conn.execute(f"UPDATE dixis.order_items SET {sql} WHERE order_id = %s",
                  (order_id,))
     return order_id
 
@@ -190,8 +191,9 @@ async def _invoice_by_hand(emu: Emulator, realm_id: str, numbers: list[str]) -> 
             r = await http.post(f"/v3/company/{realm_id}/invoice", headers=auth, json={
                 "DocNumber": number, "CustomerRef": {"value": customer["Customer"]["Id"]},
                 "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 1,
-                          "SalesItemLineDetail": {"ItemRef": {"value": item["Item"]["Id"]}, "Qty": 1,
-                                                  "UnitPrice": 1, "TaxCodeRef": {"value": "1"}}}]})
+                          "SalesItemLineDetail": {
+                              "ItemRef": {"value": item["Item"]["Id"]}, "Qty": 1,
+                              "UnitPrice": 1, "TaxCodeRef": {"value": "1"}}}]})
             assert r.status_code == 200, r.text
 
 
@@ -226,7 +228,7 @@ async def test_bad_rows_go_dead_with_clear_errors_while_the_rest_sync(
     problems = []
     for name, (key, expect) in bad.items():
         entity = "refund" if name == "entity without a mapping function" else "order"
-        error, code = dead.get((entity, str(key)), ("<not dead>", None))
+        error, _code = dead.get((entity, str(key)), ("<not dead>", None))
         if f"{entity} {key}" not in error or expect not in error:
             problems.append(f"{name}: expected '{entity} {key}' and {expect!r} in {error!r}")
     assert not problems, "\n".join(problems)

@@ -32,13 +32,17 @@ import asyncpg
 _TAKE = "SELECT permit_id, wait, starts_at FROM qbsync.take_permit($1, $2, $3, $4)"
 _RETURN = "SELECT qbsync.return_permit($1)"
 _THROTTLED = "SELECT qbsync.throttled($1, $2)"
-_SET = "SELECT qbsync.set_rate_limits($1, $2, $3, $4, $5, $6, $7, $8)"
+_SET = "SELECT qbsync.set_rate_limits($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
 @dataclass(frozen=True)
 class RateLimits:
     """Limits of one realm (None = unlimited). ``time_scale`` shrinks the windows to match
-    an emulator whose clock runs faster (60: a QuickBooks minute lasts one real second)."""
+    an emulator whose clock runs faster (60: a QuickBooks minute lasts one real second).
+
+    Every window keeps a slack of ``max(window * safety, jitter)`` (jitter in real seconds,
+    not scaled): with the defaults, 490 requests/minute and ~9.75/second in real time.
+    """
 
     per_minute: int | None = 500
     per_second: int | None = 10
@@ -46,12 +50,15 @@ class RateLimits:
     batch_per_minute: int | None = 40
     time_scale: float = 1.0
     safety: float = 0.02
+    jitter: float = 0.025
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         if not 0 <= self.safety < 0.5:
             raise ValueError("safety must be in [0, 0.5)")
+        if self.jitter < 0:
+            raise ValueError("jitter must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ class RequestLimiter:
         await self.pool.execute(
             _SET, self.realm_id, limits.per_minute, limits.per_second, limits.in_flight,
             limits.batch_per_minute, timedelta(seconds=60 / limits.time_scale),
-            timedelta(seconds=1 / limits.time_scale), limits.safety)
+            timedelta(seconds=1 / limits.time_scale), limits.safety,
+            timedelta(seconds=limits.jitter))
         if limits.in_flight and self._local is not None:
             self._local = asyncio.Semaphore(limits.in_flight)
 
