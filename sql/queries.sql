@@ -28,7 +28,7 @@ SELECT qbsync.skip($1, $2, $3, $4);
 SELECT qbsync.release($1, $2::bigint[]);
 
 -- name: record_success
-SELECT qbsync.record_success($1, $2, $3, $4::jsonb);
+SELECT qbsync.record_success($1, $2, $3, $4::jsonb, $5);
 
 -- name: log
 SELECT qbsync.log($1, $2, $3, $4, $5, $6::jsonb);

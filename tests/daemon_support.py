@@ -39,6 +39,11 @@ class Shop:
     def invoices(self) -> list[dict[str, Any]]:
         return self.emu.entities(self.realm_id, "Invoice")
 
+    @property
+    def token_keys(self) -> str:
+        assert self.settings.token_keys is not None
+        return self.settings.token_keys.get_secret_value()
+
     def customers(self) -> list[dict[str, Any]]:
         return self.emu.entities(self.realm_id, "Customer")
 
@@ -64,14 +69,14 @@ def settings_for(url: str, token_keys: str, **overrides: Any) -> Settings:
 
 
 async def connect_shop(url: str, emu: Emulator, *, custom_txn_numbers: bool = True,
-                       **overrides: Any) -> Shop:
+                       api_base_url: str = EMULATOR_URL, **overrides: Any) -> Shop:
     realm_id = emu.create_company("Dixis Α.Ε.", custom_txn_numbers=custom_txn_numbers)
     keys = generate_key("k1")
     vault = Vault.parse(keys)
     tokens = TokenSet.from_response(emu.issue_tokens(realm_id))
     conn = await asyncpg.connect(url)
     try:
-        await save_connection(conn, vault, realm_id, tokens, api_base_url=EMULATOR_URL,
+        await save_connection(conn, vault, realm_id, tokens, api_base_url=api_base_url,
                               company_name="Dixis Α.Ε.", environment="emulator")
     finally:
         await conn.close()

@@ -134,7 +134,8 @@ async def start(
             log.warning(warning)
         pusher = Pusher(pool, client, realm, await load_entities(pool),
                         skip_invoiced=settings.skip_invoiced_orders,
-                        time_scale=settings.rate_time_scale)
+                        time_scale=settings.rate_time_scale,
+                        worker_id=settings.worker_name)
         worker = Worker(
             pool, Listener(settings.database_url), pusher,
             WorkerConfig(worker_id=settings.worker_name, concurrency=settings.concurrency,

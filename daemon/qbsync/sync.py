@@ -172,6 +172,7 @@ class Pusher:
         *,
         skip_invoiced: bool = True,
         time_scale: float = 1.0,
+        worker_id: str = "daemon",
     ) -> None:
         self.pool = pool
         self.client = client
@@ -179,6 +180,7 @@ class Pusher:
         self.entities = entities
         self.skip_invoiced = skip_invoiced
         self.time_scale = time_scale
+        self.worker_id = worker_id
         self._dependency_locks: dict[Ref, asyncio.Lock] = {}
 
     # -- the row ---------------------------------------------------------------------
@@ -311,7 +313,8 @@ class Pusher:
             result = self._result(info.qbo_type, obj, body, operation, started)
             result["message"] = f"{entity} {key} pushed as a dependency of {label}"
             result["request_id"] = str(request_id)
-            await self.pool.execute(Q.record_success, self.realm.realm_id, entity, key, result)
+            await self.pool.execute(Q.record_success, self.realm.realm_id, entity, key, result,
+                                    self.worker_id)
             return str(obj["Id"])
 
     # -- QuickBooks writes --------------------------------------------------------------

@@ -94,7 +94,8 @@ $$;
 -- Records a successful push of (entity, key): entity_map, write-back, log, event.
 -- p_result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation, qbo_status,
 -- sent_doc_number, response_time_ms, request_id, attempt, message.
-CREATE FUNCTION qbsync.record_success(p_realm text, p_entity text, p_key text, p_result jsonb)
+CREATE FUNCTION qbsync.record_success(p_realm text, p_entity text, p_key text, p_result jsonb,
+                                      p_actor text DEFAULT 'daemon')
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -124,7 +125,7 @@ BEGIN
         'synced_at', v_now, 'attempted_at', v_now, 'error', NULL));
 
     PERFORM qbsync.log(coalesce(p_result->>'operation', 'push'), p_entity, p_key, 'success',
-                       p_realm, p_result - '{qbo_type,sync_token,qbo_status}'::text[]);
+                       p_realm, p_result - '{qbo_type,sync_token,qbo_status}'::text[], p_actor);
 
     v_event := jsonb_build_object(
         'event', p_entity || '.synced.quickbooks',
@@ -170,7 +171,8 @@ BEGIN
         RETURN false;
     END IF;
     PERFORM qbsync.record_success(p_realm, v_row.entity, v_row.key,
-        p_result || jsonb_build_object('request_id', v_row.request_id, 'attempt', v_row.attempts));
+        p_result || jsonb_build_object('request_id', v_row.request_id, 'attempt', v_row.attempts),
+        p_worker);
     DELETE FROM qbsync.outbox
     WHERE id = p_id OR (entity = v_row.entity AND key = v_row.key AND state = 'dead');
     RETURN true;
@@ -192,7 +194,7 @@ BEGIN
     END IF;
     PERFORM qbsync.log('skip', v_row.entity, v_row.key, 'skipped', p_realm,
         jsonb_build_object('message', p_reason, 'attempt', v_row.attempts,
-                           'request_id', v_row.request_id));
+                           'request_id', v_row.request_id), p_worker);
     DELETE FROM qbsync.outbox WHERE id = p_id;
     RETURN true;
 END
@@ -246,7 +248,8 @@ BEGIN
         CASE WHEN v_dead THEN 'dead' ELSE 'retry' END, p_realm,
         (p_error - 'kind') || jsonb_build_object(
             'attempt', v_row.attempts, 'request_id', v_row.request_id, 'kind', v_kind,
-            'next_attempt_at', CASE WHEN v_dead THEN NULL ELSE v_now + v_delay END));
+            'next_attempt_at', CASE WHEN v_dead THEN NULL ELSE v_now + v_delay END),
+        p_worker);
 
     IF v_free THEN
         RETURN 'pending';  -- the shop row's state does not change for a throttle
@@ -308,6 +311,11 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM qbsync.workers WHERE heartbeat_at < now() - interval '1 hour';
+    -- A daemon restarted under the same name: what its predecessor held is free at once
+    -- (its tries stay counted: they may have reached QuickBooks, so the next one looks
+    -- the object up before creating it).
+    UPDATE qbsync.outbox SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
+    WHERE state = 'running' AND lease_owner = p_worker;
     INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES (p_worker, p_hostname, p_pid)
     ON CONFLICT (worker_id) DO UPDATE
         SET hostname = excluded.hostname, pid = excluded.pid, started_at = now(),
