@@ -16,7 +16,8 @@ from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 QBSYNC = str(Path(sys.executable).with_name("qbsync"))
 
 
-def daemon_env(db_url: str, emulator_url: str, token_keys: str, **settings: object) -> dict[str, str]:
+def daemon_env(db_url: str, emulator_url: str, token_keys: str, **settings: object
+               ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBSYNC_")}
     env.update({
         "QBSYNC_DATABASE_URL": db_url,

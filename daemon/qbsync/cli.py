@@ -125,3 +125,8 @@ def shop_generate(orders: int, seed: float, database_url: str | None) -> None:
 
 
 main.add_command(emulator_command)
+
+from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402 - needs the names above
+
+for _command in _OPS_COMMANDS:
+    main.add_command(_command)

@@ -3,10 +3,10 @@ drain, PostgreSQL restarted under it. Every order ends with exactly one invoice.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,7 +68,7 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     daemon = DaemonProcess(env, "crashy", tmp_path).start()
     rng = random.Random(7)
     for _ in range(8):
-        time.sleep(rng.uniform(0.3, 1.2))
+        await asyncio.sleep(rng.uniform(0.3, 1.2))
         daemon.kill()
         daemon.start()
     wait_drained(shop.url, 120, [daemon])
@@ -87,7 +87,7 @@ async def test_two_daemons_never_push_a_row_twice(
     shop = await connect_shop(conn_url(dixis_db), emu, api_base_url=server.base_url)
     env = daemon_env(shop.url, server.base_url, shop.token_keys)
     daemons = [DaemonProcess(env, f"twin-{i}", tmp_path).start() for i in (1, 2)]
-    time.sleep(1)
+    await asyncio.sleep(1)
     dixis_db.execute("SELECT dixis.generate(150, 0.3)")
     dixis_db.commit()
     wait_drained(shop.url, 120, daemons)
@@ -115,7 +115,7 @@ async def test_sigterm_drains_and_releases(dixis_db: psycopg.Connection,
     dixis_db.commit()
     daemon = DaemonProcess(daemon_env(shop.url, server.base_url, shop.token_keys,
                                       shutdown_grace=1), "polite", tmp_path).start()
-    time.sleep(2)
+    await asyncio.sleep(2)
     assert daemon.terminate(30) == 0, daemon.log()
     running = dixis_db.execute(
         "SELECT count(*) FROM qbsync.outbox WHERE state = 'running'").fetchone()
@@ -143,7 +143,7 @@ async def test_postgres_restart_mid_run_loses_nothing(server: EmulatorServer,
                                "survivor", tmp_path).start()
         with psycopg.connect(url) as conn:
             dixis.generate(conn, 80, seed=0.1)
-        time.sleep(1.0)
+        await asyncio.sleep(1.0)
         pg.restart()
         with psycopg.connect(url) as conn:
             conn.execute("UPDATE dixis.orders SET status = 'completed', completed_at = now() "

@@ -376,7 +376,9 @@ async def test_not_sent_is_transient_even_for_writes(exc: Exception) -> None:
         await mock_client(exc).create("Customer", {"DisplayName": "x"}, request_id="r1")
     assert type(info.value) is e.TransientError
     assert "eyJstatic" not in str(info.value)
-    assert info.value.__cause__ is None  # httpx errors hold the request and its token
+    # httpx errors hold the request and its token: not chained, not even as context
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
 
 
 @pytest.mark.parametrize(

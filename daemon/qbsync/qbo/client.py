@@ -298,6 +298,7 @@ class QboClient:
         if json is not None:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
+        failure: QboError | None = None
         try:
             if self.limiter is None:
                 resp = await self.http.request(method, url, params=query, json=json,
@@ -308,20 +309,24 @@ class QboClient:
                     resp = await self.http.request(method, url, params=query, json=json,
                                                    headers=headers, timeout=self.timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _transport_error(TransientError, exc, "could not send the request",
-                                   request_id, started) from None
+            failure = _transport_error(TransientError, exc, "could not send the request",
+                                       request_id, started)
         except httpx.TransportError as exc:
             # Read timeout, connection dropped, broken write: a write may have been applied.
-            cls = UnknownOutcome if write else TransientError
-            raise _transport_error(cls, exc, "sent but no answer came" if write else
-                                   "no answer", request_id, started) from None
+            failure = _transport_error(
+                UnknownOutcome if write else TransientError, exc,
+                "no answer; the write may have been applied" if write else "no answer",
+                request_id, started)
+        if failure is not None:
+            # Raised outside the except block: no __context__ either. httpx exceptions hold
+            # the request, and with it the Authorization header.
+            raise failure
         return resp, int((time.perf_counter() - started) * 1000)
 
 
 def _transport_error(cls: type[QboError], exc: Exception, what: str, request_id: str | None,
                      started: float) -> QboError:
-    # Not chained (raise ... from None): httpx exceptions hold the request, and with it the
-    # Authorization header; only the type and httpx's own message are kept.
+    # Only the exception type and httpx's own message (never headers) are kept.
     text = str(exc) or type(exc).__name__
     return cls(f"{what} ({type(exc).__name__}: {text})", request_id=request_id,
                response_ms=int((time.perf_counter() - started) * 1000))

@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -92,6 +92,7 @@ class RequestLimiter:
         self.time_scale = time_scale
         self._local = asyncio.Semaphore(local_in_flight) if local_in_flight else None
         self._paused_until = 0.0  # monotonic; this process saw a 429
+        self._background: set[asyncio.Future[Any]] = set()
         self.granted = 0  # permits used by this limiter (for stats and tests)
         self.refused = 0  # take_permit answers without a permit
 
@@ -127,7 +128,16 @@ class RequestLimiter:
             local_pause = self._paused_until - time.monotonic()
             if local_pause > 0:
                 await asyncio.sleep(local_pause)
-            row = await self.pool.fetchrow(_TAKE, self.realm_id, kind, self.holder, self.hold)
+            take = asyncio.ensure_future(
+                self.pool.fetchrow(_TAKE, self.realm_id, kind, self.holder, self.hold))
+            try:
+                row = await asyncio.shield(take)
+            except asyncio.CancelledError:
+                # The database may grant the permit anyway: give it back when the answer
+                # comes, rather than leave it counted in flight until it expires.
+                self._track(take)
+                take.add_done_callback(self._give_back)
+                raise
             assert row is not None
             wait = row["wait"].total_seconds()
             if row["permit_id"] is None:
@@ -148,6 +158,22 @@ class RequestLimiter:
             self.granted += 1
             return Permit(row["permit_id"], row["starts_at"], time.monotonic() - started)
 
+    def _track(self, fut: asyncio.Future[Any]) -> None:
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+
+    def _give_back(self, take: asyncio.Future[Any]) -> None:
+        if take.cancelled() or take.exception() is not None:
+            return
+        row = take.result()
+        if row is not None and row["permit_id"] is not None:
+            self._track(asyncio.ensure_future(self._return(row["permit_id"])))
+
+    async def drain(self) -> None:
+        """Wait for permits still being given back (call before closing the pool)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     async def _return(self, permit_id: Any) -> None:
         # On failure the permit expires by itself after `hold`.
         with contextlib.suppress(asyncpg.PostgresError, OSError):
@@ -158,8 +184,12 @@ class RequestLimiter:
         QuickBooks seconds (divided by the time scale)."""
         seconds = max(0.0, retry_after) / self.time_scale
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-        until: datetime = await self.pool.fetchval(_THROTTLED, self.realm_id,
-                                                   timedelta(seconds=seconds))
+        try:
+            until: datetime = await self.pool.fetchval(_THROTTLED, self.realm_id,
+                                                       timedelta(seconds=seconds))
+        except (asyncpg.PostgresError, OSError):
+            # The caller is handling a 429: this process pauses anyway (local pause above).
+            return datetime.now(UTC) + timedelta(seconds=seconds)
         return until
 
     async def status(self) -> dict[str, Any] | None:
