@@ -36,6 +36,12 @@ SELECT qbsync.log($1, $2, $3, $4, $5, $6::jsonb);
 -- name: map
 SELECT qbsync.map($1, $2)::text;
 
+-- name: map_many
+SELECT key, body::text, error_code, error_message FROM qbsync.map_many($1, $2::text[]);
+
+-- name: ready_backlog
+SELECT qbsync.ready_backlog($1);
+
 -- name: entities
 SELECT entity, qbo_type, max_attempts, deadline_seconds FROM qbsync.entities;
 

@@ -141,7 +141,9 @@ async def start(
             WorkerConfig(worker_id=settings.worker_name, concurrency=settings.concurrency,
                          lease_seconds=settings.lease_seconds,
                          poll_interval=settings.poll_interval,
-                         shutdown_grace=settings.shutdown_grace),
+                         shutdown_grace=settings.shutdown_grace,
+                         batch_size=settings.batch_size,
+                         batch_threshold=settings.batch_threshold),
             on_dead=_report_dead(realm.realm_id),
         )
         await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,

@@ -139,6 +139,24 @@ def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 
     return PushFailed("permanent", message, code, operation, None, details)
 
 
+def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
+    """QB001/QB002 are the mapping's own verdicts; another error is a bug in the mapping
+    (permanent) unless its SQLSTATE class says a retry may work."""
+    kind = "retry" if sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES else "permanent"
+    text = message if sqlstate in ("QB001", "QB002") else f"mapping failed: {message}"
+    return PushFailed(kind, f"{label}: {text}", sqlstate, "map")
+
+
+def parse_body(label: str, text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    body = json.loads(text)
+    if not isinstance(body, dict):
+        raise PushFailed("permanent", f"{label}: mapping returned {type(body).__name__}, "
+                         "not a JSON object", None, "map")
+    return body
+
+
 def _marker(entity: str, key: str) -> str:
     return f"qbsync:{entity}:{key};"
 
@@ -201,7 +219,7 @@ class Pusher:
         if body is None:
             return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
         op = body.pop("$op", "upsert")
-        existing = (await self._mapped({(row.entity, row.key)})).get((row.entity, row.key))
+        existing = (await self.mapped({(row.entity, row.key)})).get((row.entity, row.key))
         if op == "void":
             return await self._void(row, info, existing)
         if op != "upsert":
@@ -224,9 +242,9 @@ class Pusher:
                 uuid.uuid5(row.request_id, "create"), may_exist=row.attempts > 1,
                 label=row.label,
             )
-        return Pushed(self._result(info.qbo_type, obj, body, operation, started))
+        return Pushed(self.result(info.qbo_type, obj, body, operation, started))
 
-    def _result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
+    def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
                 operation: str, started: float) -> dict[str, Any]:
         return {
             "qbo_type": qbo_type,
@@ -248,19 +266,10 @@ class Pusher:
         try:
             text = await self.pool.fetchval(Q.map, entity, key)
         except asyncpg.PostgresError as exc:
-            state = getattr(exc, "sqlstate", "") or ""
-            kind = "retry" if state[:2] in TRANSIENT_SQLSTATE_CLASSES else "permanent"
-            message = str(exc) if state in ("QB001", "QB002") else f"mapping failed: {exc}"
-            raise PushFailed(kind, f"{label}: {message}", state, "map") from exc
-        if text is None:
-            return None
-        body = json.loads(text)
-        if not isinstance(body, dict):
-            raise PushFailed("permanent", f"{label}: mapping returned {type(body).__name__}, "
-                             "not a JSON object", None, "map")
-        return body
+            raise mapping_failure(label, getattr(exc, "sqlstate", "") or "", str(exc)) from exc
+        return parse_body(label, text)
 
-    async def _mapped(self, refs: set[Ref]) -> dict[Ref, Mapped]:
+    async def mapped(self, refs: set[Ref]) -> dict[Ref, Mapped]:
         if not refs:
             return {}
         entities, keys = zip(*sorted(refs), strict=True)
@@ -277,7 +286,7 @@ class Pusher:
             refs, _ = collect(body)
         except ValueError as exc:
             raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
-        mapped = await self._mapped(refs)
+        mapped = await self.mapped(refs)
         ids = {ref: m.qbo_id for ref, m in mapped.items()}
         for ref in sorted(refs - ids.keys()):
             ids[ref] = await self._ensure_dependency(ref, chain, label)
@@ -291,9 +300,8 @@ class Pusher:
         if ref in chain or len(chain) >= MAX_DEPENDENCY_DEPTH:
             path = " -> ".join(f"{e} {k}" for e, k in (*chain, ref))
             raise PushFailed("permanent", f"{label}: circular or too deep references: {path}")
-        lock = self._dependency_locks.setdefault(ref, asyncio.Lock())
-        async with lock:
-            done = (await self._mapped({ref})).get(ref)
+        async with self.dependency_lock(ref):
+            done = (await self.mapped({ref})).get(ref)
             if done:
                 return done.qbo_id
             info = await self.entity(entity, f"{label}: its {entity} {key}")
@@ -310,7 +318,7 @@ class Pusher:
             obj, operation = await self._create(
                 entity, key, info.qbo_type, body, request_id, may_exist=False,
                 label=f"{label}: its {entity} {key}")
-            result = self._result(info.qbo_type, obj, body, operation, started)
+            result = self.result(info.qbo_type, obj, body, operation, started)
             result["message"] = f"{entity} {key} pushed as a dependency of {label}"
             result["request_id"] = str(request_id)
             await self.pool.execute(Q.record_success, self.realm.realm_id, entity, key, result,
@@ -334,14 +342,24 @@ class Pusher:
             return found[0] if found else None
         return None
 
-    async def _create(self, entity: str, key: str, qbo_type: str, body: dict[str, Any],
-                      request_id: uuid.UUID, *, may_exist: bool, label: str
-                      ) -> tuple[dict[str, Any], str]:
+    def creatable(self, entity: str, key: str, qbo_type: str, body: dict[str, Any]
+                  ) -> dict[str, Any]:
+        """The body as created: sales forms carry qbsync's marker in PrivateNote (to find
+        them again), and no DocNumber when QuickBooks numbers them itself."""
         if qbo_type in ("Invoice", "CreditMemo"):
             note = str(body.get("PrivateNote") or "")
             body = {**body, "PrivateNote": (note + " " + _marker(entity, key)).strip()[-4000:]}
             if not self.realm.custom_txn_numbers:
                 body.pop("DocNumber", None)
+        return body
+
+    def dependency_lock(self, ref: Ref) -> asyncio.Lock:
+        return self._dependency_locks.setdefault(ref, asyncio.Lock())
+
+    async def _create(self, entity: str, key: str, qbo_type: str, body: dict[str, Any],
+                      request_id: uuid.UUID, *, may_exist: bool, label: str
+                      ) -> tuple[dict[str, Any], str]:
+        body = self.creatable(entity, key, qbo_type, body)
         try:
             if may_exist:
                 found = await self._find_existing(entity, key, qbo_type, body)
@@ -420,6 +438,6 @@ class Pusher:
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             raise qbo_failure(row.label, exc, "void", self.time_scale) from exc
-        result = self._result(info.qbo_type, obj, {}, "void", started)
+        result = self.result(info.qbo_type, obj, {}, "void", started)
         result["doc_number"] = result["doc_number"] or existing.doc_number
         return Pushed(result)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 
 from . import sdnotify
+from .batch import BatchPusher
 from .db import Listener
 from .queries import load as load_queries
 from .sync import Pushed, Pusher, PushFailed, Row, Skipped
@@ -38,6 +39,9 @@ class WorkerConfig:
     poll_interval: float = 2.0
     shutdown_grace: float = 30.0
     settle_check: float = 0.02  # how often to check that the announcement has settled
+    batch_size: int = 30
+    batch_threshold: int | None = 200  # ready rows from which batches are used; None: never
+    backlog_check: float = 2.0  # seconds between two looks at the backlog size
 
 
 @dataclass
@@ -67,7 +71,10 @@ class Worker:
         self.stats = Stats()
         self.paused_reason: str | None = None
         self.loop_alive = time.monotonic()
-        self._tasks: dict[asyncio.Task[None], Row] = {}
+        self.batches = BatchPusher(pusher, config.batch_size)
+        self._tasks: dict[asyncio.Task[None], list[Row]] = {}
+        self._batch_mode = False
+        self._backlog_checked = 0.0
         self._waiting = False
         self._snapshot: str | None = None
         self._settled = True
@@ -107,22 +114,45 @@ class Worker:
             with contextlib.suppress(*DB_ERRORS):
                 await self.pool.execute(Q.stop_waiting, cfg.worker_id)
 
+    async def _use_batches(self) -> bool:
+        """Whether the backlog is large enough for the batch endpoint (checked now and then,
+        with a bounded count)."""
+        threshold = self.config.batch_threshold
+        if threshold is None:
+            return False
+        now = time.monotonic()
+        if now - self._backlog_checked >= self.config.backlog_check:
+            self._backlog_checked = now
+            backlog = await self._db(Q.ready_backlog, threshold)
+            mode = backlog is not None and backlog >= threshold
+            if mode != self._batch_mode:
+                log.info("backlog %s: %s", backlog,
+                         "pushing in batches" if mode else "pushing one by one")
+            self._batch_mode = mode
+        return self._batch_mode
+
     async def _claim_round(self) -> bool:
         """Claims for the free slots; True when another claim should follow at once."""
         free = self.config.concurrency - len(self._tasks)
         if free <= 0 or self.paused_reason:
             return False
+        batch = await self._use_batches()
+        want = self.config.batch_size if batch else free
         try:
-            rows = await self.pool.fetch(Q.claim, self.config.worker_id, free,
-                                         self.config.lease_seconds)
+            records = await self.pool.fetch(Q.claim, self.config.worker_id, want,
+                                            self.config.lease_seconds)
         except DB_ERRORS as exc:
             log.warning("claim failed: %s; retrying after the poll interval", exc)
             return False
-        for record in rows:
-            row = Row(record["id"], record["entity"], record["key"], record["attempts"],
-                      record["request_id"], record["force"], record["origin"])
+        rows = [Row(r["id"], r["entity"], r["key"], r["attempts"], r["request_id"], r["force"],
+                    r["origin"]) for r in records]
+        if batch and rows:
+            task = asyncio.create_task(self._process_batch(rows), name="push batch")
+            self._tasks[task] = rows
+            return len(rows) == want
+        for row in rows:
             task = asyncio.create_task(self._process(row), name=f"push {row.label}")
-            self._tasks[task] = row
+            self._tasks[task] = [row]
         if len(rows) == free:
             if self._waiting and len(self._tasks) >= self.config.concurrency:
                 self._waiting = False
@@ -189,6 +219,30 @@ class Worker:
                                           f"{type(exc).__name__}: {exc}")
         await self._record(row, outcome)
 
+    async def _process_batch(self, rows: list[Row]) -> None:
+        deadline = max((self.pusher.entities[r.entity].deadline_seconds
+                        for r in rows if r.entity in self.pusher.entities), default=120)
+        outcomes: dict[int, Pushed | Skipped | PushFailed]
+        try:
+            async with asyncio.timeout(deadline * 2):
+                outcomes = await self.batches.push(rows)
+        except PushFailed as failure:
+            outcomes = {r.id: PushFailed(failure.kind, f"{r.label}: {failure.message}",
+                                         failure.code, failure.operation, failure.retry_after)
+                        for r in rows}
+        except TimeoutError:
+            outcomes = {}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error pushing a batch")
+            outcomes = {r.id: PushFailed("retry", f"{r.label}: internal error: "
+                                                  f"{type(exc).__name__}: {exc}") for r in rows}
+        for row in rows:
+            await self._record(row, outcomes.get(row.id) or PushFailed(
+                "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; the "
+                "next try looks the object up in QuickBooks before creating it"))
+
     async def _record(self, row: Row, outcome: Pushed | Skipped | PushFailed) -> None:
         """Store the outcome; keeps trying through a database outage while the lease lasts
         (the push itself is done, and its result must not be lost)."""
@@ -245,7 +299,7 @@ class Worker:
         period = self.config.lease_seconds / 3
         while not stop.is_set():
             await asyncio.sleep(period)
-            ids = [row.id for row in self._tasks.values()]
+            ids = [row.id for rows in self._tasks.values() for row in rows]
             if not ids:
                 continue
             try:
@@ -255,7 +309,7 @@ class Worker:
             except DB_ERRORS as exc:
                 log.warning("could not extend leases: %s", exc)
                 continue
-            for row in self._tasks.values():
+            for row in (row for rows in self._tasks.values() for row in rows):
                 if row.id not in held:
                     log.warning("lease on %s lost", row.label)
 
@@ -273,7 +327,7 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-                ids = [self._tasks[t].id for t in pending]
+                ids = [row.id for t in pending for row in self._tasks[t]]
                 with contextlib.suppress(*DB_ERRORS):
                     released = await self.pool.fetchval(Q.release, self.config.worker_id, ids)
                     log.info("released %s unfinished row(s)", released)

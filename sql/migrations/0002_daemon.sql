@@ -304,6 +304,44 @@ BEGIN
 END
 $$;
 
+-- Maps many keys of one entity in one round trip, catching each key's error on its own
+-- (one bad row must not fail its neighbours). Used for batches.
+CREATE FUNCTION qbsync.map_many(p_entity text, p_keys text[])
+RETURNS TABLE (key text, body jsonb, error_code text, error_message text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key text;
+BEGIN
+    FOREACH v_key IN ARRAY p_keys LOOP
+        key := v_key;
+        body := NULL;
+        error_code := NULL;
+        error_message := NULL;
+        BEGIN
+            body := qbsync.map(p_entity, v_key);
+        EXCEPTION WHEN OTHERS THEN
+            error_code := SQLSTATE;
+            error_message := SQLERRM;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- A bounded count of rows ready now: the worker switches to the batch endpoint when the
+-- backlog reaches p_limit, without counting a million rows to find out.
+CREATE FUNCTION qbsync.ready_backlog(p_limit int) RETURNS int
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::int FROM (
+        SELECT 1 FROM qbsync.outbox
+        WHERE state = 'pending' AND next_attempt_at <= now()
+        LIMIT p_limit) AS ready;
+$$;
+
 -- Daemon registry: heartbeats, and the workers table cleaned of daemons long gone.
 CREATE FUNCTION qbsync.register_worker(p_worker text, p_hostname text, p_pid int)
 RETURNS void

@@ -256,3 +256,32 @@ async def test_same_person_is_adopted_other_person_disambiguated(
     names = sorted(c["DisplayName"] for c in shop.customers())
     assert names == sorted([expected["DisplayName"], other_name, f"{other_name} (999)"])
     assert len(shop.invoices()) == 2
+
+
+async def test_large_backlog_goes_through_batches_exactly_once(
+    shop: Shop, dixis_db: psycopg.Connection
+) -> None:
+    dixis_db.execute("SELECT dixis.generate(120, 0.9)")
+    dixis_db.commit()
+    completed = dixis_db.execute(
+        "SELECT count(*) FROM dixis.orders WHERE status = 'completed'").fetchone()
+    assert completed
+    shop.emu.inject_fault("500", 1, method="POST", path="/batch")  # one whole batch fails
+    async with running(shop, batch_threshold=20, batch_size=30):
+        await drained(shop.url)
+    invoices = shop.invoices()
+    assert len(invoices) == completed[0]
+    assert len({inv["DocNumber"] for inv in invoices}) == completed[0]
+    assert shop.emu.request_count(method="POST", route="/batch") >= 4
+    # Only the rows of the failed batch went one by one (looked up first: the failed batch
+    # might have been applied); everything else went through batches.
+    single_posts = shop.emu.request_count(method="POST", route="/invoice")
+    assert single_posts <= 30
+    operations = dict(dixis_db.execute(
+        "SELECT operation, count(*) FROM qbsync.integration_logs WHERE model_type = 'order' "
+        "AND status = 'success' GROUP BY 1").fetchall())
+    assert operations.get("create (batch)", 0) > completed[0] / 2
+    not_synced = dixis_db.execute(
+        "SELECT count(*) FROM dixis.orders WHERE status = 'completed' "
+        "AND quickbooks_sync_status IS DISTINCT FROM 'synced'").fetchone()
+    assert not_synced == (0,)

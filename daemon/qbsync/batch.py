@@ -1,0 +1,214 @@
+"""Many rows through QuickBooks' batch endpoint (30 operations a request, 40 requests a
+minute per realm): used when the backlog is large, e.g. a backfill.
+
+Batches cannot chain (an item cannot see what an earlier item created), so dependencies go
+first, in batches of their own. Anything that needs care — a void, a row whose earlier try
+may have reached QuickBooks (it must be looked up first), a duplicate-name or stale-token
+fault, a dependency that would not batch — takes the one-by-one path of `Pusher.push`,
+which knows how to handle it. The batch requestid is derived from its rows' request ids,
+so a retried batch is deduplicated by QuickBooks like a single request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from .qbo.errors import (
+    DuplicateDocNumber,
+    DuplicateName,
+    QboError,
+    StaleObject,
+    error_from_batch_item,
+)
+from .queries import load as load_queries
+from .refs import Ref, UnresolvedSetting, collect, substitute
+from .sync import (
+    DEPENDENCY_NAMESPACE,
+    Pushed,
+    Pusher,
+    PushFailed,
+    Row,
+    Skipped,
+    mapping_failure,
+    parse_body,
+    qbo_failure,
+)
+from .tokens import ReconnectRequired
+
+Q = load_queries()
+Outcome = Pushed | Skipped | PushFailed
+BATCH_NAMESPACE = uuid.UUID("0b6f0d5e-8f8e-4f0a-9d77-3c2a1e5b7a10")
+# Faults the one-by-one path resolves (adopt, disambiguate, re-read the SyncToken).
+RESOLVED_ONE_BY_ONE = (DuplicateName, DuplicateDocNumber, StaleObject)
+T = TypeVar("T")
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def by_entity(pairs: Iterable[tuple[str, T]]) -> Iterator[tuple[str, list[T]]]:
+    ordered = sorted(pairs, key=lambda pair: pair[0])
+    for entity, group in itertools.groupby(ordered, key=lambda pair: pair[0]):
+        yield entity, [item for _, item in group]
+
+
+class BatchPusher:
+    def __init__(self, pusher: Pusher, size: int = 30) -> None:
+        self.pusher = pusher
+        self.size = size
+
+    async def push(self, rows: list[Row]) -> dict[int, Outcome]:
+        """The outcome of every row, by row id."""
+        p = self.pusher
+        out: dict[int, Outcome] = {}
+        bodies: dict[int, dict[str, Any]] = {}
+        for entity, group in by_entity((r.entity, r) for r in rows):
+            try:
+                await p.entity(entity, group[0].label)
+            except PushFailed as failure:
+                out.update({r.id: PushFailed(failure.kind, f"{r.label}: {failure.message}")
+                            for r in group})
+                continue
+            mapped = await p.pool.fetch(Q.map_many, entity, [r.key for r in group])
+            for row, rec in zip(group, mapped, strict=True):
+                try:
+                    if rec["error_code"]:
+                        raise mapping_failure(row.label, rec["error_code"], rec["error_message"])
+                    body = parse_body(row.label, rec["body"])
+                except PushFailed as failure:
+                    out[row.id] = failure
+                    continue
+                if body is None:
+                    out[row.id] = Skipped(f"{row.label}: the mapping returned NULL "
+                                          "(nothing to push)")
+                else:
+                    bodies[row.id] = body
+        by_id = {r.id: r for r in rows}
+        one_by_one = [i for i, b in bodies.items()
+                      if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
+        batchable = [i for i in bodies if i not in one_by_one]
+        refs: set[Ref] = set()
+        for i in batchable:
+            refs |= collect(bodies[i])[0]
+        await self._dependencies(refs)
+        ids = {ref: m.qbo_id for ref, m in (await p.mapped(refs)).items()}
+        existing = await p.mapped({(by_id[i].entity, by_id[i].key) for i in batchable})
+        ops: list[tuple[Row, str, str, dict[str, Any]]] = []
+        for i in batchable:
+            row = by_id[i]
+            info = p.entities[row.entity]
+            known = existing.get((row.entity, row.key))
+            if known and info.qbo_type == "Invoice" and row.origin != "capture" \
+                    and not row.force and p.skip_invoiced:
+                one_by_one.append(i)  # says why it skips
+                continue
+            if collect(bodies[i])[0] - ids.keys():
+                one_by_one.append(i)  # a dependency did not batch: the single path says why
+                continue
+            try:
+                body = substitute(bodies[i], ids, p.realm.settings, realm_id=p.realm.realm_id)
+            except UnresolvedSetting as exc:
+                out[i] = PushFailed("permanent", f"{row.label}: {exc}", None, "map")
+                continue
+            if known and known.qbo_status == "active":
+                ops.append((row, info.qbo_type, "update",
+                            {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
+                             "sparse": True}))
+            else:
+                ops.append((row, info.qbo_type, "create",
+                            p.creatable(row.entity, row.key, info.qbo_type, body)))
+        for chunk in chunks(ops, self.size):
+            one_by_one += await self._send(chunk, out)
+        for i in one_by_one:
+            row = by_id[i]
+            try:
+                out[i] = await p.push(row)
+            except PushFailed as failure:
+                out[i] = failure
+        return out
+
+    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any]]],
+                    out: dict[int, Outcome]) -> list[int]:
+        """One batch request; fills `out`, returns the rows to retry one by one."""
+        p = self.pusher
+        items = [{"bId": f"r{n}", "operation": op, qbo_type: payload}
+                 for n, (_, qbo_type, op, payload) in enumerate(chunk)]
+        request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
+            sorted(f"{row.request_id}:{op}" for row, _, op, _ in chunk)))
+        started = time.perf_counter()
+        try:
+            answers = await p.client.batch(items, request_id=str(request_id))
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            for row, _, op, _ in chunk:
+                out[row.id] = qbo_failure(row.label, exc, f"{op} (batch)", p.time_scale)
+            return []
+        again = []
+        for (row, qbo_type, op, payload), answer in zip(chunk, answers, strict=True):
+            error = error_from_batch_item(answer)
+            if error is None:
+                result = p.result(qbo_type, answer[qbo_type], payload, op, started)
+                result["operation"] = f"{op} (batch)"
+                out[row.id] = Pushed(result)
+            elif isinstance(error, RESOLVED_ONE_BY_ONE):
+                again.append(row.id)
+            else:
+                out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
+        return again
+
+    async def _dependencies(self, refs: set[Ref]) -> None:
+        """Create the shop rows these references need, in batches; what does not batch
+        cleanly is left for the one-by-one path of the rows that need it."""
+        p = self.pusher
+        missing = sorted(refs - (await p.mapped(refs)).keys())
+        if not missing:
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            for ref in missing:  # sorted: locks are always taken in the same order
+                await stack.enter_async_context(p.dependency_lock(ref))
+            missing = sorted(set(missing) - (await p.mapped(set(missing))).keys())
+            creates: list[tuple[Ref, str, dict[str, Any]]] = []
+            for entity, keys in by_entity(missing):
+                try:
+                    info = await p.entity(entity, f"{entity} {keys[0]}")
+                except PushFailed:
+                    continue
+                mapped = await p.pool.fetch(Q.map_many, entity, keys)
+                for key, rec in zip(keys, mapped, strict=True):
+                    if rec["error_code"] or rec["body"] is None:
+                        continue
+                    body = parse_body(f"{entity} {key}", rec["body"]) or {}
+                    if collect(body)[0]:
+                        continue  # a dependency with dependencies of its own: one by one
+                    try:
+                        body = substitute(body, {}, p.realm.settings,
+                                          realm_id=p.realm.realm_id)
+                    except UnresolvedSetting:
+                        continue
+                    creates.append(((entity, key), info.qbo_type,
+                                    p.creatable(entity, key, info.qbo_type, body)))
+            for chunk in chunks(creates, self.size):
+                items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
+                         for n, (_, qbo_type, body) in enumerate(chunk)]
+                request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, p.realm.realm_id + "/" + ",".join(
+                    f"{e}/{k}" for (e, k), _, _ in chunk))
+                started = time.perf_counter()
+                try:
+                    answers = await p.client.batch(items, request_id=str(request_id))
+                except (QboError, ReconnectRequired, TimeoutError) as exc:
+                    raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
+                                      "create (batch)", p.time_scale) from exc
+                for ((entity, key), qbo_type, body), answer in zip(chunk, answers, strict=True):
+                    if error_from_batch_item(answer) is not None:
+                        continue  # the row that needs it pushes it one by one, and says why
+                    result = p.result(qbo_type, answer[qbo_type], body, "create (batch)",
+                                      started)
+                    result["message"] = f"{entity} {key} pushed as a dependency (batch)"
+                    await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key,
+                                         result, p.worker_id)
