@@ -1,0 +1,93 @@
+"""The daemon under systemd's eyes: READY, STATUS, WATCHDOG and STOPPING on NOTIFY_SOCKET;
+and no secret in its logs, even at DEBUG with httpx's request logging."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from qbsync.emulator import DEFAULT_CLIENT_SECRET, Emulator
+from qbsync.emulator.server import EmulatorServer
+from tests.daemon_support import connect_shop
+from tests.process_support import DaemonProcess, daemon_env, wait_drained
+from tests.support import conn_url
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(Emulator(limits=False)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
+async def test_notify_ready_status_watchdog_stopping(
+    dixis_db: psycopg.Connection, server: EmulatorServer, notify_socket: socket.socket,
+    tmp_path: Path,
+) -> None:
+    shop = await connect_shop(conn_url(dixis_db), server.emulator, api_base_url=server.base_url)
+    env = daemon_env(shop.url, server.base_url, shop.token_keys)
+    env["NOTIFY_SOCKET"] = notify_socket.getsockname()
+    env["WATCHDOG_USEC"] = "2000000"  # 2 s: the daemon pings every second
+    daemon = DaemonProcess(env, "notified", tmp_path).start()
+    dixis_db.execute("SELECT dixis.generate(10)")
+    dixis_db.commit()
+    wait_drained(shop.url, 60, [daemon])
+    await asyncio.sleep(3.5)
+    assert daemon.terminate() == 0, daemon.log()
+    messages = received(notify_socket)
+    fields = [line for m in messages for line in m.splitlines()]
+    assert "READY=1" in fields
+    assert fields.count("WATCHDOG=1") >= 2
+    statuses = [f for f in fields if f.startswith("STATUS=")]
+    assert any("queue 0 pending" in s and "pushed" in s for s in statuses), statuses
+    assert "STOPPING=1" in fields
+    assert fields.index("READY=1") < fields.index("STOPPING=1")
+
+
+async def test_no_secret_in_logs_even_at_debug(
+    dixis_db: psycopg.Connection, server: EmulatorServer, tmp_path: Path
+) -> None:
+    emu = server.emulator
+    shop = await connect_shop(conn_url(dixis_db), emu, api_base_url=server.base_url)
+    emu.expire_access_tokens(shop.realm_id)  # forces a refresh: new tokens travel
+    emu.inject_fault("500", 2, method="POST", entity="invoice")
+    env = daemon_env(shop.url, server.base_url, shop.token_keys, log_level="DEBUG",
+                     log_format="json")
+    daemon = DaemonProcess(env, "chatty", tmp_path).start()
+    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0}'")
+    dixis_db.execute("SELECT dixis.generate(5)")
+    dixis_db.commit()
+    wait_drained(shop.url, 60, [daemon])
+    assert daemon.terminate() == 0
+    log = daemon.log()
+    assert '"logger": "httpx"' in log  # requests were logged, URLs and all
+    access = list(emu.oauth.access)  # every access token the emulator ever issued
+    refresh = [g.refresh_token for g in emu.oauth.grants.values()] + list(emu.oauth.refresh)
+    assert len(access) >= 2  # the expired token was refreshed: new ones travelled
+    secrets = [DEFAULT_CLIENT_SECRET, shop.token_keys.split(":", 1)[1], *access, *refresh]
+    leaked = [s[:8] + "…" for s in secrets if s in log]
+    assert leaked == []
