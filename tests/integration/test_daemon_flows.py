@@ -285,3 +285,48 @@ async def test_large_backlog_goes_through_batches_exactly_once(
         "SELECT count(*) FROM dixis.orders WHERE status = 'completed' "
         "AND quickbooks_sync_status IS DISTINCT FROM 'synced'").fetchone()
     assert not_synced == (0,)
+
+
+async def test_company_without_custom_numbers_uses_its_own_numbers_and_the_marker(
+    dixis_db: psycopg.Connection, emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
+    dixis_db.commit()
+    shop = await connect_shop(conn_url(dixis_db), emu, custom_txn_numbers=False)
+    emu.inject_fault("drop", 1, method="POST", entity="invoice")  # outcome unknown once
+    order_id = one_order(dixis_db)
+    async with running(shop):
+        await drained(shop.url)
+    assert "custom transaction numbers off" in caplog.text
+    [invoice] = shop.invoices()
+    assert invoice["DocNumber"] != order_row(dixis_db, order_id)[4]  # QuickBooks' number
+    assert f"qbsync:order:{order_id};" in invoice["PrivateNote"]
+    number = dixis_db.execute("SELECT quickbooks_invoice_number FROM dixis.orders WHERE id = %s",
+                              (order_id,)).fetchone()
+    assert number == (invoice["DocNumber"],)
+
+
+async def test_stale_sync_token_is_reread_and_the_change_reapplied(
+    shop: Shop, dixis_db: psycopg.Connection
+) -> None:
+    order_id = one_order(dixis_db)
+    async with running(shop):
+        await drained(shop.url)
+        [invoice] = shop.invoices()
+        # An accountant edits the invoice in QuickBooks: its SyncToken moves on.
+        token = shop.emu.issue_tokens(shop.realm_id)["access_token"]
+        async with shop.emu.client() as http:
+            r = await http.post(f"/v3/company/{shop.realm_id}/invoice", json={
+                "Id": invoice["Id"], "SyncToken": invoice["SyncToken"], "sparse": True,
+                "CustomerMemo": {"value": "Ευχαριστούμε!"}},
+                headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+        dixis_db.execute("UPDATE dixis.orders SET billing_city = 'Πάτρα' WHERE id = %s",
+                         (order_id,))
+        dixis_db.commit()
+        await drained(shop.url)
+    [updated] = shop.invoices()
+    assert updated["SyncToken"] == str(int(invoice["SyncToken"]) + 2)
+    assert updated["BillAddr"]["City"] == "Πάτρα"
+    assert updated["CustomerMemo"]["value"] == "Ευχαριστούμε!"  # sparse: theirs kept
+    assert logs(dixis_db, str(order_id))[-1][:2] == ("update", "success")
