@@ -143,7 +143,8 @@ async def start(
                          poll_interval=settings.poll_interval,
                          shutdown_grace=settings.shutdown_grace,
                          batch_size=settings.batch_size,
-                         batch_threshold=settings.batch_threshold),
+                         batch_threshold=settings.batch_threshold,
+                         wakeup_notify=settings.wakeup_notify),
             on_dead=_report_dead(realm.realm_id),
         )
         await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,

@@ -42,6 +42,7 @@ class WorkerConfig:
     batch_size: int = 30
     batch_threshold: int | None = 200  # ready rows from which batches are used; None: never
     backlog_check: float = 2.0  # seconds between two looks at the backlog size
+    wakeup_notify: bool = True  # False: never announce; rely on the fallback poll alone
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Worker:
                 self._waiting = False
                 await self._db(Q.stop_waiting, self.config.worker_id)
             return True
-        if not self._waiting:
+        if not self._waiting and self.config.wakeup_notify:
             self._snapshot = await self._db(Q.announce_waiting, self.config.worker_id,
                                             self.config.poll_interval * 3)
             self._waiting = self._snapshot is not None
