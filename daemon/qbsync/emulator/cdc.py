@@ -2,8 +2,13 @@
 
 * ``changedSince`` older than 30 days (emulated clock) -> fault 6000 [U on the code];
 * objects changed at or after ``changedSince`` are returned in their current state; deleted
-  transactions come back as ``{"Id", "status": "Deleted", "domain", "MetaData"}`` stubs;
-  voided invoices come back in full (amounts 0, ``PrivateNote`` "Voided", ``Voided: true``);
+  transactions come back as ``{"domain", "status": "Deleted", "Id",
+  "MetaData": {"LastUpdatedTime"}}`` stubs (the shape SDK issue reports show);
+  voided invoices and payments come back in full (amounts 0, ``PrivateNote`` "Voided",
+  ``Voided: true``);
+* a customer merged into another (:meth:`Emulator.merge_customers`) comes back as a Deleted
+  stub, the customer it was merged into and every moved transaction as updated; an invoice
+  or credit memo whose payments changed is updated too (new Balance / LinkedTxn);
 * at most 1000 objects in total, oldest changes first, so a client can move its window;
 * one ``QueryResponse`` entry per requested entity, in the requested order; ``{}`` for an
   entity with no change [U].

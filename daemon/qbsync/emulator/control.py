@@ -17,8 +17,17 @@
 | POST /_emulator/time | {time_scale?, advance?} | change the emulated clock |
 | GET/DELETE /_emulator/counters | ?realm= | "METHOD route status" -> count |
 | GET /_emulator/entities/{realm}/{Entity} | | stored objects (incl. inactive) |
+| POST /_emulator/entities/{realm}/{Entity} | the object | create as a QBO user would |
+| GET /_emulator/entities/{realm}/{Entity}/{id} | | one stored object |
+| POST /_emulator/entities/{realm}/{Entity}/{id}/edit | changes; ?validate=false | UI edit |
+| POST /_emulator/entities/{realm}/{Entity}/{id}/void | | UI void (Invoice, Payment) |
+| POST /_emulator/entities/{realm}/{Entity}/{id}/delete | | UI delete (name lists: inactive) |
+| POST /_emulator/merge-customers | {realm_id, from_id, into_id} | UI customer merge |
 | POST /_emulator/snapshot | {path?} | save the state as JSON |
 | POST /_emulator/snapshot/load | {path?} | load a saved state |
+
+The UI-simulation endpoints answer a business-rule violation with HTTP 400 and the QBO
+``Fault`` envelope; other bad input gives 400 ``{"error": ...}``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .faults import QBOFault, dumps
 from .store import ALL_ENTITIES
 
 if TYPE_CHECKING:
@@ -50,6 +60,10 @@ def routes(emu: Emulator) -> list[Route]:
         async def wrapper(request: Request) -> Response:
             try:
                 return JSONResponse(await fn(request))
+            except QBOFault as exc:
+                return Response(
+                    dumps(exc.body(emu.clock.now())), 400, media_type="application/json"
+                )
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=400)
 
@@ -120,13 +134,48 @@ def routes(emu: Emulator) -> list[Route]:
             return {"ok": True}
         return emu.counters.snapshot(request.query_params.get("realm"))
 
+    def canonical(request: Request) -> str:
+        name = request.path_params["entity"]
+        found = next((e for e in ALL_ENTITIES if e.lower() == name.lower()), None)
+        if found is None:
+            raise ValueError(f"unknown entity {name}")
+        return found
+
     async def entities(request: Request) -> Any:
         realm = request.path_params["realm"]
-        name = request.path_params["entity"]
-        canonical = next((e for e in ALL_ENTITIES if e.lower() == name.lower()), None)
-        if canonical is None:
-            raise ValueError(f"unknown entity {name}")
-        return {canonical: emu.entities(realm, canonical)}
+        entity = canonical(request)
+        if request.method == "POST":
+            return {entity: emu.create_entity(realm, entity, await body(request))}
+        return {entity: emu.entities(realm, entity)}
+
+    async def entity(request: Request) -> Any:
+        realm, id_ = request.path_params["realm"], request.path_params["id"]
+        entity = canonical(request)
+        obj = emu.get_entity(realm, entity, id_)
+        if obj is None:
+            raise KeyError(f"{entity} {id_} does not exist")
+        return {entity: obj}
+
+    async def entity_action(request: Request) -> Any:
+        realm, id_ = request.path_params["realm"], request.path_params["id"]
+        entity = canonical(request)
+        action = request.path_params["action"]
+        if action == "edit":
+            validate = request.query_params.get("validate", "true").lower() != "false"
+            obj = emu.edit_entity(realm, entity, id_, await body(request), validate=validate)
+        elif action == "void":
+            obj = emu.void_entity(realm, entity, id_)
+        elif action == "delete":
+            obj = emu.delete_entity(realm, entity, id_)
+        else:
+            raise ValueError(f"unknown action {action} (edit, void, delete)")
+        return {entity: obj}
+
+    async def merge(request: Request) -> Any:
+        data = await body(request)
+        return emu.merge_customers(
+            str(data["realm_id"]), str(data["from_id"]), str(data["into_id"])
+        )
 
     async def snapshot(request: Request) -> Any:
         data = await body(request)
@@ -151,7 +200,14 @@ def routes(emu: Emulator) -> list[Route]:
         Route(f"{p}/limits", guarded(limits), methods=["GET", "POST"]),
         Route(f"{p}/time", guarded(time_), methods=["POST"]),
         Route(f"{p}/counters", guarded(counters), methods=["GET", "DELETE"]),
-        Route(f"{p}/entities/{{realm}}/{{entity}}", guarded(entities), methods=["GET"]),
+        Route(f"{p}/entities/{{realm}}/{{entity}}", guarded(entities), methods=["GET", "POST"]),
+        Route(f"{p}/entities/{{realm}}/{{entity}}/{{id}}", guarded(entity), methods=["GET"]),
+        Route(
+            f"{p}/entities/{{realm}}/{{entity}}/{{id}}/{{action}}",
+            guarded(entity_action),
+            methods=["POST"],
+        ),
+        Route(f"{p}/merge-customers", guarded(merge), methods=["POST"]),
         Route(f"{p}/snapshot", guarded(snapshot), methods=["POST"]),
         Route(f"{p}/snapshot/load", guarded(snapshot_load), methods=["POST"]),
     ]

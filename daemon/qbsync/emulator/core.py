@@ -21,10 +21,11 @@ from . import control, faults, oauth
 from .api import V3
 from .clock import Clock
 from .counters import Counters
+from .entities import SYSTEM_FIELDS, Writer
 from .gate import Gate
 from .injection import FaultRule, Injector
 from .limits import LimitConfig, Limits
-from .store import BY_PATH, Company, CompanySettings
+from .store import BY_PATH, WRITABLE, Company, CompanySettings
 
 DEFAULT_CLIENT_ID = "qbsync-emulator-client"
 DEFAULT_CLIENT_SECRET = "qbsync-emulator-secret"  # noqa: S105 - public test value
@@ -209,6 +210,83 @@ class Emulator:
     def get_entity(self, realm_id: str, entity: str, id_: str) -> dict[str, Any] | None:
         obj = self.companies[realm_id].entities[BY_PATH.get(entity.lower(), entity)].get(str(id_))
         return copy.deepcopy(obj) if obj is not None else None
+
+    # --- "an accountant edits things in QuickBooks directly" ------------------------------
+    #
+    # These bypass OAuth, throttling, requestid and fault injection, but apply the same
+    # business rules as the API (a QBOFault is raised on a rule violation), bump SyncToken and
+    # LastUpdatedTime like a UI edit, and show up in CDC. They return deep copies.
+
+    def _ui(self, realm_id: str, entity: str, id_: str | None = None) -> tuple[Writer, str, Any]:
+        company = self.companies[realm_id]
+        name = BY_PATH.get(entity.lower())
+        if name is None:
+            raise ValueError(f"unknown entity {entity}")
+        obj = None
+        if id_ is not None:
+            obj = company.entities[name].get(str(id_))
+            if obj is None:
+                raise KeyError(f"{name} {id_} does not exist in realm {realm_id}")
+        writer = Writer(company, self.clock.iso(), self.clock.today(), set())
+        return writer, name, obj
+
+    def create_entity(self, realm_id: str, entity: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object as a QBO user would (e.g. a Payment received in QuickBooks)."""
+        writer, name, _ = self._ui(realm_id, entity)
+        if name not in WRITABLE:
+            raise ValueError(f"{name} cannot be created")
+        return copy.deepcopy(writer.create(name, dict(body)))
+
+    def edit_entity(
+        self,
+        realm_id: str,
+        entity: str,
+        id_: str,
+        changes: dict[str, Any],
+        *,
+        validate: bool = True,
+    ) -> dict[str, Any]:
+        """Sparse-update an object as a UI edit would (no SyncToken needed).
+
+        ``validate=False`` stores ``changes`` verbatim (no rules, no recomputed totals), to
+        simulate states the API cannot produce; SyncToken and LastUpdatedTime still move.
+        """
+        writer, name, old = self._ui(realm_id, entity, id_)
+        if validate:
+            if name not in WRITABLE:
+                raise ValueError(f"{name} cannot be edited")
+            body = {**changes, "Id": old["Id"], "SyncToken": old["SyncToken"], "sparse": True}
+            return copy.deepcopy(writer.update(name, body))
+        obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
+        obj.update({k: v for k, v in changes.items() if k not in SYSTEM_FIELDS})
+        writer._bump(old, obj)
+        writer.c.put(name, obj, old)
+        return copy.deepcopy(obj)
+
+    def void_entity(self, realm_id: str, entity: str, id_: str) -> dict[str, Any]:
+        """Void an Invoice or Payment (same rules as ``operation=void``)."""
+        writer, name, old = self._ui(realm_id, entity, id_)
+        return copy.deepcopy(writer.void(name, {"Id": old["Id"], "SyncToken": old["SyncToken"]}))
+
+    def delete_entity(self, realm_id: str, entity: str, id_: str) -> dict[str, Any]:
+        """Delete as the QBO UI does.
+
+        Transactions are deleted (CDC: ``status: Deleted`` stub); an invoice / credit memo with
+        payments applied is deleted too and those payments' lines for it are removed (the money
+        becomes unapplied), unlike the API which refuses. Customers, Items and PaymentMethods
+        cannot be deleted in QBO: "delete" makes them inactive (``Active: false``).
+        """
+        writer, name, old = self._ui(realm_id, entity, id_)
+        if name in ("Customer", "Item", "PaymentMethod"):
+            body = {"Id": old["Id"], "SyncToken": old["SyncToken"], "sparse": True}
+            return copy.deepcopy(writer.update(name, {**body, "Active": False}))
+        body = {"Id": old["Id"], "SyncToken": old["SyncToken"]}
+        return writer.delete(name, body, unlink_payments=True)
+
+    def merge_customers(self, realm_id: str, from_id: str, into_id: str) -> dict[str, Any]:
+        """Merge customer ``from_id`` into ``into_id`` (see :meth:`Writer.merge_customers`)."""
+        writer, _, _ = self._ui(realm_id, "Customer")
+        return writer.merge_customers(str(from_id), str(into_id))
 
     def state(self) -> dict[str, Any]:
         return {

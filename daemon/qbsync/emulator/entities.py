@@ -18,6 +18,43 @@ Decisions where the fact sheet is silent ([U]):
 * Deleting a Customer or Item -> 500 "Unsupported Operation" (they are made inactive instead).
 * Void: line Amounts, Qty, TotalAmt, Balance and tax become 0 and PrivateNote becomes
   "Voided" (prefixing any existing note); the invoice remains readable and queryable.
+
+Payments (ReceivePayment), refunds, payment methods ([U] unless the fact sheet says otherwise):
+
+* Payment: ``CustomerRef`` and ``TotalAmt`` required (2020); ``TotalAmt`` < 0 -> 6000. Each
+  ``Line`` has ``Amount`` (>= 0, else 6000) and exactly one ``LinkedTxn`` to an ``Invoice``
+  or a ``CreditMemo`` (missing -> 2020; other TxnType or several links -> 6000; unknown or
+  deleted Id -> 2500, element ``Line.LinkedTxn.TxnId``). A credit memo line *uses* credit:
+  ``applied = sum(invoice lines) - sum(credit memo lines)`` must be >= 0 and <= TotalAmt
+  (6000); ``UnappliedAmt = TotalAmt - applied``. Lines are stored as
+  ``{"Amount", "LinkedTxn": [{"TxnId", "TxnType"}]}`` (no ``LineEx``/``TxnLineId``).
+* Applying more than an invoice's open balance (or a credit memo's RemainingCredit) -> 6000,
+  element ``Line.Amount``, "You can't pay more than the amount due"; an update counts the
+  payment's own previous amount as available. Another customer's transaction -> 6000; a
+  voided invoice -> 6000.
+* ``DepositToAccountRef`` defaults to Undeposited Funds; it must be a Bank or Other Current
+  Asset account (6000). ``PaymentRefNum`` max 21 (2050), ``PrivateNote`` max 4000.
+* Applying / changing / removing a payment rewrites the linked invoice or credit memo:
+  ``Balance`` (and ``RemainingCredit``) = TotalAmt - payments, ``LinkedTxn`` lists the
+  payments (``TxnType: Payment``), and it gets a new SyncToken and LastUpdatedTime (so a
+  client holding the old token gets 5010 and CDC reports it). Client-sent invoice
+  ``LinkedTxn``/``Balance`` are ignored. An invoice update whose new total is below what is
+  paid -> 6000.
+* Voiding or deleting (API) an invoice / credit memo with payments applied -> 6000, element
+  ``LinkedTxn``, naming the payments. (The UI helper :meth:`Emulator.delete_entity` unapplies
+  them instead.)
+* Payment void: ``operation=void`` or, as Intuit documents and python-quickbooks sends, a
+  sparse update with ``include=void``. Line amounts, TotalAmt and UnappliedAmt become 0,
+  PrivateNote gets "Voided", ``Voided: true``, balances are restored; a voided payment cannot
+  be updated (6000). Delete restores balances and leaves a CDC stub.
+* RefundReceipt: built like an Invoice (same line, tax and total rules, 6070, 6140 per
+  entity with ``TxnType=RefundReceipt``, auto-numbering when custom numbers are off);
+  ``CustomerRef`` optional (as on sales receipts), ``DepositToAccountRef`` (the account
+  the money is paid out of) required and Bank / Other Current Asset; ``Balance`` is 0; no
+  ``DueDate``. Delete is supported, void is not (500).
+* PaymentMethod: ``Name`` required, max 31, unique case-insensitively (6240), no ``:``/TAB/
+  newline; ``Type`` CREDIT_CARD or NON_CREDIT_CARD (default), else 6000; cannot be deleted
+  (made inactive instead, like other name lists).
 """
 
 from __future__ import annotations
@@ -26,7 +63,8 @@ from decimal import Decimal
 from typing import Any
 
 from . import faults, tax
-from .store import NAME_FIELD, Company
+from .seed import UNDEPOSITED_FUNDS_ID
+from .store import DELETABLE, NAME_FIELD, PAYABLE, TRANSACTIONS, Company, payment_links
 from .validation import (
     as_json_number,
     check_chars,
@@ -44,9 +82,22 @@ SYSTEM_FIELDS = {"Id", "SyncToken", "MetaData", "domain", "sparse", "status"}
 READ_ONLY: dict[str, set[str]] = {
     "Customer": {"Balance", "BalanceWithJobs", "FullyQualifiedName", "Level"},
     "Item": {"FullyQualifiedName", "Level"},
-    "Invoice": {"TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance", "InvoiceLink"},
-    "CreditMemo": {"TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance", "RemainingCredit"},
+    "Invoice": {"TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance", "InvoiceLink", "LinkedTxn"},
+    "CreditMemo": {
+        "TotalAmt",
+        "Balance",
+        "HomeTotalAmt",
+        "HomeBalance",
+        "RemainingCredit",
+        "LinkedTxn",
+    },
+    "RefundReceipt": {"TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance"},
+    "Payment": {"UnappliedAmt", "HomeTotalAmt"},
+    "PaymentMethod": set(),
 }
+PAYMENT_METHOD_TYPES = ("CREDIT_CARD", "NON_CREDIT_CARD")
+#: account types money can be deposited to / paid out of
+CASH_ACCOUNT_TYPES = ("Bank", "Other Current Asset")
 ITEM_TYPES = ("Inventory", "NonInventory", "Service", "Category")
 CUSTOMER_LIMITS = {
     "DisplayName": 500,
@@ -103,6 +154,8 @@ class Writer:
         if op not in ("", "create", "update"):
             raise faults.unsupported(f"Operation {operation} is not supported.")
         if present(body.get("Id")):
+            if entity == "Payment" and "void" in self.include:
+                return self.void(entity, body)  # Intuit's documented form for payments
             return self.update(entity, body)
         if op == "update":
             raise faults.required("Id")
@@ -118,6 +171,8 @@ class Writer:
         obj["MetaData"] = {"CreateTime": self.now, "LastUpdatedTime": self.now}
         self._index_docnum_auto(entity, obj)
         self.c.put(entity, obj, None)
+        if entity == "Payment":
+            self._relink(obj["Id"], {}, payment_links(obj))
         return obj
 
     def _existing(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -156,29 +211,63 @@ class Writer:
         obj = self._build(entity, obj, old)
         self._bump(old, obj)
         self.c.put(entity, obj, old)
+        if entity == "Payment":
+            self._relink(obj["Id"], payment_links(old), payment_links(obj))
         return obj
 
-    def delete(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
-        if entity not in ("Invoice", "CreditMemo"):
+    def delete(
+        self, entity: str, body: dict[str, Any], unlink_payments: bool = False
+    ) -> dict[str, Any]:
+        """Delete a transaction; it leaves a ``status: Deleted`` stub for CDC.
+
+        An invoice or credit memo that payments are applied to cannot be deleted through the
+        API (6000); with ``unlink_payments`` (what the QBO UI does after its "linked
+        transactions" warning) the payments' lines for it are removed instead, leaving that
+        money unapplied.
+        """
+        if entity not in DELETABLE:
             raise faults.unsupported(f"Operation Delete is not supported for {entity}.")
         if not present(body.get("Id")):
             raise faults.required("Id")
         old = self._existing(entity, body)
+        payments = self.c.payments_of(entity, old["Id"]) if entity in PAYABLE else []
+        if payments and not unlink_payments:
+            raise self._linked_payments_fault(entity, old["Id"], payments, "delete")
+        for pid in payments:
+            self._unlink_payment(pid, entity, old["Id"])
         stub = {
             "domain": "QBO",
             "status": "Deleted",
             "Id": old["Id"],
-            "MetaData": {"CreateTime": old["MetaData"]["CreateTime"], "LastUpdatedTime": self.now},
+            "MetaData": {"LastUpdatedTime": self.now},
         }
         self.c.remove(entity, old["Id"], stub)
+        if entity == "Payment":
+            self._relink(old["Id"], payment_links(old), {})
         return {"status": "Deleted", "domain": "QBO", "Id": old["Id"]}
 
+    @staticmethod
+    def _linked_payments_fault(
+        entity: str, id_: str, payments: list[str], action: str
+    ) -> faults.QBOFault:
+        return faults.business(
+            f"You can't {action} this transaction because payments are applied to it: "
+            f"{entity} Id={id_} is linked to Payment Id={', '.join(payments)}. "
+            "Delete or void the payments (or unapply them) first.",
+            "LinkedTxn",
+        )
+
     def void(self, entity: str, body: dict[str, Any]) -> dict[str, Any]:
-        if entity != "Invoice":
+        if entity not in ("Invoice", "Payment"):
             raise faults.unsupported(f"Operation Void is not supported for {entity}.")
         if not present(body.get("Id")):
             raise faults.required("Id")
         old = self._existing(entity, body)
+        if entity == "Payment":
+            return self._void_payment(old)
+        payments = self.c.payments_of(entity, old["Id"])
+        if payments:
+            raise self._linked_payments_fault(entity, old["Id"], payments, "void")
         obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
         lines = []
         for line in obj.get("Line", []):
@@ -199,6 +288,52 @@ class Writer:
         self.c.put(entity, obj, old)
         return obj
 
+    def merge_customers(self, from_id: str, into_id: str) -> dict[str, Any]:
+        """Merge customer ``from_id`` into ``into_id``, as an accountant does in the QBO UI.
+
+        Every transaction (Invoice, CreditMemo, RefundReceipt, Payment) of ``from_id`` and
+        every sub-customer whose ParentRef is ``from_id`` moves to ``into_id`` (new SyncToken
+        and LastUpdatedTime each, so CDC reports them updated); ``into_id`` is bumped too;
+        ``from_id`` disappears: reads give 610 and CDC returns a ``status: Deleted`` stub
+        (QBO's webhook calls this operation "Merge").
+        """
+        customers = self.c.entities["Customer"]
+        src, dst = customers.get(from_id), customers.get(into_id)
+        if src is None or dst is None:
+            raise KeyError(f"unknown customer {from_id if src is None else into_id}")
+        if from_id == into_id:
+            raise ValueError("cannot merge a customer into itself")
+        if dst.get("Active") is False:
+            raise ValueError(f"customer {into_id} is inactive; make it active before merging")
+        ref = {"value": into_id, "name": dst["DisplayName"]}
+        moved: dict[str, list[str]] = {}
+        for entity in ("Invoice", "CreditMemo", "RefundReceipt", "Payment"):
+            for old in list(self.c.entities[entity].values()):
+                if (old.get("CustomerRef") or {}).get("value") == from_id:
+                    obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
+                    obj["CustomerRef"] = dict(ref)
+                    self._bump(old, obj)
+                    self.c.put(entity, obj, old)
+                    moved.setdefault(entity, []).append(old["Id"])
+        for old in list(customers.values()):
+            if (old.get("ParentRef") or {}).get("value") == from_id:
+                obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
+                obj["ParentRef"] = dict(ref)
+                self._bump(old, obj)
+                self.c.put("Customer", obj, old)
+                moved.setdefault("Customer", []).append(old["Id"])
+        into = {k: v for k, v in dst.items() if k not in SYSTEM_FIELDS}
+        self._bump(dst, into)
+        self.c.put("Customer", into, dst)
+        stub = {
+            "domain": "QBO",
+            "status": "Deleted",
+            "Id": from_id,
+            "MetaData": {"LastUpdatedTime": self.now},
+        }
+        self.c.remove("Customer", from_id, stub)
+        return {"from": from_id, "into": into_id, "moved": moved}
+
     # --- builders -------------------------------------------------------------------------
 
     def _build(
@@ -210,6 +345,10 @@ class Writer:
             return self._customer(obj, old)
         if entity == "Item":
             return self._item(obj, old)
+        if entity == "Payment":
+            return self._payment(obj, old)
+        if entity == "PaymentMethod":
+            return self._payment_method(obj, old)
         return self._txn(entity, obj, old)
 
     def _customer(self, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
@@ -335,11 +474,15 @@ class Writer:
 
     def _txn(self, entity: str, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         settings = self.c.settings
-        if not present(obj.get("CustomerRef")):
+        refund = entity == "RefundReceipt"
+        if present(obj.get("CustomerRef")):
+            obj["CustomerRef"] = resolve_ref(
+                self.c, "Customer", obj["CustomerRef"], "CustomerRef", "DisplayName"
+            )
+        elif refund:  # optional on sales/refund receipts
+            obj.pop("CustomerRef", None)
+        else:
             raise faults.required("CustomerRef")
-        obj["CustomerRef"] = resolve_ref(
-            self.c, "Customer", obj["CustomerRef"], "CustomerRef", "DisplayName"
-        )
         lines = obj.get("Line")
         if not lines:
             raise faults.required("Line")
@@ -381,11 +524,16 @@ class Writer:
                 del obj[field]
             check_date(obj, field)
         obj.setdefault("TxnDate", self.today)
-        obj.setdefault("DueDate", obj["TxnDate"])
+        if refund:
+            obj.pop("DueDate", None)
+            self._cash_fields(obj, required=True)
+        else:
+            obj.setdefault("DueDate", obj["TxnDate"])
         check_len(obj, "PrivateNote", 4000)
         check_len(obj, "CustomerMemo.value", 1000)
         check_email(obj, "BillEmail.Address")
-        customer = self.c.get("Customer", obj["CustomerRef"]["value"]) or {}
+        customer_ref = obj.get("CustomerRef")
+        customer = (self.c.get("Customer", customer_ref["value"]) if customer_ref else None) or {}
         for addr in ("BillAddr", "ShipAddr"):
             if not present(obj.get(addr)) and customer.get(addr):
                 obj[addr] = customer[addr]
@@ -401,6 +549,10 @@ class Writer:
                 )
             obj["GlobalTaxCalculation"] = calc
         self._lines(entity, obj, lines, calc)
+        if refund:
+            obj["Balance"] = 0
+        elif old is not None:
+            self._open_balance(entity, obj, old["Id"])
         obj["CurrencyRef"] = {"value": settings.currency}
         obj.setdefault("ExchangeRate", 1)
         obj.setdefault("EmailStatus", "NotSet")
@@ -605,5 +757,267 @@ class Writer:
         return amount
 
     def _index_docnum_auto(self, entity: str, obj: dict[str, Any]) -> None:
-        if entity in ("Invoice", "CreditMemo") and not self.c.settings.custom_txn_numbers:
+        if entity in TRANSACTIONS and not self.c.settings.custom_txn_numbers:
             obj["DocNumber"] = self.c.allocate_docnum(entity)
+
+    # --- payments -------------------------------------------------------------------------
+
+    def _cash_fields(self, obj: dict[str, Any], required: bool) -> None:
+        """DepositToAccountRef (Bank / Other Current Asset), PaymentMethodRef, PaymentRefNum."""
+        if present(obj.get("DepositToAccountRef")):
+            ref = resolve_ref(
+                self.c, "Account", obj["DepositToAccountRef"], "DepositToAccountRef", "Name"
+            )
+            assert ref is not None
+            account = self.c.entities["Account"][ref["value"]]
+            if account.get("AccountType") not in CASH_ACCOUNT_TYPES:
+                raise faults.business(
+                    f"DepositToAccountRef must be a Bank or Other Current Asset account; "
+                    f"{account.get('Name')} (Id={ref['value']}) is {account.get('AccountType')}.",
+                    "DepositToAccountRef",
+                )
+            obj["DepositToAccountRef"] = ref
+        elif required:
+            raise faults.required("DepositToAccountRef")
+        else:
+            undeposited = self.c.entities["Account"][UNDEPOSITED_FUNDS_ID]
+            obj["DepositToAccountRef"] = {
+                "value": UNDEPOSITED_FUNDS_ID,
+                "name": undeposited["Name"],
+            }
+        if present(obj.get("PaymentMethodRef")):
+            obj["PaymentMethodRef"] = resolve_ref(
+                self.c, "PaymentMethod", obj["PaymentMethodRef"], "PaymentMethodRef", "Name"
+            )
+        else:
+            obj.pop("PaymentMethodRef", None)
+        if obj.get("PaymentRefNum") is not None:
+            obj["PaymentRefNum"] = str(obj["PaymentRefNum"])
+        check_len(obj, "PaymentRefNum", 21)
+
+    def _open_balance(self, entity: str, obj: dict[str, Any], id_: str) -> None:
+        """Balance (and RemainingCredit) = TotalAmt - payments applied; LinkedTxn to them."""
+        by = self.c.applied.get((entity, id_))
+        if not by:
+            obj.pop("LinkedTxn", None)
+            return
+        paid = sum(by.values(), Decimal(0))
+        total = dec(obj.get("TotalAmt"), "TotalAmt") or Decimal(0)
+        if paid > total:
+            raise faults.business(
+                f"The new total {total} of {entity} Id={id_} is less than the payments applied "
+                f"to it ({paid}). Unapply or reduce the payments first.",
+                "TotalAmt",
+            )
+        balance = as_json_number(total - paid)
+        obj["Balance"] = balance
+        if entity == "CreditMemo":
+            obj["RemainingCredit"] = balance
+        obj["LinkedTxn"] = [{"TxnId": pid, "TxnType": "Payment"} for pid in sorted(by, key=int)]
+
+    def _relink(
+        self,
+        payment_id: str,
+        old: dict[tuple[str, str], Decimal],
+        new: dict[tuple[str, str], Decimal],
+    ) -> None:
+        """Re-index a payment's applications and refresh the invoices / credit memos touched.
+
+        A touched transaction gets a new Balance and LinkedTxn, a new SyncToken and
+        LastUpdatedTime (so it shows up in CDC), as QBO does when a payment is received.
+        """
+        for entity, id_ in self.c.index_payment(payment_id, old, new):
+            target = self.c.entities[entity].get(id_)
+            if target is None:
+                continue
+            obj = {k: v for k, v in target.items() if k not in SYSTEM_FIELDS}
+            obj["Balance"] = obj.get("TotalAmt", 0)
+            if entity == "CreditMemo":
+                obj["RemainingCredit"] = obj["Balance"]
+            self._open_balance(entity, obj, id_)
+            self._bump(target, obj)
+            self.c.put(entity, obj, target)
+
+    def _unlink_payment(self, payment_id: str, entity: str, id_: str) -> None:
+        """Drop a payment's lines for one transaction (the money becomes unapplied)."""
+        old = self.c.entities["Payment"][payment_id]
+        obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
+        obj["Line"] = [
+            ln
+            for ln in old.get("Line") or ()
+            if not any(
+                lk["TxnType"] == entity and lk["TxnId"] == id_ for lk in ln.get("LinkedTxn") or ()
+            )
+        ]
+        obj = self._payment(obj, old)
+        self._bump(old, obj)
+        self.c.put("Payment", obj, old)
+        self._relink(payment_id, payment_links(old), payment_links(obj))
+
+    def _void_payment(self, old: dict[str, Any]) -> dict[str, Any]:
+        obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
+        obj["Line"] = [{**ln, "Amount": 0} for ln in old.get("Line") or ()]
+        obj["TotalAmt"] = obj["UnappliedAmt"] = obj["HomeTotalAmt"] = 0
+        note = old.get("PrivateNote")
+        obj["PrivateNote"] = f"Voided - {note}" if note and note != "Voided" else "Voided"
+        obj["Voided"] = True
+        self._bump(old, obj)
+        self.c.put("Payment", obj, old)
+        self._relink(old["Id"], payment_links(old), {})
+        return obj
+
+    def _payment(self, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        if old is not None and old.get("Voided"):
+            raise faults.business(
+                f"Payment Id={old['Id']} is voided and cannot be changed.", "Payment"
+            )
+        if not present(obj.get("CustomerRef")):
+            raise faults.required("CustomerRef")
+        customer = resolve_ref(self.c, "Customer", obj["CustomerRef"], "CustomerRef", "DisplayName")
+        assert customer is not None
+        obj["CustomerRef"] = customer
+        total = dec(obj.get("TotalAmt"), "TotalAmt")
+        if total is None:
+            raise faults.required("TotalAmt")
+        if total < 0:
+            raise faults.business(
+                f"TotalAmt cannot be negative. Supplied value:{total}", "TotalAmt"
+            )
+        if obj.get("TxnDate") == "":
+            del obj["TxnDate"]
+        check_date(obj, "TxnDate")
+        obj.setdefault("TxnDate", self.today)
+        check_len(obj, "PrivateNote", 4000)
+        self._cash_fields(obj, required=False)
+        raw_lines = obj.get("Line")
+        if raw_lines in (None, ""):
+            raw_lines = []
+        if not isinstance(raw_lines, list):
+            raise faults.invalid_property(
+                "Property Name:Line specified is unsupported or invalid", "Line"
+            )
+        previous = payment_links(old) if old is not None else {}
+        lines: list[dict[str, Any]] = []
+        links: dict[tuple[str, str], Decimal] = {}
+        for n, raw in enumerate(raw_lines, 1):
+            line, key, amount = self._payment_line(n, raw, customer["value"])
+            links[key] = links.get(key, Decimal(0)) + amount
+            lines.append(line)
+        applied = Decimal(0)
+        for (ttype, tid), amount in links.items():
+            target = self.c.get(ttype, tid)
+            assert target is not None
+            open_ = (
+                Decimal(str(target.get("TotalAmt") or 0))
+                - self.c.applied_total(ttype, tid)
+                + previous.get((ttype, tid), Decimal(0))
+            )
+            if amount > open_:
+                what = "open balance" if ttype == "Invoice" else "remaining credit"
+                raise faults.business(
+                    f"The amount applied to {ttype} Id={tid} ({amount}) is more than its {what} "
+                    f"({open_}). You can't pay more than the amount due.",
+                    "Line.Amount",
+                )
+            applied += amount if ttype == "Invoice" else -amount
+        if applied < 0:
+            raise faults.business(
+                f"The credits applied ({-applied}) are more than the invoices they are applied "
+                "to. Apply less credit or add invoices.",
+                "Line.LinkedTxn",
+            )
+        if applied > total:
+            raise faults.business(
+                f"The amount applied to invoices ({applied}) is more than the payment amount "
+                f"TotalAmt ({total}).",
+                "TotalAmt",
+            )
+        obj["Line"] = lines
+        obj["TotalAmt"] = as_json_number(total)
+        obj["HomeTotalAmt"] = obj["TotalAmt"]
+        obj["UnappliedAmt"] = as_json_number(total - applied)
+        obj["CurrencyRef"] = {"value": self.c.settings.currency}
+        obj.setdefault("ExchangeRate", 1)
+        obj.setdefault("ProcessPayment", False)
+        return obj
+
+    def _payment_line(
+        self, n: int, raw: Any, customer_id: str
+    ) -> tuple[dict[str, Any], tuple[str, str], Decimal]:
+        if not isinstance(raw, dict):
+            raise faults.invalid_property(
+                "Property Name:Line specified is unsupported or invalid", "Line"
+            )
+        amount = dec(raw.get("Amount"), "Line.Amount")
+        if amount is None:
+            raise faults.required("Line.Amount")
+        if amount < 0:
+            raise faults.business(
+                f"Line {n}: Amount cannot be negative. Supplied value:{amount}", "Line.Amount"
+            )
+        linked = raw.get("LinkedTxn")
+        if isinstance(linked, dict):
+            linked = [linked]
+        if not linked or not isinstance(linked, list):
+            raise faults.required("Line.LinkedTxn")
+        if len(linked) != 1 or not isinstance(linked[0], dict):
+            raise faults.business(
+                f"Line {n}: a payment line must link exactly one transaction", "Line.LinkedTxn"
+            )
+        tid = linked[0].get("TxnId")
+        ttype = linked[0].get("TxnType")
+        if not present(tid):
+            raise faults.required("Line.LinkedTxn.TxnId")
+        if not present(ttype):
+            raise faults.required("Line.LinkedTxn.TxnType")
+        ttype = next((t for t in PAYABLE if t.lower() == str(ttype).lower()), None)
+        if ttype is None:
+            raise faults.business(
+                f"Line {n}: LinkedTxn.TxnType {linked[0].get('TxnType')} is not supported; a "
+                f"payment applies to {' or '.join(PAYABLE)}.",
+                "Line.LinkedTxn.TxnType",
+            )
+        tid = str(tid)
+        target = self.c.get(ttype, tid)
+        if target is None:
+            raise faults.invalid_reference("Line.LinkedTxn.TxnId", tid)
+        if target.get("Voided"):
+            raise faults.business(
+                f"Line {n}: {ttype} Id={tid} is voided and cannot take a payment.",
+                "Line.LinkedTxn.TxnId",
+            )
+        owner = (target.get("CustomerRef") or {}).get("value")
+        if owner != customer_id:
+            raise faults.business(
+                f"Line {n}: {ttype} Id={tid} belongs to another customer (CustomerRef={owner}); "
+                f"a payment from customer {customer_id} cannot be applied to it.",
+                "Line.LinkedTxn.TxnId",
+            )
+        line = {
+            "Amount": as_json_number(amount),
+            "LinkedTxn": [{"TxnId": tid, "TxnType": ttype}],
+        }
+        return line, (ttype, tid), amount
+
+    def _payment_method(self, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        if not present(obj.get("Name")):
+            raise faults.required("Name")
+        check_chars(obj, "Name")
+        check_len(obj, "Name", 31)
+        other = self.c.id_by_name("PaymentMethod", str(obj["Name"]))
+        if other is not None and (old is None or other != old["Id"]):
+            raise faults.fault(
+                6240,
+                "Duplicate Name Exists Error",
+                "The name supplied already exists. : Another payment method is already using "
+                f"this name. Please use a different name. Id={other}",
+            )
+        type_ = obj.get("Type") or "NON_CREDIT_CARD"
+        if type_ not in PAYMENT_METHOD_TYPES:
+            raise faults.business(
+                f"Invalid Type: {type_}. Supported types: " + ", ".join(PAYMENT_METHOD_TYPES),
+                "Type",
+            )
+        obj["Type"] = type_
+        obj.setdefault("Active", True)
+        return obj

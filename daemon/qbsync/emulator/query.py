@@ -11,8 +11,8 @@ Decisions where the fact sheet is silent ([U]):
 * string comparisons (``=``, ``IN``, ``LIKE``) are case-insensitive;
 * references (``CustomerRef = '12'``) compare on their ``value``;
 * values that look like dates/datetimes are compared as instants (``MetaData.LastUpdatedTime``);
-* like QBO's name lists, Customer, Item and Account queries return only active records unless
-  the WHERE clause mentions ``Active``;
+* like QBO's name lists, Customer, Item, Account and PaymentMethod queries return only active
+  records unless the WHERE clause mentions ``Active``;
 * without ORDERBY, rows come in ascending numeric Id order;
 * an unknown entity or syntax error -> 4000 "Error parsing query" (QueryParserError); a
   MAXRESULTS above 1000 -> 4001 "Invalid query" (QueryValidationError: Max allowed value is 1000).
@@ -31,7 +31,7 @@ from .store import ALL_ENTITIES, Company
 
 MAX_RESULTS = 1000
 DEFAULT_RESULTS = 100
-NAME_LISTS = ("Customer", "Item", "Account")
+NAME_LISTS = ("Customer", "Item", "Account", "PaymentMethod")
 _ENTITIES = {e.lower(): e for e in ALL_ENTITIES}
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:\\.|[^'\\])*')|(?P<num>-?\d+(?:\.\d+)?)(?![\w.])"
@@ -321,7 +321,7 @@ def _candidates(company: Company, q: Query) -> list[dict[str, Any]]:
             id_ = company.id_by_name(q.entity, value)
             obj = company.get(q.entity, id_) if id_ else None
             return [obj] if obj is not None else []
-        if key == "docnumber" and q.entity in ("Invoice", "CreditMemo"):
+        if key == "docnumber" and q.entity in company.docnums:
             objs = [company.get(q.entity, i) for i in company.ids_by_docnum(q.entity, value)]
             return [o for o in objs if o is not None]
     return company.visible(q.entity)

@@ -1,8 +1,14 @@
-"""Reports: ProfitAndLoss computed from the company's invoices and credit memos.
+"""Reports: ProfitAndLoss computed from the company's sales transactions.
 
 Rules (the fact sheet gives the shape, not the arithmetic):
 
-* accrual basis; a transaction counts when ``start_date <= TxnDate <= end_date``;
+* ``accounting_method=Accrual`` (default): a transaction counts when
+  ``start_date <= TxnDate <= end_date``; invoices count positive, credit memos and refund
+  receipts negative; payments do not change P&L (they only move A/R to cash);
+* ``accounting_method=Cash``: income is recognised when money moves: a payment dated in the
+  period recognises each linked invoice's income in proportion ``applied / TotalAmt`` (and
+  removes a linked credit memo's in the same proportion); refund receipts count negative at
+  their TxnDate; unapplied payment amounts and unpaid invoices count nothing;
 * default period: 1 January of the current (emulated) year to today;
 * income is reported net of tax, per the Item's ``IncomeAccountRef``; for TaxInclusive
   invoices the net of each tax code is ``gross - round(gross x rate / (100 + rate), 2)``,
@@ -81,6 +87,22 @@ def txn_income(company: Company, txn: dict[str, Any]) -> dict[str, Decimal]:
     return dict(out)
 
 
+def _cash_receipts(company: Company, start: str, end: str, totals: dict[str, Decimal]) -> None:
+    for payment in company.entities["Payment"].values():
+        if payment.get("Voided") or not start <= str(payment.get("TxnDate", ""))[:10] <= end:
+            continue
+        for line in payment.get("Line") or ():
+            amount = _d(line.get("Amount"))
+            for link in line.get("LinkedTxn") or ():
+                txn = company.entities[link["TxnType"]].get(link["TxnId"])
+                total = _d((txn or {}).get("TotalAmt"))
+                if txn is None or not total:
+                    continue
+                sign = 1 if link["TxnType"] == "Invoice" else -1
+                for account, income in txn_income(company, txn).items():
+                    totals[account] += sign * money(income * amount / total)
+
+
 def _money(value: Decimal) -> str:
     return f"{value:.2f}"
 
@@ -95,13 +117,27 @@ def profit_and_loss(company: Company, params: dict[str, str], clock: Clock) -> d
                 f"Property Name:{name} specified is unsupported or invalid. Supplied value:{value}",
                 name,
             )
-    method = params.get("accounting_method", "Accrual")
+    method = params.get("accounting_method") or "Accrual"
+    if method.lower() not in ("accrual", "cash"):
+        raise faults.invalid_property(
+            "Property Name:accounting_method specified is unsupported or invalid. "
+            f"Supplied value:{method}",
+            "accounting_method",
+        )
+    method = method.capitalize()
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    for entity, sign in (("Invoice", 1), ("CreditMemo", -1)):
+    sources = (
+        (("Invoice", 1), ("CreditMemo", -1), ("RefundReceipt", -1))
+        if method == "Accrual"
+        else (("RefundReceipt", -1),)
+    )
+    for entity, sign in sources:
         for txn in company.entities[entity].values():
             if start <= str(txn.get("TxnDate", ""))[:10] <= end:
                 for account, amount in txn_income(company, txn).items():
                     totals[account] += sign * amount
+    if method == "Cash":
+        _cash_receipts(company, start, end, totals)
     accounts = company.entities["Account"]
     rows = []
     for account_id in sorted(totals, key=lambda a: accounts.get(a, {}).get("Name", a)):

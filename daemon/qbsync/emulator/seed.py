@@ -24,19 +24,34 @@ ACCOUNTS: list[tuple[str, str, str, str, str]] = [
     ("7", "VAT Control", "Other Current Liability", "GlobalTaxPayable", "Liability"),
     ("8", "Undeposited Funds", "Other Current Asset", "UndepositedFunds", "Asset"),
     ("9", "Inactive Old Sales", "Income", "SalesOfProductIncome", "Revenue"),
+    # the bank account; named "Checking" in US companies (see :func:`accounts`)
+    ("10", "Τράπεζα", "Bank", "Checking", "Asset"),
 ]
 
 INACTIVE_ACCOUNT_IDS = {"9"}
 DISCOUNT_ACCOUNT_ID = "3"
+AR_ACCOUNT_ID = "6"
+UNDEPOSITED_FUNDS_ID = "8"
+BANK_ACCOUNT_ID = "10"
+
+#: default PaymentMethods: (Id, Name, Type)
+PAYMENT_METHODS: list[tuple[str, str, str]] = [
+    ("1", "Cash", "NON_CREDIT_CARD"),
+    ("2", "Check", "NON_CREDIT_CARD"),
+    ("3", "Credit Card", "CREDIT_CARD"),
+    ("4", "Bank Transfer", "NON_CREDIT_CARD"),
+]
 
 
 def _meta(ts: str) -> dict[str, str]:
     return {"CreateTime": ts, "LastUpdatedTime": ts}
 
 
-def accounts(ts: str, currency: str) -> list[dict[str, Any]]:
+def accounts(ts: str, currency: str, us: bool = False) -> list[dict[str, Any]]:
     out = []
     for id_, name, atype, subtype, cls in ACCOUNTS:
+        if us and id_ == BANK_ACCOUNT_ID:
+            name = "Checking"
         out.append(
             {
                 "Name": name,
@@ -57,6 +72,22 @@ def accounts(ts: str, currency: str) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def payment_methods(ts: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "Name": name,
+            "Active": True,
+            "Type": type_,
+            "domain": "QBO",
+            "sparse": False,
+            "Id": id_,
+            "SyncToken": "0",
+            "MetaData": _meta(ts),
+        }
+        for id_, name, type_ in PAYMENT_METHODS
+    ]
 
 
 def global_tax(ts: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from . import seed
 
 #: Entities the API can write, and the read-only ones.
-WRITABLE = ("Customer", "Item", "Invoice", "CreditMemo")
+WRITABLE = (
+    "Customer",
+    "Item",
+    "Invoice",
+    "CreditMemo",
+    "Payment",
+    "RefundReceipt",
+    "PaymentMethod",
+)
 READ_ONLY = ("Account", "TaxCode", "TaxRate", "CompanyInfo", "Preferences")
 ALL_ENTITIES = WRITABLE + READ_ONLY
 #: path segment (lower-case) -> entity name
 BY_PATH = {name.lower(): name for name in ALL_ENTITIES}
 #: entities whose name must be unique (case-insensitive) and the field holding it
-NAME_FIELD = {"Customer": "DisplayName", "Item": "Name"}
-TRANSACTIONS = ("Invoice", "CreditMemo")
+NAME_FIELD = {"Customer": "DisplayName", "Item": "Name", "PaymentMethod": "Name"}
+#: transactions with a DocNumber (indexed, 6140 on duplicates, auto-numbered)
+TRANSACTIONS = ("Invoice", "CreditMemo", "RefundReceipt")
+#: transactions that can be deleted (``operation=delete``)
+DELETABLE = ("Invoice", "CreditMemo", "Payment", "RefundReceipt")
+#: transactions a Payment line can link to (``LinkedTxn.TxnType``)
+PAYABLE = ("Invoice", "CreditMemo")
+ZERO = Decimal(0)
+
+
+def payment_links(payment: dict[str, Any]) -> dict[tuple[str, str], Decimal]:
+    """``(TxnType, TxnId) -> amount`` applied by a (stored, normalised) Payment."""
+    out: dict[tuple[str, str], Decimal] = {}
+    if payment.get("Voided"):
+        return out
+    for line in payment.get("Line") or ():
+        amount = Decimal(str(line.get("Amount") or 0))
+        for link in line.get("LinkedTxn") or ():
+            key = (link["TxnType"], link["TxnId"])
+            out[key] = out.get(key, ZERO) + amount
+    return out
 
 
 @dataclass
@@ -44,6 +72,8 @@ class Company:
     next_docnum: dict[str, int] = field(default_factory=dict)
     deleted: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     requestids: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: (TxnType, TxnId) of an invoice/credit memo -> {Payment Id: amount applied} (derived)
+    applied: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
     #: while a batch runs: (entity, id) of objects created by earlier items of that batch
     hidden: set[tuple[str, str]] | None = None
 
@@ -64,9 +94,12 @@ class Company:
 
     def _seed(self, ts: str) -> None:
         s = self.settings
-        for acc in seed.accounts(ts, s.currency):
+        for acc in seed.accounts(ts, s.currency, s.tax_mode == "us"):
             self.entities["Account"][acc["Id"]] = acc
         self.next_id["Account"] = len(self.entities["Account"]) + 1
+        for method in seed.payment_methods(ts):
+            self.put("PaymentMethod", method, None)
+        self.next_id["PaymentMethod"] = len(self.entities["PaymentMethod"]) + 1
         if s.tax_mode == "us":
             codes, rates = seed.us_tax(ts, s.us_tax_rate)
         else:
@@ -101,6 +134,37 @@ class Company:
 
     def ids_by_docnum(self, entity: str, docnum: str) -> list[str]:
         return self.docnums[entity].get(docnum, [])
+
+    def applied_total(self, entity: str, id_: str) -> Decimal:
+        """What payments apply to an invoice / credit memo (0 when none)."""
+        by = self.applied.get((entity, id_))
+        return sum(by.values(), ZERO) if by else ZERO
+
+    def payments_of(self, entity: str, id_: str) -> list[str]:
+        by = self.applied.get((entity, id_))
+        return sorted(by, key=int) if by else []
+
+    def index_payment(
+        self,
+        payment_id: str,
+        old: dict[tuple[str, str], Decimal],
+        new: dict[tuple[str, str], Decimal],
+    ) -> list[tuple[str, str]]:
+        """Move a payment's applications from ``old`` to ``new``; returns the changed keys."""
+        changed = []
+        for key in old.keys() | new.keys():
+            amount = new.get(key, ZERO)
+            if old.get(key, ZERO) == amount:
+                continue
+            by = self.applied.setdefault(key, {})
+            if amount:
+                by[payment_id] = amount
+            else:
+                by.pop(payment_id, None)
+                if not by:
+                    del self.applied[key]
+            changed.append(key)
+        return changed
 
     # --- writes -------------------------------------------------------------------------
 
@@ -143,6 +207,11 @@ class Company:
         obj = self.entities[entity].pop(id_)
         if obj.get("DocNumber") and entity in self.docnums:
             self._unindex_docnum(entity, obj["DocNumber"], id_)
+        name_field = NAME_FIELD.get(entity)
+        if name_field and obj.get(name_field):
+            key = str(obj[name_field]).casefold()
+            if self.names[entity].get(key) == id_:
+                del self.names[entity][key]
         self.deleted[entity][id_] = tombstone
 
     # --- snapshot -----------------------------------------------------------------------
@@ -166,6 +235,19 @@ class Company:
         c.next_docnum = dict(data["next_docnum"])
         c.deleted = {k: dict(v) for k, v in data["deleted"].items()}
         c.requestids = {k: (int(v[0]), str(v[1])) for k, v in data["requestids"].items()}
+        # snapshots written before an entity type existed
+        for name in ALL_ENTITIES:
+            c.entities.setdefault(name, {})
+            c.deleted.setdefault(name, {})
+            c.next_id.setdefault(name, 1)
+        if not c.entities["PaymentMethod"]:
+            info = c.entities["CompanyInfo"].get(c.realm_id) or {}
+            ts = (info.get("MetaData") or {}).get("CreateTime", "2000-01-01T00:00:00-07:00")
+            for method in seed.payment_methods(ts):
+                c.entities["PaymentMethod"][method["Id"]] = method
+            c.next_id["PaymentMethod"] = len(c.entities["PaymentMethod"]) + 1
+        for name in TRANSACTIONS:
+            c.next_docnum.setdefault(name, 1001)
         for name in NAME_FIELD:
             c.names[name] = {}
         for name in TRANSACTIONS:
@@ -173,4 +255,6 @@ class Company:
         for name in (*NAME_FIELD, *TRANSACTIONS):
             for obj in c.entities[name].values():
                 c.put(name, obj, None)
+        for payment in c.entities["Payment"].values():
+            c.index_payment(payment["Id"], {}, payment_links(payment))
         return c
