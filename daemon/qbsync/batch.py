@@ -29,6 +29,7 @@ from .queries import load as load_queries
 from .refs import Ref, UnresolvedSetting, collect, substitute
 from .sync import (
     DEPENDENCY_NAMESPACE,
+    DEPENDENCY_TYPES,
     Pushed,
     Pusher,
     PushFailed,
@@ -179,6 +180,8 @@ class BatchPusher:
                     info = await p.entity(entity, f"{entity} {keys[0]}")
                 except PushFailed:
                     continue
+                if info.qbo_type not in DEPENDENCY_TYPES:
+                    continue  # a transaction: its rows wait for it (one by one says so)
                 mapped = await p.pool.fetch(Q.map_many, entity, keys)
                 for key, rec in zip(keys, mapped, strict=True):
                     if rec["error_code"] or rec["body"] is None:

@@ -1,6 +1,8 @@
 """Symbolic references in mapping output.
 
 `{"$ref": ["customer", "42"]}` names a shop row; it becomes `{"value": "<QuickBooks Id>"}`.
+`{"$id": ["order", "42"]}` names one too and becomes the plain Id string (for fields such as
+`LinkedTxn.TxnId` that take an Id, not a reference object).
 `{"$setting": "tax_code:24"}` names a per-realm configuration value (qbsync.realm_settings);
 it becomes that stored value. Other keys beside `$ref` (e.g. "name") are kept.
 """
@@ -25,14 +27,14 @@ def collect(body: Any) -> tuple[set[Ref], set[str]]:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if "$ref" in node:
-                ref = node["$ref"]
+            if "$ref" in node or "$id" in node:
+                ref = node.get("$ref", node.get("$id"))
                 if (
                     not isinstance(ref, list)
                     or len(ref) != 2
                     or not all(isinstance(part, str | int) for part in ref)
                 ):
-                    raise QbsyncError(f'malformed $ref {ref!r}: expected ["entity", "key"]')
+                    raise QbsyncError(f'malformed reference {ref!r}: expected ["entity", "key"]')
                 refs.add((str(ref[0]), str(ref[1])))
             elif "$setting" in node:
                 settings.add(str(node["$setting"]))
@@ -54,6 +56,8 @@ def substitute(
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
+            if "$id" in node:
+                return ids[(str(node["$id"][0]), str(node["$id"][1]))]
             if "$ref" in node:
                 ref = (str(node["$ref"][0]), str(node["$ref"][1]))
                 extra = {k: v for k, v in node.items() if k != "$ref"}

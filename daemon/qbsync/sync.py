@@ -38,6 +38,11 @@ Q = load_queries()
 # two daemons creating the same customer at once send the same requestid.
 DEPENDENCY_NAMESPACE = uuid.UUID("6f1c1f2e-3b1a-4a53-9a51-2a4d1b7c9e01")
 MAX_DEPENDENCY_DEPTH = 4
+# Name-list entities are pushed on demand as dependencies; a reference to a transaction
+# (an invoice a payment applies to) waits for that transaction's own push instead, which
+# has its own exactly-once machinery.
+DEPENDENCY_TYPES = frozenset({"Customer", "Item"})
+WAIT_FOR_TRANSACTION = 30.0  # seconds before a row waiting for another row's push retries
 # SQLSTATE classes after which the same mapping call may well succeed: connection,
 # resources, lock/serialization, operator intervention.
 TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
@@ -88,7 +93,7 @@ class Skipped:
 class PushFailed(Exception):
     """How a push failed, in the terms of qbsync.fail(): kind decides the row's fate."""
 
-    kind: str  # retry | permanent | throttled | auth | paused
+    kind: str  # retry | permanent | throttled | auth | paused | waiting
     message: str
     code: str | None = None
     operation: str = "push"
@@ -220,8 +225,8 @@ class Pusher:
             return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
         op = body.pop("$op", "upsert")
         existing = (await self.mapped({(row.entity, row.key)})).get((row.entity, row.key))
-        if op == "void":
-            return await self._void(row, info, existing)
+        if op in ("void", "delete"):
+            return await self._void(row, info, existing, op)
         if op != "upsert":
             raise PushFailed("permanent", f'{row.label}: unknown "$op" {op!r} in mapping output')
         if (existing and info.qbo_type == "Invoice" and row.origin != "capture"
@@ -254,7 +259,7 @@ class Pusher:
             "sent_doc_number": body.get("DocNumber"),
             "total_amount": obj.get("TotalAmt"),
             "operation": operation,
-            "qbo_status": "voided" if operation == "void" else "active",
+            "qbo_status": "active",
             # QuickBooks' own answer time when the client measured it, else the whole step
             "response_time_ms": self.client.last_response_ms
             or round((time.perf_counter() - started) * 1000),
@@ -305,6 +310,11 @@ class Pusher:
             if done:
                 return done.qbo_id
             info = await self.entity(entity, f"{label}: its {entity} {key}")
+            if info.qbo_type not in DEPENDENCY_TYPES:
+                raise PushFailed(
+                    "waiting", f"{label}: waits for {entity} {key} to reach QuickBooks first "
+                    f"(its {info.qbo_type} does not exist yet)", None, "wait",
+                    WAIT_FOR_TRANSACTION / self.time_scale)
             body = await self._map(entity, key, f"{label}: its {entity} {key}")
             if body is None:
                 raise PushFailed(
@@ -418,26 +428,30 @@ class Pusher:
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             raise qbo_failure(row.label, exc, "update", self.time_scale) from exc
 
-    async def _void(self, row: Row, info: EntityInfo, existing: Mapped | None
+    async def _void(self, row: Row, info: EntityInfo, existing: Mapped | None, op: str
                     ) -> Pushed | Skipped:
+        """Void (or delete) the transaction a row became; nothing to do when it never
+        reached QuickBooks or is already gone."""
+        done = {"void": "voided", "delete": "deleted"}[op]
         if existing is None:
-            return Skipped(f"{row.label}: cancelled before it was pushed; nothing to void")
-        if existing.qbo_status == "voided":
-            return Skipped(f"{row.label}: {info.qbo_type} {existing.qbo_id} is already void")
+            return Skipped(f"{row.label}: nothing to {op}: it never reached QuickBooks")
+        if existing.qbo_status == done:
+            return Skipped(f"{row.label}: {info.qbo_type} {existing.qbo_id} is already {done}")
         started = time.perf_counter()
-        request_id = uuid.uuid5(row.request_id, f"void:{existing.qbo_id}")
+        request_id = uuid.uuid5(row.request_id, f"{op}:{existing.qbo_id}")
+        call = self.client.void if op == "void" else self.client.delete
         try:
             try:
-                obj = await self.client.void(info.qbo_type, existing.qbo_id,
-                                             existing.sync_token or "0",
-                                             request_id=str(request_id))
+                obj = await call(info.qbo_type, existing.qbo_id, existing.sync_token or "0",
+                                 request_id=str(request_id))
             except StaleObject:
                 current = await self.client.read(info.qbo_type, existing.qbo_id)
-                obj = await self.client.void(
+                obj = await call(
                     info.qbo_type, existing.qbo_id, current["SyncToken"],
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(row.label, exc, "void", self.time_scale) from exc
-        result = self.result(info.qbo_type, obj, {}, "void", started)
+            raise qbo_failure(row.label, exc, op, self.time_scale) from exc
+        result = self.result(info.qbo_type, {"Id": existing.qbo_id, **obj}, {}, op, started)
+        result["qbo_status"] = done
         result["doc_number"] = result["doc_number"] or existing.doc_number
         return Pushed(result)

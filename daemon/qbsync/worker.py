@@ -79,6 +79,8 @@ class Worker:
         self._waiting = False
         self._snapshot: str | None = None
         self._settled = True
+        self._announced_at = 0.0
+        self._last_claim = 0.0
 
     @property
     def realm_id(self) -> str:
@@ -98,16 +100,26 @@ class Worker:
                     need_claim = await self._claim_round()
                     if need_claim:
                         continue
-                timeout = cfg.poll_interval if self._settled else cfg.settle_check
-                woke = await self._wait(stop, timeout)
-                if woke == "timeout" and not self._settled:
-                    self._settled = await self._db(Q.snapshot_settled, self._snapshot)
-                    need_claim = self._settled
+                if self._settled:  # sleep until the next fallback poll
+                    wait_for = max(0.0, self._last_claim + cfg.poll_interval - time.monotonic())
                 else:
+                    wait_for = cfg.settle_check
+                woke = await self._wait(stop, wait_for)
+                if woke != "timeout":
                     need_claim = True
-                if woke == "timeout" and self._settled and self._waiting:
-                    self._waiting = False  # re-announce on the next short claim: renews it
-                if self.paused_reason and woke == "timeout":
+                    continue
+                now = time.monotonic()
+                if not self._settled:
+                    # A transaction that stays open (a long report, a forgotten session)
+                    # never settles: after a poll interval the fallback poll covers it.
+                    self._settled = bool(await self._db(Q.snapshot_settled, self._snapshot)) \
+                        or now - self._announced_at > cfg.poll_interval
+                    need_claim = self._settled
+                if now - self._last_claim >= cfg.poll_interval:
+                    need_claim = True  # the fallback poll, whatever else goes on
+                if self._waiting and now - self._announced_at > cfg.poll_interval * 2:
+                    self._waiting = False  # renewed by the next short claim (it lasts 3 polls)
+                if self.paused_reason and need_claim:
                     await self._check_unpause()
         finally:
             leases.cancel()
@@ -134,6 +146,7 @@ class Worker:
 
     async def _claim_round(self) -> bool:
         """Claims for the free slots; True when another claim should follow at once."""
+        self._last_claim = time.monotonic()
         free = self.config.concurrency - len(self._tasks)
         if free <= 0 or self.paused_reason:
             return False
@@ -164,6 +177,7 @@ class Worker:
                                             self.config.poll_interval * 3)
             self._waiting = self._snapshot is not None
             self._settled = not self._waiting
+            self._announced_at = time.monotonic()
             return self._waiting  # claim once more now that triggers will notify
         return False
 

@@ -52,17 +52,24 @@ $$;
 -- The outbox: what is left to push. One pending row per (entity, key): repeated changes
 -- coalesce. A change while a row is running queues one pending row behind it; the claim
 -- never takes a key that is already running. Finished rows are deleted (the log keeps the
--- history), so this table stays small at any backlog; dead rows stay until retried or
--- superseded by a successful push of the same key.
+-- history), so this table stays small at any backlog; a dead row stays until retried or
+-- superseded by a successful push of the same key (at most one per key).
+--
+-- Capture inserts here in every tracked shop transaction, so the table is kept lean: no
+-- CHECK constraints and no partial indexes (each costs the insert a predicate evaluation),
+-- an enum for the state, three indexes in all. Invariants the constraints would state are
+-- kept by the functions that change rows (0002_daemon.sql).
+CREATE TYPE qbsync.outbox_state AS ENUM ('pending', 'running', 'dead');
+
 CREATE TABLE qbsync.outbox (
-    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id               bigint GENERATED ALWAYS AS IDENTITY (CACHE 32) PRIMARY KEY,
     entity           text NOT NULL,
     key              text NOT NULL,
-    state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'dead')),
+    state            qbsync.outbox_state NOT NULL DEFAULT 'pending',
     attempts         int NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
-    lease_owner      text,
-    lease_expires_at timestamptz,
+    lease_owner      text,            -- set exactly while running
+    lease_expires_at timestamptz,     -- set exactly while running
     -- QuickBooks requestid, fixed for the logical push across retries; set at first claim
     -- so that capture stays cheap.
     request_id       uuid,
@@ -71,18 +78,18 @@ CREATE TABLE qbsync.outbox (
     enqueued_at      timestamptz NOT NULL DEFAULT now(),
     last_attempt_at  timestamptz,
     last_error       text,
-    last_error_code  text,
-    CHECK ((state = 'running') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL))
+    last_error_code  text
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.02);
 COMMENT ON TABLE qbsync.outbox IS
     'Changes still to push. pending = waiting (next_attempt_at), running = leased by a daemon, dead = out of tries or unfixable (see last_error).';
 
-CREATE UNIQUE INDEX outbox_one_pending ON qbsync.outbox (entity, key) WHERE state = 'pending';
-CREATE UNIQUE INDEX outbox_one_running ON qbsync.outbox (entity, key) WHERE state = 'running';
-CREATE INDEX outbox_ready ON qbsync.outbox (next_attempt_at, id) WHERE state = 'pending';
-CREATE INDEX outbox_leases ON qbsync.outbox (lease_expires_at) WHERE state = 'running';
-CREATE INDEX outbox_dead ON qbsync.outbox (entity, key) WHERE state = 'dead';
+-- At most one row per key in each state: the arbiter of capture's ON CONFLICT (pending),
+-- the "is this key in flight?" check of the claim (running), the dead row a success
+-- supersedes (dead).
+CREATE UNIQUE INDEX outbox_key_state ON qbsync.outbox (entity, key, state);
+-- The claim's order (pending by time), expired leases (running) and the dead list.
+CREATE INDEX outbox_state_time ON qbsync.outbox (state, next_attempt_at, id);
 
 -- Shop key <-> QuickBooks object, per realm.
 CREATE TABLE qbsync.entity_map (
@@ -280,13 +287,19 @@ AS $$
     WHERE worker_id = p_worker_id AND waiting_until IS NOT NULL;
 $$;
 
--- True once every transaction that was running when `snap` was taken has ended.
+-- True once every transaction of this database that was running when `snap` was taken
+-- has ended (other databases' transactions cannot write to this outbox). SECURITY DEFINER:
+-- pg_stat_activity shows other roles' transaction ids only to privileged roles.
 CREATE FUNCTION qbsync.snapshot_settled(snap pg_snapshot) RETURNS boolean
-LANGUAGE sql VOLATILE
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT NOT EXISTS (
-        SELECT 1 FROM pg_snapshot_xip(snap) AS x WHERE pg_xact_status(x) = 'in progress');
+        SELECT 1
+        FROM pg_snapshot_xip(snap) AS x
+        JOIN pg_stat_activity AS a
+          ON a.backend_xid::text = (x::text::bigint & 4294967295)::text
+        WHERE a.datname = current_database());
 $$;
 
 -- Capture ----------------------------------------------------------------------------
@@ -321,9 +334,8 @@ BEGIN
     END IF;
     INSERT INTO qbsync.outbox (entity, key, force, origin)
     VALUES (p_entity, p_key, p_force, p_origin)
-    ON CONFLICT (entity, key) WHERE state = 'pending'
-    DO UPDATE SET force = qbsync.outbox.force OR excluded.force
-    WHERE excluded.force AND NOT qbsync.outbox.force;
+    ON CONFLICT (entity, key, state)
+    DO UPDATE SET force = true WHERE excluded.force AND NOT qbsync.outbox.force;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
     IF EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
         PERFORM pg_notify('qbsync_wakeup', '');
@@ -443,19 +455,28 @@ BEGIN
         DECLARE
             _qbsync_new text;
             _qbsync_old text;
+            _qbsync_held text := pg_catalog.current_setting(%L, true);
             _qbsync_added boolean := false;
         BEGIN
             IF TG_OP <> 'DELETE' THEN %s END IF;
             IF TG_OP <> 'INSERT' THEN %s END IF;
             IF _qbsync_old IS NOT DISTINCT FROM _qbsync_new THEN _qbsync_old := NULL; END IF;
-            IF _qbsync_new IS NOT NULL THEN
+            -- A key this transaction already queued (or locked) needs nothing more: an
+            -- order and its lines written together cost one outbox statement.
+            IF _qbsync_new IS NOT NULL AND _qbsync_new IS DISTINCT FROM _qbsync_held THEN
+                -- On conflict, the pending row is locked until this transaction ends, so
+                -- that no daemon pushes it before this change is visible; no row version
+                -- is written (WHERE false).
                 INSERT INTO qbsync.outbox (entity, key) VALUES (%L, _qbsync_new)
-                ON CONFLICT (entity, key) WHERE state = 'pending' DO NOTHING;
-                _qbsync_added := _qbsync_added OR FOUND;
+                ON CONFLICT (entity, key, state) DO UPDATE SET state = excluded.state
+                WHERE false;
+                _qbsync_added := FOUND;
+                PERFORM pg_catalog.set_config(%L, _qbsync_new, true);
             END IF;
             IF _qbsync_old IS NOT NULL THEN
                 INSERT INTO qbsync.outbox (entity, key) VALUES (%L, _qbsync_old)
-                ON CONFLICT (entity, key) WHERE state = 'pending' DO NOTHING;
+                ON CONFLICT (entity, key, state) DO UPDATE SET state = excluded.state
+                WHERE false;
                 _qbsync_added := _qbsync_added OR FOUND;
             END IF;
             -- Wake a sleeping daemon, only when a row was really added (not coalesced).
@@ -466,7 +487,8 @@ BEGIN
             RETURN NULL;
         END
         $f$
-    $body$, v_fn, v_schema, v_key_new, v_key_old, entity, entity);
+    $body$, v_fn, v_schema, 'qbsync.held_' || entity, v_key_new, v_key_old, entity,
+        'qbsync.held_' || entity, entity);
     EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', v_fn);
 
     -- Cheap filters in the trigger's WHEN clause run before the function is even called:

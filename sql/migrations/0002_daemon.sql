@@ -120,7 +120,7 @@ BEGIN
 
     PERFORM qbsync.write_back(p_entity, p_key, jsonb_build_object(
         'realm_id', p_realm,
-        'status', CASE v_status WHEN 'voided' THEN 'voided' ELSE 'synced' END,
+        'status', CASE WHEN v_status IN ('voided', 'deleted') THEN v_status ELSE 'synced' END,
         'qbo_id', p_result->>'qbo_id', 'doc_number', p_result->>'doc_number',
         'synced_at', v_now, 'attempted_at', v_now, 'error', NULL));
 
@@ -200,9 +200,35 @@ BEGIN
 END
 $$;
 
+-- Puts a running row back to pending. A change captured while it ran queued a pending row
+-- of the same key: the two merge into this one, which keeps its request id (its earlier
+-- tries may have reached QuickBooks) and takes the other's force flag. The push maps the
+-- shop row afresh, so the queued change is not lost.
+CREATE FUNCTION qbsync.requeue(p_row qbsync.outbox, p_at timestamptz, p_refund int,
+                               p_error text, p_code text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_force boolean;
+BEGIN
+    DELETE FROM qbsync.outbox
+    WHERE entity = p_row.entity AND key = p_row.key AND state = 'pending'
+    RETURNING force INTO v_force;
+    UPDATE qbsync.outbox
+    SET state = 'pending', attempts = greatest(attempts - p_refund, 0),
+        next_attempt_at = p_at, lease_owner = NULL, lease_expires_at = NULL,
+        force = force OR coalesce(v_force, false),
+        last_error = coalesce(p_error, last_error), last_error_code = coalesce(p_code, last_error_code)
+    WHERE id = p_row.id;
+END
+$$;
+
 -- A push failed. p_error: kind, message, code, operation, response_time_ms, retry_after.
---   kind 'throttled' | 'auth' | 'paused': not the row's fault; no try burnt, back after
---        retry_after seconds.
+--   kind 'throttled' | 'auth' | 'paused' | 'waiting': not the row's fault (a throttle, a
+--        token, a company to reconnect, a transaction it refers to not pushed yet); no try
+--        burnt, back after retry_after seconds.
 --   kind 'retry': transient; back after the entity's backoff, or dead when out of tries.
 --   kind 'permanent': a retry cannot fix it (validation, unmappable data): dead at once.
 -- Returns the row's new state ('pending' or 'dead'), or 'lost' if the lease was lost.
@@ -217,7 +243,7 @@ DECLARE
     v_kind text := coalesce(p_error->>'kind', 'retry');
     v_message text := coalesce(p_error->>'message', 'unknown error');
     v_now timestamptz := clock_timestamp();
-    v_free boolean := v_kind IN ('throttled', 'auth', 'paused');
+    v_free boolean := v_kind IN ('throttled', 'auth', 'paused', 'waiting');
     v_dead boolean;
     v_delay interval;
 BEGIN
@@ -236,13 +262,18 @@ BEGIN
             60));
     END IF;
 
-    UPDATE qbsync.outbox
-    SET state = CASE WHEN v_dead THEN 'dead' ELSE 'pending' END,
-        attempts = attempts - CASE WHEN v_free THEN 1 ELSE 0 END,
-        next_attempt_at = CASE WHEN v_dead THEN next_attempt_at ELSE v_now + v_delay END,
-        lease_owner = NULL, lease_expires_at = NULL,
-        last_error = v_message, last_error_code = p_error->>'code'
-    WHERE id = p_id;
+    IF v_dead THEN
+        -- One dead row per key: this failure supersedes an older one.
+        DELETE FROM qbsync.outbox
+        WHERE entity = v_row.entity AND key = v_row.key AND state = 'dead';
+        UPDATE qbsync.outbox
+        SET state = 'dead', lease_owner = NULL, lease_expires_at = NULL,
+            last_error = v_message, last_error_code = p_error->>'code'
+        WHERE id = p_id;
+    ELSE
+        PERFORM qbsync.requeue(v_row, v_now + v_delay,
+                               CASE WHEN v_free THEN 1 ELSE 0 END, v_message, p_error->>'code');
+    END IF;
 
     PERFORM qbsync.log(coalesce(p_error->>'operation', 'push'), v_row.entity, v_row.key,
         CASE WHEN v_dead THEN 'dead' ELSE 'retry' END, p_realm,
@@ -275,14 +306,18 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_count int;
+    v_row qbsync.outbox;
+    v_count int := 0;
 BEGIN
-    UPDATE qbsync.outbox
-    SET state = 'pending', attempts = greatest(attempts - 1, 0),
-        lease_owner = NULL, lease_expires_at = NULL
-    WHERE state = 'running' AND lease_owner = p_worker
-      AND (p_ids IS NULL OR id = ANY (p_ids));
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    FOR v_row IN
+        SELECT * FROM qbsync.outbox
+        WHERE state = 'running' AND lease_owner = p_worker
+          AND (p_ids IS NULL OR id = ANY (p_ids))
+        FOR UPDATE
+    LOOP
+        PERFORM qbsync.requeue(v_row, now(), 1, NULL, NULL);
+        v_count := v_count + 1;
+    END LOOP;
     RETURN v_count;
 END
 $$;
@@ -352,8 +387,8 @@ AS $$
     -- A daemon restarted under the same name: what its predecessor held is free at once
     -- (its tries stay counted: they may have reached QuickBooks, so the next one looks
     -- the object up before creating it).
-    UPDATE qbsync.outbox SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL
-    WHERE state = 'running' AND lease_owner = p_worker;
+    SELECT qbsync.requeue(o, now(), 0, NULL, NULL)
+    FROM qbsync.outbox o WHERE o.state = 'running' AND o.lease_owner = p_worker;
     INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES (p_worker, p_hostname, p_pid)
     ON CONFLICT (worker_id) DO UPDATE
         SET hostname = excluded.hostname, pid = excluded.pid, started_at = now(),

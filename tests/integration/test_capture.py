@@ -30,6 +30,14 @@ def shop(db: psycopg.Connection) -> psycopg.Connection:
     return db
 
 
+def clear_outbox(conn: psycopg.Connection) -> None:
+    """A fresh start, in a new transaction (capture remembers, per transaction, which keys
+    it already queued, and a shop transaction never deletes outbox rows)."""
+    conn.commit()
+    conn.execute("DELETE FROM qbsync.outbox")
+    conn.commit()
+
+
 def outbox(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
     return conn.execute("SELECT entity, key, state FROM qbsync.outbox ORDER BY id").fetchall()
 
@@ -50,14 +58,14 @@ def test_order_captured_when_it_becomes_completed(shop: psycopg.Connection) -> N
 
 def test_leaving_the_predicate_is_captured_too(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
-    shop.execute("DELETE FROM qbsync.outbox")
+    clear_outbox(shop)
     shop.execute("UPDATE shop.orders SET status = 'cancelled' WHERE id = 1")
     assert outbox(shop) == [("order", "1", "pending")]
 
 
 def test_unlisted_columns_enqueue_nothing(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
-    shop.execute("DELETE FROM qbsync.outbox")
+    clear_outbox(shop)
     shop.execute("UPDATE shop.orders SET note = 'gift wrap' WHERE id = 1")
     shop.execute("UPDATE shop.orders SET total = total WHERE id = 1")  # listed, unchanged
     assert outbox(shop) == []
@@ -74,10 +82,12 @@ def test_repeated_changes_coalesce(shop: psycopg.Connection) -> None:
 
 def test_change_while_in_flight_queues_one_more(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
-    shop.execute(
+    shop.commit()
+    shop.execute(  # a daemon claims it
         "UPDATE qbsync.outbox SET state = 'running', lease_owner = 'w1', "
         "lease_expires_at = now() + interval '1 minute'"
     )
+    shop.commit()
     shop.execute("UPDATE shop.orders SET total = 5 WHERE id = 1")
     shop.execute("UPDATE shop.orders SET total = 6 WHERE id = 1")
     assert outbox(shop) == [("order", "1", "running"), ("order", "1", "pending")]
@@ -85,10 +95,10 @@ def test_change_while_in_flight_queues_one_more(shop: psycopg.Connection) -> Non
 
 def test_child_row_enqueues_parent_key(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('pending'), ('completed')")
-    shop.execute("DELETE FROM qbsync.outbox")
+    clear_outbox(shop)
     shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1), (2, 3), (2, 4)")
     assert outbox(shop) == [("order", "2", "pending")]
-    shop.execute("DELETE FROM qbsync.outbox")
+    clear_outbox(shop)
     shop.execute("DELETE FROM shop.order_lines WHERE order_id = 2 AND qty = 3")
     assert outbox(shop) == [("order", "2", "pending")]
 
@@ -96,14 +106,14 @@ def test_child_row_enqueues_parent_key(shop: psycopg.Connection) -> None:
 def test_moving_a_child_enqueues_both_parents(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('completed'), ('completed')")
     shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1)")
-    shop.execute("DELETE FROM qbsync.outbox")
+    clear_outbox(shop)
     shop.execute("UPDATE shop.order_lines SET order_id = 2")
     assert sorted(outbox(shop)) == [("order", "1", "pending"), ("order", "2", "pending")]
 
 
 def test_daemon_writes_are_not_captured(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
-    shop.execute("DELETE FROM qbsync.outbox")
+    clear_outbox(shop)
     shop.commit()
     with shop.transaction():
         shop.execute("SET LOCAL qbsync.origin = 'daemon'")

@@ -11,7 +11,11 @@ from tests.integration.dixis_helpers import customer, order, outbox, product
 
 
 def clear(conn: psycopg.Connection) -> None:
+    """A fresh start in a new transaction: capture remembers per transaction which keys it
+    queued already (and a shop transaction never deletes outbox rows)."""
+    conn.commit()
     conn.execute("DELETE FROM qbsync.outbox")
+    conn.commit()
 
 
 def test_entities_are_registered(dixis_db: psycopg.Connection) -> None:
