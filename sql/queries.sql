@@ -51,7 +51,13 @@ FROM unnest($2::text[], $3::text[]) AS wanted(entity, key)
 JOIN qbsync.entity_map m ON m.realm_id = $1 AND m.entity = wanted.entity AND m.key = wanted.key;
 
 -- name: realm_settings
-SELECT name, value FROM qbsync.realm_settings WHERE realm_id = $1;
+SELECT name, value FROM qbsync.realm_settings WHERE realm_id = $1
+UNION ALL
+SELECT a.name, s.value
+FROM qbsync.setting_aliases a
+JOIN qbsync.realm_settings s ON s.realm_id = $1 AND s.name = a.target
+WHERE NOT EXISTS (SELECT 1 FROM qbsync.realm_settings o
+                  WHERE o.realm_id = $1 AND o.name = a.name);
 
 -- name: save_realm_setting
 INSERT INTO qbsync.realm_settings AS s (realm_id, name, value, source)
@@ -85,3 +91,25 @@ SELECT action, partition_name FROM qbsync.maintain_log_partitions();
 
 -- name: heartbeat
 UPDATE qbsync.workers SET heartbeat_at = now() WHERE worker_id = $1;
+
+-- name: cdc_cursor
+SELECT changed_since FROM qbsync.cdc_cursors WHERE realm_id = $1;
+
+-- name: save_cdc_cursor
+INSERT INTO qbsync.cdc_cursors AS c (realm_id, changed_since, polled_at, last_error)
+VALUES ($1, $2, now(), $3)
+ON CONFLICT (realm_id) DO UPDATE
+    SET changed_since = excluded.changed_since, polled_at = excluded.polled_at,
+        last_error = excluded.last_error;
+
+-- name: connected_at
+SELECT connected_at FROM qbsync.connections WHERE realm_id = $1;
+
+-- name: fold_stats
+SELECT qbsync.fold_stats();
+
+-- name: record_drift
+SELECT qbsync.record_drift($1, $2, $3::jsonb);
+
+-- name: managed_types
+SELECT DISTINCT qbo_type FROM qbsync.entities ORDER BY 1;

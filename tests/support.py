@@ -18,3 +18,9 @@ def url_for(dbname: str) -> str:
 def conn_url(conn: psycopg.Connection) -> str:
     """URL of the database a test connection points at (for subprocesses, asyncpg)."""
     return url_for(conn.info.dbname)
+
+
+# Dixis orders that end with an invoice in QuickBooks: delivered ones, except those
+# cancelled or refunded before any payment (their invoice, if any, is voided).
+INVOICED = ("completed_at IS NOT NULL AND NOT (status IN ('cancelled', 'refunded') "
+            "AND paid_at IS NULL)")

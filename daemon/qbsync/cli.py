@@ -130,3 +130,8 @@ from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402 - needs the names a
 
 for _command in _OPS_COMMANDS:
     main.add_command(_command)
+
+from .cli_admin import ADMIN_COMMANDS  # noqa: E402  # uses the helpers defined above
+
+for _admin_command in ADMIN_COMMANDS:
+    main.add_command(_admin_command)

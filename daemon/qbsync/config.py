@@ -238,6 +238,12 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour ------------------------------------------------------------------------
+    drift_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds between two reads of QuickBooks' change data capture, to find "
+        "changes made outside qbsync (qbsync.drift); 0 turns drift detection off",
+    )
     skip_invoiced_orders: bool = Field(
         default=True,
         description="skip an order that already has an invoice unless the push is forced",

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from . import logs, sdnotify, sentry
+from . import admin, drift, logs, sdnotify, sentry
 from .config import Settings
 from .db import Listener, create_pool
 from .errors import ConfigError
@@ -32,6 +32,7 @@ from .vault import Vault
 from .worker import DB_ERRORS, Worker, WorkerConfig
 
 log = logging.getLogger("qbsync.daemon")
+STATS_FOLD_INTERVAL = 5.0  # seconds between two folds of the dashboard counters
 Q = load_queries()
 
 
@@ -194,6 +195,33 @@ async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
         sdnotify.notify(STATUS=status)
 
 
+async def _duties(daemon: Daemon, stop: asyncio.Event) -> None:
+    """What the daemon does besides pushing rows: answer admin requests (reports,
+    connection tests), fold the dashboard counters, and look for drift in QuickBooks."""
+    settings = daemon.settings
+    realm_id = daemon.realm.realm_id
+    last_fold = last_drift = time.monotonic()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.poll_interval)
+        if stop.is_set() or daemon.worker.paused_reason:
+            continue
+        now = time.monotonic()
+        try:
+            await admin.handle_pending_requests(daemon.pool, daemon.client, realm_id,
+                                                worker=settings.worker_name)
+            if now - last_fold >= STATS_FOLD_INTERVAL:
+                last_fold = now
+                await daemon.pool.fetchval(Q.fold_stats)
+            if settings.drift_interval and now - last_drift >= settings.drift_interval:
+                last_drift = now
+                await drift.poll(daemon.pool, daemon.client, realm_id)
+        except DB_ERRORS as exc:
+            log.warning("background duty failed (database): %s", exc)
+        except (QboError, ReconnectRequired) as exc:
+            log.warning("drift detection failed: %s", exc)
+
+
 async def run(
     settings: Settings,
     *,
@@ -211,6 +239,7 @@ async def run(
     if daemon is None:
         return 0
     supervisor = asyncio.create_task(_supervise(daemon, stop), name="qbsync-supervise")
+    duties = asyncio.create_task(_duties(daemon, stop), name="qbsync-duties")
     try:
         sdnotify.notify(READY=1, STATUS=f"syncing to QuickBooks company {daemon.realm.realm_id}")
         log.info("qbsync %s syncing to company %s (%s)", settings.worker_name,
@@ -222,9 +251,10 @@ async def run(
     finally:
         sdnotify.notify(STOPPING=1)
         stop.set()
-        supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
+        for task in (supervisor, duties):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await daemon.close()
         log.info("qbsync %s stopped", settings.worker_name)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -38,13 +39,20 @@ class Realm:
         self.settings = {r["name"]: r["value"] for r in rows}
 
 
+def slug(name: str) -> str:
+    """"Credit Card" -> "credit_card": the suffix of looked-up setting names."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def _rate_key(rate: Any) -> str:
     """24.0 -> "24", 6.5 -> "6.5": the suffix of the tax_code:<rate> setting names."""
     return format(Decimal(str(rate)).normalize(), "f")
 
 
 async def look_up_references(client: CompanyReader) -> dict[str, Any]:
-    """What mappings may reference by configuration, looked up in the company itself."""
+    """What mappings may reference by configuration, looked up in the company itself:
+    tax_code:<rate>, income_account, payment_method:<name>, deposit_account:undeposited_funds
+    and deposit_account:bank, custom_txn_numbers."""
     found: dict[str, Any] = {}
     rates = {r["Id"]: r for r in await client.query("SELECT * FROM TaxRate")
              if r.get("Active", True)}
@@ -64,6 +72,18 @@ async def look_up_references(client: CompanyReader) -> dict[str, Any]:
     accounts.sort(key=lambda a: (a.get("AccountSubType") != "SalesOfProductIncome", int(a["Id"])))
     if accounts:
         found["income_account"] = {"value": accounts[0]["Id"], "name": accounts[0].get("Name")}
+    for method in await client.query("SELECT * FROM PaymentMethod"):
+        if method.get("Active", True) and method.get("Name"):
+            found.setdefault(f"payment_method:{slug(method['Name'])}",
+                             {"value": method["Id"], "name": method["Name"]})
+    for account in await client.query("SELECT * FROM Account"):
+        if not account.get("Active", True):
+            continue
+        ref = {"value": account["Id"], "name": account.get("Name")}
+        if account.get("AccountSubType") == "UndepositedFunds":
+            found.setdefault("deposit_account:undeposited_funds", ref)
+        elif account.get("AccountType") == "Bank":
+            found.setdefault("deposit_account:bank", ref)
     prefs = await client.preferences()
     custom = (prefs.get("SalesFormsPrefs") or {}).get("CustomTxnNumbers")
     found["custom_txn_numbers"] = bool(custom)

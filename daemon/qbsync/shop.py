@@ -5,6 +5,8 @@ A shop is a directory `sql/shops/<name>/` holding, in load order:
 * `schema.sql`   the shop's own tables (schema `<name>`), loaded once;
 * `generate.sql` `<name>.generate(orders, seed)`, a fast deterministic data generator;
 * `mapping.sql`  the `qbsync_map` functions (the mapping contract of DESIGN.md);
+* `admin.sql`    the optional admin parts of the contract (`_key_exists`, `_unsynced_count`,
+                 `_revenue`; see sql/migrations/0004_admin.sql);
 * `track.sql`    `qbsync.define_entity` + `qbsync.track` calls (needs `qbsync migrate` first).
 """
 
@@ -54,7 +56,8 @@ def install_shop(conn: psycopg.Connection, name: str = "dixis", *, track: bool =
             )
         if not _exists(conn, "SELECT to_regnamespace(%s) IS NOT NULL", name):
             conn.execute(_read(name, "schema.sql"))  # type: ignore[arg-type]  # our own file
-        for file in ("generate.sql", "mapping.sql", *(("track.sql",) if track else ())):
+        for file in ("generate.sql", "mapping.sql", "admin.sql",
+                     *(("track.sql",) if track else ())):
             if not (directory / file).is_file():
                 raise QbsyncError(f"sample shop {name}: {directory / file} is missing")
             conn.execute(_read(name, file))  # type: ignore[arg-type]  # our own file

@@ -10,6 +10,7 @@ key (DocNumber, DisplayName, Name or the PrivateNote marker) and adopts what it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -42,7 +43,7 @@ MAX_DEPENDENCY_DEPTH = 4
 # (an invoice a payment applies to) waits for that transaction's own push instead, which
 # has its own exactly-once machinery.
 DEPENDENCY_TYPES = frozenset({"Customer", "Item"})
-WAIT_FOR_TRANSACTION = 30.0  # seconds before a row waiting for another row's push retries
+WAIT_FOR_TRANSACTION = 5.0  # seconds before a row waiting for another row's push retries
 # SQLSTATE classes after which the same mapping call may well succeed: connection,
 # resources, lock/serialization, operator intervention.
 TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
@@ -205,6 +206,10 @@ class Pusher:
         self.time_scale = time_scale
         self.worker_id = worker_id
         self._dependency_locks: dict[Ref, asyncio.Lock] = {}
+        # Rows this process is pushing one by one, by key, done when their outcome is
+        # recorded: a payment claimed together with its order waits for it here instead of
+        # coming back later.
+        self.in_flight: dict[Ref, asyncio.Future[None]] = {}
 
     # -- the row ---------------------------------------------------------------------
 
@@ -260,6 +265,7 @@ class Pusher:
             "total_amount": obj.get("TotalAmt"),
             "operation": operation,
             "qbo_status": "active",
+            "object": obj,  # entity_map keeps its digest, for drift detection
             # QuickBooks' own answer time when the client measured it, else the whole step
             "response_time_ms": self.client.last_response_ms
             or round((time.perf_counter() - started) * 1000),
@@ -311,6 +317,13 @@ class Pusher:
                 return done.qbo_id
             info = await self.entity(entity, f"{label}: its {entity} {key}")
             if info.qbo_type not in DEPENDENCY_TYPES:
+                pushing = self.in_flight.get(ref)
+                if pushing is not None and ref not in chain:
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(pushing), info.deadline_seconds)
+                    done = (await self.mapped({ref})).get(ref)
+                    if done:
+                        return done.qbo_id
                 raise PushFailed(
                     "waiting", f"{label}: waits for {entity} {key} to reach QuickBooks first "
                     f"(its {info.qbo_type} does not exist yet)", None, "wait",

@@ -165,6 +165,8 @@ class Worker:
             self._tasks[task] = rows
             return len(rows) == want
         for row in rows:
+            self.pusher.in_flight[(row.entity, row.key)] = \
+                asyncio.get_running_loop().create_future()
             task = asyncio.create_task(self._process(row), name=f"push {row.label}")
             self._tasks[task] = [row]
         if len(rows) == free:
@@ -172,6 +174,8 @@ class Worker:
                 self._waiting = False
                 await self._db(Q.stop_waiting, self.config.worker_id)
             return True
+        if self._waiting and time.monotonic() - self._announced_at > self.config.poll_interval:
+            self._waiting = False  # renew the announcement before it expires (3 polls)
         if not self._waiting and self.config.wakeup_notify:
             self._snapshot = await self._db(Q.announce_waiting, self.config.worker_id,
                                             self.config.poll_interval * 3)
@@ -214,6 +218,14 @@ class Worker:
     # -- one row --------------------------------------------------------------------
 
     async def _process(self, row: Row) -> None:
+        try:
+            await self._push_and_record(row)
+        finally:
+            done = self.pusher.in_flight.pop((row.entity, row.key), None)
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    async def _push_and_record(self, row: Row) -> None:
         deadline = self.pusher.entities[row.entity].deadline_seconds \
             if row.entity in self.pusher.entities else 120
         outcome: Pushed | Skipped | PushFailed

@@ -16,7 +16,8 @@ CREATE TABLE qbsync.settings (
 INSERT INTO qbsync.settings (name, value, description) VALUES
     ('log_retention_months', '12', 'integration_logs partitions older than this many months are dropped'),
     ('log_partitions_ahead', '3', 'monthly integration_logs partitions created ahead of time'),
-    ('wakeup_notify', 'true', 'capture triggers NOTIFY a waiting daemon; false = daemons rely on polling alone');
+    ('wakeup_notify', 'true', 'capture triggers NOTIFY a waiting daemon; false = daemons rely on polling alone'),
+    ('max_wait_seconds', '86400', 'a row waiting for another row to reach QuickBooks (a payment for its invoice) goes dead after this long');
 
 CREATE FUNCTION qbsync.setting(p_name text) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -101,6 +102,9 @@ CREATE TABLE qbsync.entity_map (
     sync_token  text,
     doc_number  text,
     qbo_status  text NOT NULL DEFAULT 'active' CHECK (qbo_status IN ('active', 'voided', 'deleted', 'inactive')),
+    -- The business fields of the object as qbsync last wrote or accepted it
+    -- (qbsync.qbo_digest): drift detection compares QuickBooks' current object to it.
+    digest      jsonb,
     request_id  uuid,
     created_at  timestamptz NOT NULL DEFAULT now(),
     synced_at   timestamptz NOT NULL DEFAULT now(),
@@ -231,6 +235,18 @@ CREATE TABLE qbsync.realm_settings (
 );
 COMMENT ON TABLE qbsync.realm_settings IS
     'Configuration references ({"$setting": name} in mappings) per QuickBooks company, e.g. tax_code:24 -> {"value": "7"}.';
+
+-- Shop vocabulary for configuration references, shared by every company: a mapping may
+-- say {"$setting": "payment_method:cod"} and the DBA point that at what the daemon looks up
+-- in each company ("payment_method:cash"). A realm_settings row of the alias's own name
+-- (an override) wins.
+CREATE TABLE qbsync.setting_aliases (
+    name        text PRIMARY KEY,
+    target      text NOT NULL,
+    description text
+);
+COMMENT ON TABLE qbsync.setting_aliases IS
+    'Mapping-level setting names resolved through another setting of each company, e.g. payment_method:cod -> payment_method:cash.';
 
 -- Running daemons. waiting_until is set while a daemon sleeps on LISTEN: capture triggers
 -- NOTIFY only then, so busy shops pay no commit-time NOTIFY lock. It expires by itself,

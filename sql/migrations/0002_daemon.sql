@@ -28,12 +28,13 @@ AS $$
     ), picked AS (
         SELECT id FROM expired UNION SELECT id FROM ready LIMIT p_limit
     )
+    -- ANY(ARRAY(...)) rather than a join: planned without knowing p_limit, a join may
+    -- become a hash join over the whole outbox (slow at a million pending rows).
     UPDATE qbsync.outbox o
     SET state = 'running', lease_owner = p_worker, lease_expires_at = now() + p_lease,
         attempts = o.attempts + 1, last_attempt_at = now(),
         request_id = coalesce(o.request_id, gen_random_uuid())
-    FROM picked
-    WHERE o.id = picked.id
+    WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING o.*;
 $$;
 
@@ -91,6 +92,41 @@ BEGIN
 END
 $$;
 
+-- The fields of a QuickBooks object that matter to the books: what drift detection
+-- compares. Balances (moved by payments), SyncTokens, memos and timestamps are left out.
+CREATE FUNCTION qbsync.qbo_digest(p_type text, p_obj jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p_obj IS NULL THEN NULL
+        WHEN p_type IN ('Invoice', 'CreditMemo', 'RefundReceipt', 'Payment') THEN
+            jsonb_strip_nulls(jsonb_build_object(
+                'TotalAmt', (p_obj->>'TotalAmt')::numeric,
+                'CustomerRef', p_obj->'CustomerRef'->>'value',
+                'DocNumber', p_obj->>'DocNumber',
+                'TxnDate', p_obj->>'TxnDate',
+                'Voided', CASE WHEN (p_obj->>'Voided')::boolean THEN true END,
+                'Lines', (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                              'Amount', (l->>'Amount')::numeric,
+                              'Item', l->'SalesItemLineDetail'->'ItemRef'->>'value',
+                              'Qty', (l->'SalesItemLineDetail'->>'Qty')::numeric,
+                              'TaxCode', l->'SalesItemLineDetail'->'TaxCodeRef'->>'value',
+                              'Linked', l->'LinkedTxn'->0->>'TxnId')) ORDER BY ord)
+                          FROM jsonb_array_elements(p_obj->'Line') WITH ORDINALITY AS t(l, ord)
+                          WHERE l->>'DetailType' IS DISTINCT FROM 'SubTotalLineDetail')))
+        WHEN p_type = 'Customer' THEN jsonb_strip_nulls(jsonb_build_object(
+                'DisplayName', p_obj->>'DisplayName',
+                'Email', p_obj->'PrimaryEmailAddr'->>'Address',
+                'Active', (p_obj->>'Active')::boolean))
+        WHEN p_type = 'Item' THEN jsonb_strip_nulls(jsonb_build_object(
+                'Name', p_obj->>'Name', 'Sku', p_obj->>'Sku',
+                'UnitPrice', (p_obj->>'UnitPrice')::numeric,
+                'Active', (p_obj->>'Active')::boolean))
+        ELSE jsonb_build_object('SyncToken', p_obj->>'SyncToken')
+    END;
+$$;
+
 -- Records a successful push of (entity, key): entity_map, write-back, log, event.
 -- p_result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation, qbo_status,
 -- sent_doc_number, response_time_ms, request_id, attempt, message.
@@ -107,16 +143,18 @@ DECLARE
 BEGIN
     INSERT INTO qbsync.entity_map AS m
         (realm_id, entity, key, qbo_type, qbo_id, sync_token, doc_number, qbo_status,
-         request_id, synced_at)
+         digest, request_id, synced_at)
     VALUES (p_realm, p_entity, p_key, p_result->>'qbo_type', p_result->>'qbo_id',
             p_result->>'sync_token', p_result->>'doc_number', v_status,
+            qbsync.qbo_digest(p_result->>'qbo_type', p_result->'object'),
             (p_result->>'request_id')::uuid, v_now)
     ON CONFLICT (realm_id, entity, key) DO UPDATE
         SET qbo_type = excluded.qbo_type, qbo_id = excluded.qbo_id,
             sync_token = excluded.sync_token,
             doc_number = coalesce(excluded.doc_number, m.doc_number),
-            qbo_status = excluded.qbo_status, request_id = excluded.request_id,
-            synced_at = excluded.synced_at;
+            qbo_status = excluded.qbo_status,
+            digest = coalesce(excluded.digest, m.digest),
+            request_id = excluded.request_id, synced_at = excluded.synced_at;
 
     PERFORM qbsync.write_back(p_entity, p_key, jsonb_build_object(
         'realm_id', p_realm,
@@ -125,7 +163,8 @@ BEGIN
         'synced_at', v_now, 'attempted_at', v_now, 'error', NULL));
 
     PERFORM qbsync.log(coalesce(p_result->>'operation', 'push'), p_entity, p_key, 'success',
-                       p_realm, p_result - '{qbo_type,sync_token,qbo_status}'::text[], p_actor);
+                       p_realm, p_result - '{qbo_type,sync_token,qbo_status,object}'::text[],
+                       p_actor);
 
     v_event := jsonb_build_object(
         'event', p_entity || '.synced.quickbooks',
@@ -252,6 +291,14 @@ BEGIN
         RETURN 'lost';
     END IF;
     SELECT * INTO v_entity FROM qbsync.entities WHERE entity = v_row.entity;
+    IF v_kind = 'waiting' AND v_row.enqueued_at
+            < now() - make_interval(secs => coalesce((qbsync.setting('max_wait_seconds'))::int, 86400)) THEN
+        -- It has waited long enough: what it waits for is not coming by itself.
+        v_kind := 'permanent';
+        v_free := false;
+        v_message := v_message || format(' (waited since %s; resync what it waits for, then retry_dead)',
+                                         v_row.enqueued_at);
+    END IF;
     v_dead := v_kind = 'permanent'
               OR (v_kind = 'retry' AND v_row.attempts >= coalesce(v_entity.max_attempts, 3));
     IF v_free THEN
@@ -276,7 +323,9 @@ BEGIN
     END IF;
 
     PERFORM qbsync.log(coalesce(p_error->>'operation', 'push'), v_row.entity, v_row.key,
-        CASE WHEN v_dead THEN 'dead' ELSE 'retry' END, p_realm,
+        -- a row waiting for another one's push has not failed: logged as information
+        CASE WHEN v_dead THEN 'dead' WHEN v_kind = 'waiting' THEN 'info' ELSE 'retry' END,
+        p_realm,
         (p_error - 'kind') || jsonb_build_object(
             'attempt', v_row.attempts, 'request_id', v_row.request_id, 'kind', v_kind,
             'next_attempt_at', CASE WHEN v_dead THEN NULL ELSE v_now + v_delay END),

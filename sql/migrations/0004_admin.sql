@@ -63,54 +63,80 @@ AS $$ SELECT to_regprocedure(format('qbsync_map.%I(%s)', p_entity || p_suffix, p
 -- Stats counters ---------------------------------------------------------------------------
 -- The dashboard must answer in milliseconds with tens of millions of log rows, so the
 -- numbers it shows per day are counted as rows are written, not by scanning the log:
--- log_counts per (day, entity, status) and map_counts per (day of first sync, entity).
--- Days are in the setting dashboard_time_zone. `slot` spreads concurrent writers over a
--- few rows (pg_backend_pid() % 8) so that daemons finishing pushes at the same moment never
--- queue behind one counter row. Maintained by triggers (SECURITY DEFINER: writers need no
--- grant); rebuilt from scratch by qbsync.rebuild_stats().
-CREATE TABLE qbsync.log_counts (
+-- per (day, entity, status) for the log and per (day of first sync, entity) for the map.
+-- Days are in the setting dashboard_time_zone. Writers only ever INSERT a +1/-1 delta
+-- (no row to lock: a push's transaction never waits behind another's counter), and
+-- qbsync.fold_stats() (the daemon calls it every few seconds) folds the deltas into the
+-- totals. The views log_counts and map_counts add both. Maintained by triggers
+-- (SECURITY DEFINER: writers need no grant); rebuilt from scratch by qbsync.rebuild_stats().
+CREATE TABLE qbsync.log_count_totals (
     model_type text NOT NULL,
     day        date NOT NULL,
     status     text NOT NULL,
     realm_id   text NOT NULL DEFAULT '',
-    slot       smallint NOT NULL DEFAULT 0,
     n          bigint NOT NULL,
-    PRIMARY KEY (model_type, day, status, realm_id, slot)
-) WITH (fillfactor = 70);
-COMMENT ON TABLE qbsync.log_counts IS
-    'integration_logs rows per entity, day (in dashboard_time_zone) and status, kept by triggers; read by the dashboard. Rebuild: SELECT qbsync.rebuild_stats().';
+    PRIMARY KEY (model_type, day, status, realm_id)
+);
+CREATE TABLE qbsync.log_count_deltas (
+    model_type text NOT NULL,
+    day        date NOT NULL,
+    status     text NOT NULL,
+    realm_id   text NOT NULL DEFAULT '',
+    n          int NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0.01);
+CREATE VIEW qbsync.log_counts AS
+    SELECT model_type, day, status, realm_id, n FROM qbsync.log_count_totals
+    UNION ALL
+    SELECT model_type, day, status, realm_id, n FROM qbsync.log_count_deltas;
+COMMENT ON VIEW qbsync.log_counts IS
+    'integration_logs rows per entity, day (in dashboard_time_zone) and status (sum n per group), kept by triggers; read by the dashboard. Rebuild: SELECT qbsync.rebuild_stats().';
 
-CREATE TABLE qbsync.map_counts (
+CREATE TABLE qbsync.map_count_totals (
     entity   text NOT NULL,
     realm_id text NOT NULL,
     day      date NOT NULL,
-    slot     smallint NOT NULL DEFAULT 0,
     n        bigint NOT NULL,
-    PRIMARY KEY (entity, realm_id, day, slot)
-) WITH (fillfactor = 70);
-COMMENT ON TABLE qbsync.map_counts IS
-    'entity_map rows per entity, realm and day of first sync (created_at in dashboard_time_zone), kept by triggers; read by the dashboard.';
+    PRIMARY KEY (entity, realm_id, day)
+);
+CREATE TABLE qbsync.map_count_deltas (
+    entity   text NOT NULL,
+    realm_id text NOT NULL,
+    day      date NOT NULL,
+    n        int NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0.01);
+CREATE VIEW qbsync.map_counts AS
+    SELECT entity, realm_id, day, n FROM qbsync.map_count_totals
+    UNION ALL
+    SELECT entity, realm_id, day, n FROM qbsync.map_count_deltas;
+COMMENT ON VIEW qbsync.map_counts IS
+    'entity_map rows per entity, realm and day of first sync (created_at in dashboard_time_zone), sum n per group; kept by triggers; read by the dashboard.';
 
-CREATE FUNCTION qbsync.stats_day(p_at timestamptz) RETURNS date
+-- The day of a timestamp in dashboard_time_zone. The triggers inline the same lookup (a
+-- plain cached query, no nested function call: they run on every log row).
+CREATE FUNCTION qbsync.stats_tz() RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (p_at AT TIME ZONE coalesce(qbsync.setting('dashboard_time_zone') #>> '{}', 'UTC'))::date $$;
+AS $$
+    SELECT coalesce((SELECT value #>> '{}' FROM qbsync.settings WHERE name = 'dashboard_time_zone'),
+                    'UTC')
+$$;
 
 CREATE FUNCTION qbsync.count_log_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_tz text := coalesce((SELECT value #>> '{}' FROM qbsync.settings
+                           WHERE name = 'dashboard_time_zone'), 'UTC');
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO qbsync.log_counts AS c (model_type, day, status, realm_id, slot, n)
-        VALUES (NEW.model_type, qbsync.stats_day(NEW.created_at), NEW.status,
-                coalesce(NEW.realm_id, ''), pg_backend_pid() % 8, 1)
-        ON CONFLICT (model_type, day, status, realm_id, slot) DO UPDATE SET n = c.n + 1;
+        INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
+        VALUES (NEW.model_type, (NEW.created_at AT TIME ZONE v_tz)::date, NEW.status,
+                coalesce(NEW.realm_id, ''), 1);
     ELSE
-        INSERT INTO qbsync.log_counts AS c (model_type, day, status, realm_id, slot, n)
-        VALUES (OLD.model_type, qbsync.stats_day(OLD.created_at), OLD.status,
-                coalesce(OLD.realm_id, ''), pg_backend_pid() % 8, -1)
-        ON CONFLICT (model_type, day, status, realm_id, slot) DO UPDATE SET n = c.n - 1;
+        INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
+        VALUES (OLD.model_type, (OLD.created_at AT TIME ZONE v_tz)::date, OLD.status,
+                coalesce(OLD.realm_id, ''), -1);
     END IF;
     RETURN NULL;
 END
@@ -125,16 +151,17 @@ CREATE FUNCTION qbsync.count_map_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_tz text := coalesce((SELECT value #>> '{}' FROM qbsync.settings
+                           WHERE name = 'dashboard_time_zone'), 'UTC');
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        INSERT INTO qbsync.map_counts AS c (entity, realm_id, day, slot, n)
-        VALUES (OLD.entity, OLD.realm_id, qbsync.stats_day(OLD.created_at), pg_backend_pid() % 8, -1)
-        ON CONFLICT (entity, realm_id, day, slot) DO UPDATE SET n = c.n + excluded.n;
+        INSERT INTO qbsync.map_count_deltas (entity, realm_id, day, n)
+        VALUES (OLD.entity, OLD.realm_id, (OLD.created_at AT TIME ZONE v_tz)::date, -1);
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO qbsync.map_counts AS c (entity, realm_id, day, slot, n)
-        VALUES (NEW.entity, NEW.realm_id, qbsync.stats_day(NEW.created_at), pg_backend_pid() % 8, 1)
-        ON CONFLICT (entity, realm_id, day, slot) DO UPDATE SET n = c.n + excluded.n;
+        INSERT INTO qbsync.map_count_deltas (entity, realm_id, day, n)
+        VALUES (NEW.entity, NEW.realm_id, (NEW.created_at AT TIME ZONE v_tz)::date, 1);
     END IF;
     RETURN NULL;
 END
@@ -147,6 +174,36 @@ CREATE TRIGGER entity_map_count_moved AFTER UPDATE OF realm_id, entity, created_
     WHEN ((OLD.realm_id, OLD.entity, OLD.created_at) IS DISTINCT FROM (NEW.realm_id, NEW.entity, NEW.created_at))
     EXECUTE FUNCTION qbsync.count_map_row();
 
+-- Folds the deltas into the totals (the daemon calls it every few seconds; the dashboard
+-- reads totals + deltas, so it is exact whenever it runs). Returns the deltas folded.
+CREATE FUNCTION qbsync.fold_stats() RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_log int;
+    v_map int;
+BEGIN
+    WITH taken AS (DELETE FROM qbsync.log_count_deltas RETURNING *),
+         summed AS (SELECT model_type, day, status, realm_id, sum(n) AS n, count(*) AS rows
+                    FROM taken GROUP BY 1, 2, 3, 4),
+         folded AS (
+             INSERT INTO qbsync.log_count_totals AS t (model_type, day, status, realm_id, n)
+             SELECT model_type, day, status, realm_id, n FROM summed
+             ON CONFLICT (model_type, day, status, realm_id) DO UPDATE SET n = t.n + excluded.n)
+    SELECT coalesce(sum(rows), 0) INTO v_log FROM summed;
+    WITH taken AS (DELETE FROM qbsync.map_count_deltas RETURNING *),
+         summed AS (SELECT entity, realm_id, day, sum(n) AS n, count(*) AS rows
+                    FROM taken GROUP BY 1, 2, 3),
+         folded AS (
+             INSERT INTO qbsync.map_count_totals AS t (entity, realm_id, day, n)
+             SELECT entity, realm_id, day, n FROM summed
+             ON CONFLICT (entity, realm_id, day) DO UPDATE SET n = t.n + excluded.n)
+    SELECT coalesce(sum(rows), 0) INTO v_map FROM summed;
+    RETURN v_log + v_map;
+END
+$$;
+
 -- Recounts both counter tables from the log and the map (after a change of
 -- dashboard_time_zone, a bulk load with triggers disabled, or to compact them). Blocks
 -- writes to both tables while it runs (seconds per ten million log rows).
@@ -155,19 +212,21 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_tz text := coalesce(qbsync.setting('dashboard_time_zone') #>> '{}', 'UTC');
+    v_tz text := qbsync.stats_tz();
 BEGIN
     LOCK TABLE qbsync.integration_logs, qbsync.entity_map IN SHARE MODE;
-    DELETE FROM qbsync.log_counts;
-    INSERT INTO qbsync.log_counts (model_type, day, status, realm_id, slot, n)
-    SELECT model_type, (created_at AT TIME ZONE v_tz)::date, status, coalesce(realm_id, ''), 0, count(*)
+    DELETE FROM qbsync.log_count_deltas;
+    DELETE FROM qbsync.log_count_totals;
+    INSERT INTO qbsync.log_count_totals (model_type, day, status, realm_id, n)
+    SELECT model_type, (created_at AT TIME ZONE v_tz)::date, status, coalesce(realm_id, ''), count(*)
     FROM qbsync.integration_logs GROUP BY 1, 2, 3, 4;
-    DELETE FROM qbsync.map_counts;
-    INSERT INTO qbsync.map_counts (entity, realm_id, day, slot, n)
-    SELECT entity, realm_id, (created_at AT TIME ZONE v_tz)::date, 0, count(*)
+    DELETE FROM qbsync.map_count_deltas;
+    DELETE FROM qbsync.map_count_totals;
+    INSERT INTO qbsync.map_count_totals (entity, realm_id, day, n)
+    SELECT entity, realm_id, (created_at AT TIME ZONE v_tz)::date, count(*)
     FROM qbsync.entity_map GROUP BY 1, 2, 3;
-    RETURN QUERY SELECT (SELECT coalesce(sum(n), 0)::bigint FROM qbsync.log_counts),
-                        (SELECT coalesce(sum(n), 0)::bigint FROM qbsync.map_counts);
+    RETURN QUERY SELECT (SELECT coalesce(sum(n), 0)::bigint FROM qbsync.log_count_totals),
+                        (SELECT coalesce(sum(n), 0)::bigint FROM qbsync.map_count_totals);
 END
 $$;
 COMMENT ON FUNCTION qbsync.rebuild_stats() IS
@@ -425,7 +484,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_today date := (now() AT TIME ZONE coalesce(qbsync.setting('dashboard_time_zone') #>> '{}', 'UTC'))::date;
+    v_today date := (now() AT TIME ZONE qbsync.stats_tz())::date;
     v_start date;
     v_id bigint;
 BEGIN
@@ -436,7 +495,9 @@ BEGIN
                   HINT = 'For other dates: qbsync.request_report(from_date, to_date).';
     END IF;
     v_start := date_trunc(period, v_today::timestamp)::date;
-    v_id := qbsync.request_report(v_start, (v_start + ('1 ' || period)::interval)::date - 1);
+    v_id := qbsync.request_report(v_start, (v_start + CASE period
+        WHEN 'week' THEN interval '1 week' WHEN 'month' THEN interval '1 month'
+        WHEN 'quarter' THEN interval '3 months' ELSE interval '1 year' END)::date - 1);
     UPDATE qbsync.admin_requests SET params = params || jsonb_build_object('period', period)
     WHERE id = v_id;
     RETURN v_id;
@@ -693,7 +754,7 @@ DECLARE
 BEGIN
     INSERT INTO qbsync.outbox (entity, key, origin)
     SELECT DISTINCT p_entity, k, p_origin FROM unnest(p_keys) AS k WHERE k IS NOT NULL
-    ON CONFLICT (entity, key) WHERE state = 'pending' DO NOTHING;
+    ON CONFLICT DO NOTHING;   -- the key's pending row (the outbox's unique key per state)
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 AND EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
         PERFORM pg_notify('qbsync_wakeup', '');
@@ -859,7 +920,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_today date := qbsync.stats_day(now());
+    v_today date := (now() AT TIME ZONE qbsync.stats_tz())::date;
     v_month date := date_trunc('month', v_today)::date;
     v_ok bigint;
     v_bad bigint;
@@ -1179,13 +1240,15 @@ BEGIN
         SELECT p.oid::regprocedure FROM pg_proc p
         WHERE p.pronamespace = 'qbsync'::regnamespace
           AND p.proname IN ('claim', 'extend_leases', 'complete', 'fail', 'skip', 'release',
-                            'held', 'record_success', 'write_back', 'log', 'map',
+                            'held', 'requeue', 'record_success', 'write_back', 'log', 'map',
+                            'map_many', 'ready_backlog',
                             'announce_waiting', 'stop_waiting', 'snapshot_settled',
                             'register_worker', 'unregister_worker', 'maintain_log_partitions',
                             'setting', 'take_permit', 'return_permit', 'throttled',
                             'set_rate_limits', 'claim_admin_requests', 'finish_admin_request',
                             'fail_admin_request', 'store_report', 'report_total',
-                            'invoice_entity', 'mapping_function', 'raise_notice')
+                            'invoice_entity', 'mapping_function', 'raise_notice',
+                            'fold_stats', 'qbo_digest')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO qbsync_daemon', v_fn);
     END LOOP;

@@ -20,7 +20,7 @@ from qbsync.migrate import migrate
 from qbsync.pgcluster import TempCluster
 from tests.daemon_support import connect_shop
 from tests.process_support import DaemonProcess, daemon_env, wait_drained
-from tests.support import conn_url
+from tests.support import INVOICED, conn_url
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def completed_orders(conn: psycopg.Connection) -> dict[str, str]:
     conn.commit()
     return dict(conn.execute(
         "SELECT dixis.order_number(id, created_at), id::text FROM dixis.orders "
-        "WHERE status = 'completed'").fetchall())
+        "WHERE " + INVOICED).fetchall())
 
 
 def assert_exactly_once(conn: psycopg.Connection, emu: Emulator, realm: str) -> None:
@@ -50,8 +50,8 @@ def assert_exactly_once(conn: psycopg.Connection, emu: Emulator, realm: str) -> 
     items = collections.Counter(i["Name"] for i in emu.entities(realm, "Item"))
     assert [n for n, c in items.items() if c > 1] == []
     synced = conn.execute(
-        "SELECT count(*) FROM dixis.orders WHERE status = 'completed' "
-        "AND quickbooks_sync_status = 'synced'").fetchone()
+        "SELECT count(*) FROM dixis.orders WHERE " + INVOICED
+        + " AND quickbooks_sync_status = 'synced'").fetchone()
     assert synced == (len(expected),)
 
 

@@ -140,3 +140,34 @@ def outbox(conn: psycopg.Connection) -> list[tuple[str, str]]:
     return conn.execute(
         "SELECT entity, key FROM qbsync.outbox WHERE state = 'pending' ORDER BY entity, key"
     ).fetchall()
+
+
+def pay(conn: psycopg.Connection, order_id: int, *, at: str = "2026-03-14 12:00+02",
+        reference: str | None = "ch_3PqRsT", amount: str | None = None,
+        method: str | None = None) -> None:
+    """Record the order's payment (the whole total unless amount is given)."""
+    conn.execute(
+        "UPDATE dixis.orders SET paid_at = %s, payment_reference = %s, "
+        "amount_paid = coalesce(%s::numeric, total), "
+        "payment_method = coalesce(%s, payment_method) WHERE id = %s",
+        (at, reference, amount, method, order_id))
+
+
+def refund(conn: psycopg.Connection, order_id: int, amount: str | None = None, *,
+           method: str = "card", reason: str = "Σπασμένο βάζο",
+           at: str = "2026-03-20 10:00+02", reference: str | None = "re_1") -> int:
+    """A refund of the order (its whole total unless amount is given); returns its id."""
+    row = conn.execute(
+        "INSERT INTO dixis.refunds (order_id, amount, reason, refunded_at, method, reference) "
+        "SELECT id, coalesce(%s::numeric, total), %s, %s, %s, %s FROM dixis.orders "
+        "WHERE id = %s RETURNING id",
+        (amount, reason, at, method, reference, order_id)).fetchone()
+    assert row
+    return int(row[0])
+
+
+def clear_outbox(conn: psycopg.Connection) -> None:
+    """Empty the outbox and commit: a capture trigger queues a key once per transaction,
+    so a later change is only captured again in a new transaction."""
+    conn.execute("DELETE FROM qbsync.outbox")
+    conn.commit()

@@ -147,8 +147,8 @@ def malformed_key(c: Conn) -> str:
 
 
 def entity_without_mapping(c: Conn) -> str:
-    c.execute("SELECT qbsync.define_entity('refund', 'CreditMemo')")
-    c.execute("SELECT qbsync.enqueue('refund', '1', false, 'resync')")
+    c.execute("SELECT qbsync.define_entity('giftcard', 'CreditMemo')")
+    c.execute("SELECT qbsync.enqueue('giftcard', '1', false, 'resync')")
     return "1"
 
 
@@ -175,7 +175,7 @@ BAD: dict[str, tuple[Callable[[Conn], int | str], str]] = {
     "invoice number taken by someone else in QuickBooks": (invoice_number_taken,
                                                            "qbsync did not create"),
     "order key that is not an order": (malformed_key, "not an order id"),
-    "entity without a mapping function": (entity_without_mapping, "qbsync_map.refund"),
+    "entity without a mapping function": (entity_without_mapping, "qbsync_map.giftcard"),
 }
 
 
@@ -227,7 +227,7 @@ async def test_bad_rows_go_dead_with_clear_errors_while_the_rest_sync(
         "WHERE state = 'dead'").fetchall()}
     problems = []
     for name, (key, expect) in bad.items():
-        entity = "refund" if name == "entity without a mapping function" else "order"
+        entity = "giftcard" if name == "entity without a mapping function" else "order"
         error, _code = dead.get((entity, str(key)), ("<not dead>", None))
         if f"{entity} {key}" not in error or expect not in error:
             problems.append(f"{name}: expected '{entity} {key}' and {expect!r} in {error!r}")

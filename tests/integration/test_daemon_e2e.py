@@ -9,7 +9,7 @@ import pytest
 
 from qbsync.emulator import Emulator
 from tests.daemon_support import connect_shop, drained, running
-from tests.support import conn_url
+from tests.support import INVOICED, conn_url
 
 
 @pytest.fixture
@@ -23,9 +23,9 @@ async def test_completed_order_becomes_one_invoice(dixis_db: psycopg.Connection,
     shop = await connect_shop(url, emu)
     dixis_db.execute("SELECT dixis.generate(5)")
     dixis_db.commit()
-    orders = dixis_db.execute(
+    orders = dixis_db.execute(  # delivered orders have an invoice (refunded ones keep theirs)
         "SELECT id, dixis.order_number(id, created_at), total FROM dixis.orders "
-        "WHERE status = 'completed' ORDER BY id").fetchall()
+        "WHERE " + INVOICED + " ORDER BY id").fetchall()
     assert orders
     async with running(shop):
         await drained(url)

@@ -15,7 +15,7 @@ import pytest
 from qbsync.emulator import Emulator
 from tests.daemon_support import Shop, connect_shop, drained, eventually, running
 from tests.integration import dixis_helpers as dx
-from tests.support import conn_url
+from tests.support import INVOICED, conn_url
 
 
 @pytest.fixture
@@ -264,7 +264,7 @@ async def test_large_backlog_goes_through_batches_exactly_once(
     dixis_db.execute("SELECT dixis.generate(120, 0.9)")
     dixis_db.commit()
     completed = dixis_db.execute(
-        "SELECT count(*) FROM dixis.orders WHERE status = 'completed'").fetchone()
+        "SELECT count(*) FROM dixis.orders WHERE " + INVOICED).fetchone()
     assert completed
     shop.emu.inject_fault("500", 1, method="POST", path="/batch")  # one whole batch fails
     async with running(shop, batch_threshold=20, batch_size=30):
@@ -282,8 +282,8 @@ async def test_large_backlog_goes_through_batches_exactly_once(
         "AND status = 'success' GROUP BY 1").fetchall())
     assert operations.get("create (batch)", 0) > completed[0] / 2
     not_synced = dixis_db.execute(
-        "SELECT count(*) FROM dixis.orders WHERE status = 'completed' "
-        "AND quickbooks_sync_status IS DISTINCT FROM 'synced'").fetchone()
+        "SELECT count(*) FROM dixis.orders WHERE " + INVOICED
+        + " AND quickbooks_sync_status IS DISTINCT FROM 'synced'").fetchone()
     assert not_synced == (0,)
 
 

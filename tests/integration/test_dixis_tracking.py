@@ -24,7 +24,9 @@ def test_entities_are_registered(dixis_db: psycopg.Connection) -> None:
         "FROM qbsync.entities ORDER BY entity").fetchall()
     assert rows == [("customer", "Customer", 3, [30, 120, 300], 120),
                     ("order", "Invoice", 3, [60, 300, 900], 120),
-                    ("product", "Item", 3, [30, 120, 300], 120)]
+                    ("payment", "Payment", 3, [60, 300, 900], 120),
+                    ("product", "Item", 3, [30, 120, 300], 120),
+                    ("refund", "RefundReceipt", 3, [60, 300, 900], 120)]
 
 
 def test_order_is_captured_when_it_completes(dixis_db: psycopg.Connection) -> None:
@@ -119,7 +121,8 @@ def test_install_shop_twice_keeps_data(dixis_db: psycopg.Connection) -> None:
     shop.install_shop(dixis_db, "dixis")
     assert dixis_db.execute("SELECT count(*) FROM dixis.customers WHERE id = %s",
                             (c,)).fetchone() == (1,)
-    assert dixis_db.execute("SELECT count(*) FROM qbsync.tracked").fetchone() == (4,)
+    # orders (invoice and payment), order lines, customers, products, refunds
+    assert dixis_db.execute("SELECT count(*) FROM qbsync.tracked").fetchone() == (6,)
 
 
 def test_install_shop_refuses_unknown_shops_and_missing_qbsync(

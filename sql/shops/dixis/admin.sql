@@ -61,71 +61,56 @@ COMMENT ON FUNCTION qbsync_map.order_unsynced_count() IS
     'Completed Dixis orders without a QuickBooks invoice id (the dashboard''s orders_pending).';
 
 -- Reports: the shop's revenue for a period --------------------------------------------------
--- The sales an invoice exists for: completed orders whose completion day (Europe/Athens, the
--- invoice's TxnDate) is in [from_date, to_date]. Cancelled and refunded orders count 0, as
--- their voided invoices do in QuickBooks.
---   gross: orders.total (VAT included, what customers paid)
---   net:   what QuickBooks' ProfitAndLoss "Total Income" counts, computed the way QuickBooks
---          does for a TaxInclusive invoice: per order and VAT rate, the gross of the lines
---          (items after their discounts, minus the coupon share of the rate split exactly as
---          the mapping splits it, plus shipping and cash-on-delivery fees at 24 %) less
---          round(gross x rate / (100 + rate), 2).
-CREATE INDEX IF NOT EXISTS orders_completed_at_idx ON dixis.orders (completed_at)
-    WHERE status = 'completed';
+-- What QuickBooks' ProfitAndLoss "Total Income" (accrual) counts for the period, from the
+-- shop's side: the invoices of orders delivered in it (TxnDate = completion day in
+-- Europe/Athens; an order cancelled or refunded before any payment has its invoice voided
+-- and counts 0) less the refund receipts issued in it (TxnDate = refund day).
+--   gross: VAT included, what customers paid less what went back
+--   net:   computed from the very lines the mappings send, the way QuickBooks computes a
+--          TaxInclusive document: per VAT rate, gross - round(gross x rate / (100 + rate), 2)
+-- Built on the mapping functions, so the two sides cannot disagree by construction; about a
+-- millisecond per order, fine for a report.
+CREATE INDEX IF NOT EXISTS orders_completed_at_idx ON dixis.orders (completed_at);
+CREATE INDEX IF NOT EXISTS refunds_refunded_at_idx ON dixis.refunds (refunded_at);
+
+CREATE OR REPLACE FUNCTION dixis.mapped_net(body jsonb) RETURNS numeric
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(sum(gross - round(gross * rate / (100 + rate), 2)), 0)
+    FROM (SELECT substr(l->'SalesItemLineDetail'->'TaxCodeRef'->>'$setting',
+                        length('tax_code:') + 1)::numeric AS rate,
+                 sum((l->>'Amount')::numeric) AS gross
+          FROM jsonb_array_elements(coalesce(body->'Line', '[]')) AS l
+          WHERE l->>'DetailType' = 'SalesItemLineDetail' AND coalesce(body->>'$op', 'upsert') = 'upsert'
+          GROUP BY 1) AS per_rate
+$$;
 
 CREATE OR REPLACE FUNCTION qbsync_map.order_revenue(from_date date, to_date date)
 RETURNS TABLE (net numeric, gross numeric, orders bigint)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH o AS (
-        SELECT id, discount, shipping_fee, payment_fee, total
-        FROM dixis.orders
-        WHERE status = 'completed'
-          AND completed_at >= from_date::timestamp AT TIME ZONE 'Europe/Athens'
-          AND completed_at < (to_date + 1)::timestamp AT TIME ZONE 'Europe/Athens'
-    ),
-    rate AS (
-        SELECT i.order_id, coalesce(i.vat_rate, p.vat_rate, c.vat_rate) AS vat,
-               sum(i.line_total) AS base
-        FROM o
-        JOIN dixis.order_items i ON i.order_id = o.id
-        LEFT JOIN dixis.products p ON p.id = i.product_id
-        LEFT JOIN dixis.categories c ON c.id = p.category_id
-        GROUP BY 1, 2
-    ),
-    share AS (
-        SELECT r.order_id, r.vat, o.discount,
-               trunc(o.discount * r.base / t.base, 2) AS floor_share,
-               o.discount * r.base / t.base - trunc(o.discount * r.base / t.base, 2) AS frac
-        FROM rate r
-        JOIN o ON o.id = r.order_id
-        JOIN (SELECT order_id, sum(base) AS base FROM rate GROUP BY 1) t USING (order_id)
-        WHERE o.discount > 0 AND t.base > 0
-    ),
-    coupon AS (
-        SELECT order_id, vat,
-               floor_share + CASE WHEN row_number() OVER (PARTITION BY order_id
-                                                          ORDER BY frac DESC, vat DESC)
-                                       <= round((discount - sum(floor_share)
-                                                 OVER (PARTITION BY order_id)) * 100)
-                                  THEN 0.01 ELSE 0 END AS amount
-        FROM share
-    ),
-    per_rate AS (
-        SELECT order_id, vat, sum(amount) AS gross
-        FROM (SELECT order_id, vat, base AS amount FROM rate
-              UNION ALL
-              SELECT order_id, vat, -amount FROM coupon
-              UNION ALL
-              SELECT id, 24, shipping_fee + payment_fee FROM o
-              WHERE shipping_fee + payment_fee > 0) lines
-        WHERE vat IS NOT NULL
-        GROUP BY 1, 2
+    WITH invoiced AS (
+        SELECT o.id, o.total, qbsync_map."order"(o.id::text) AS body
+        FROM dixis.orders o
+        WHERE o.completed_at >= from_date::timestamp AT TIME ZONE 'Europe/Athens'
+          AND o.completed_at < (to_date + 1)::timestamp AT TIME ZONE 'Europe/Athens'
+    ), refunded AS (
+        SELECT r.amount, qbsync_map.refund(r.id::text) AS body
+        FROM dixis.refunds r
+        WHERE r.refunded_at >= from_date::timestamp AT TIME ZONE 'Europe/Athens'
+          AND r.refunded_at < (to_date + 1)::timestamp AT TIME ZONE 'Europe/Athens'
+    ), kept AS (      -- NULL: nothing pushed; "$op": void or delete
+        SELECT * FROM invoiced WHERE body IS NOT NULL AND NOT body ? '$op'
+    ), given_back AS (
+        SELECT * FROM refunded WHERE body IS NOT NULL AND NOT body ? '$op'
     )
-    SELECT (SELECT coalesce(sum(gross - round(gross * vat / (100 + vat), 2)), 0) FROM per_rate),
-           (SELECT coalesce(sum(total), 0) FROM o),
-           (SELECT count(*) FROM o)
+    SELECT (SELECT coalesce(sum(dixis.mapped_net(body)), 0) FROM kept)
+           - (SELECT coalesce(sum(dixis.mapped_net(body)), 0) FROM given_back),
+           (SELECT coalesce(sum(total), 0) FROM kept)
+           - (SELECT coalesce(sum(amount), 0) FROM given_back),
+           (SELECT count(*) FROM kept)
 $$;
 COMMENT ON FUNCTION qbsync_map.order_revenue(date, date) IS
     'Completed Dixis orders completed (Athens days) from from_date to to_date: net of VAT (compare with QuickBooks ProfitAndLoss income), gross, and how many.';

@@ -13,6 +13,10 @@
 --   e-mails so that some guests come back), 1–5 lines per order, fractional kg quantities,
 --   zero-priced samples and gifts, 5 % line discounts, 8 % coupons, shipping 4.90 (6.90 to
 --   the islands, free from 60 €), 2.00 € cash-on-delivery fee, statuses mostly completed.
+-- * Payments and refunds: card paid at checkout, bank transfer a day later (~15 % still owed
+--   after delivery), cash on delivery at delivery; ~3 % of completed orders with a partial
+--   refund, ~1 % refunded in full, 3 % cancelled (before payment, after delivery unpaid,
+--   after payment, after delivery and payment: the last two refunded in full).
 -- * A plain function: whether capture triggers fire while it inserts is the caller's
 --   business (the loader may set qbsync.origin = 'daemon' or untrack first).
 
@@ -50,6 +54,8 @@ DECLARE
     n_prod  int;
     c_customers bigint;
     c_items     bigint;
+    c_refunds   bigint;
+    reasons  text[] := '{Σπασμένο βάζο κατά τη μεταφορά,Προϊόν εκτός αποθέματος,Καθυστέρηση παράδοσης,Λάθος προϊόν στη συσκευασία}';
 BEGIN
     IF n_orders IS NULL OR n_orders < 0 OR n_orders > 100000000 THEN
         RAISE EXCEPTION 'dixis.generate: orders must be between 0 and 100000000 (got %)', n_orders;
@@ -204,7 +210,8 @@ BEGIN
     WHERE p.active;
     n_prod := coalesce(cardinality(p_id), 0);
     IF n_orders = 0 THEN
-        RETURN jsonb_build_object('customers', 0, 'orders', 0, 'order_items', 0, 'products', n_prod);
+        RETURN jsonb_build_object('customers', 0, 'orders', 0, 'order_items', 0, 'products', n_prod,
+                                  'refunds', 0);
     END IF;
     IF n_prod = 0 THEN
         RAISE EXCEPTION 'dixis.generate: no active product to sell';
@@ -253,12 +260,30 @@ BEGIN
     -- Orders: draws in one scan; amounts are filled after the lines exist.
     DROP TABLE IF EXISTS gen_orders;
     CREATE TEMP TABLE gen_orders AS
+    SELECT t.*,
+           -- delivered = has an invoice; cancellations come in four kinds (README)
+           t.status IN ('completed', 'refunded')
+               OR (t.status = 'cancelled' AND (t.cancel_roll >= 0.80
+                                               OR t.cancel_roll BETWEEN 0.35 AND 0.55))
+               AS delivered,
+           CASE WHEN t.status = 'completed'
+                    -- a few bank transfers are still owed after delivery
+                    THEN NOT (t.payment_method = 'bank_transfer' AND t.pay_roll < 0.15)
+                WHEN t.status = 'refunded' THEN true
+                WHEN t.status IN ('paid', 'shipped')
+                    THEN t.payment_method <> 'cod'          -- COD is paid at the door
+                WHEN t.status = 'cancelled'
+                    THEN t.cancel_roll >= 0.80
+                         OR (t.cancel_roll >= 0.55 AND t.payment_method <> 'cod')
+                ELSE false                                   -- pending: awaiting payment
+           END AS paid
+    FROM (
     SELECT s.*,
            CASE WHEN s.status_roll < 0.88 THEN 'completed'
                 WHEN s.status_roll < 0.92 THEN 'pending'
                 WHEN s.status_roll < 0.94 THEN 'paid'
                 WHEN s.status_roll < 0.96 THEN 'shipped'
-                WHEN s.status_roll < 0.98 THEN 'cancelled'
+                WHEN s.status_roll < 0.99 THEN 'cancelled'
                 ELSE 'refunded' END AS status,
            -- 1-5 lines: 30/30/20/12/8 %
            CASE WHEN s.lines_roll < 0.30 THEN 1 WHEN s.lines_roll < 0.60 THEN 2
@@ -277,9 +302,14 @@ BEGIN
                interval '1 hour' * (18 + floor(random() * 120)) AS delivery_time,
                random() AS lines_roll,
                random() AS coupon_roll,
-               random() AS cancel_roll
+               random() AS cancel_roll,
+               random() AS pay_roll,         -- a late bank transfer; a COD refund in cash
+               random() AS refund_roll,      -- ~3 % of completed orders: a partial refund
+               random() AS refund_frac,      -- how much of the order a partial refund is
+               interval '1 hour' * (2 + floor(random() * 300)) AS refund_delay
         FROM generate_series(1, n_orders) AS g
-    ) s;
+    ) s
+    ) t;
 
     -- Lines: draws in one nested-loop scan over the (fresh, ordered) temp table.
     DROP TABLE IF EXISTS gen_items;
@@ -310,7 +340,8 @@ BEGIN
                               billing_first_name, billing_last_name, billing_email, billing_phone,
                               billing_address, billing_city, billing_postcode,
                               subtotal, shipping_fee, payment_fee, discount, total, coupon_code,
-                              created_at, completed_at, updated_at)
+                              created_at, completed_at, updated_at,
+                              paid_at, amount_paid, payment_reference)
     SELECT o.id, c.id, o.status, o.payment_method,
            coalesce(c.first_name, gn.first_name), coalesce(c.last_name, gn.last_name),
            coalesce(c.email, gn.email), coalesce(c.phone, gn.phone),
@@ -320,10 +351,17 @@ BEGIN
            a.subtotal + f.shipping_fee + f.payment_fee - d.discount,
            CASE WHEN d.discount > 0 THEN coupons[1 + (o.g % 4)] END,
            o.created_at,
-           CASE WHEN o.status IN ('completed', 'refunded')
-                  OR (o.status = 'cancelled' AND o.cancel_roll < 0.3)   -- cancelled after delivery
-                THEN o.created_at + o.delivery_time END,
-           o.created_at + o.delivery_time
+           CASE WHEN o.delivered THEN o.created_at + o.delivery_time END,
+           o.created_at + o.delivery_time,
+           pay.paid_at,
+           CASE WHEN pay.paid_at IS NOT NULL
+                THEN a.subtotal + f.shipping_fee + f.payment_fee - d.discount END,
+           -- card transaction id (27 characters: longer than QBO's PaymentRefNum), Greek RF
+           -- bank transfer reference, courier's COD receipt number
+           CASE WHEN pay.paid_at IS NULL THEN NULL
+                WHEN o.payment_method = 'card' THEN 'ch_' || left(md5('card' || o.id), 24)
+                WHEN o.payment_method = 'bank_transfer' THEN 'RF' || lpad((o.id * 7919 % 1000000000)::text, 9, '0')
+                ELSE 'ACS-' || lpad((o.id * 104729 % 10000000000)::text, 10, '0') END
     FROM gen_orders o
     LEFT JOIN gen_customers gc ON NOT o.guest AND gc.g = o.cust_g
     LEFT JOIN dixis.customers c ON c.id = gc.id
@@ -354,6 +392,15 @@ BEGIN
                     ELSE 4.90 END::numeric(12,2) AS shipping_fee,
                CASE WHEN o.payment_method = 'cod' THEN 2.00 ELSE 0 END::numeric(12,2) AS payment_fee
     ) f
+    -- when the money came: card at checkout, bank transfer a day later (a few still owed
+    -- after delivery), cash on delivery at delivery; never for the cancelled-unpaid kinds
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN NOT o.paid OR a.subtotal + f.shipping_fee + f.payment_fee - d.discount <= 0
+                         THEN NULL
+                    WHEN o.payment_method = 'card' THEN o.created_at
+                    WHEN o.payment_method = 'bank_transfer' THEN o.created_at + interval '1 day'
+                    ELSE o.created_at + o.delivery_time END AS paid_at
+    ) pay
     ORDER BY o.id;
 
     INSERT INTO dixis.order_items (order_id, product_id, product_name, quantity, unit_price,
@@ -364,12 +411,45 @@ BEGIN
     ORDER BY i.order_id, i.line_no;
     GET DIAGNOSTICS c_items = ROW_COUNT;
 
+    -- Refunds, only of paid orders: a full one for refunded orders and for cancellations
+    -- after payment, a partial one (5-50 %, never the whole) for ~3 % of completed orders.
+    -- A COD order's money goes back in cash or by bank transfer.
+    INSERT INTO dixis.refunds (order_id, number, amount, reason, refunded_at, method, reference)
+    SELECT d.id, 1, r.amount,
+           CASE WHEN g.status = 'refunded' THEN 'Επιστροφή όλης της παραγγελίας'
+                WHEN g.status = 'cancelled' THEN 'Ακύρωση παραγγελίας μετά την πληρωμή'
+                ELSE reasons[1 + floor(g.refund_frac * 4)::int] END,
+           coalesce(d.completed_at, d.paid_at) + g.refund_delay,
+           m.method,
+           CASE m.method WHEN 'card' THEN 're_' || left(md5('refund' || d.id), 24)
+                         WHEN 'bank_transfer' THEN 'ΕΜΒ-' || lpad((d.id * 31337 % 100000000)::text, 8, '0')
+                         ELSE 'ΑΠ-' || lpad(d.id::text, 8, '0') END
+    FROM gen_orders g
+    JOIN dixis.orders d ON d.id = g.id
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN g.status IN ('refunded', 'cancelled') THEN d.amount_paid
+                    ELSE least(d.amount_paid - 0.01,
+                               greatest(0.01, round(d.amount_paid * (0.05 + g.refund_frac * 0.45)::numeric, 2)))
+               END AS amount
+    ) r
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN d.payment_method = 'card' THEN 'card'
+                    WHEN d.payment_method = 'cod' AND g.pay_roll < 0.5 THEN 'cash'
+                    ELSE 'bank_transfer' END AS method
+    ) m
+    WHERE d.amount_paid IS NOT NULL
+      AND (g.status IN ('refunded', 'cancelled')
+           OR (g.status = 'completed' AND g.refund_roll < 0.034 AND d.amount_paid >= 0.02))
+    ORDER BY d.id;
+    GET DIAGNOSTICS c_refunds = ROW_COUNT;
+
     DROP TABLE pg_temp.gen_customers;
     DROP TABLE pg_temp.gen_orders;
     DROP TABLE pg_temp.gen_items;
 
     RETURN jsonb_build_object('customers', c_customers, 'orders', n_orders,
-                              'order_items', c_items, 'products', n_prod);
+                              'order_items', c_items, 'products', n_prod,
+                              'refunds', c_refunds);
 END
 $fn$;
 

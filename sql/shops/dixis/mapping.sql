@@ -1,8 +1,11 @@
 -- Dixis -> QuickBooks Online mapping (the qbsync mapping contract, see DESIGN.md).
 --
 --   qbsync_map.customer(key)  -> Customer body   keys: '<customers.id>' | 'guest:<lower(email)>'
---   qbsync_map.product(key)   -> Item body       keys: '<products.id>'  | 'fee:shipping' | 'fee:cod' | 'fee:discount'
+--   qbsync_map.product(key)   -> Item body       keys: '<products.id>'  | 'fee:shipping' | 'fee:cod'
+--                                                      | 'fee:discount' | 'fee:refund'
 --   qbsync_map."order"(key)   -> Invoice body    keys: '<orders.id>'
+--   qbsync_map.payment(key)   -> Payment body    keys: '<orders.id>' (one payment per order)
+--   qbsync_map.refund(key)    -> RefundReceipt   keys: '<refunds.id>'
 --   + <entity>_keys() and <entity>_outcome(key, outcome) for each.
 --
 -- NULL = nothing to push (row gone, or order not completed). SQLSTATE QB001 = the row cannot
@@ -30,7 +33,12 @@
 --   cent, so the parts add up to the coupon exactly). Zero-priced lines (samples, gifts)
 --   are kept. Shipping and cash-on-delivery fees are lines on fee:shipping / fee:cod at
 --   24 %. The line amounts add up to orders.total, which the mapping checks.
--- * Cancelled and refunded orders map to {"$op": "void"} (credit memos come later).
+-- * Cancelled and refunded orders map to {"$op": "void"} only when no payment was recorded
+--   or the order was never delivered; once paid and delivered the invoice stays and the
+--   money going back is a RefundReceipt (qbsync_map.refund). State machine: README.md.
+-- * Payments and refunds reach QuickBooks only for delivered orders (completed_at set),
+--   the ones with an invoice: a card captured at checkout waits in the shop, not in the
+--   outbox, and an order cancelled before delivery leaves no trace in the books.
 -- * Names: ':' becomes '-', TAB/newline/other control characters a space, runs of blanks
 --   collapse; then clipped to QBO's limit counted in UTF-16 units (an emoji counts 2), so
 --   Greek text and emoji survive untouched when they fit.
@@ -235,13 +243,14 @@ BEGIN
         INTO v_body
         FROM (VALUES ('fee:shipping', 'Μεταφορικά', 'Έξοδα αποστολής'),
                      ('fee:cod', 'Αντικαταβολή', 'Έξοδα αντικαταβολής'),
-                     ('fee:discount', 'Έκπτωση', 'Έκπτωση / κουπόνι'))
+                     ('fee:discount', 'Έκπτωση', 'Έκπτωση / κουπόνι'),
+                     ('fee:refund', 'Επιστροφή χρημάτων', 'Επιστροφή χρημάτων σε πελάτη'))
              AS f(key, name, descr)
         WHERE f.key = product.key;
         IF v_body IS NULL THEN
             -- an unknown fee key is a bug in a mapping, not a deleted row
             PERFORM dixis.qbo_refuse(format(
-                'product %s: unknown fee item (known: fee:shipping, fee:cod, fee:discount)', key));
+                'product %s: unknown fee item (known: fee:shipping, fee:cod, fee:discount, fee:refund)', key));
         END IF;
         RETURN v_body;
     END IF;
@@ -286,6 +295,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p.id::text FROM dixis.products p
     UNION ALL
+    -- fee:refund is left out: it is created on demand by the first partial refund, so a
+    -- catalogue sync does not add an item to companies that never refund
     SELECT k FROM unnest(ARRAY['fee:shipping', 'fee:cod', 'fee:discount']) AS k
 $$;
 
@@ -307,6 +318,120 @@ BEGIN
     WHERE p.id = key::bigint;
 END
 $$;
+
+-- Order helpers, shared by the invoice, its payment and its refunds ------------------------
+
+-- Who an order bills: the account, else the guest filed under the order's e-mail. The
+-- payment and the refunds of an order must name the same customer as its invoice.
+CREATE OR REPLACE FUNCTION dixis.qbo_order_customer(o dixis.orders, label text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF o.customer_id IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM dixis.customers c WHERE c.id = o.customer_id) THEN
+            PERFORM dixis.qbo_refuse(format('%s: customer %s does not exist', label, o.customer_id));
+        END IF;
+        RETURN o.customer_id::text;
+    ELSIF btrim(o.billing_email) <> '' THEN
+        IF dixis.qbo_name(concat_ws(' ', o.billing_first_name, o.billing_last_name), 500) IS NULL THEN
+            PERFORM dixis.qbo_refuse(format('%s: the guest has an empty name', label));
+        END IF;
+        RETURN 'guest:' || lower(o.billing_email);
+    END IF;
+    PERFORM dixis.qbo_refuse(format(
+        '%s: no customer: customer_id is NULL (account deleted?) and there is no billing e-mail to file it under a guest', label));
+    RETURN NULL;
+END
+$$;
+
+-- The invoice lines of an order, in order: items, a line discount right after its line,
+-- the coupon split over the VAT rates, shipping, cash on delivery. Amount = round(qty x
+-- price, 2) on every line. The caller validates the order first (qbsync_map."order").
+CREATE OR REPLACE FUNCTION dixis.invoice_lines(o dixis.orders)
+RETURNS TABLE (num bigint, item text, descr text, qty numeric, price numeric, amount numeric,
+               vat numeric)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH item AS (
+        SELECT row_number() OVER (ORDER BY i.id) AS n, i.product_id, i.product_name, i.quantity,
+               i.unit_price, i.discount, i.line_total,
+               round(i.quantity * i.unit_price, 2) AS gross,
+               coalesce(i.vat_rate, p.vat_rate, c.vat_rate) AS vat
+        FROM dixis.order_items i
+        JOIN dixis.products p ON p.id = i.product_id
+        JOIN dixis.categories c ON c.id = p.category_id
+        WHERE i.order_id = o.id
+    ),
+    -- the coupon, split over the VAT rates in proportion to their line totals; the cents
+    -- lost to truncation go to the largest fractions (then the highest rate)
+    share AS (
+        SELECT r.vat, r.base, trunc(o.discount * r.base / t.base, 2) AS floor_share,
+               o.discount * r.base / t.base - trunc(o.discount * r.base / t.base, 2) AS frac
+        FROM (SELECT vat, sum(line_total) AS base FROM item GROUP BY vat) r
+        CROSS JOIN (SELECT sum(line_total) AS base FROM item) t
+        WHERE o.discount > 0 AND t.base > 0
+    ),
+    coupon AS (
+        SELECT s.vat,
+               s.floor_share + CASE WHEN row_number() OVER (ORDER BY s.frac DESC, s.vat DESC)
+                                         <= round((o.discount - sum(s.floor_share) OVER ()) * 100)
+                                    THEN 0.01 ELSE 0 END AS amount
+        FROM share s
+    ),
+    line AS (
+        -- (sort, item key, description, qty, unit price, amount, VAT rate)
+        SELECT array[i.n, 0] AS sort, i.product_id::text AS item, i.product_name AS descr,
+               i.quantity AS qty, i.unit_price AS price, i.gross AS amount, i.vat
+        FROM item i
+        UNION ALL
+        SELECT array[i.n, 1], 'fee:discount', 'Έκπτωση: ' || i.product_name,
+               1, -i.discount, -i.discount, i.vat
+        FROM item i WHERE i.discount > 0
+        UNION ALL
+        SELECT array[1000000, (100 - c.vat)::int], 'fee:discount',
+               'Έκπτωση κουπονιού' || coalesce(' ' || nullif(btrim(o.coupon_code), ''), '')
+                   || ' (ΦΠΑ ' || trim_scale(c.vat) || '%)',
+               1, -c.amount, -c.amount, c.vat
+        FROM coupon c WHERE c.amount > 0
+        UNION ALL
+        SELECT array[2000000, 0], 'fee:shipping', 'Μεταφορικά', 1, o.shipping_fee, o.shipping_fee, 24
+        WHERE o.shipping_fee > 0
+        UNION ALL
+        SELECT array[3000000, 0], 'fee:cod', 'Αντικαταβολή', 1, o.payment_fee, o.payment_fee, 24
+        WHERE o.payment_fee > 0
+    )
+    SELECT row_number() OVER (ORDER BY sort), item, descr, qty, price, amount, vat
+    FROM line
+    ORDER BY sort
+$$;
+
+-- One SalesItemLineDetail line of an invoice or a refund receipt.
+CREATE OR REPLACE FUNCTION dixis.qbo_sales_line(num bigint, item text, descr text, qty numeric,
+                                                price numeric, amount numeric, vat numeric)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_build_object(
+    'LineNum', num,
+    'DetailType', 'SalesItemLineDetail',
+    'Amount', amount,
+    'Description', dixis.qbo_text(descr, 4000),
+    'SalesItemLineDetail', jsonb_build_object(
+        'ItemRef', jsonb_build_object('$ref', jsonb_build_array('product', item)),
+        'Qty', trim_scale(qty),
+        'UnitPrice', price,
+        'TaxCodeRef', dixis.qbo_tax_code(vat)));
+
+-- An order has (or gets) an invoice once delivered; cancelled or refunded ones keep it
+-- once paid (a refund receipt gives the money back), and void it otherwise.
+CREATE OR REPLACE FUNCTION dixis.order_keeps_invoice(o dixis.orders)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN o.completed_at IS NOT NULL
+       AND (o.status = 'completed'
+            OR (o.status IN ('cancelled', 'refunded') AND o.paid_at IS NOT NULL));
 
 -- Order / Invoice -----------------------------------------------------------------------
 
@@ -333,29 +458,17 @@ BEGIN
     END IF;
     v_ref := format('order %s (%s)', key, dixis.order_number(o.id, o.created_at));
 
-    IF o.status IN ('cancelled', 'refunded') THEN
-        -- void the invoice if there is one (the daemon does nothing when there is none)
+    IF o.status IN ('cancelled', 'refunded') AND NOT dixis.order_keeps_invoice(o) THEN
+        -- ended without a payment (or before delivery): void the invoice if there is one
+        -- (the daemon does nothing when there is none)
         RETURN jsonb_build_object('$op', 'void', 'DocNumber', dixis.order_number(o.id, o.created_at));
-    ELSIF o.status <> 'completed' THEN
+    ELSIF NOT dixis.order_keeps_invoice(o) THEN
         RETURN NULL;                           -- not invoiced before delivery
     END IF;
+    -- completed, or cancelled/refunded after payment: the invoice stays as it was billed
 
     -- Who is billed: the account, else the guest filed under the order's e-mail.
-    IF o.customer_id IS NOT NULL THEN
-        IF NOT EXISTS (SELECT 1 FROM dixis.customers c WHERE c.id = o.customer_id) THEN
-            PERFORM dixis.qbo_refuse(format('%s: customer %s does not exist', v_ref, o.customer_id));
-        END IF;
-        v_customer := o.customer_id::text;
-    ELSIF btrim(o.billing_email) <> '' THEN
-        v_customer := 'guest:' || lower(o.billing_email);
-    ELSE
-        PERFORM dixis.qbo_refuse(format(
-            '%s: no customer: customer_id is NULL (account deleted?) and there is no billing e-mail to file it under a guest', v_ref));
-    END IF;
-    IF dixis.qbo_name(concat_ws(' ', o.billing_first_name, o.billing_last_name), 500) IS NULL
-       AND o.customer_id IS NULL THEN
-        PERFORM dixis.qbo_refuse(format('%s: the guest has an empty name', v_ref));
-    END IF;
+    v_customer := dixis.qbo_order_customer(o, v_ref);
 
     -- Order amounts QuickBooks would refuse or that would make the invoice differ from the
     -- order (no retry fixes them).
@@ -410,68 +523,11 @@ BEGIN
         PERFORM dixis.qbo_refuse(v_ref || ': ' || v_bad);
     END IF;
 
-    WITH item AS (
-        SELECT row_number() OVER (ORDER BY i.id) AS n, i.product_id, i.product_name, i.quantity,
-               i.unit_price, i.discount, i.line_total,
-               round(i.quantity * i.unit_price, 2) AS gross,
-               coalesce(i.vat_rate, p.vat_rate, c.vat_rate) AS vat
-        FROM dixis.order_items i
-        JOIN dixis.products p ON p.id = i.product_id
-        JOIN dixis.categories c ON c.id = p.category_id
-        WHERE i.order_id = o.id
-    ),
-    -- the coupon, split over the VAT rates in proportion to their line totals; the cents
-    -- lost to truncation go to the largest fractions (then the highest rate)
-    share AS (
-        SELECT r.vat, r.base, trunc(o.discount * r.base / t.base, 2) AS floor_share,
-               o.discount * r.base / t.base - trunc(o.discount * r.base / t.base, 2) AS frac
-        FROM (SELECT vat, sum(line_total) AS base FROM item GROUP BY vat) r
-        CROSS JOIN (SELECT sum(line_total) AS base FROM item) t
-        WHERE o.discount > 0 AND t.base > 0
-    ),
-    coupon AS (
-        SELECT s.vat,
-               s.floor_share + CASE WHEN row_number() OVER (ORDER BY s.frac DESC, s.vat DESC)
-                                         <= round((o.discount - sum(s.floor_share) OVER ()) * 100)
-                                    THEN 0.01 ELSE 0 END AS amount
-        FROM share s
-    ),
-    line AS (
-        -- (sort, item key, description, qty, unit price, amount, VAT rate)
-        SELECT array[i.n, 0] AS sort, i.product_id::text AS item, i.product_name AS descr,
-               i.quantity AS qty, i.unit_price AS price, i.gross AS amount, i.vat
-        FROM item i
-        UNION ALL
-        SELECT array[i.n, 1], 'fee:discount', 'Έκπτωση: ' || i.product_name,
-               1, -i.discount, -i.discount, i.vat
-        FROM item i WHERE i.discount > 0
-        UNION ALL
-        SELECT array[1000000, (100 - c.vat)::int], 'fee:discount',
-               'Έκπτωση κουπονιού' || coalesce(' ' || nullif(btrim(o.coupon_code), ''), '')
-                   || ' (ΦΠΑ ' || trim_scale(c.vat) || '%)',
-               1, -c.amount, -c.amount, c.vat
-        FROM coupon c WHERE c.amount > 0
-        UNION ALL
-        SELECT array[2000000, 0], 'fee:shipping', 'Μεταφορικά', 1, o.shipping_fee, o.shipping_fee, 24
-        WHERE o.shipping_fee > 0
-        UNION ALL
-        SELECT array[3000000, 0], 'fee:cod', 'Αντικαταβολή', 1, o.payment_fee, o.payment_fee, 24
-        WHERE o.payment_fee > 0
-    )
-    SELECT jsonb_agg(jsonb_build_object(
-               'LineNum', l.num,
-               'DetailType', 'SalesItemLineDetail',
-               'Amount', l.amount,
-               'Description', dixis.qbo_text(l.descr, 4000),
-               'SalesItemLineDetail', jsonb_build_object(
-                   'ItemRef', jsonb_build_object('$ref', jsonb_build_array('product', l.item)),
-                   'Qty', trim_scale(l.qty),
-                   'UnitPrice', l.price,
-                   'TaxCodeRef', dixis.qbo_tax_code(l.vat)))
-               ORDER BY l.num),
+    SELECT jsonb_agg(dixis.qbo_sales_line(l.num, l.item, l.descr, l.qty, l.price, l.amount, l.vat)
+                     ORDER BY l.num),
            sum(l.amount), count(*)
     INTO v_lines, v_sum, v_count
-    FROM (SELECT line.*, row_number() OVER (ORDER BY sort) AS num FROM line) l;
+    FROM dixis.invoice_lines(o) l;
 
     IF v_count > 750 THEN
         PERFORM dixis.qbo_refuse(format('%s: %s invoice lines, QuickBooks takes at most 750', v_ref, v_count));
@@ -530,5 +586,270 @@ BEGIN
         quickbooks_last_sync_attempt = coalesce((outcome->>'attempted_at')::timestamptz,
                                                 o.quickbooks_last_sync_attempt)
     WHERE o.id = key::bigint;
+END
+$$;
+
+-- Payment -------------------------------------------------------------------------------
+-- One per order (Dixis customers pay the whole order at once), key = the order id. Applied
+-- to the order's invoice through {"$id": ["order", key]}: the daemon never pushes an
+-- invoice as a dependency, so a payment whose invoice is not in QuickBooks yet waits.
+-- Per-realm settings: payment_method:<card|bank_transfer|cod>, deposit_account:<same>.
+
+CREATE OR REPLACE FUNCTION qbsync_map.payment(key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o dixis.orders;
+    v_number text;
+    v_label text;
+    v_bad text;
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        PERFORM dixis.qbo_refuse(format('payment %s: the key is not an order id', key));
+    END IF;
+    SELECT * INTO o FROM dixis.orders WHERE id = key::bigint;
+    IF NOT FOUND THEN
+        RETURN NULL;                           -- a deleted order takes its payment along
+    END IF;
+    v_number := dixis.order_number(o.id, o.created_at);
+    v_label := format('payment %s (order %s)', key, v_number);
+
+    IF o.paid_at IS NULL AND o.amount_paid IS NULL THEN
+        -- not paid (or the payment was cleared): remove the one QuickBooks has, if any
+        RETURN CASE WHEN o.quickbooks_payment_id IS NOT NULL
+                    THEN jsonb_build_object('$op', 'delete') END;
+    END IF;
+    IF NOT dixis.order_keeps_invoice(o) THEN
+        -- paid but not delivered (or cancelled before delivery): no invoice to apply it to
+        RETURN NULL;
+    END IF;
+
+    v_bad := CASE
+        WHEN o.paid_at IS NULL THEN format('amount paid %s but no payment date (paid_at)', o.amount_paid)
+        WHEN o.amount_paid IS NULL THEN 'paid_at is set but amount_paid is NULL'
+        WHEN o.amount_paid = 'NaN' THEN 'the amount paid is NaN'
+        WHEN o.amount_paid <= 0 THEN format('amount paid %s is not positive', o.amount_paid)
+        WHEN o.total = 'NaN' THEN 'the order total is NaN'
+        WHEN o.amount_paid > o.total
+            THEN format('amount paid %s exceeds the order total %s', o.amount_paid, o.total)
+        WHEN o.payment_method NOT IN ('card', 'bank_transfer', 'cod') OR o.payment_method IS NULL
+            THEN format('unknown payment method %s', coalesce(o.payment_method, 'NULL'))
+    END;
+    IF v_bad IS NOT NULL THEN
+        PERFORM dixis.qbo_refuse(v_label || ': ' || v_bad);
+    END IF;
+
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'CustomerRef', jsonb_build_object('$ref', jsonb_build_array(
+            'customer', dixis.qbo_order_customer(o, v_label))),
+        'TotalAmt', o.amount_paid,
+        'TxnDate', to_char(o.paid_at AT TIME ZONE 'Europe/Athens', 'YYYY-MM-DD'),
+        'Line', jsonb_build_array(jsonb_build_object(
+            'Amount', o.amount_paid,
+            'LinkedTxn', jsonb_build_array(jsonb_build_object(
+                'TxnId', jsonb_build_object('$id', jsonb_build_array('order', key)),
+                'TxnType', 'Invoice')))),
+        -- QBO keeps 21 characters: the reference when it fits, else the order number
+        -- (the full reference is in the note either way)
+        'PaymentRefNum', coalesce(CASE WHEN dixis.qbo_length(btrim(o.payment_reference)) <= 21
+                                       THEN nullif(btrim(o.payment_reference), '') END,
+                                  v_number),
+        'PaymentMethodRef', jsonb_build_object('$setting', 'payment_method:' || o.payment_method),
+        'DepositToAccountRef', jsonb_build_object('$setting', 'deposit_account:' || o.payment_method),
+        'PrivateNote', dixis.qbo_text(format('Dixis order %s (id %s), %s payment, reference %s',
+                                             v_number, o.id, o.payment_method,
+                                             coalesce(nullif(btrim(o.payment_reference), ''), '-')),
+                                      4000)
+    ));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.payment_keys()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.id::text FROM dixis.orders o WHERE o.paid_at IS NOT NULL ORDER BY o.id
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.payment_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text := outcome->>'status';
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        RETURN;
+    END IF;
+    UPDATE dixis.orders o
+    SET quickbooks_payment_status = coalesce(v_status, o.quickbooks_payment_status),
+        -- a deleted payment no longer exists in QuickBooks: forget its id
+        quickbooks_payment_id = CASE WHEN v_status = 'deleted' THEN NULL
+                                     ELSE coalesce(outcome->>'qbo_id', o.quickbooks_payment_id) END,
+        quickbooks_payment_error = CASE WHEN v_status IN ('synced', 'deleted', 'skipped') THEN NULL
+                                        ELSE coalesce(outcome->>'error', o.quickbooks_payment_error) END
+    WHERE o.id = key::bigint;
+END
+$$;
+
+-- Refund / RefundReceipt ----------------------------------------------------------------
+-- A refund of the whole order total repeats the invoice's lines (same items, VAT codes and
+-- amounts); any other amount is split over the VAT rates of the invoice in proportion to
+-- what each rate charged (largest remainder to the cent), as lines on the service item
+-- fee:refund. Either way the lines add up to the refund amount exactly.
+-- Per-realm settings: payment_method:<card|bank_transfer|cash>, deposit_account:<same>.
+
+CREATE OR REPLACE FUNCTION qbsync_map.refund(key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r dixis.refunds;
+    o dixis.orders;
+    v_number text;
+    v_doc text;
+    v_label text;
+    v_bad text;
+    v_refunded numeric;
+    v_lines jsonb;
+    v_sum numeric;
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        PERFORM dixis.qbo_refuse(format('refund %s: the key is not a refund id', key));
+    END IF;
+    SELECT * INTO r FROM dixis.refunds WHERE id = key::bigint;
+    IF NOT FOUND THEN
+        -- deleted (entered by mistake): void its receipt if it reached QuickBooks
+        RETURN jsonb_build_object('$op', 'void');
+    END IF;
+    SELECT * INTO o FROM dixis.orders WHERE id = r.order_id;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('$op', 'void');
+    END IF;
+    v_number := dixis.order_number(o.id, o.created_at);
+    v_label := format('refund %s (order %s)', key, v_number);
+    IF NOT dixis.order_keeps_invoice(o) AND o.paid_at IS NOT NULL THEN
+        -- refunded before delivery: the sale never reached the books, neither does this
+        RETURN NULL;
+    END IF;
+
+    SELECT coalesce(sum(x.amount), 0) INTO v_refunded FROM dixis.refunds x WHERE x.order_id = o.id;
+    v_bad := CASE
+        WHEN o.paid_at IS NULL OR o.amount_paid IS NULL THEN 'the order is not paid'
+        WHEN r.amount = 'NaN' THEN 'the amount is NaN'
+        WHEN r.amount <= 0 THEN format('amount %s is not positive', r.amount)
+        WHEN r.amount > o.total THEN format('amount %s exceeds the order total %s', r.amount, o.total)
+        WHEN v_refunded > o.amount_paid
+            THEN format('the order''s refunds add up to %s, more than the %s paid', v_refunded, o.amount_paid)
+        WHEN r.method IS NULL OR r.method NOT IN ('card', 'bank_transfer', 'cash')
+            THEN format('unknown refund method %s', coalesce(r.method, 'NULL'))
+        WHEN r.refunded_at IS NULL THEN 'no refund date (refunded_at)'
+    END;
+    IF v_bad IS NOT NULL THEN
+        PERFORM dixis.qbo_refuse(v_label || ': ' || v_bad);
+    END IF;
+
+    -- the order itself must be invoiceable (same checks, named after the refund)
+    BEGIN
+        PERFORM qbsync_map."order"(o.id::text);
+    EXCEPTION WHEN SQLSTATE 'QB001' THEN
+        PERFORM dixis.qbo_refuse(v_label || ': ' || SQLERRM);
+    END;
+
+    IF r.amount = o.total THEN
+        SELECT jsonb_agg(dixis.qbo_sales_line(l.num, l.item, l.descr, l.qty, l.price, l.amount, l.vat)
+                         ORDER BY l.num), sum(l.amount)
+        INTO v_lines, v_sum
+        FROM dixis.invoice_lines(o) l;
+    ELSE
+        WITH rate AS (
+            SELECT l.vat, sum(l.amount) AS base FROM dixis.invoice_lines(o) l GROUP BY l.vat
+        ),
+        share AS (
+            SELECT rate.vat, trunc(r.amount * rate.base / o.total, 2) AS floor_share,
+                   r.amount * rate.base / o.total - trunc(r.amount * rate.base / o.total, 2) AS frac
+            FROM rate WHERE rate.base > 0
+        ),
+        part AS (
+            SELECT s.vat,
+                   s.floor_share + CASE WHEN row_number() OVER (ORDER BY s.frac DESC, s.vat DESC)
+                                             <= round((r.amount - sum(s.floor_share) OVER ()) * 100)
+                                        THEN 0.01 ELSE 0 END AS amount
+            FROM share s
+        )
+        SELECT jsonb_agg(dixis.qbo_sales_line(p.num, 'fee:refund',
+                                              'Επιστροφή χρημάτων (ΦΠΑ ' || trim_scale(p.vat) || '%)',
+                                              1, p.amount, p.amount, p.vat)
+                         ORDER BY p.num), sum(p.amount)
+        INTO v_lines, v_sum
+        FROM (SELECT part.*, row_number() OVER (ORDER BY part.vat DESC) AS num
+              FROM part WHERE part.amount > 0) p;
+    END IF;
+    IF v_sum IS DISTINCT FROM r.amount THEN     -- a bug, not bad data: never push it
+        PERFORM dixis.qbo_refuse(format('%s: the lines add up to %s, not the refund amount %s',
+                                        v_label, coalesce(v_sum::text, 'nothing'), r.amount));
+    END IF;
+
+    -- DX-2026-000123-R1 (17 characters) while it fits QBO's 21; beyond 9-digit order ids
+    -- the year goes: DX-<id>-R<n> is at most 3 + 13 + 2 + 2 = 20.
+    v_doc := v_number || '-R' || r.number;
+    IF length(v_doc) > 21 THEN
+        v_doc := 'DX-' || o.id || '-R' || r.number;
+    END IF;
+
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'CustomerRef', jsonb_build_object('$ref', jsonb_build_array(
+            'customer', dixis.qbo_order_customer(o, v_label))),
+        'DocNumber', v_doc,
+        'TxnDate', to_char(r.refunded_at AT TIME ZONE 'Europe/Athens', 'YYYY-MM-DD'),
+        'GlobalTaxCalculation', 'TaxInclusive',
+        'Line', v_lines,
+        'PaymentRefNum', CASE WHEN dixis.qbo_length(btrim(r.reference)) <= 21
+                              THEN nullif(btrim(r.reference), '') END,
+        'PaymentMethodRef', jsonb_build_object('$setting', 'payment_method:' || r.method),
+        'DepositToAccountRef', jsonb_build_object('$setting', 'deposit_account:' || r.method),
+        'BillEmail', CASE WHEN dixis.qbo_email(o.billing_email) IS NOT NULL
+                          THEN jsonb_build_object('Address', dixis.qbo_email(o.billing_email)) END,
+        'PrivateNote', dixis.qbo_text(format('Refund of order %s: %s%s', v_number,
+                                             coalesce(nullif(btrim(r.reason), ''), '-'),
+                                             coalesce(' (reference ' || nullif(btrim(r.reference), '') || ')', '')),
+                                      4000)
+    ));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.refund_keys()
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.id::text FROM dixis.refunds r ORDER BY r.id
+$$;
+
+CREATE OR REPLACE FUNCTION qbsync_map.refund_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_status text := outcome->>'status';
+BEGIN
+    IF key !~ '^[0-9]{1,18}$' THEN
+        RETURN;
+    END IF;
+    UPDATE dixis.refunds r
+    SET quickbooks_sync_status = coalesce(v_status, r.quickbooks_sync_status),
+        quickbooks_refund_id = coalesce(outcome->>'qbo_id', r.quickbooks_refund_id),
+        quickbooks_synced_at = CASE WHEN v_status IN ('synced', 'voided', 'deleted')
+                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+                                    ELSE r.quickbooks_synced_at END,
+        quickbooks_sync_error = CASE WHEN v_status IN ('synced', 'voided', 'deleted', 'skipped') THEN NULL
+                                     ELSE coalesce(outcome->>'error', r.quickbooks_sync_error) END
+    WHERE r.id = key::bigint;
 END
 $$;

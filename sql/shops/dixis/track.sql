@@ -1,14 +1,34 @@
 -- Dixis: register the entities and install the capture rules (qbsync.track).
 -- Safe to run again: define_entity upserts, track replaces its trigger.
 
+-- Dixis' payment methods, in the terms the daemon looks up in every QuickBooks company
+-- (payment_method:<name of a QuickBooks PaymentMethod>, deposit_account:undeposited_funds
+-- or :bank). Card and cash-on-delivery money reaches the bank later (Undeposited Funds);
+-- bank transfers land in the bank. A per-company override in qbsync.realm_settings wins.
+INSERT INTO qbsync.setting_aliases (name, target, description) VALUES
+    ('payment_method:card', 'payment_method:credit_card', 'Dixis card payments'),
+    ('payment_method:cod', 'payment_method:cash', 'Dixis cash on delivery'),
+    ('payment_method:cash', 'payment_method:cash', 'Dixis cash refunds'),
+    ('deposit_account:card', 'deposit_account:undeposited_funds', 'card settlements arrive later'),
+    ('deposit_account:cod', 'deposit_account:undeposited_funds', 'the courier remits later'),
+    ('deposit_account:cash', 'deposit_account:undeposited_funds', 'cash refunds'),
+    ('deposit_account:bank_transfer', 'deposit_account:bank', 'transfers land in the bank')
+ON CONFLICT (name) DO UPDATE SET target = excluded.target, description = excluded.description;
+
 -- Retry schedules from the original Laravel jobs (DESIGN.md).
 SELECT qbsync.define_entity('order', 'Invoice', 3, '{60,300,900}', 120);
 SELECT qbsync.define_entity('customer', 'Customer', 3, '{30,120,300}', 120);
 SELECT qbsync.define_entity('product', 'Item', 3, '{30,120,300}', 120);
+-- Payments and refunds: the invoice's schedule. A payment whose invoice is not in
+-- QuickBooks yet waits for it without burning a try (the daemon never pushes a transaction
+-- as a dependency).
+SELECT qbsync.define_entity('payment', 'Payment', 3, '{60,300,900}', 120);
+SELECT qbsync.define_entity('refund', 'RefundReceipt', 3, '{60,300,900}', 120);
 
--- Orders: captured when they become completed, when a completed order's billed fields
--- change, and when one leaves completed (cancelled/refunded -> void), since the predicate
--- holding for the OLD row is enough. Orders that never reach completed (pending ->
+-- Orders: captured once delivered (completed_at set: completed, and later refunded or
+-- cancelled after delivery, which keep their invoice), when a delivered order's billed
+-- fields change, and when delivery is undone (cancelled before payment -> void), since the
+-- predicate holding for the OLD row is enough. Orders never delivered (pending ->
 -- cancelled) never enqueue anything. The quickbooks_* write-back columns are not listed.
 SELECT qbsync.track('dixis.orders', 'order', 'id',
     columns => ARRAY['status', 'customer_id', 'completed_at', 'created_at',
@@ -16,7 +36,7 @@ SELECT qbsync.track('dixis.orders', 'order', 'id',
                      'billing_address', 'billing_city', 'billing_postcode', 'billing_country',
                      'subtotal', 'shipping_fee', 'payment_fee', 'discount', 'total',
                      'coupon_code', 'payment_method'],
-    "when" => $$status = 'completed'$$);
+    "when" => $$completed_at IS NOT NULL$$);
 
 -- Order lines: a change re-pushes the parent order, only while that order is completed
 -- (lines written while the order is pending ride along when it completes).
@@ -24,7 +44,47 @@ SELECT qbsync.track('dixis.order_items', 'order', 'order_id',
     columns => ARRAY['order_id', 'product_id', 'product_name', 'quantity', 'unit_price',
                      'vat_rate', 'discount', 'line_total'],
     "when" => $$EXISTS (SELECT 1 FROM dixis.orders o
-                        WHERE o.id = order_id AND o.status = 'completed')$$);
+                        WHERE o.id = order_id AND o.completed_at IS NOT NULL)$$);
+
+-- Payments (key = the order id): the payment facts, and delivery (completed_at, status),
+-- since a payment reaches QuickBooks only once its order is invoiced: a card captured at
+-- checkout enqueues nothing until the order is delivered, then the invoice and its payment
+-- go together. Clearing a pushed payment (paid_at back to NULL) matches through the OLD row
+-- and deletes it. The order rule above lists none of these payment columns, and this rule
+-- none of the billed ones (payment_method is on both documents), so paying an order
+-- enqueues only its payment and a billing edit only its invoice.
+SELECT qbsync.track('dixis.orders', 'payment', 'id',
+    columns => ARRAY['paid_at', 'amount_paid', 'payment_reference', 'payment_method',
+                     'status', 'completed_at'],
+    "when" => $$paid_at IS NOT NULL AND completed_at IS NOT NULL$$);
+
+-- Refunds: every billed change, deletion included (a deleted refund voids its receipt).
+SELECT qbsync.track('dixis.refunds', 'refund', 'id',
+    columns => ARRAY['order_id', 'number', 'amount', 'reason', 'refunded_at', 'method',
+                     'reference']);
+
+-- A refund recorded before its order was delivered maps to nothing (no invoice yet); when
+-- the order is delivered, or leaves delivery, its refunds are looked at again. An order
+-- has at most a few refunds and most have none, so the fan-out is a cheap index probe.
+CREATE OR REPLACE FUNCTION dixis.order_refunds_changed() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER          -- the shop's role has no grant on qbsync; the installer does
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM qbsync.enqueue('refund', r.id::text, false, 'dixis.orders')
+    FROM dixis.refunds r
+    WHERE r.order_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS order_refunds_changed ON dixis.orders;
+CREATE TRIGGER order_refunds_changed
+    AFTER UPDATE OF completed_at ON dixis.orders
+    FOR EACH ROW
+    WHEN ((OLD.completed_at IS NULL) IS DISTINCT FROM (NEW.completed_at IS NULL)
+          AND current_setting('qbsync.origin', true) IS DISTINCT FROM 'daemon')
+    EXECUTE FUNCTION dixis.order_refunds_changed();
 
 -- Customers and products: only once they exist in QuickBooks. New ones are pushed on
 -- demand, as dependencies of their first invoice (or by qbsync.sync_all_customers /

@@ -1,0 +1,409 @@
+"""Admin commands of the `qbsync` CLI: the SQL admin surface (migration 0004) for operators.
+
+Every command is a thin client of a view or function in schema qbsync, so psql users and CLI
+users get the same behaviour. Exit codes (in addition to the CLI's 0 ok, 1 failed, 2 usage,
+3 database unreachable): 4 = timed out waiting for the daemon (--wait).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import click
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .cli import EXIT_FAILURE, conninfo, database_option, operator_errors
+
+EXIT_TIMEOUT = 4  # --wait ran out before the daemon answered
+PAGE_SIZE = 50
+COUNT_CAP = 50_000  # logs: rows counted at most for "page N of M"
+LOG_STATUSES = ("success", "failed", "retry", "dead", "skipped", "info")
+POLL = 0.5
+
+
+def _connect(database_url: str | None) -> psycopg.Connection[dict[str, Any]]:
+    return psycopg.connect(conninfo(database_url), autocommit=True, row_factory=dict_row)
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+def _fmt(value: Any) -> str:
+    """One cell: readable, compact (intervals to the second, times without microseconds)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        days, rest = divmod(abs(seconds), 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, secs = divmod(rest, 60)
+        text = f"{hours:d}:{minutes:02d}:{secs:02d}"
+        return ("-" if seconds < 0 else "") + (f"{days}d {text}" if days else text)
+    if isinstance(value, datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return " ".join(str(value).split())
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *,
+          max_width: int = 70) -> str:
+    """A plain text table: header, dashes, one line per row; cells clipped to max_width."""
+    cells = [[str(h) for h in headers]]
+    for row in rows:
+        texts = [_fmt(c) for c in row]
+        cells.append([t if len(t) <= max_width else t[: max_width - 1] + "…" for t in texts])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _wait_for_request(conn: psycopg.Connection[dict[str, Any]], request_id: int,
+                      seconds: float, what: str) -> dict[str, Any]:
+    """The finished admin request, or exit 4 when the daemon did not answer in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        row = conn.execute(
+            "SELECT state, result, error FROM qbsync.admin_requests WHERE id = %s",
+            (request_id,)).fetchone()
+        if row is None:
+            raise click.ClickException(f"admin request {request_id} disappeared")
+        if row["state"] in ("done", "failed"):
+            return row
+        if time.monotonic() >= deadline:
+            click.secho(f"qbsync: no answer from the daemon within {seconds:g} s ({what}, "
+                        f"request {request_id} is {row['state']}; is `qbsync run` running?)",
+                        fg="yellow", err=True)
+            sys.exit(EXIT_TIMEOUT)
+        time.sleep(POLL)
+
+
+def _failed(message: str) -> None:
+    click.secho(f"qbsync: {message}", fg="red", err=True)
+    sys.exit(EXIT_FAILURE)
+
+
+# --- status -----------------------------------------------------------------------------------
+
+_DASHBOARD_LABELS = (
+    ("company_name", "company"),
+    ("realm_id", "realm"),
+    ("connection_status", "connection"),
+    ("orders_synced_today", "orders synced today"),
+    ("orders_synced_this_month", "orders synced this month"),
+    ("orders_synced_total", "orders synced in total"),
+    ("orders_pending", "orders without an invoice"),
+    ("pushes_today", "successful pushes today"),
+    ("errors_today", "errors today"),
+    ("error_rate_today", "error rate today (%)"),
+    ("queue_depth", "queue: pending"),
+    ("queue_running", "queue: running"),
+    ("oldest_pending_age", "oldest pending for"),
+    ("dead", "dead rows"),
+    ("daemons_alive", "daemons alive"),
+    ("open_notices", "open notices"),
+)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the dashboard row as JSON.")
+@database_option
+@operator_errors
+def status_command(as_json: bool, database_url: str | None) -> None:
+    """The dashboard: connection, orders synced, errors, queue, open notices.
+
+    Reads the view qbsync.dashboard (days in the setting dashboard_time_zone).
+    """
+    with _connect(database_url) as conn:
+        row = conn.execute("SELECT * FROM qbsync.dashboard").fetchone()
+        assert row is not None
+        entities = conn.execute(
+            "SELECT name, pending, running, dead, ready_now, expired_leases,"
+            " oldest_pending_age FROM qbsync.queue_health WHERE section = 'entity'"
+            " ORDER BY name").fetchall()
+    if as_json:
+        click.echo(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
+                              indent=2))
+        return
+    click.echo(table(("", "value"), [(label, row[name]) for name, label in _DASHBOARD_LABELS]))
+    if entities:
+        click.echo()
+        click.echo(table(("entity", "pending", "running", "dead", "ready now",
+                          "expired leases", "oldest pending"),
+                         [tuple(e.values()) for e in entities]))
+    if row["open_notices"]:
+        click.echo(f"\n{row['open_notices']} open notice(s): qbsync notices")
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+@click.command("logs")
+@click.option("--status", type=click.Choice(LOG_STATUSES), help="Only rows with this status.")
+@click.option("--operation", help="Only this operation (create, update, void, skip, resync...).")
+@click.option("--entity", help="Only this entity (order, customer, product...).")
+@click.option("--key", help="Only this key (with --entity: one shop row's history).")
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True,
+              help=f"Page of {PAGE_SIZE} rows, newest first.")
+@database_option
+@operator_errors
+def logs_command(status: str | None, operation: str | None, entity: str | None,
+                 key: str | None, page: int, database_url: str | None) -> None:
+    """The sync log (qbsync.sync_logs), newest first, 50 rows a page."""
+    filters = [sql.SQL("{} = {}").format(sql.Identifier(col), sql.Literal(val))
+               for col, val in (("status", status), ("operation", operation),
+                                ("entity", entity), ("key", key)) if val is not None]
+    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(filters) if filters else sql.SQL("")
+    rows_q = sql.SQL("SELECT at, entity, key, operation, status, message, code, ms"
+                     " FROM qbsync.sync_logs{} LIMIT {} OFFSET {}").format(
+        where, sql.Literal(PAGE_SIZE), sql.Literal((page - 1) * PAGE_SIZE))
+    count_q = sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM qbsync.sync_logs{} LIMIT {}) s"
+                      ).format(where, sql.Literal(COUNT_CAP + 1))
+    with _connect(database_url) as conn:
+        rows = conn.execute(rows_q).fetchall()
+        counted = conn.execute(count_q).fetchone()
+    n = int(counted["n"]) if counted else 0
+    pages = max(1, math.ceil(min(n, COUNT_CAP) / PAGE_SIZE))
+    of = f"{pages}+" if n > COUNT_CAP else str(pages)
+    if rows:
+        click.echo(table(("at", "entity", "key", "operation", "status", "message", "code", "ms"),
+                         [tuple(r.values()) for r in rows], max_width=60))
+    else:
+        click.echo("no log rows" + (" on this page" if page > 1 else ""))
+    click.echo(f"page {page} of {of}")
+
+
+# --- resync, bulk syncs, retry-dead -----------------------------------------------------------
+
+@click.command("resync")
+@click.argument("entity")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--force", is_flag=True,
+              help="Push even when already in QuickBooks (e.g. an order that has an invoice).")
+@database_option
+@operator_errors
+def resync_command(entity: str, keys: tuple[str, ...], force: bool,
+                   database_url: str | None) -> None:
+    """Queue shop rows for a new push: qbsync resync order 1001 1002 [--force].
+
+    Every key must be known to the shop's mapping; if one is not, nothing is queued, the
+    unknown keys are named and the exit code is 1.
+    """
+    with _connect(database_url) as conn:
+        if len(keys) == 1:
+            row = conn.execute("SELECT qbsync.resync(%s, %s, %s)::int AS n",
+                               (entity, keys[0], force)).fetchone()
+        else:
+            row = conn.execute("SELECT qbsync.resync_many(%s, %s, %s) AS n",
+                               (entity, list(keys), force)).fetchone()
+    queued = int(row["n"]) if row else 0
+    distinct = len(set(keys))
+    click.echo(f"queued {queued} of {distinct} {entity} key(s)"
+               + (f"; {distinct - queued} already pending" if queued < distinct else "")
+               + (" (forced)" if force else ""))
+
+
+_SYNC_KINDS = {"customers": ("sync_all_customers", "Customer"),
+               "catalog": ("sync_catalog", "Item")}
+
+
+@click.command("sync")
+@click.argument("what", type=click.Choice(sorted(_SYNC_KINDS)))
+@click.option("--wait", type=click.FloatRange(0), default=None, metavar="SECONDS",
+              help="Then show the daemon's progress until the queue of these entities is "
+                   "empty (exit 4 if it is not within SECONDS).")
+@database_option
+@operator_errors
+def sync_command(what: str, wait: float | None, database_url: str | None) -> None:
+    """Queue every customer not yet in QuickBooks (customers) or the whole catalogue (catalog)."""
+    function, qbo_type = _SYNC_KINDS[what]
+    with _connect(database_url) as conn:
+        click.echo("queueing " + ("customers missing from QuickBooks" if what == "customers"
+                                  else "the catalogue") + "…")
+        row = conn.execute(sql.SQL("SELECT qbsync.{}() AS n").format(sql.Identifier(function))
+                           ).fetchone()
+        queued = int(row["n"]) if row else 0
+        click.echo(f"queued {queued} row(s)")
+        if wait is None or queued == 0:
+            return
+        deadline = time.monotonic() + wait
+        progress = (
+            "SELECT count(*) FILTER (WHERE o.state IN ('pending', 'running')) AS left,"
+            "       count(*) FILTER (WHERE o.state = 'dead') AS dead"
+            " FROM qbsync.outbox o JOIN qbsync.entities e USING (entity)"
+            " WHERE e.qbo_type = %s")
+        while True:
+            p = conn.execute(progress, (qbo_type,)).fetchone()
+            assert p is not None
+            done = max(queued - int(p["left"]), 0)
+            click.echo(f"\r  {done}/{queued} pushed, {p['left']} left, {p['dead']} dead   ",
+                       nl=False)
+            if p["left"] == 0:
+                click.echo()
+                return
+            if time.monotonic() >= deadline:
+                click.echo()
+                click.secho(f"qbsync: {p['left']} row(s) still queued after {wait:g} s",
+                            fg="yellow", err=True)
+                sys.exit(EXIT_TIMEOUT)
+            time.sleep(POLL)
+
+
+@click.command("retry-dead")
+@click.option("--entity", help="Only this entity's dead rows.")
+@click.option("--key", help="Only this key's dead rows.")
+@database_option
+@operator_errors
+def retry_dead_command(entity: str | None, key: str | None, database_url: str | None) -> None:
+    """Put dead rows (qbsync.failed) back in the queue with their tries reset."""
+    with _connect(database_url) as conn:
+        row = conn.execute("SELECT qbsync.retry_dead(%s, %s) AS n", (entity, key)).fetchone()
+    n = int(row["n"]) if row else 0
+    click.echo(f"{n} dead row(s) queued again" if n else "no dead rows matched")
+
+
+# --- requests answered by the daemon ----------------------------------------------------------
+
+def _money(value: Any) -> str:
+    return "" if value is None else f"{Decimal(str(value)):,.2f}"
+
+
+def print_comparison(row: dict[str, Any]) -> None:
+    click.echo(f"ProfitAndLoss {row['start_date']} .. {row['end_date']} ({row['period']}), "
+               f"company {row['realm_id']}")
+    click.echo(table(("", "QuickBooks", "shop"), [
+        ("income, net of VAT", _money(row["qbo_income"]), _money(row["shop_revenue_net"])),
+        ("difference", _money(row["difference"]), row["verdict"]),
+        ("sales incl. VAT", "", _money(row["shop_revenue_gross"])),
+        ("orders", "", row["shop_orders"]),
+    ]))
+
+
+@click.command("report")
+@click.option("--period", type=click.Choice(("week", "month", "quarter", "year")),
+              help="The current week (Mon-Sun), month, quarter or year.")
+@click.option("--from", "from_date", type=click.DateTime(("%Y-%m-%d",)),
+              help="First day (with --to, instead of --period).")
+@click.option("--to", "to_date", type=click.DateTime(("%Y-%m-%d",)), help="Last day.")
+@click.option("--wait", type=click.FloatRange(0), default=None, metavar="SECONDS",
+              help="Wait for the daemon to fetch it and print QuickBooks vs the shop "
+                   "(exit 4 if it does not within SECONDS, 1 if QuickBooks refused).")
+@database_option
+@operator_errors
+def report_command(period: str | None, from_date: datetime | None, to_date: datetime | None,
+                   wait: float | None, database_url: str | None) -> None:
+    """Ask the daemon for QuickBooks' ProfitAndLoss and compare its income with the shop's.
+
+    The result lands in qbsync.report_comparison (both sides net of VAT).
+    """
+    if (period is None) == (from_date is None and to_date is None):
+        raise click.UsageError("give either --period or --from and --to")
+    if period is None and (from_date is None or to_date is None):
+        raise click.UsageError("--from and --to go together")
+    with _connect(database_url) as conn:
+        if period is not None:
+            row = conn.execute("SELECT qbsync.request_report(%s) AS id", (period,)).fetchone()
+        else:
+            assert from_date is not None
+            assert to_date is not None
+            row = conn.execute("SELECT qbsync.request_report(%s::date, %s::date) AS id",
+                               (from_date.date(), to_date.date())).fetchone()
+        assert row is not None
+        request_id = int(row["id"])
+        if wait is None:
+            click.echo(f"report requested (admin request {request_id}); the daemon fetches it: "
+                       "SELECT * FROM qbsync.report_comparison")
+            return
+        done = _wait_for_request(conn, request_id, wait, "report")
+        if done["state"] == "failed":
+            _failed(f"report failed: {done['error']}")
+        report_id = (done["result"] or {}).get("report_id")
+        comparison = conn.execute("SELECT * FROM qbsync.report_comparison WHERE report_id = %s",
+                                  (report_id,)).fetchone()
+    if comparison is None:
+        _failed(f"report {report_id} is not in qbsync.report_comparison")
+    else:
+        print_comparison(comparison)
+
+
+@click.command("test-connection")
+@click.option("--wait", type=click.FloatRange(0), default=30.0, show_default=True,
+              metavar="SECONDS",
+              help="How long to wait for the daemon's answer (0: just ask; exit 4 on timeout).")
+@database_option
+@operator_errors
+def test_connection_command(wait: float, database_url: str | None) -> None:
+    """Ask the daemon to call QuickBooks (CompanyInfo, Preferences) and show the round trip."""
+    with _connect(database_url) as conn:
+        row = conn.execute("SELECT qbsync.request_connection_test() AS id").fetchone()
+        assert row is not None
+        request_id = int(row["id"])
+        if wait == 0:
+            click.echo(f"connection test requested (admin request {request_id})")
+            return
+        done = _wait_for_request(conn, request_id, wait, "connection test")
+    if done["state"] == "failed":
+        _failed(f"connection test failed: {done['error']}")
+    r = done["result"] or {}
+    click.echo(f"QuickBooks answered: {r.get('company_name')} (realm {r.get('realm_id')}), "
+               f"{r.get('round_trip_ms')} ms round trip"
+               + (f", home currency {r['home_currency']}" if r.get("home_currency") else ""))
+
+
+# --- notices ----------------------------------------------------------------------------------
+
+@click.command("notices")
+@click.option("--ack", "ack", type=int, metavar="ID", help="Acknowledge notice ID.")
+@click.option("--ack-all", is_flag=True, help="Acknowledge every open notice.")
+@database_option
+@operator_errors
+def notices_command(ack: int | None, ack_all: bool, database_url: str | None) -> None:
+    """Open notices (dead rows, a company to reconnect, report differences); --ack to clear."""
+    if ack is not None and ack_all:
+        raise click.UsageError("--ack and --ack-all exclude each other")
+    with _connect(database_url) as conn:
+        if ack is not None:
+            row = conn.execute("SELECT qbsync.acknowledge(%s) AS ok", (ack,)).fetchone()
+            click.echo(f"notice {ack} acknowledged" if row and row["ok"]
+                       else f"notice {ack} was acknowledged already")
+            return
+        if ack_all:
+            row = conn.execute("SELECT qbsync.acknowledge_all() AS n").fetchone()
+            click.echo(f"{row['n'] if row else 0} notice(s) acknowledged")
+            return
+        rows = conn.execute(
+            "SELECT id, severity, kind, message, occurrences, last_seen_at"
+            " FROM qbsync.open_notices").fetchall()
+    if not rows:
+        click.echo("no open notices")
+        return
+    click.echo(table(("id", "severity", "kind", "message", "times", "last seen"),
+                     [tuple(r.values()) for r in rows], max_width=90))
+    click.echo(f"{len(rows)} open notice(s); acknowledge with --ack ID or --ack-all")
+
+
+ADMIN_COMMANDS: tuple[click.Command, ...] = (
+    status_command, logs_command, resync_command, sync_command, retry_dead_command,
+    report_command, test_connection_command, notices_command,
+)

@@ -1,0 +1,165 @@
+"""Token key rotation (`qbsync rotate-key`) and new keys (`qbsync keygen`).
+
+Order of operations (a daemon keeps syncing throughout):
+
+1. ``qbsync keygen`` prints a new entry ``new:base64``.
+2. Deploy the ring with the NEW key first and the old one after it
+   (``QBSYNC_TOKEN_KEYS=new:…,old:…`` or the ``qbsync-token-keys`` credential) to every
+   daemon and restart them, and to the CLI's environment. The daemons now decrypt both and
+   encrypt every refreshed pair under ``new``.
+3. ``qbsync rotate-key --new-key-id new`` re-encrypts every connection row still under
+   another key. It refuses, before changing anything, when the ring's primary is not
+   ``new``, when a row's key is not in the ring, or when any row does not decrypt.
+4. When it reports every row under ``new``, drop the old key from the ring and restart.
+
+Each row is re-encrypted in its own transaction that holds the realm's refresh lock (the
+transaction-level twin of the daemon's ``pg_advisory_lock(hashtext('qbsync.refresh:' ||
+realm))``) and the row lock (``FOR UPDATE``), and writes only if ``token_generation`` is
+unchanged. The generation is NOT bumped: it means "the tokens changed", and they did not.
+A daemon that saw the generation move after its access token was rejected would adopt the
+stored (same, rejected) token instead of refreshing. A daemon still running with only the
+old key would fail at its next refresh, when it reads the row again: that is why step 2
+comes first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from .config import Settings
+from .connect import open_db, operator, vault_for
+from .errors import QbsyncError
+from .vault import Vault, VaultError, generate_key
+
+__all__ = ["RotateError", "Rotation", "generate_key", "rotate"]
+
+_ROWS = "SELECT realm_id, key_id, tokens, token_generation FROM qbsync.connections " \
+        "ORDER BY realm_id"
+_LOCK_ROW = """
+SELECT pg_advisory_xact_lock(hashtext('qbsync.refresh:' || $1))
+"""
+_READ_ROW = """
+SELECT tokens, key_id, token_generation FROM qbsync.connections
+WHERE realm_id = $1 FOR UPDATE
+"""
+_WRITE_ROW = """
+UPDATE qbsync.connections SET tokens = $2, key_id = $3, updated_at = now()
+WHERE realm_id = $1 AND token_generation = $4
+"""
+_LIVE_DAEMONS = """
+SELECT worker_id, started_at FROM qbsync.workers
+WHERE heartbeat_at > now() - interval '2 minutes' ORDER BY started_at
+"""
+
+Progress = Callable[[int, int, str, str], None]  # done, total, realm, old key id
+
+
+class RotateError(QbsyncError):
+    """Rotation refused or stopped; the message says which realms and why."""
+
+
+@dataclass
+class Rotation:
+    primary: str
+    total: int = 0  # connection rows
+    reencrypted: int = 0
+    already: int = 0  # rows already under the primary key
+    by_key: dict[str, int] = field(default_factory=dict)  # after the run
+    live_daemons: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return set(self.by_key) <= {self.primary}
+
+
+def check_primary(vault: Vault, new_key_id: str | None) -> None:
+    if new_key_id is None or vault.primary == new_key_id:
+        return
+    if new_key_id in vault.key_ids:
+        raise RotateError(
+            f"key {new_key_id!r} is in token_keys but not first (the primary is "
+            f"{vault.primary!r}): list the new key first, e.g. "
+            f"QBSYNC_TOKEN_KEYS={new_key_id}:…,{vault.primary}:…")
+    raise RotateError(f"key {new_key_id!r} is not in token_keys (it has "
+                      f"{', '.join(vault.key_ids)}); deploy the ring with the new key first")
+
+
+def preflight(vault: Vault, rows: list[asyncpg.Record]) -> None:
+    """Refuse unless every row's key is in the ring and every ciphertext decrypts."""
+    missing = [f"{r['realm_id']} (key {r['key_id']!r})" for r in rows
+               if r["key_id"] not in vault.key_ids]
+    if missing:
+        raise RotateError(
+            f"token_keys lacks the key of {', '.join(missing)}: keep the old key in the ring "
+            "(new key first, old after it) until rotate-key has finished; nothing changed")
+    broken: list[str] = []
+    for r in rows:
+        try:
+            vault.decrypt(r["realm_id"], r["tokens"], r["key_id"])
+        except VaultError as exc:
+            broken.append(str(exc))
+    if broken:
+        raise RotateError("cannot decrypt: " + "; ".join(broken) + "; nothing changed (fix "
+                          "the key material, or reconnect those companies with `qbsync "
+                          "connect`)")
+
+
+async def _rekey_row(conn: asyncpg.Connection, vault: Vault, realm: str) -> str | None:
+    """Re-encrypt one row under the primary key; the old key id, or None when there was
+    nothing to do (already primary, or the row is gone)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL lock_timeout = '60s'")
+        await conn.execute(_LOCK_ROW, realm)
+        row = await conn.fetchrow(_READ_ROW, realm)
+        if row is None or row["key_id"] == vault.primary:
+            return None
+        try:
+            payload = vault.decrypt(realm, row["tokens"], row["key_id"])
+        except VaultError as exc:
+            raise RotateError(f"{exc}; stopped (rows done so far stay re-encrypted)") from None
+        blob, key_id = vault.encrypt(realm, payload)
+        status = await conn.execute(_WRITE_ROW, realm, blob, key_id, row["token_generation"])
+        if status != "UPDATE 1":  # impossible under both locks; never write blindly
+            raise RotateError(f"the tokens of realm {realm} changed during re-encryption")
+        detail = {"message": f"tokens re-encrypted from key {row['key_id']} to {key_id}",
+                  "from_key": row["key_id"], "to_key": key_id}
+        await conn.execute(
+            "SELECT qbsync.log('token.rekey', 'connection', $1, 'info', $1, $2::jsonb, $3)",
+            realm, json.dumps(detail), operator())
+        return str(row["key_id"])
+
+
+async def rotate(settings: Settings, *, new_key_id: str | None = None, dry_run: bool = False,
+                 progress: Progress | None = None) -> Rotation:
+    """Re-encrypt every connection's tokens under the ring's primary key (module docstring)."""
+    vault = vault_for(settings)
+    check_primary(vault, new_key_id)
+    result = Rotation(vault.primary)
+    conn = await open_db(settings)
+    try:
+        rows = await conn.fetch(_ROWS)
+        result.total = len(rows)
+        result.live_daemons = [f"{r['worker_id']} (started {r['started_at']:%Y-%m-%d %H:%M})"
+                               for r in await conn.fetch(_LIVE_DAEMONS)]
+        preflight(vault, list(rows))
+        todo = [r["realm_id"] for r in rows if r["key_id"] != vault.primary]
+        result.already = result.total - len(todo)
+        if not dry_run:
+            for n, realm in enumerate(todo, start=1):
+                old = await _rekey_row(conn, vault, realm)
+                if old is None:
+                    result.already += 1
+                else:
+                    result.reencrypted += 1
+                if progress:
+                    progress(n, len(todo), realm, old or vault.primary)
+        counts = await conn.fetch(
+            "SELECT key_id, count(*) AS n FROM qbsync.connections GROUP BY 1 ORDER BY 1")
+        result.by_key = {r["key_id"]: r["n"] for r in counts}
+    finally:
+        await conn.close()
+    return result
