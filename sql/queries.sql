@@ -18,6 +18,9 @@ SELECT qbsync.extend_leases($1, $2::bigint[], make_interval(secs => $3));
 -- name: complete
 SELECT qbsync.complete($1, $2, $3, $4::jsonb);
 
+-- name: complete_many
+SELECT qbsync.complete_many($1, $2, $3::jsonb);
+
 -- name: fail
 SELECT qbsync.fail($1, $2, $3, $4::jsonb);
 

@@ -22,6 +22,7 @@ import asyncpg
 from . import sdnotify
 from .batch import BatchPusher
 from .db import Listener
+from .outcomes import OutcomeGroups
 from .queries import load as load_queries
 from .sync import Pushed, Pusher, PushFailed, Row, Skipped
 
@@ -73,6 +74,9 @@ class Worker:
         self.paused_reason: str | None = None
         self.loop_alive = time.monotonic()
         self.batches = BatchPusher(pusher, config.batch_size)
+        self.outcomes = OutcomeGroups(
+            pool, config.worker_id, pusher.realm.realm_id,
+            lambda: sum(len(rows) for rows in self._tasks.values()))
         self._tasks: dict[asyncio.Task[None], list[Row]] = {}
         self._batch_mode = False
         self._backlog_checked = 0.0
@@ -265,10 +269,10 @@ class Worker:
             log.exception("unexpected error pushing a batch")
             outcomes = {r.id: PushFailed("retry", f"{r.label}: internal error: "
                                                   f"{type(exc).__name__}: {exc}") for r in rows}
-        for row in rows:
-            await self._record(row, outcomes.get(row.id) or PushFailed(
-                "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; the "
-                "next try looks the object up in QuickBooks before creating it"))
+        # recorded together: the group of outcomes becomes one transaction
+        await asyncio.gather(*(self._record(row, outcomes.get(row.id) or PushFailed(
+            "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; the "
+            "next try looks the object up in QuickBooks before creating it")) for row in rows))
 
     async def _record(self, row: Row, outcome: Pushed | Skipped | PushFailed) -> None:
         """Store the outcome; keeps trying through a database outage while the lease lasts
@@ -278,17 +282,15 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                if isinstance(outcome, Pushed):
-                    held = await self.pool.fetchval(Q.complete, row.id, self.config.worker_id,
-                                                    realm, outcome.result)
-                    self.stats.pushed += 1
-                    self.stats.last_push = time.time()
-                    state = "done" if held else "lost"
-                elif isinstance(outcome, Skipped):
-                    held = await self.pool.fetchval(Q.skip, row.id, self.config.worker_id,
-                                                    realm, outcome.reason)
-                    self.stats.skipped += 1
-                    state = "skipped" if held else "lost"
+                if isinstance(outcome, Pushed | Skipped):
+                    held = await self.outcomes.record(row, outcome)
+                    if isinstance(outcome, Pushed):
+                        self.stats.pushed += 1
+                        self.stats.last_push = time.time()
+                    else:
+                        self.stats.skipped += 1
+                    state = ("done" if isinstance(outcome, Pushed) else "skipped") \
+                        if held else "lost"
                 else:
                     state = await self.pool.fetchval(Q.fail, row.id, self.config.worker_id,
                                                      realm, outcome.as_error())

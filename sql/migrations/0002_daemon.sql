@@ -69,7 +69,8 @@ $$;
 
 -- Calls qbsync_map.<entity>_outcome(key, outcome) when the mapping defines one. The
 -- write-back is marked as the daemon's own write, so capture ignores it.
-CREATE FUNCTION qbsync.write_back(p_entity text, p_key text, p_outcome jsonb) RETURNS void
+CREATE FUNCTION qbsync.write_back(p_entity text, p_key text, p_outcome jsonb,
+                                  p_guarded boolean DEFAULT true) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -78,16 +79,24 @@ BEGIN
         RETURN;
     END IF;
     PERFORM set_config('qbsync.origin', 'daemon', true);
-    BEGIN
+    IF NOT p_guarded THEN
+        -- Grouped completions (complete_many) call it unguarded: a subtransaction per row
+        -- would overflow the per-backend subtransaction cache past 64 rows and slow every
+        -- snapshot in the cluster. Should it fail, the daemon records the group row by row.
         EXECUTE format('SELECT qbsync_map.%I($1, $2)', p_entity || '_outcome')
             USING p_key, p_outcome;
-    EXCEPTION WHEN OTHERS THEN
-        -- The push itself stands (entity_map is what prevents a second invoice); only the
-        -- courtesy copy onto the shop row failed, and the log says why.
-        PERFORM qbsync.log('write_back', p_entity, p_key, 'failed', p_outcome->>'realm_id',
-            jsonb_build_object('message', format('qbsync_map.%s_outcome failed: %s',
-                                                 p_entity, SQLERRM), 'code', SQLSTATE));
-    END;
+    ELSE
+        BEGIN
+            EXECUTE format('SELECT qbsync_map.%I($1, $2)', p_entity || '_outcome')
+                USING p_key, p_outcome;
+        EXCEPTION WHEN OTHERS THEN
+            -- The push itself stands (entity_map is what prevents a second invoice); only
+            -- the courtesy copy onto the shop row failed, and the log says why.
+            PERFORM qbsync.log('write_back', p_entity, p_key, 'failed', p_outcome->>'realm_id',
+                jsonb_build_object('message', format('qbsync_map.%s_outcome failed: %s',
+                                                     p_entity, SQLERRM), 'code', SQLSTATE));
+        END;
+    END IF;
     PERFORM set_config('qbsync.origin', '', true);
 END
 $$;
@@ -131,7 +140,8 @@ $$;
 -- p_result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation, qbo_status,
 -- sent_doc_number, response_time_ms, request_id, attempt, message.
 CREATE FUNCTION qbsync.record_success(p_realm text, p_entity text, p_key text, p_result jsonb,
-                                      p_actor text DEFAULT 'daemon')
+                                      p_actor text DEFAULT 'daemon',
+                                      p_guarded boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -160,7 +170,7 @@ BEGIN
         'realm_id', p_realm,
         'status', CASE WHEN v_status IN ('voided', 'deleted') THEN v_status ELSE 'synced' END,
         'qbo_id', p_result->>'qbo_id', 'doc_number', p_result->>'doc_number',
-        'synced_at', v_now, 'attempted_at', v_now, 'error', NULL));
+        'synced_at', v_now, 'attempted_at', v_now, 'error', NULL), p_guarded);
 
     PERFORM qbsync.log(coalesce(p_result->>'operation', 'push'), p_entity, p_key, 'success',
                        p_realm, p_result - '{qbo_type,sync_token,qbo_status,object}'::text[],
@@ -197,7 +207,8 @@ $$;
 
 -- A push succeeded: record it and remove the row (and any dead row of the same key,
 -- which this push supersedes). False if the lease was lost.
-CREATE FUNCTION qbsync.complete(p_id bigint, p_worker text, p_realm text, p_result jsonb)
+CREATE FUNCTION qbsync.complete(p_id bigint, p_worker text, p_realm text, p_result jsonb,
+                                p_guarded boolean DEFAULT true)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -211,10 +222,38 @@ BEGIN
     END IF;
     PERFORM qbsync.record_success(p_realm, v_row.entity, v_row.key,
         p_result || jsonb_build_object('request_id', v_row.request_id, 'attempt', v_row.attempts),
-        p_worker);
+        p_worker, p_guarded);
     DELETE FROM qbsync.outbox
     WHERE id = p_id OR (entity = v_row.entity AND key = v_row.key AND state = 'dead');
     RETURN true;
+END
+$$;
+
+-- Many outcomes in one transaction (one commit instead of one per row): p_items is an
+-- array of {"id": …, "result": {…}} (pushed) or {"id": …, "skip": "reason"} (skipped).
+-- Returns the ids whose lease was lost (their outcome was not recorded).
+CREATE FUNCTION qbsync.complete_many(p_worker text, p_realm text, p_items jsonb)
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_item jsonb;
+    v_lost bigint[] := '{}';
+    v_held boolean;
+BEGIN
+    FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) LOOP
+        IF v_item ? 'skip' THEN
+            v_held := qbsync.skip((v_item->>'id')::bigint, p_worker, p_realm, v_item->>'skip');
+        ELSE
+            v_held := qbsync.complete((v_item->>'id')::bigint, p_worker, p_realm,
+                                      v_item->'result', false);
+        END IF;
+        IF NOT v_held THEN
+            v_lost := v_lost || (v_item->>'id')::bigint;
+        END IF;
+    END LOOP;
+    RETURN v_lost;
 END
 $$;
 

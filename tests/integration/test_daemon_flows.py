@@ -330,3 +330,33 @@ async def test_stale_sync_token_is_reread_and_the_change_reapplied(
     assert updated["BillAddr"]["City"] == "Πάτρα"
     assert updated["CustomerMemo"]["value"] == "Ευχαριστούμε!"  # sparse: theirs kept
     assert logs(dixis_db, str(order_id))[-1][:2] == ("update", "success")
+
+
+async def test_failing_write_back_loses_no_push(shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """The shop's outcome function raising for one row: that row's push still stands
+    (entity_map, log), the failure is logged, and the rows recorded with it are unharmed."""
+    dixis_db.execute("ALTER FUNCTION qbsync_map.order_outcome(text, jsonb) "
+                     "RENAME TO order_outcome_real")
+    dixis_db.execute("""
+        CREATE FUNCTION qbsync_map.order_outcome(key text, outcome jsonb) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF key = '2' THEN RAISE EXCEPTION 'shop trigger says no'; END IF;
+            PERFORM qbsync_map.order_outcome_real(key, outcome);
+        END $$""")
+    dixis_db.execute("SELECT dixis.generate(12, 0.3)")
+    dixis_db.commit()
+    expected = dixis_db.execute("SELECT count(*) FROM dixis.orders WHERE " + INVOICED).fetchone()
+    async with running(shop, batch_threshold=5):
+        await drained(shop.url)
+    assert expected is not None
+    assert len(shop.invoices()) == expected[0]
+    mapped = dixis_db.execute(
+        "SELECT count(*) FROM qbsync.entity_map WHERE entity = 'order' AND qbo_status = 'active'"
+        ).fetchone()
+    assert mapped == expected
+    failed = dixis_db.execute(
+        "SELECT model_id, error_message FROM qbsync.integration_logs "
+        "WHERE operation = 'write_back' AND status = 'failed'").fetchall()
+    assert [k for k, _ in failed] == ["2"]
+    assert "shop trigger says no" in failed[0][1]
