@@ -116,3 +116,15 @@ SELECT qbsync.record_drift($1, $2, $3::jsonb);
 
 -- name: managed_types
 SELECT DISTINCT qbo_type FROM qbsync.entities ORDER BY 1;
+
+-- name: reconcile_start
+SELECT qbsync.start_reconcile($1, $2, $3::text::date, $4::text::date, $5::text[]);
+
+-- name: reconcile_store_items
+SELECT qbsync.store_reconcile_items($1, $2, $3::text::jsonb, $4);
+
+-- name: reconcile_unseen
+SELECT qbo_type, qbo_id FROM qbsync.reconcile_unseen($1, $2);
+
+-- name: reconcile_finish
+SELECT qbsync.finish_reconcile($1)::text;

@@ -11,7 +11,11 @@ no transaction open, and records the outcome:
 * ``report``: ``ProfitAndLoss`` for the request's dates, stored with the shop's own revenue
   for the same dates by ``qbsync.store_report`` (see ``qbsync.report_comparison``);
 * ``connection_test``: ``CompanyInfo`` and ``Preferences``; the result holds the company
-  name, realm, home currency and the round trip in milliseconds.
+  name, realm, home currency and the round trip in milliseconds;
+* ``reconcile``: QuickBooks' transactions dated in the request's period (one paginated query
+  per type), then the mapped objects that query did not return, read by Id (deleted? dated
+  elsewhere?), stored in ``qbsync.reconcile_items``; ``qbsync.finish_reconcile`` compares
+  them with the shop's ledger. The result holds the run id and the totals per type.
 
 The request ends ``done`` with its result, or ``failed`` with QuickBooks' own message
 (``QboError.describe()``), e.g. ``QuickBooks 3200 AuthenticationFailed: ...``.
@@ -23,17 +27,23 @@ import asyncio
 import json
 import logging
 import time
+from datetime import date
 from typing import Any
 
 import asyncpg
 
 from .qbo.client import QboClient
-from .qbo.errors import QboError
+from .qbo.errors import NotFound, QboError
+from .queries import load as load_queries
 
 log = logging.getLogger("qbsync.admin")
 
 #: Bound on one request's QuickBooks calls (a report over a long period can be slow).
 REQUEST_TIMEOUT = 120.0
+#: QuickBooks transaction types a reconciliation may read, and the reads by Id it may make.
+RECONCILE_TYPES = frozenset({"Invoice", "Payment", "RefundReceipt", "CreditMemo", "SalesReceipt"})
+RECONCILE_MAX_READS = 100
+Q = load_queries()
 
 # json goes in as text and comes out as text, so this works with or without the daemon
 # pool's jsonb codec.
@@ -77,6 +87,8 @@ async def handle_pending_requests(
                     result = await _report(pool, client, realm_id, request_id, params)
                 elif kind == "connection_test":
                     result = await _connection_test(client, realm_id)
+                elif kind == "reconcile":
+                    result = await _reconcile(pool, client, realm_id, request_id, params)
                 else:
                     raise RequestFailed(f"unknown admin request kind {kind!r}")
         except QboError as exc:
@@ -149,3 +161,42 @@ async def _connection_test(client: QboClient, realm_id: str) -> dict[str, Any]:
         "round_trip_ms": round_trip,
         "preferences_ms": prefs_ms,
     }
+
+
+async def _reconcile(pool: asyncpg.Pool, client: QboClient, realm_id: str, request_id: int,
+                     params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        start = date.fromisoformat(str(params.get("from_date")))
+        end = date.fromisoformat(str(params.get("to_date")))
+    except ValueError as exc:
+        raise RequestFailed(f"a reconcile request needs from_date and to_date: {exc}") from exc
+    if start > end:
+        raise RequestFailed(f"from_date {start} is after to_date {end}")
+    types = [str(t) for t in params.get("types") or ("Invoice", "Payment")]
+    unknown = sorted(set(types) - RECONCILE_TYPES)
+    if unknown:
+        raise RequestFailed(f"cannot reconcile QuickBooks type(s) {', '.join(unknown)}")
+    started = time.perf_counter()
+    run_id = await pool.fetchval(Q.reconcile_start, request_id, realm_id, start.isoformat(),
+                                 end.isoformat(), types)
+    found: dict[str, int] = {}
+    for qbo_type in types:
+        objects = await client.query_all(
+            f"SELECT * FROM {qbo_type} WHERE TxnDate >= '{start.isoformat()}' "
+            f"AND TxnDate <= '{end.isoformat()}'")
+        found[qbo_type] = len(objects)
+        await pool.fetchval(Q.reconcile_store_items, run_id, qbo_type, json.dumps(objects),
+                            "query")
+    reads = 0
+    for row in await pool.fetch(Q.reconcile_unseen, run_id, RECONCILE_MAX_READS):
+        qbo_type, qbo_id = row["qbo_type"], row["qbo_id"]
+        try:
+            obj = await client.read(qbo_type, qbo_id)
+        except NotFound:
+            obj = {"Id": qbo_id, "status": "Deleted"}
+        reads += 1
+        await pool.fetchval(Q.reconcile_store_items, run_id, qbo_type, json.dumps([obj]),
+                            "read")
+    summary = json.loads(await pool.fetchval(Q.reconcile_finish, run_id))
+    return {**summary, "realm_id": realm_id, "found": found, "reads": reads,
+            "elapsed_ms": int((time.perf_counter() - started) * 1000)}

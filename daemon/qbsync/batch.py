@@ -99,7 +99,8 @@ class BatchPusher:
         for i in batchable:
             refs |= collect(bodies[i])[0]
         await self._dependencies(refs)
-        ids = {ref: m.qbo_id for ref, m in (await p.mapped(refs)).items()}
+        ids = {ref: m.qbo_id for ref, m in (await p.mapped(refs)).items()
+               if m.qbo_status == "active"}
         existing = await p.mapped({(by_id[i].entity, by_id[i].key) for i in batchable})
         ops: list[tuple[Row, str, str, dict[str, Any]]] = []
         for i in batchable:
@@ -167,13 +168,18 @@ class BatchPusher:
         """Create the shop rows these references need, in batches; what does not batch
         cleanly is left for the one-by-one path of the rows that need it."""
         p = self.pusher
-        missing = sorted(refs - (await p.mapped(refs)).keys())
+        def active(found: dict[Ref, Any]) -> set[Ref]:
+            return {ref for ref, m in found.items() if m.qbo_status == "active"}
+
+        missing = sorted(refs - active(await p.mapped(refs)))
         if not missing:
             return
         async with contextlib.AsyncExitStack() as stack:
             for ref in missing:  # sorted: locks are always taken in the same order
                 await stack.enter_async_context(p.dependency_lock(ref))
-            missing = sorted(set(missing) - (await p.mapped(set(missing))).keys())
+            missing = sorted(set(missing) - active(await p.mapped(set(missing))))
+            if any(m.qbo_status != "active" for m in (await p.mapped(set(missing))).values()):
+                return  # re-creating a deleted object: the one-by-one path seeds its requestid
             creates: list[tuple[Ref, str, dict[str, Any]]] = []
             for entity, keys in by_entity(missing):
                 try:

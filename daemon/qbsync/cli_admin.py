@@ -403,7 +403,147 @@ def notices_command(ack: int | None, ack_all: bool, database_url: str | None) ->
     click.echo(f"{len(rows)} open notice(s); acknowledge with --ack ID or --ack-all")
 
 
+# --- drift and reconciliation -----------------------------------------------------------------
+
+@click.command("drift")
+@click.option("--resolve", "resolve", type=int, metavar="ID", help="Resolve drift ID.")
+@click.option("--push", "action", flag_value="push",
+              help="With --resolve: push the shop's version to QuickBooks again.")
+@click.option("--accept", "action", flag_value="accept",
+              help="With --resolve: keep QuickBooks' version and record it.")
+@database_option
+@operator_errors
+def drift_command(resolve: int | None, action: str | None, database_url: str | None) -> None:
+    """Changes made in QuickBooks outside qbsync (qbsync.drift); --resolve ID --push|--accept.
+
+    --push queues the shop's version again (a deleted object is re-created); --accept keeps
+    QuickBooks' version (qbsync.entity_map takes it, the shop row is told, nothing is pushed).
+    """
+    if (resolve is None) != (action is None):
+        raise click.UsageError("--resolve ID goes with --push or --accept")
+    with _connect(database_url) as conn:
+        if resolve is not None:
+            row = conn.execute("SELECT qbsync.resolve_drift(%s, %s) AS r",
+                               (resolve, action)).fetchone()
+            click.echo(f"drift {resolve} {row['r'] if row else action}"
+                       + ("; the daemon pushes the shop's version" if action == "push" else ""))
+            return
+        rows = conn.execute(
+            "SELECT id, entity, key, qbo_type, qbo_id, change, fields, detected_at"
+            " FROM qbsync.drift").fetchall()
+    if not rows:
+        click.echo("no open drift")
+        return
+    click.echo(table(("id", "entity", "key", "QuickBooks", "id", "change", "what changed",
+                      "detected"),
+                     [(r["id"], r["entity"], r["key"], r["qbo_type"], r["qbo_id"], r["change"],
+                       _what_changed(r["fields"] or {}), r["detected_at"]) for r in rows],
+                     max_width=90))
+    click.echo(f"{len(rows)} open drift(s); resolve with --resolve ID --push or --accept")
+
+
+def _what_changed(fields: dict[str, Any]) -> str:
+    """"TotalAmt: 55.3 → 42.4; Lines changed": values in full when they are short."""
+    parts = []
+    for name in sorted(fields, key=lambda n: (isinstance((fields[n] or {}).get("qbsync"),
+                                                         (dict, list)), n)):
+        change = fields[name] or {}
+        ours, theirs = change.get("qbsync"), change.get("quickbooks")
+        if isinstance(ours, (dict, list)) or isinstance(theirs, (dict, list)):
+            parts.append(f"{name} changed")
+        else:
+            parts.append(f"{name}: {_fmt(ours) or '-'} → {_fmt(theirs) or '-'}")
+    return "; ".join(parts)
+
+
+def print_reconciliation(conn: psycopg.Connection[dict[str, Any]], run_id: int) -> int:
+    """Prints a finished reconciliation; returns how many documents differ."""
+    run = conn.execute("SELECT realm_id, from_date, to_date FROM qbsync.reconcile_runs"
+                       " WHERE id = %s", (run_id,)).fetchone()
+    if run is None:
+        _failed(f"reconciliation {run_id} does not exist")
+        return 0
+    totals = conn.execute(
+        "SELECT coalesce(entity, lower(qbo_type)) AS what, qbo_type, shop_count, shop_total,"
+        " qbo_count, qbo_total, shop_total - qbo_total AS difference, ok,"
+        " missing_in_quickbooks, missing_in_shop, amount_differs, date_differs"
+        " FROM qbsync.reconcile_totals WHERE run_id = %s ORDER BY qbo_type", (run_id,)).fetchall()
+    problems = conn.execute(
+        "SELECT status, qbo_type, entity, key, doc_number, qbo_id, shop_amount, qbo_amount,"
+        " coalesce(shop_txn_date, qbo_txn_date) AS txn_date, note, fix"
+        " FROM qbsync.reconcile(%s) WHERE status <> 'ok'", (run_id,)).fetchall()
+    click.echo(f"Reconciliation {run['from_date']} .. {run['to_date']}, company "
+               f"{run['realm_id']} (run {run_id})")
+    click.echo(table(
+        ("", "QuickBooks type", "shop", "shop total", "QuickBooks", "QuickBooks total",
+         "difference", "ok", "missing in QB", "missing in shop", "amount differs",
+         "date differs"),
+        [(t["what"], t["qbo_type"], t["shop_count"], _money(t["shop_total"]), t["qbo_count"],
+          _money(t["qbo_total"]), _money(t["difference"]), t["ok"],
+          t["missing_in_quickbooks"], t["missing_in_shop"], t["amount_differs"],
+          t["date_differs"]) for t in totals]))
+    if not problems:
+        click.echo("\nno differences")
+        return 0
+    click.echo()
+    click.echo(table(("status", "type", "entity", "key", "number", "QuickBooks id", "shop",
+                      "QuickBooks", "date", "note", "fix"),
+                     [(p["status"], p["qbo_type"], p["entity"], p["key"], p["doc_number"],
+                       p["qbo_id"], _money(p["shop_amount"]), _money(p["qbo_amount"]),
+                       p["txn_date"], p["note"], p["fix"]) for p in problems], max_width=80))
+    click.echo(f"{len(problems)} difference(s)")
+    return len(problems)
+
+
+@click.command("reconcile")
+@click.option("--from", "from_date", type=click.DateTime(("%Y-%m-%d",)), required=True,
+              help="First day (TxnDate, inclusive).")
+@click.option("--to", "to_date", type=click.DateTime(("%Y-%m-%d",)), required=True,
+              help="Last day (inclusive).")
+@click.option("--fix", is_flag=True,
+              help="Queue the fixes: push again (forced) what is missing or different in "
+                   "QuickBooks, re-creating what was deleted there.")
+@click.option("--wait", type=click.FloatRange(0), default=120.0, show_default=True,
+              metavar="SECONDS",
+              help="How long to wait for the daemon to read QuickBooks (exit 4 on timeout).")
+@database_option
+@operator_errors
+def reconcile_command(from_date: datetime, to_date: datetime, fix: bool, wait: float,
+                      database_url: str | None) -> None:
+    """Compare the shop's invoices, payments and refunds of a period with QuickBooks'.
+
+    Counts, totals, documents missing on either side, amounts and dates that differ. Exit 0
+    when everything matches (or --fix queued the fixes), 1 when differences remain.
+    """
+    if from_date > to_date:
+        raise click.UsageError("--from is after --to")
+    with _connect(database_url) as conn:
+        row = conn.execute("SELECT qbsync.request_reconcile(%s::date, %s::date) AS id",
+                           (from_date.date(), to_date.date())).fetchone()
+        assert row is not None
+        request_id = int(row["id"])
+        click.echo(f"reconciliation requested (admin request {request_id}); waiting for the "
+                   "daemon…", err=True)
+        done = _wait_for_request(conn, request_id, wait, "reconciliation")
+        if done["state"] == "failed":
+            _failed(f"reconciliation failed: {done['error']}")
+        run_id = int((done["result"] or {})["run_id"])
+        differences = print_reconciliation(conn, run_id)
+        if fix and differences:
+            fixed = conn.execute("SELECT qbsync.reconcile_fix(%s) AS n", (run_id,)).fetchone()
+            n = int(fixed["n"]) if fixed else 0
+            click.echo(f"queued {n} fix(es): the daemon pushes them"
+                       + (f"; {differences - n} left to a human (see the notes)"
+                          if differences > n else ""))
+            if differences > n:
+                sys.exit(EXIT_FAILURE)
+            return
+    if differences:
+        sys.exit(EXIT_FAILURE)
+
+
 ADMIN_COMMANDS: tuple[click.Command, ...] = (
     status_command, logs_command, resync_command, sync_command, retry_dead_command,
-    report_command, test_connection_command, notices_command,
+    report_command, test_connection_command, notices_command, drift_command,
+    reconcile_command,
 )

@@ -259,7 +259,15 @@ async def run(
         log.info("qbsync %s stopped", settings.worker_name)
 
 
+def _stop_before_start(signum: int, _frame: object) -> None:
+    # SIGTERM/SIGINT before the event loop installed its own handlers: nothing is claimed
+    # yet, so stopping at once is a clean stop.
+    raise SystemExit(0)
+
+
 def main(settings: Settings) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_before_start)
     logs.configure(settings.log_level, settings.log_format)
     sentry.init_sentry(settings)
     try:

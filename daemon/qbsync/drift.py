@@ -39,6 +39,9 @@ async def poll(pool: asyncpg.Pool, client: QboClient, realm_id: str,
         # First poll: from when qbsync itself started writing to this company.
         since = await pool.fetchval(Q.connected_at, realm_id)
     since = max(since or started, started - MAX_LOOKBACK)
+    # QuickBooks stamps LastUpdatedTime to the second: a window starting mid-second would
+    # miss what changed earlier in that second (re-reading it is harmless).
+    since = since.replace(microsecond=0)
     types = [r["qbo_type"] for r in await pool.fetch(Q.managed_types)]
     changes = await client.cdc(types, since)
     found = 0

@@ -298,7 +298,7 @@ class Pusher:
         except ValueError as exc:
             raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
         mapped = await self.mapped(refs)
-        ids = {ref: m.qbo_id for ref, m in mapped.items()}
+        ids = {ref: m.qbo_id for ref, m in mapped.items() if m.qbo_status == "active"}
         for ref in sorted(refs - ids.keys()):
             ids[ref] = await self._ensure_dependency(ref, chain, label)
         try:
@@ -313,7 +313,7 @@ class Pusher:
             raise PushFailed("permanent", f"{label}: circular or too deep references: {path}")
         async with self.dependency_lock(ref):
             done = (await self.mapped({ref})).get(ref)
-            if done:
+            if done and done.qbo_status == "active":
                 return done.qbo_id
             info = await self.entity(entity, f"{label}: its {entity} {key}")
             if info.qbo_type not in DEPENDENCY_TYPES:
@@ -321,9 +321,9 @@ class Pusher:
                 if pushing is not None and ref not in chain:
                     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                         await asyncio.wait_for(asyncio.shield(pushing), info.deadline_seconds)
-                    done = (await self.mapped({ref})).get(ref)
-                    if done:
-                        return done.qbo_id
+                    pushed = (await self.mapped({ref})).get(ref)
+                    if pushed and pushed.qbo_status == "active":
+                        return pushed.qbo_id
                 raise PushFailed(
                     "waiting", f"{label}: waits for {entity} {key} to reach QuickBooks first "
                     f"(its {info.qbo_type} does not exist yet)", None, "wait",
@@ -337,7 +337,11 @@ class Pusher:
             body.pop("$op", None)
             body = await self._resolve(body, (*chain, ref), label)
             started = time.perf_counter()
-            request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, f"{self.realm.realm_id}/{entity}/{key}")
+            # Stable across daemons and retries; after a deletion in QuickBooks, seeded with
+            # the deleted Id, so that the create is not answered with the old one's replay.
+            gone = f"/after:{done.qbo_id}" if done else ""
+            request_id = uuid.uuid5(DEPENDENCY_NAMESPACE,
+                                    f"{self.realm.realm_id}/{entity}/{key}{gone}")
             obj, operation = await self._create(
                 entity, key, info.qbo_type, body, request_id, may_exist=False,
                 label=f"{label}: its {entity} {key}")

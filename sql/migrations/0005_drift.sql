@@ -122,7 +122,7 @@ $$;
 -- on top of QuickBooks' current SyncToken; a deleted object is created anew). 'accept':
 -- QuickBooks' version stands: entity_map takes it, the shop row is told, the log says who.
 CREATE FUNCTION qbsync.resolve_drift(p_id bigint, p_action text) RETURNS text
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -143,7 +143,10 @@ BEGIN
                 v_drift.qbo_type, v_drift.qbo_id USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF v_drift.change = 'deleted' THEN
-            DELETE FROM qbsync.entity_map
+            -- Kept, marked deleted: the push creates the object anew, and a dependency
+            -- create derives its requestid from the deleted Id, so QuickBooks cannot answer
+            -- it with the deleted object's original create.
+            UPDATE qbsync.entity_map SET qbo_status = 'deleted'
             WHERE realm_id = v_drift.realm_id AND entity = v_drift.entity AND key = v_drift.key;
         ELSE
             UPDATE qbsync.entity_map SET sync_token = v_drift.qbo_sync_token
@@ -163,7 +166,13 @@ BEGIN
                 'realm_id', v_drift.realm_id, 'status', v_drift.change,
                 'qbo_id', v_drift.qbo_id, 'attempted_at', now(),
                 'error', format('%s %s %s in QuickBooks (accepted by %s)', v_drift.qbo_type,
-                                v_drift.qbo_id, v_drift.change, current_user)));
+                                v_drift.qbo_id, v_drift.change, qbsync.caller())));
+        ELSE
+            -- the shop row learns QuickBooks' version: its number, and when it was taken in
+            PERFORM qbsync.write_back(v_drift.entity, v_drift.key, jsonb_build_object(
+                'realm_id', v_drift.realm_id, 'status', 'synced', 'qbo_id', v_drift.qbo_id,
+                'doc_number', v_drift.qbo_object->>'DocNumber', 'synced_at', now(),
+                'attempted_at', now(), 'error', NULL));
         END IF;
     ELSE
         RAISE EXCEPTION 'qbsync.resolve_drift: action must be ''push'' or ''accept'', not %',
@@ -171,13 +180,13 @@ BEGIN
     END IF;
     UPDATE qbsync.drift_log
     SET resolved_at = now(), resolution = CASE p_action WHEN 'push' THEN 'pushed' ELSE 'accepted' END,
-        resolved_by = current_user
+        resolved_by = qbsync.caller()
     WHERE id = p_id;
     PERFORM qbsync.log('drift.' || p_action, v_drift.entity, v_drift.key, 'info',
         v_drift.realm_id, jsonb_build_object(
             'message', format('drift %s (%s %s %s) resolved: %s', p_id, v_drift.qbo_type,
                               v_drift.qbo_id, v_drift.change, p_action),
-            'qbo_id', v_drift.qbo_id), current_user);
+            'qbo_id', v_drift.qbo_id), qbsync.caller());
     RETURN CASE p_action WHEN 'push' THEN 'pushed' ELSE 'accepted' END;
 END
 $$;

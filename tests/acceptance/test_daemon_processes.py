@@ -72,7 +72,7 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         daemon.kill()
         daemon.start()
     wait_drained(shop.url, 120, [daemon])
-    assert daemon.terminate() == 0
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
     dead = dixis_db.execute("SELECT key, last_error FROM qbsync.outbox").fetchall()
     assert dead == []
     assert_exactly_once(dixis_db, emu, shop.realm_id)

@@ -82,7 +82,7 @@ async def test_no_secret_in_logs_even_at_debug(
     dixis_db.execute("SELECT dixis.generate(5)")
     dixis_db.commit()
     wait_drained(shop.url, 60, [daemon])
-    assert daemon.terminate() == 0
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
     log = daemon.log()
     assert '"logger": "httpx"' in log  # requests were logged, URLs and all
     access = list(emu.oauth.access)  # every access token the emulator ever issued

@@ -114,3 +114,46 @@ AS $$
 $$;
 COMMENT ON FUNCTION qbsync_map.order_revenue(date, date) IS
     'Completed Dixis orders completed (Athens days) from from_date to to_date: net of VAT (compare with QuickBooks ProfitAndLoss income), gross, and how many.';
+
+-- Reconciliation: the documents the shop expects in QuickBooks for a period ----------------
+-- qbsync.finish_reconcile compares them with QuickBooks' transactions dated in the period.
+-- The same rules as the mappings (TxnDate = the Athens day of completion, payment, refund):
+--   order   -> Invoice:       delivered orders that keep their invoice, for the order total
+--   payment -> Payment:       paid orders that keep their invoice, for amount_paid
+--   refund  -> RefundReceipt: refunds of orders that keep their invoice, for the amount
+-- Index scans on completed_at, paid_at and refunded_at: cheap for a month or a quarter.
+CREATE INDEX IF NOT EXISTS orders_paid_at_idx ON dixis.orders (paid_at);
+
+CREATE OR REPLACE FUNCTION qbsync_map.order_ledger(from_date date, to_date date)
+RETURNS TABLE (entity text, key text, doc_number text, txn_date date, amount numeric)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'order', o.id::text, dixis.order_number(o.id, o.created_at),
+           (o.completed_at AT TIME ZONE 'Europe/Athens')::date, o.total
+    FROM dixis.orders o
+    WHERE o.completed_at >= from_date::timestamp AT TIME ZONE 'Europe/Athens'
+      AND o.completed_at < (to_date + 1)::timestamp AT TIME ZONE 'Europe/Athens'
+      AND dixis.order_keeps_invoice(o)
+    UNION ALL
+    SELECT 'payment', o.id::text, NULL, (o.paid_at AT TIME ZONE 'Europe/Athens')::date,
+           o.amount_paid
+    FROM dixis.orders o
+    WHERE o.paid_at >= from_date::timestamp AT TIME ZONE 'Europe/Athens'
+      AND o.paid_at < (to_date + 1)::timestamp AT TIME ZONE 'Europe/Athens'
+      AND o.amount_paid IS NOT NULL
+      AND dixis.order_keeps_invoice(o)
+    UNION ALL
+    SELECT 'refund', r.id::text,
+           CASE WHEN length(dixis.order_number(o.id, o.created_at) || '-R' || r.number) <= 21
+                THEN dixis.order_number(o.id, o.created_at) || '-R' || r.number
+                ELSE 'DX-' || o.id || '-R' || r.number END,
+           (r.refunded_at AT TIME ZONE 'Europe/Athens')::date, r.amount
+    FROM dixis.refunds r
+    JOIN dixis.orders o ON o.id = r.order_id
+    WHERE r.refunded_at >= from_date::timestamp AT TIME ZONE 'Europe/Athens'
+      AND r.refunded_at < (to_date + 1)::timestamp AT TIME ZONE 'Europe/Athens'
+      AND dixis.order_keeps_invoice(o)
+$$;
+COMMENT ON FUNCTION qbsync_map.order_ledger(date, date) IS
+    'Dixis documents QuickBooks should have dated from_date to to_date (Athens days): invoices of delivered orders, their payments, their refunds (qbsync.request_reconcile).';

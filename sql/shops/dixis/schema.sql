@@ -146,7 +146,7 @@ CREATE TABLE dixis.orders (
     quickbooks_realm_id          text,
     quickbooks_sync_status       text CONSTRAINT orders_quickbooks_sync_status_check
                                  CHECK (quickbooks_sync_status IN
-                                        ('pending', 'synced', 'failed', 'skipped', 'voided')),
+                                        ('pending', 'synced', 'failed', 'skipped', 'voided', 'deleted')),
     quickbooks_synced_at         timestamptz,
     quickbooks_sync_error        text,
     quickbooks_last_sync_attempt timestamptz,
