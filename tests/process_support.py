@@ -85,3 +85,19 @@ def wait_drained(db_url: str, within: float = 120, procs: list[DaemonProcess] | 
         time.sleep(0.2)
     logs = "\n".join(p.log()[-2000:] for p in procs or [])
     raise AssertionError(f"queue not drained within {within} s\n{logs}")
+
+
+def wait_started(db_url: str, proc: DaemonProcess, within: float = 60) -> None:
+    """Until the daemon has registered itself (it is connected and has its signal handlers:
+    a SIGTERM from then on is a drain, not a kill during start-up)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute("SELECT 1 FROM qbsync.workers WHERE worker_id = %s",
+                               (proc.name,)).fetchone()
+        if row:
+            return
+        if not proc.alive():
+            raise AssertionError(f"daemon {proc.name} exited:\n{proc.log()[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"daemon {proc.name} not started within {within} s\n{proc.log()}")

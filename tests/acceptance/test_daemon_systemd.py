@@ -14,7 +14,7 @@ import pytest
 from qbsync.emulator import DEFAULT_CLIENT_SECRET, Emulator
 from qbsync.emulator.server import EmulatorServer
 from tests.daemon_support import connect_shop
-from tests.process_support import DaemonProcess, daemon_env, wait_drained
+from tests.process_support import DaemonProcess, daemon_env, wait_drained, wait_started
 from tests.support import conn_url
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,7 @@ async def test_notify_ready_status_watchdog_stopping(
     env["NOTIFY_SOCKET"] = notify_socket.getsockname()
     env["WATCHDOG_USEC"] = "2000000"  # 2 s: the daemon pings every second
     daemon = DaemonProcess(env, "notified", tmp_path).start()
+    wait_started(shop.url, daemon)
     dixis_db.execute("SELECT dixis.generate(10)")
     dixis_db.commit()
     wait_drained(shop.url, 60, [daemon])
@@ -77,12 +78,15 @@ async def test_no_secret_in_logs_even_at_debug(
     emu.inject_fault("500", 2, method="POST", entity="invoice")
     env = daemon_env(shop.url, server.base_url, shop.token_keys, log_level="DEBUG",
                      log_format="json")
-    daemon = DaemonProcess(env, "chatty", tmp_path).start()
     dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0}'")
+    dixis_db.commit()
+    daemon = DaemonProcess(env, "chatty", tmp_path).start()
+    wait_started(shop.url, daemon)
     dixis_db.execute("SELECT dixis.generate(5)")
     dixis_db.commit()
     wait_drained(shop.url, 60, [daemon])
     assert daemon.terminate() == 0, daemon.log()[-4000:]
+    assert emu.entities(shop.realm_id, "Invoice")  # the daemon did the work
     log = daemon.log()
     assert '"logger": "httpx"' in log  # requests were logged, URLs and all
     access = list(emu.oauth.access)  # every access token the emulator ever issued
