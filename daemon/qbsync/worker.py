@@ -121,8 +121,6 @@ class Worker:
                     need_claim = self._settled
                 if now - self._last_claim >= cfg.poll_interval:
                     need_claim = True  # the fallback poll, whatever else goes on
-                if self._waiting and now - self._announced_at > cfg.poll_interval * 2:
-                    self._waiting = False  # renewed by the next short claim (it lasts 3 polls)
                 if self.paused_reason and need_claim:
                     await self._check_unpause()
         finally:
@@ -179,7 +177,9 @@ class Worker:
                 await self._db(Q.stop_waiting, self.config.worker_id)
             return True
         if self._waiting and time.monotonic() - self._announced_at > self.config.poll_interval:
-            self._waiting = False  # renew the announcement before it expires (3 polls)
+            # renew the announcement (it lasts 3 polls) before it expires, also when the
+            # worker is kept busy and never sleeps a whole poll
+            self._waiting = False
         if not self._waiting and self.config.wakeup_notify:
             self._snapshot = await self._db(Q.announce_waiting, self.config.worker_id,
                                             self.config.poll_interval * 3)

@@ -223,8 +223,10 @@ BEGIN
     PERFORM qbsync.record_success(p_realm, v_row.entity, v_row.key,
         p_result || jsonb_build_object('request_id', v_row.request_id, 'attempt', v_row.attempts),
         p_worker, p_guarded);
+    -- two statements, each an index lookup (an OR of the two may be planned as a scan)
+    DELETE FROM qbsync.outbox WHERE id = p_id;
     DELETE FROM qbsync.outbox
-    WHERE id = p_id OR (entity = v_row.entity AND key = v_row.key AND state = 'dead');
+    WHERE entity = v_row.entity AND key = v_row.key AND state = 'dead';
     RETURN true;
 END
 $$;

@@ -776,8 +776,12 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION qbsync.sync_all_customers() RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER
+-- Queues the keys of every entity of one QuickBooks type (all of them, or only those the
+-- active company has no object for yet), logging a line per entity as p_operation.
+CREATE FUNCTION qbsync.sync_type(p_qbo_type text, p_unsynced_only boolean, p_operation text,
+                                 p_example text)
+RETURNS int
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -787,59 +791,43 @@ DECLARE
     v_count int := 0;
     v_added int;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM qbsync.entities WHERE qbo_type = 'Customer') THEN
-        RAISE EXCEPTION 'qbsync.sync_all_customers: no entity has qbo_type Customer'
+    IF NOT EXISTS (SELECT 1 FROM qbsync.entities WHERE qbo_type = p_qbo_type) THEN
+        RAISE EXCEPTION 'qbsync.%: no entity has qbo_type %', p_operation, p_qbo_type
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Register one: SELECT qbsync.define_entity(''customer'', ''Customer'');';
+                  HINT = format('Register one: SELECT qbsync.define_entity(%L, %L);',
+                                p_example, p_qbo_type);
     END IF;
-    FOR v_entity IN SELECT entity FROM qbsync.entities WHERE qbo_type = 'Customer' ORDER BY entity LOOP
+    FOR v_entity IN SELECT entity FROM qbsync.entities WHERE qbo_type = p_qbo_type ORDER BY entity
+    LOOP
         SELECT array_agg(k) INTO v_keys
         FROM qbsync.keys_of(v_entity) AS k
-        WHERE NOT EXISTS (SELECT 1 FROM qbsync.entity_map m
+        WHERE NOT p_unsynced_only
+           OR NOT EXISTS (SELECT 1 FROM qbsync.entity_map m
                           WHERE m.realm_id = v_realm AND m.entity = v_entity AND m.key = k);
-        v_added := qbsync.enqueue_all(v_entity, coalesce(v_keys, '{}'), 'sync_all_customers');
+        v_added := qbsync.enqueue_all(v_entity, coalesce(v_keys, '{}'), p_operation);
         v_count := v_count + v_added;
-        PERFORM qbsync.log('sync_all_customers', v_entity, NULL, 'info', v_realm,
-            jsonb_build_object('message', format('%s unsynced %s key(s), %s queued, by %s',
-                                                 coalesce(cardinality(v_keys), 0), v_entity,
-                                                 v_added, qbsync.caller())),
+        PERFORM qbsync.log(p_operation, v_entity, NULL, 'info', v_realm,
+            jsonb_build_object('message', format('%s %s%s key(s), %s queued, by %s',
+                                                 coalesce(cardinality(v_keys), 0),
+                                                 CASE WHEN p_unsynced_only THEN 'unsynced ' END,
+                                                 v_entity, v_added, qbsync.caller())),
             qbsync.caller());
     END LOOP;
     RETURN v_count;
 END
 $$;
+
+CREATE FUNCTION qbsync.sync_all_customers() RETURNS int
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT qbsync.sync_type('Customer', true, 'sync_all_customers', 'customer') $$;
 COMMENT ON FUNCTION qbsync.sync_all_customers() IS
     'Queues every customer key (qbsync_map.<entity>_keys() of the Customer entities) that has no QuickBooks customer in the active company yet; returns how many were queued.';
 
 CREATE FUNCTION qbsync.sync_catalog() RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_entity text;
-    v_realm text := qbsync.active_realm();
-    v_keys text[];
-    v_count int := 0;
-    v_added int;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM qbsync.entities WHERE qbo_type = 'Item') THEN
-        RAISE EXCEPTION 'qbsync.sync_catalog: no entity has qbo_type Item'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Register one: SELECT qbsync.define_entity(''product'', ''Item'');';
-    END IF;
-    FOR v_entity IN SELECT entity FROM qbsync.entities WHERE qbo_type = 'Item' ORDER BY entity LOOP
-        SELECT array_agg(k) INTO v_keys FROM qbsync.keys_of(v_entity) AS k;
-        v_added := qbsync.enqueue_all(v_entity, coalesce(v_keys, '{}'), 'sync_catalog');
-        v_count := v_count + v_added;
-        PERFORM qbsync.log('sync_catalog', v_entity, NULL, 'info', v_realm,
-            jsonb_build_object('message', format('%s %s key(s), %s queued, by %s',
-                                                 coalesce(cardinality(v_keys), 0), v_entity,
-                                                 v_added, qbsync.caller())),
-            qbsync.caller());
-    END LOOP;
-    RETURN v_count;
-END
-$$;
+AS $$ SELECT qbsync.sync_type('Item', false, 'sync_catalog', 'product') $$;
 COMMENT ON FUNCTION qbsync.sync_catalog() IS
     'Queues every key of the Item entities (the whole catalogue, synced or not: a refresh); returns how many were queued (keys already pending count 0).';
 
