@@ -36,7 +36,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
-    DEFAULT_URL,
+    add_common_options,
     as_url,
     create_database,
     drop_database,
@@ -266,15 +266,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="claims in a row before switching database (default %(default)s)")
     parser.add_argument("--orders", type=int,
                         help="orders generated for the drain (default 10000; short 300)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
-    parser.add_argument("--markdown", action="store_true",
-                        help="also print the BENCHMARKS.md section")
-    parser.add_argument("--url", default=DEFAULT_URL,
-                        help="server to use, any database (default $QBSYNC_BENCH_URL or "
-                             "%(default)s)")
-    parser.add_argument("--prefix", default="qbsync_bench_claim",
-                        help="database name prefix (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the claim databases")
+    add_common_options(parser, "qbsync_bench_claim")
     args = parser.parse_args(argv)
     args.big = args.big or (100_000 if args.short else 1_000_000)
     args.iterations = args.iterations or (200 if args.short else 2000)

@@ -6,6 +6,8 @@ path, so `bench/` needs no package install.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import re
@@ -175,3 +177,27 @@ def as_url(conninfo: str) -> str:
     host = str(params.get("host") or "localhost")
     port = f":{params['port']}" if params.get("port") else ""
     return f"postgresql://{auth + '@' if auth else ''}{host}{port}/{params.get('dbname') or ''}"
+
+
+def add_common_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """The options every benchmark takes: where to run, what to keep, where to report."""
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print the BENCHMARKS.md section (machine, command, table)")
+    parser.add_argument("--url", default=DEFAULT_URL,
+                        help="server to use, any database (default $QBSYNC_BENCH_URL or "
+                             "%(default)s)")
+    parser.add_argument("--prefix", default=prefix,
+                        help="name (prefix) of the databases it creates (default %(default)s)")
+    parser.add_argument("--keep", action="store_true", help="keep its databases afterwards")
+
+
+def report_out(args: argparse.Namespace, table: str, section: str, report: object) -> None:
+    """Print the table (and the BENCHMARKS.md section with --markdown); --json writes it all."""
+    print(table)
+    if args.markdown:
+        print()
+        print(section)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                             encoding="utf-8")

@@ -27,7 +27,6 @@ and commits. Two latencies per sample, both on this host's clock:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shlex
@@ -41,10 +40,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
-    DEFAULT_URL,
+    add_common_options,
     machine_info,
     markdown_table,
     percentiles,
+    report_out,
     text_table,
 )
 from throughput import Rig  # the shop + emulator + `qbsync run` rig
@@ -193,15 +193,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds between orders (default 0.3; short 0.1)")
     parser.add_argument("--warmup-orders", type=int, default=30,
                         help="generated orders drained first (default %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
-    parser.add_argument("--markdown", action="store_true",
-                        help="also print the BENCHMARKS.md section")
-    parser.add_argument("--url", default=DEFAULT_URL,
-                        help="server to use, any database (default $QBSYNC_BENCH_URL or "
-                             "%(default)s)")
-    parser.add_argument("--prefix", default="qbsync_bench_latency",
-                        help="database name (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    add_common_options(parser, "qbsync_bench_latency")
     args = parser.parse_args(argv)
     args.samples = args.samples or (20 if args.short else 200)
     args.pause = args.pause if args.pause is not None else (0.1 if args.short else 0.3)
@@ -235,13 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "invoice_posts": posts,
         "daemon_exit_code": exit_code,
     }
-    print(text_table(HEADERS, _rows(report["summary"])))
-    if args.markdown:
-        print()
-        print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
+    report_out(args, text_table(HEADERS, _rows(report["summary"])), markdown(report), report)
     return report
 
 

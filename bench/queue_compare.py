@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -54,14 +53,15 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
-    DEFAULT_URL,
     Spread,
+    add_common_options,
     as_url,
     create_database,
     drop_database,
     machine_info,
     markdown_table,
     percentiles,
+    report_out,
     text_table,
     with_dbname,
 )
@@ -519,15 +519,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds between latency samples (default %(default)s)")
     parser.add_argument("--finish", choices=("skip", "complete"), default="skip",
                         help="how qbsync finishes a no-op row (default %(default)s)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
-    parser.add_argument("--markdown", action="store_true",
-                        help="also print the BENCHMARKS.md section")
-    parser.add_argument("--url", default=DEFAULT_URL,
-                        help="server to use, any database (default $QBSYNC_BENCH_URL or "
-                             "%(default)s)")
-    parser.add_argument("--prefix", default="qbsync_bench_queue",
-                        help="database name prefix (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    add_common_options(parser, "qbsync_bench_queue")
     args = parser.parse_args(argv)
     args.jobs = args.jobs or (300 if args.short else 10000)
     args.rounds = args.rounds or (1 if args.short else 3)
@@ -568,13 +560,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "drains": [vars(d) for d in results.drains],
         "latencies": results.latencies,
     }
-    print(text_table(HEADERS, _rows(report["summary"], args.jobs)))
-    if args.markdown:
-        print()
-        print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
+    report_out(args, text_table(HEADERS, _rows(report["summary"], args.jobs)), markdown(report),
+               report)
     return report
 
 

@@ -51,14 +51,15 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
-    DEFAULT_URL,
     Spread,
+    add_common_options,
     as_url,
     cpu_seconds,
     create_database,
     drop_database,
     machine_info,
     markdown_table,
+    report_out,
     text_table,
     with_dbname,
 )
@@ -597,15 +598,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="daemon concurrency (default %(default)s, the maximum)")
     parser.add_argument("--py-spy", action="store_true",
                         help="run the daemon under py-spy record and summarize the profile")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
-    parser.add_argument("--markdown", action="store_true",
-                        help="also print the BENCHMARKS.md section")
-    parser.add_argument("--url", default=DEFAULT_URL,
-                        help="server to use, any database (default $QBSYNC_BENCH_URL or "
-                             "%(default)s)")
-    parser.add_argument("--prefix", default="qbsync_bench_throughput",
-                        help="database name (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    add_common_options(parser, "qbsync_bench_throughput")
     parser.add_argument("--variant", type=Path, metavar="SQL",
                         help="run this SQL file after the shop is installed (to measure a "
                              "change to the qbsync SQL without editing sql/)")
@@ -661,13 +654,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "http_ms_p50": statistics.median([p.http_ms_p50 for p in phases
                                           if p.http_ms_p50 is not None] or [0.0]),
     }
-    print(text_table(HEADERS, _rows(report["summary"])))
-    if args.markdown:
-        print()
-        print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
+    report_out(args, text_table(HEADERS, _rows(report["summary"])), markdown(report), report)
     return report
 
 
