@@ -15,10 +15,7 @@ the TOML file over defaults.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
 import socket
 import tomllib
 from pathlib import Path
@@ -35,6 +32,7 @@ from pydantic_settings import (
 
 from .errors import ConfigError
 from .logs import register_secret, scrub
+from .vault import key_ring_entries, parse_key_ring
 
 DEFAULT_CONFIG_FILE = Path("/etc/qbsync/qbsync.toml")
 CONFIG_ENV = "QBSYNC_CONFIG"
@@ -300,7 +298,7 @@ class Settings(BaseSettings):
     @classmethod
     def _key_ring(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parse_token_keys(value.get_secret_value())
+            parse_key_ring(value.get_secret_value())
         return value
 
     @field_validator("sentry_dsn")
@@ -371,7 +369,7 @@ class Settings(BaseSettings):
             if secret is not None:
                 values.append(secret.get_secret_value())
         if self.token_keys is not None:
-            for entry in _token_key_entries(self.token_keys.get_secret_value()):
+            for entry in key_ring_entries(self.token_keys.get_secret_value()):
                 values.append(entry.partition(":")[2].strip())  # each key, as written
         return [v for v in values if v]
 
@@ -379,44 +377,7 @@ class Settings(BaseSettings):
         """``token_keys`` parsed: key id -> raw key bytes, in order (the first encrypts)."""
         if self.token_keys is None:
             return {}
-        return parse_token_keys(self.token_keys.get_secret_value())
-
-
-_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def _token_key_entries(text: str) -> list[str]:
-    """``id:base64key`` entries: separated by commas or newlines, ``#`` starts a comment."""
-    return [
-        e.strip() for line in text.splitlines() for e in line.split("#", 1)[0].split(",")
-        if e.strip()
-    ]
-
-
-def parse_token_keys(text: str) -> dict[str, bytes]:
-    """Parse ``id:base64key,id2:base64key2`` (the format `qbsync.vault.Vault.parse` reads:
-    commas or newlines, ``#`` comments, ids of A-Z a-z 0-9 _ . -, 32-byte AES-256 keys in
-    standard base64). Raises ValueError naming the bad entry by id, never key material."""
-    ring: dict[str, bytes] = {}
-    for position, entry in enumerate(_token_key_entries(text), start=1):
-        key_id, sep, encoded = entry.partition(":")
-        key_id, encoded = key_id.strip(), encoded.strip()
-        if not sep or not key_id or not encoded:
-            raise ValueError(f"entry {position} is not 'id:base64key'")
-        if not _KEY_ID.fullmatch(key_id):
-            raise ValueError(f"key id {key_id!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
-        if key_id in ring:
-            raise ValueError(f"key id {key_id!r} appears twice")
-        try:
-            key = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"key {key_id!r} is not valid base64") from None
-        if len(key) != 32:
-            raise ValueError(f"key {key_id!r} must be 32 bytes (AES-256), got {len(key)}")
-        ring[key_id] = key
-    if not ring:
-        raise ValueError("no key given; expected 'id:base64key[,id:base64key...]'")
-    return ring
+        return parse_key_ring(self.token_keys.get_secret_value())
 
 
 def _origin(name: str, overrides: dict[str, Any], toml_file: Path | None) -> str:

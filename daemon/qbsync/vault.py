@@ -117,23 +117,11 @@ class Vault:
 
     @classmethod
     def parse(cls, text: str, *, source: str = ENV_VAR) -> Vault:
-        """Keys from ``id1:base64key,id2:base64key`` (commas or newlines; first = primary)."""
-        keys: dict[str, bytes] = {}
-        entries = [e.strip() for line in text.splitlines()
-                   for e in line.split("#", 1)[0].split(",")]
-        for n, entry in enumerate((e for e in entries if e), start=1):
-            key_id, sep, encoded = entry.partition(":")
-            key_id = key_id.strip()
-            if not sep or not key_id:
-                raise VaultError(f"{source}: entry {n} is not 'id:base64key'")
-            if key_id in keys:
-                raise VaultError(f"{source}: key id {key_id!r} appears twice")
-            try:
-                keys[key_id] = base64.b64decode(encoded.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                raise VaultError(f"{source}: key {key_id!r} is not valid base64") from None
-        if not keys:
-            raise VaultError(f"{source}: no keys found")
+        """Keys from ``id1:base64key,id2:base64key`` (see `parse_key_ring`; first = primary)."""
+        try:
+            keys = parse_key_ring(text)
+        except ValueError as exc:
+            raise VaultError(f"{source}: {exc}") from None
         return cls(keys, next(iter(keys)))
 
     @classmethod
@@ -169,3 +157,37 @@ def generate_key(key_id: str | None = None) -> str:
 
 def _associated_data(realm_id: str, key_id: str) -> bytes:
     return b"qbsync.tokens.v1\x00" + realm_id.encode() + b"\x00" + key_id.encode()
+
+
+def key_ring_entries(text: str) -> list[str]:
+    """``id:base64key`` entries: separated by commas or newlines, ``#`` starts a comment."""
+    return [
+        e.strip() for line in text.splitlines() for e in line.split("#", 1)[0].split(",")
+        if e.strip()
+    ]
+
+
+def parse_key_ring(text: str) -> dict[str, bytes]:
+    """Parse ``id:base64key,id2:base64key2`` (commas or newlines, ``#`` comments, ids of
+    A-Z a-z 0-9 _ . -, 32-byte AES-256 keys in standard base64; the first encrypts).
+    Raises ValueError naming the bad entry by id, never key material."""
+    ring: dict[str, bytes] = {}
+    for position, entry in enumerate(key_ring_entries(text), start=1):
+        key_id, sep, encoded = entry.partition(":")
+        key_id, encoded = key_id.strip(), encoded.strip()
+        if not sep or not key_id or not encoded:
+            raise ValueError(f"entry {position} is not 'id:base64key'")
+        if not _KEY_ID.fullmatch(key_id):
+            raise ValueError(f"key id {key_id!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
+        if key_id in ring:
+            raise ValueError(f"key id {key_id!r} appears twice")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not valid base64") from None
+        if len(key) != 32:
+            raise ValueError(f"key {key_id!r} must be 32 bytes (AES-256), got {len(key)}")
+        ring[key_id] = key
+    if not ring:
+        raise ValueError("no key given; expected 'id:base64key[,id:base64key...]'")
+    return ring

@@ -13,10 +13,9 @@ import httpx
 import psycopg
 import pytest
 
-from qbsync.config import parse_token_keys
 from qbsync.emulator import Emulator
 from qbsync.emulator.server import EmulatorServer
-from qbsync.vault import Vault, generate_key
+from qbsync.vault import Vault, generate_key, parse_key_ring
 
 QBSYNC = str(Path(sys.executable).with_name("qbsync"))
 OLD = generate_key("k1")
@@ -71,7 +70,7 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     entry = result.stdout.strip()
     assert entry.startswith("k9:")
-    assert len(parse_token_keys(entry)["k9"]) == 32
+    assert len(parse_key_ring(entry)["k9"]) == 32
     assert run(cli_env(tmp_path), "keygen", "--key-id", "bad id!").returncode == 1
 
 
