@@ -61,3 +61,11 @@ def empty_db_url() -> Iterator[str]:
     yield url_for(name)
     with psycopg.connect(url_for("postgres"), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test() -> Iterator[None]:
+    from tests.process_support import kill_all
+
+    yield
+    kill_all()

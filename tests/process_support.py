@@ -36,6 +36,16 @@ def daemon_env(db_url: str, emulator_url: str, token_keys: str, **settings: obje
     return env
 
 
+# Every daemon a test starts, so that none outlives its test: a leftover daemon would
+# reconnect to the next test's database of the same name and act there.
+STARTED: list[DaemonProcess] = []
+
+
+def kill_all() -> None:
+    while STARTED:
+        STARTED.pop().kill()
+
+
 class DaemonProcess:
     def __init__(self, env: dict[str, str], name: str, log_dir: Path) -> None:
         self.env = {**env, "QBSYNC_WORKER_NAME": name}
@@ -50,6 +60,7 @@ class DaemonProcess:
         self.proc = subprocess.Popen([QBSYNC, "run"], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
         log.close()
+        STARTED.append(self)
         return self
 
     def kill(self) -> None:

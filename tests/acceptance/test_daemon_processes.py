@@ -123,8 +123,9 @@ async def test_sigterm_drains_and_releases(dixis_db: psycopg.Connection,
     workers = dixis_db.execute("SELECT count(*) FROM qbsync.workers").fetchone()
     assert workers == (0,)
     emu.set_latency(None)
-    DaemonProcess(daemon.env, "polite2", tmp_path).start()
-    wait_drained(shop.url, 120)
+    successor = DaemonProcess(daemon.env, "polite2", tmp_path).start()
+    wait_drained(shop.url, 120, [successor])
+    assert successor.terminate() == 0, successor.log()[-4000:]
     assert_exactly_once(dixis_db, emu, shop.realm_id)
 
 
