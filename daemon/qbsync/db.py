@@ -13,6 +13,10 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 WAKEUP_CHANNEL = "qbsync_wakeup"
+# What a lost or restarting server raises through asyncpg; asyncpg's InternalClientError
+# ("cannot switch to state …") shows up on a connection broken mid-operation.
+CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                     asyncpg.exceptions._base.InternalClientError, TimeoutError)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -69,7 +73,7 @@ class Listener:
                 self._lost.clear()
                 self.woken.set()  # anything may have happened while we were away
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_ERRORS as exc:
                 if loop.time() + delay > deadline:
                     raise ConnectionError(
                         f"LISTEN connection lost and not back after {self.give_up_after:.0f} s: "
@@ -92,5 +96,5 @@ class Listener:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), 5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except CONNECTION_ERRORS:
                 conn.terminate()

@@ -21,7 +21,7 @@ import asyncpg
 
 from . import sdnotify
 from .batch import BatchPusher
-from .db import Listener
+from .db import CONNECTION_ERRORS, Listener
 from .outcomes import OutcomeGroups
 from .queries import load as load_queries
 from .sync import Pushed, Pusher, PushFailed, Row, Skipped
@@ -29,7 +29,7 @@ from .sync import Pushed, Pusher, PushFailed, Row, Skipped
 log = logging.getLogger(__name__)
 Q = load_queries()
 
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+DB_ERRORS = CONNECTION_ERRORS
 
 
 @dataclass
