@@ -261,7 +261,7 @@ def reset(db: Database) -> int:
     """Remove what the previous run added (same work for every configuration), vacuum,
     checkpoint; returns the catalogue's total stock."""
     with psycopg.connect(db.url, autocommit=True) as conn:
-        conn.execute("TRUNCATE qbsync.outbox")
+        conn.execute("TRUNCATE qbsync.outbox, qbsync.changes")
         if db.config == "naive":
             conn.execute("TRUNCATE naive.outbox")
         with conn.transaction():
@@ -275,6 +275,7 @@ def reset(db: Database) -> int:
 
 def collect(db: Database, run: Run, stock_before: int) -> None:
     with psycopg.connect(db.url) as conn:
+        conn.execute("SELECT qbsync.collect_changes(NULL)")  # what a daemon's claim would do
         run.outbox = dict(conn.execute(  # type: ignore[arg-type]
             "SELECT entity, count(*)::int FROM qbsync.outbox GROUP BY entity").fetchall())
         if db.config == "naive":

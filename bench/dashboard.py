@@ -163,6 +163,7 @@ def build(url: str, rows: int, shop_orders: int) -> dict[str, float]:
                      " quickbooks_sync_status = 'synced'"
                      " WHERE status = 'completed' AND id % 10 <> 0")
         conn.execute("RESET qbsync.origin")
+        conn.execute("DELETE FROM qbsync.changes")
         conn.execute("DELETE FROM qbsync.outbox")
 
         conn.execute("SET session_replication_role = replica")  # bulk load: no triggers

@@ -76,7 +76,8 @@ def synced(conn: psycopg.Connection, entity: str) -> list[int]:
 
 
 def idle(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT (SELECT count(*) FROM qbsync.outbox) = 0 AND EXISTS (SELECT 1 "
+    row = conn.execute("SELECT qbsync.backlog() = 0 AND NOT EXISTS (SELECT 1 FROM qbsync.outbox) "
+                       "AND EXISTS (SELECT 1 "
                        "FROM qbsync.workers WHERE waiting_until > clock_timestamp())"
                        ).fetchone()
     return bool(row and row[0])

@@ -120,7 +120,7 @@ async def drained(url: str, within: float = 60) -> None:
         conn = await asyncpg.connect(url)
         try:
             left = await conn.fetchval(
-                "SELECT count(*) FROM qbsync.outbox WHERE state <> 'dead'")
+                "SELECT qbsync.backlog()")
         finally:
             await conn.close()
         return left == 0

@@ -87,7 +87,7 @@ def wait_drained(db_url: str, within: float = 120, procs: list[DaemonProcess] | 
     while time.monotonic() < deadline:
         with psycopg.connect(db_url, autocommit=True) as conn:
             left = conn.execute(
-                "SELECT count(*) FROM qbsync.outbox WHERE state <> 'dead'").fetchone()
+                "SELECT qbsync.backlog()").fetchone()
         if left == (0,):
             return
         for p in procs or []:

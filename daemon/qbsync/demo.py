@@ -209,7 +209,7 @@ async def _progress(url: str, stop: asyncio.Event, runner: asyncio.Task[int],
 _PROGRESS = """
 SELECT (SELECT count(*) FROM dixis.orders
         WHERE status = 'completed' AND quickbooks_sync_status = 'synced'),
-       (SELECT count(*) FROM qbsync.outbox WHERE state <> 'dead'),
+       qbsync.backlog(),
        (SELECT count(*) FROM qbsync.outbox WHERE state = 'dead')
 """
 
@@ -320,7 +320,7 @@ SELECT (SELECT count(*) FROM dixis.orders) AS orders,
         WHERE status = 'completed' AND quickbooks_sync_status = 'synced') AS synced,
        (SELECT count(*) FROM dixis.orders WHERE quickbooks_invoice_id IS NOT NULL) AS invoiced,
        (SELECT count(*) FROM qbsync.outbox WHERE state = 'dead') AS dead,
-       (SELECT count(*) FROM qbsync.outbox) AS queued
+       qbsync.backlog() AS queued
 """
 _SAMPLES = """
 SELECT dixis.order_number(id, created_at) AS order_number, quickbooks_invoice_id,
@@ -384,6 +384,6 @@ async def report(url: str, emu: Emulator, realm: str, echo: Echo) -> bool:
     ok = (s["completed"] == s["synced"] and s["invoiced"] == held["Invoice"]
           and s["dead"] == 0 and s["queued"] == 0)
     echo("Every completed order is in QuickBooks, one invoice per order." if ok else
-         f"Not everything synced: {s['queued']} row(s) left in qbsync.outbox, {s['dead']} "
+         f"Not everything synced: {s['queued']} change(s) still queued, {s['dead']} "
          "dead; see qbsync.failed or qbsync.outbox.last_error.")
     return ok

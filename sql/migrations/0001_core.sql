@@ -50,16 +50,31 @@ AS $$
             backoff_seconds = excluded.backoff_seconds, deadline_seconds = excluded.deadline_seconds;
 $$;
 
+-- Captured changes, appended by the capture triggers in the shop's own transaction. Bare
+-- on purpose (no identity, no index, no constraint beyond NOT NULL): the cheapest insert
+-- PostgreSQL has, because every tracked shop transaction pays for it. The daemon moves
+-- committed changes into the outbox (qbsync.collect_changes, called by every claim), where
+-- repeated changes of a key coalesce; so a change is never pushed before it is visible,
+-- and capture takes no lock a daemon could wait on.
+CREATE TABLE qbsync.changes (
+    entity      text NOT NULL,
+    key         text NOT NULL,
+    -- the clock, not the transaction's start: the claim takes keys in capture order
+    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+        autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 1000);
+COMMENT ON TABLE qbsync.changes IS
+    'Changes captured by the triggers and not yet moved into the outbox (the daemon moves them at every claim; qbsync.collect_changes() does it by hand).';
+
 -- The outbox: what is left to push. One pending row per (entity, key): repeated changes
 -- coalesce. A change while a row is running queues one pending row behind it; the claim
 -- never takes a key that is already running. Finished rows are deleted (the log keeps the
 -- history), so this table stays small at any backlog; a dead row stays until retried or
 -- superseded by a successful push of the same key (at most one per key).
 --
--- Capture inserts here in every tracked shop transaction, so the table is kept lean: no
--- CHECK constraints and no partial indexes (each costs the insert a predicate evaluation),
--- an enum for the state, three indexes in all. Invariants the constraints would state are
--- kept by the functions that change rows (0002_daemon.sql).
+-- No CHECK constraints and no partial indexes (each costs every insert a predicate
+-- evaluation), an enum for the state, three indexes in all. Invariants the constraints
+-- would state are kept by the functions that change rows (0002_daemon.sql).
 CREATE TYPE qbsync.outbox_state AS ENUM ('pending', 'running', 'dead');
 
 CREATE TABLE qbsync.outbox (
@@ -320,20 +335,24 @@ $$;
 
 -- Capture ----------------------------------------------------------------------------
 
--- What qbsync.track() installed; the source of truth for untrack() and the admin views.
+-- What qbsync.track() installed: the source of truth from which each tracked table's one
+-- capture function is generated (qbsync.install_capture).
 CREATE TABLE qbsync.tracked (
     tbl           regclass NOT NULL,
     entity        text NOT NULL REFERENCES qbsync.entities ON UPDATE CASCADE,
-    key_expr      text NOT NULL,
+    key_expr      text NOT NULL,   -- as the DBA wrote them
     columns       text[],
     when_expr     text,
+    key_sql       text NOT NULL,   -- compiled: schema-qualified, over the row "r"
+    when_sql      text,
     function_name text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tbl, entity)
 );
-COMMENT ON TABLE qbsync.tracked IS 'Capture triggers installed by qbsync.track(table, entity, key, columns, when).';
+COMMENT ON TABLE qbsync.tracked IS 'Capture rules installed by qbsync.track(table, entity, key, columns, when); each tracked table gets one trigger function generated from its rules.';
 
--- Enqueue by hand (admin functions, tests). Capture triggers inline the same statement.
+-- Enqueue by hand (admin functions, tests): straight into the outbox, where p_force can
+-- mark the row (capture appends to qbsync.changes instead).
 CREATE FUNCTION qbsync.enqueue(p_entity text, p_key text, p_force boolean DEFAULT false,
                                p_origin text DEFAULT 'manual')
 RETURNS boolean
@@ -360,22 +379,159 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION qbsync.drop_capture_triggers(p_rel regclass, p_entity text) RETURNS void
+-- An expression over a row of p_rel, written with bare column names and resolved with the
+-- caller's search_path, as PostgreSQL's own deparser prints it over a row variable named
+-- r (as the DBA may write it too) with every name outside pg_catalog schema-qualified. The capture function
+-- then evaluates it as a plain PL/pgSQL expression (no query per row when it has no
+-- subquery), and no search_path can change what it means.
+CREATE FUNCTION qbsync.compile_row_expr(p_rel regclass, p_expr text) RETURNS text
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
+-- no SET search_path: the expression resolves as the caller sees it
 AS $$
 DECLARE
-    v_name name;
+    v_def text;
+    v_at int;
 BEGIN
-    FOR v_name IN
-        SELECT tgname FROM pg_trigger
-        WHERE tgrelid = p_rel
-          AND tgname IN ('qbsync_' || p_entity || '_write', 'qbsync_' || p_entity || '_update')
-    LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', v_name, p_rel);
-    END LOOP;
+    EXECUTE format('CREATE TEMP VIEW qbsync_compiled_expr AS '
+                   'SELECT %s AS qbsync_expr_result FROM %s AS r', p_expr, p_rel);
+    v_def := qbsync.deparse_view('pg_temp.qbsync_compiled_expr'::regclass);
+    DROP VIEW pg_temp.qbsync_compiled_expr;
+    -- " SELECT <expr> AS qbsync_expr_result\n   FROM <table> r;"
+    v_at := length(v_def) - strpos(reverse(v_def), reverse(' AS qbsync_expr_result')) - 20;
+    IF ltrim(v_def) NOT LIKE 'SELECT %' OR v_at <= 0 THEN
+        RAISE EXCEPTION 'qbsync: cannot compile % (deparsed as %)', p_expr, v_def;
+    END IF;
+    RETURN btrim(substr(ltrim(v_def), 8, v_at - (length(v_def) - length(ltrim(v_def))) - 7));
 END
 $$;
+
+CREATE FUNCTION qbsync.deparse_view(p_view regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog   -- so that the deparser qualifies every other name
+AS $$ SELECT pg_get_viewdef(p_view, false) $$;
+
+-- (Re)generates the capture function and triggers of one table from its qbsync.tracked
+-- rules, or removes them when it has none. One function per table, whatever the number of
+-- entities tracked on it: every trigger call costs the shop's transaction, not only the
+-- work inside it.
+CREATE FUNCTION qbsync.install_capture(p_rel regclass) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_fn text;
+    v_old_fn text;
+    v_n int := 0;
+    v_decl text := '';
+    v_new text := '';
+    v_old text := '';
+    v_push text := '';
+    v_changed text;
+    v_when text;
+    v_any_changed text[] := '{}';
+    v_of text[] := '{}';
+    v_all_columns boolean := false;
+    r record;
+BEGIN
+    SELECT format('capture_%s_%s', left(c.relname, 40), left(md5(p_rel::oid::text), 8))
+    INTO v_fn FROM pg_class c WHERE c.oid = p_rel;
+    FOR v_old_fn IN
+        SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+        WHERE t.tgrelid = p_rel AND t.tgname IN ('qbsync_capture_write', 'qbsync_capture_update')
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS qbsync_capture_write ON %s', p_rel);
+        EXECUTE format('DROP TRIGGER IF EXISTS qbsync_capture_update ON %s', p_rel);
+        EXECUTE format('DROP FUNCTION IF EXISTS qbsync.%I()', v_old_fn);
+    END LOOP;
+
+    FOR r IN SELECT * FROM qbsync.tracked t WHERE t.tbl = p_rel ORDER BY t.entity LOOP
+        v_n := v_n + 1;
+        v_when := CASE WHEN r.when_sql IS NOT NULL THEN format('AND (%s)', r.when_sql) ELSE '' END;
+        IF r.columns IS NULL THEN
+            v_changed := 'OLD.* IS DISTINCT FROM NEW.*';
+            v_all_columns := true;
+        ELSE
+            SELECT format('(%s) IS DISTINCT FROM (%s)', string_agg(format('OLD.%I', c), ', '),
+                          string_agg(format('NEW.%I', c), ', '))
+            INTO v_changed FROM unnest(r.columns) AS c;
+            v_of := v_of || r.columns;
+        END IF;
+        v_any_changed := v_any_changed || format('(%s)', v_changed);
+        v_decl := v_decl || format(E'    _new%1$s text;\n    _old%1$s text;\n    _changed%1$s boolean := true;\n', v_n);
+        -- on UPDATE, an entity whose columns did not change captures nothing
+        v_new := v_new || format(E'        IF TG_OP = ''UPDATE'' THEN _changed%1$s := %2$s; END IF;\n'
+                                 '        IF _changed%1$s %3$s THEN _new%1$s := %4$s; END IF;\n',
+                                 v_n, v_changed, v_when, r.key_sql);
+        v_old := v_old || format(E'        IF _changed%1$s %2$s THEN _old%1$s := %3$s; END IF;\n',
+                                 v_n, v_when, r.key_sql);
+        -- A key this transaction already captured needs nothing more: an order and its
+        -- lines written together cost one insert.
+        v_push := v_push || format($p$
+    IF _old%1$s IS NOT DISTINCT FROM _new%1$s THEN _old%1$s := NULL; END IF;
+    IF _new%1$s IS NOT NULL
+       AND _new%1$s IS DISTINCT FROM pg_catalog.current_setting(%3$L, true) THEN
+        INSERT INTO qbsync.changes (entity, key) VALUES (%2$L, _new%1$s);
+        PERFORM pg_catalog.set_config(%3$L, _new%1$s, true);
+        _added := true;
+    END IF;
+    IF _old%1$s IS NOT NULL THEN
+        INSERT INTO qbsync.changes (entity, key) VALUES (%2$L, _old%1$s);
+        _added := true;
+    END IF;
+$p$, v_n, r.entity, 'qbsync.held_' || r.entity);
+    END LOOP;
+    IF v_n = 0 THEN
+        RETURN NULL;
+    END IF;
+
+    EXECUTE format($body$
+CREATE FUNCTION qbsync.%I() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER   -- the shop's role needs no grant on qbsync
+SET search_path = pg_catalog, pg_temp
+AS $f$
+#variable_conflict use_column
+-- generated by qbsync.install_capture() from qbsync.tracked; do not edit
+DECLARE
+    r %s%%ROWTYPE;
+%s    _added boolean := false;
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        r := NEW;
+%s    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        r := OLD;
+%s    END IF;
+%s
+    -- Wake a sleeping daemon; nobody waits while the daemon is busy.
+    IF _added
+       AND EXISTS (SELECT 1 FROM qbsync.workers
+                   WHERE waiting_until > pg_catalog.clock_timestamp()) THEN
+        PERFORM pg_catalog.pg_notify('qbsync_wakeup', '');
+    END IF;
+    RETURN NULL;
+END
+$f$
+    $body$, v_fn, p_rel, v_decl, v_new, v_old, v_push);
+    EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', v_fn);
+
+    -- Cheap filters in the triggers' WHEN clause run before the function is even called:
+    -- the daemon's own writes, and updates that change none of the tracked columns.
+    EXECUTE format(
+        'CREATE TRIGGER qbsync_capture_write AFTER INSERT OR DELETE ON %s FOR EACH ROW '
+        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
+        'EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn);
+    EXECUTE format(
+        'CREATE TRIGGER qbsync_capture_update AFTER UPDATE %s ON %s FOR EACH ROW '
+        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'' '
+        'AND (%s)) EXECUTE FUNCTION qbsync.%I()',
+        CASE WHEN v_all_columns THEN ''
+             ELSE 'OF ' || (SELECT string_agg(DISTINCT format('%I', c), ', ') FROM unnest(v_of) c)
+        END,
+        p_rel, array_to_string(v_any_changed, ' OR '), v_fn);
+    UPDATE qbsync.tracked t SET function_name = v_fn WHERE t.tbl = p_rel;
+    RETURN v_fn;
+END
+$fn$;
 
 CREATE FUNCTION qbsync.track(
     tbl text, entity text, key text, columns text[] DEFAULT NULL, "when" text DEFAULT NULL
@@ -385,15 +541,9 @@ LANGUAGE plpgsql
 AS $fn$
 DECLARE
     v_rel regclass := to_regclass(tbl);
-    v_schema text;
-    v_table text;
-    v_fn text;
     v_missing text;
-    v_row text;
-    v_simple_key text;
-    v_changed text;
-    v_key_new text;
-    v_key_old text;
+    v_key_sql text;
+    v_when_sql text;
 BEGIN
     IF v_rel IS NULL THEN
         RAISE EXCEPTION 'qbsync.track: table "%" does not exist', tbl
@@ -408,9 +558,6 @@ BEGIN
         RAISE EXCEPTION 'qbsync.track: key expression for "%" is empty', tbl
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT n.nspname, c.relname INTO v_schema, v_table
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel;
-
     SELECT string_agg(format('%I', col), ', ') INTO v_missing
     FROM unnest(columns) AS col
     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
@@ -428,139 +575,48 @@ BEGIN
     -- Compile the expressions once against the table so that a typo fails here, with the
     -- table named, rather than in a shop transaction.
     BEGIN
-        EXECUTE format('SELECT (%s)::text FROM %s AS r LIMIT 0', key, v_rel);
+        v_key_sql := qbsync.compile_row_expr(v_rel, format('(%s)::text', key));
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'qbsync.track: key expression % is not valid for table %: %',
             quote_literal(key), v_rel, SQLERRM USING ERRCODE = SQLSTATE;
     END;
     IF "when" IS NOT NULL THEN
         BEGIN
-            EXECUTE format('SELECT 1 FROM %s AS r WHERE (%s) LIMIT 0', v_rel, "when");
+            v_when_sql := qbsync.compile_row_expr(v_rel, format('(%s)::boolean', "when"));
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'qbsync.track: "when" predicate % is not valid for table %: %',
                 quote_literal("when"), v_rel, SQLERRM USING ERRCODE = SQLSTATE;
         END;
     END IF;
 
-    v_fn := format('capture_%s_%s', left(v_table || '_' || entity, 40),
-                   left(md5(v_rel::oid::text || '/' || entity), 8));
-
-    -- A key that is a plain column and no predicate: a simple expression plpgsql evaluates
-    -- without a query. Otherwise evaluate over the row as a one-row relation "r", so that
-    -- expressions use bare column names and may hold subqueries.
-    SELECT format('%I', a.attname) INTO v_simple_key
-    FROM pg_attribute a
-    WHERE a.attrelid = v_rel AND a.attnum > 0 AND NOT a.attisdropped
-      AND ("when" IS NULL) AND (a.attname = btrim(key) OR format('%I', a.attname) = btrim(key));
-    IF v_simple_key IS NOT NULL THEN
-        v_key_new := format('_qbsync_new := NEW.%s::text;', v_simple_key);
-        v_key_old := format('_qbsync_old := OLD.%s::text;', v_simple_key);
-    ELSE
-        v_row := format('SELECT (%s)::text FROM (SELECT %%s.*) AS r%s',
-                        key, CASE WHEN "when" IS NOT NULL THEN format(' WHERE (%s)', "when") END);
-        v_key_new := format('%s INTO _qbsync_new;', format(v_row, 'NEW'));
-        v_key_old := format('%s INTO _qbsync_old;', format(v_row, 'OLD'));
-    END IF;
-
-    EXECUTE format($body$
-        CREATE OR REPLACE FUNCTION qbsync.%I() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER
-        SET search_path = pg_catalog, %I, pg_temp
-        AS $f$
-        #variable_conflict use_column
-        DECLARE
-            _qbsync_new text;
-            _qbsync_old text;
-            _qbsync_held text := pg_catalog.current_setting(%L, true);
-            _qbsync_added boolean := false;
-        BEGIN
-            IF TG_OP <> 'DELETE' THEN %s END IF;
-            IF TG_OP <> 'INSERT' THEN %s END IF;
-            IF _qbsync_old IS NOT DISTINCT FROM _qbsync_new THEN _qbsync_old := NULL; END IF;
-            -- A key this transaction already queued (or locked) needs nothing more: an
-            -- order and its lines written together cost one outbox statement.
-            IF _qbsync_new IS NOT NULL AND _qbsync_new IS DISTINCT FROM _qbsync_held THEN
-                -- On conflict, the pending row is locked until this transaction ends, so
-                -- that no daemon pushes it before this change is visible; no row version
-                -- is written (WHERE false).
-                INSERT INTO qbsync.outbox (entity, key) VALUES (%L, _qbsync_new)
-                ON CONFLICT (entity, key, state) DO UPDATE SET state = excluded.state
-                WHERE false;
-                _qbsync_added := FOUND;
-                PERFORM pg_catalog.set_config(%L, _qbsync_new, true);
-            END IF;
-            IF _qbsync_old IS NOT NULL THEN
-                INSERT INTO qbsync.outbox (entity, key) VALUES (%L, _qbsync_old)
-                ON CONFLICT (entity, key, state) DO UPDATE SET state = excluded.state
-                WHERE false;
-                _qbsync_added := _qbsync_added OR FOUND;
-            END IF;
-            -- Wake a sleeping daemon, only when a row was really added (not coalesced).
-            IF _qbsync_added
-               AND EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
-                PERFORM pg_notify('qbsync_wakeup', '');
-            END IF;
-            RETURN NULL;
-        END
-        $f$
-    $body$, v_fn, v_schema, 'qbsync.held_' || entity, v_key_new, v_key_old, entity,
-        'qbsync.held_' || entity, entity);
-    EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', v_fn);
-
-    -- Cheap filters in the trigger's WHEN clause run before the function is even called:
-    -- the daemon's own writes, and updates that change none of the tracked columns.
-    IF columns IS NULL THEN
-        v_changed := 'OLD.* IS DISTINCT FROM NEW.*';
-    ELSE
-        SELECT format('(%s) IS DISTINCT FROM (%s)',
-                      string_agg(format('OLD.%I', c), ', '), string_agg(format('NEW.%I', c), ', '))
-        INTO v_changed FROM unnest(columns) AS c;
-    END IF;
-    PERFORM qbsync.drop_capture_triggers(v_rel, entity);
-    EXECUTE format(
-        'CREATE TRIGGER %I AFTER INSERT OR DELETE ON %s FOR EACH ROW '
-        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
-        'EXECUTE FUNCTION qbsync.%I()',
-        'qbsync_' || entity || '_write', v_rel, v_fn);
-    EXECUTE format(
-        'CREATE TRIGGER %I AFTER UPDATE %s ON %s FOR EACH ROW '
-        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'' '
-        'AND %s) EXECUTE FUNCTION qbsync.%I()',
-        'qbsync_' || entity || '_update',
-        CASE WHEN columns IS NULL THEN ''
-             ELSE 'OF ' || (SELECT string_agg(format('%I', c), ', ') FROM unnest(columns) c) END,
-        v_rel, v_changed, v_fn);
-
-    INSERT INTO qbsync.tracked AS t (tbl, entity, key_expr, columns, when_expr, function_name)
-    VALUES (v_rel, track.entity, key, columns, "when", v_fn)
+    INSERT INTO qbsync.tracked AS t
+        (tbl, entity, key_expr, columns, when_expr, key_sql, when_sql, function_name)
+    VALUES (v_rel, track.entity, key, columns, "when", v_key_sql, v_when_sql, '')
     ON CONFLICT ON CONSTRAINT tracked_pkey DO UPDATE
         SET key_expr = excluded.key_expr, columns = excluded.columns,
-            when_expr = excluded.when_expr, function_name = excluded.function_name,
-            created_at = now();
-    RETURN v_fn;
+            when_expr = excluded.when_expr, key_sql = excluded.key_sql,
+            when_sql = excluded.when_sql, created_at = now();
+    RETURN qbsync.install_capture(v_rel);
 END
 $fn$;
 COMMENT ON FUNCTION qbsync.track(text, text, text, text[], text) IS
-    'Capture changes of a shop table into the outbox: key = SQL expression over the row (bare column names) giving the outbox key; columns = the columns whose change matters on UPDATE (NULL = any); when = row predicate (on UPDATE the NEW or the OLD row must satisfy it).';
+    'Capture changes of a shop table (into qbsync.changes, then the outbox): key = SQL expression over the row (bare column names, or r.column) giving the outbox key; columns = the columns whose change matters on UPDATE (NULL = any); when = row predicate (on UPDATE the NEW or the OLD row must satisfy it). Returns the table''s capture function.';
 
 CREATE FUNCTION qbsync.untrack(tbl text, entity text) RETURNS boolean
 LANGUAGE plpgsql
 AS $$
 DECLARE
     v_rel regclass := to_regclass(tbl);
-    v_fn text;
 BEGIN
     IF v_rel IS NULL THEN
         RAISE EXCEPTION 'qbsync.untrack: table "%" does not exist', tbl
             USING ERRCODE = 'undefined_table';
     END IF;
-    DELETE FROM qbsync.tracked t WHERE t.tbl = v_rel AND t.entity = untrack.entity
-    RETURNING function_name INTO v_fn;
-    IF v_fn IS NULL THEN
+    DELETE FROM qbsync.tracked t WHERE t.tbl = v_rel AND t.entity = untrack.entity;
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM qbsync.drop_capture_triggers(v_rel, entity);
-    EXECUTE format('DROP FUNCTION IF EXISTS qbsync.%I()', v_fn);
+    PERFORM qbsync.install_capture(v_rel);
     RETURN true;
 END
 $$;

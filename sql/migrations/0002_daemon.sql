@@ -2,6 +2,33 @@
 -- release. psql users get exactly the behaviour the daemon has, and every outcome lands
 -- in integration_logs in the same transaction as the state change.
 
+-- Moves up to p_limit (NULL = all) committed captured changes into the outbox: a key already pending
+-- coalesces into its row (a change of a running key queues one pending row behind it).
+-- SKIP LOCKED: concurrent daemons take disjoint changes and never wait on each other; keys
+-- are inserted in one order so that two of them cannot deadlock on the unique index.
+-- next_attempt_at = when the change was captured, so the claim takes keys in that order.
+CREATE FUNCTION qbsync.collect_changes(p_limit int DEFAULT 10000) RETURNS int
+LANGUAGE sql
+SECURITY DEFINER  -- readers of the queue need no grant on qbsync.changes
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH taken AS (
+        DELETE FROM qbsync.changes c
+        WHERE c.ctid = ANY (ARRAY(SELECT ctid FROM qbsync.changes LIMIT p_limit
+                                  FOR UPDATE SKIP LOCKED))
+        RETURNING c.entity, c.key, c.captured_at
+    ), queued AS (
+        INSERT INTO qbsync.outbox (entity, key, enqueued_at, next_attempt_at)
+        SELECT entity, key, min(captured_at), min(captured_at)
+        FROM taken GROUP BY entity, key ORDER BY entity, key
+        ON CONFLICT (entity, key, state) DO NOTHING
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM taken;
+$$;
+COMMENT ON FUNCTION qbsync.collect_changes(int) IS
+    'Moves captured changes (qbsync.changes) into the outbox, coalescing per key; returns how many changes it took. Every claim calls it; call it by hand to inspect the outbox without a daemon.';
+
 -- Claims up to p_limit ready rows for p_worker: pending rows whose time has come (oldest
 -- first) and running rows whose lease expired (a killed daemon's). A pending row whose key
 -- is running elsewhere waits: two rows of one key are never in flight together. The try
@@ -11,6 +38,8 @@ RETURNS SETOF qbsync.outbox
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT qbsync.collect_changes(greatest(p_limit * 100, 1000));
+    -- a second statement: it sees the rows the first one queued
     WITH ready AS (
         SELECT o.id FROM qbsync.outbox o
         WHERE o.state = 'pending' AND o.next_attempt_at <= now()
@@ -456,16 +485,31 @@ END
 $$;
 
 -- A bounded count of rows ready now: the worker switches to the batch endpoint when the
--- backlog reaches p_limit, without counting a million rows to find out.
+-- backlog reaches p_limit, without counting a million rows to find out. Collects first
+-- (several changes may coalesce into one row), as the claim that follows would.
 CREATE FUNCTION qbsync.ready_backlog(p_limit int) RETURNS int
-LANGUAGE sql STABLE
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
+    SELECT qbsync.collect_changes(greatest(p_limit * 10, 1000));
     SELECT count(*)::int FROM (
         SELECT 1 FROM qbsync.outbox
         WHERE state = 'pending' AND next_attempt_at <= now()
         LIMIT p_limit) AS ready;
 $$;
+
+-- What is left to do: captured changes not yet collected, plus pending and running rows
+-- (dead rows wait for a person, not for a daemon). 0 = drained.
+CREATE FUNCTION qbsync.backlog() RETURNS bigint
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT count(*) FROM qbsync.changes)
+         + (SELECT count(*) FROM qbsync.outbox WHERE state <> 'dead');
+$$;
+COMMENT ON FUNCTION qbsync.backlog() IS
+    'Changes still to push: captured but not yet collected, pending, running (dead rows excluded). 0 = everything captured has been dealt with.';
 
 -- Daemon registry: heartbeats, and the workers table cleaned of daemons long gone.
 CREATE FUNCTION qbsync.register_worker(p_worker text, p_hostname text, p_pid int)

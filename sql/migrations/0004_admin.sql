@@ -943,6 +943,10 @@ BEGIN
            now() - min(o.enqueued_at) FILTER (WHERE o.state = 'pending')
     INTO queue_depth, queue_running, dead, oldest_pending_age
     FROM qbsync.outbox o;
+    -- captured changes not yet collected into the outbox are pending too
+    SELECT queue_depth + count(*), least(oldest_pending_age, now() - min(c.captured_at))
+    INTO queue_depth, oldest_pending_age
+    FROM qbsync.changes c;
 
     SELECT count(*) INTO open_notices FROM qbsync.notices n WHERE n.acknowledged_at IS NULL;
     SELECT count(*) INTO daemons_alive FROM qbsync.workers w
@@ -1110,12 +1114,18 @@ WITH per_entity AS (
     FROM qbsync.entities e
     LEFT JOIN qbsync.outbox o ON o.entity = e.entity
     GROUP BY e.entity, e.qbo_type, e.max_attempts
+), captured AS (
+    -- changes not yet collected into the outbox: pending, ready now
+    SELECT c.entity, count(*) AS n, now() - min(c.captured_at) AS age
+    FROM qbsync.changes c GROUP BY c.entity
 )
-SELECT 'entity'::text AS section, entity AS name, pending, running, dead, ready_now,
-       expired_leases, max_attempts, attempt_limit, oldest_pending_age,
+SELECT 'entity'::text AS section, p.entity AS name, p.pending + coalesce(c.n, 0) AS pending,
+       p.running, p.dead, p.ready_now + coalesce(c.n, 0) AS ready_now, p.expired_leases,
+       p.max_attempts, p.attempt_limit,
+       greatest(p.oldest_pending_age, c.age) AS oldest_pending_age,
        NULL::interval AS age, NULL::boolean AS waiting, NULL::int AS xmin_age,
-       format('-> QuickBooks %s', qbo_type) AS detail
-FROM per_entity
+       format('-> QuickBooks %s', p.qbo_type) AS detail
+FROM per_entity p LEFT JOIN captured c USING (entity)
 UNION ALL
 SELECT 'worker', w.worker_id, NULL, (SELECT count(*) FROM qbsync.outbox o
                                      WHERE o.state = 'running' AND o.lease_owner = w.worker_id),
@@ -1204,7 +1214,7 @@ GRANT SELECT ON qbsync.dashboard, qbsync.recent_activity, qbsync.sync_logs, qbsy
                 qbsync.recent_failures, qbsync.queue_health, qbsync.connection_status,
                 qbsync.open_notices, qbsync.report_comparison, qbsync.rate_limit_status
     TO qbsync_reader, qbsync_admin;
-GRANT EXECUTE ON FUNCTION qbsync.dashboard_row(), qbsync.xmin_holders()
+GRANT EXECUTE ON FUNCTION qbsync.dashboard_row(), qbsync.xmin_holders(), qbsync.backlog()
     TO qbsync_reader, qbsync_admin;
 
 -- admin: the admin functions, and the request/report tables
@@ -1213,7 +1223,7 @@ GRANT EXECUTE ON FUNCTION
     qbsync.sync_all_customers(), qbsync.sync_catalog(), qbsync.retry_dead(text, text),
     qbsync.request_report(text), qbsync.request_report(date, date, text),
     qbsync.request_connection_test(), qbsync.acknowledge(bigint), qbsync.acknowledge_all(),
-    qbsync.rebuild_stats()
+    qbsync.rebuild_stats(), qbsync.collect_changes(int)
     TO qbsync_admin;
 GRANT SELECT ON qbsync.admin_requests, qbsync.reports, qbsync.notices, qbsync.entities,
                 qbsync.settings
@@ -1229,7 +1239,7 @@ BEGIN
         WHERE p.pronamespace = 'qbsync'::regnamespace
           AND p.proname IN ('claim', 'extend_leases', 'complete', 'fail', 'skip', 'release',
                             'held', 'requeue', 'record_success', 'write_back', 'log', 'map',
-                            'map_many', 'ready_backlog',
+                            'map_many', 'ready_backlog', 'collect_changes', 'backlog',
                             'announce_waiting', 'stop_waiting', 'snapshot_settled',
                             'register_worker', 'unregister_worker', 'maintain_log_partitions',
                             'setting', 'take_permit', 'return_permit', 'throttled',
@@ -1243,6 +1253,7 @@ BEGIN
 END
 $$;
 GRANT SELECT, UPDATE, DELETE ON qbsync.outbox TO qbsync_daemon;
+GRANT SELECT ON qbsync.changes TO qbsync_daemon;
 GRANT SELECT, INSERT, UPDATE ON qbsync.entity_map TO qbsync_daemon;
 GRANT INSERT ON qbsync.integration_logs TO qbsync_daemon;
 GRANT SELECT, UPDATE ON qbsync.connections TO qbsync_daemon;

@@ -32,7 +32,7 @@ def run(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
 def url(dixis_url: str) -> str:
     with psycopg.connect(dixis_url, autocommit=True) as conn:
         conn.execute("SELECT dixis.generate(12, 0.35)")
-        conn.execute("DELETE FROM qbsync.outbox")
+        conn.execute("DELETE FROM qbsync.changes")
     return dixis_url
 
 

@@ -19,7 +19,7 @@ from qbsync.emulator.server import EmulatorServer
 from qbsync.migrate import migrate
 from qbsync.pgcluster import TempCluster
 from tests.daemon_support import connect_shop
-from tests.process_support import DaemonProcess, daemon_env, wait_drained
+from tests.process_support import DaemonProcess, daemon_env, wait_drained, wait_started
 from tests.support import INVOICED, conn_url
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,8 @@ async def test_two_daemons_never_push_a_row_twice(
     emu = server.emulator
     emu.set_latency(0.001, 0.01)
     shop = await connect_shop(conn_url(dixis_db), emu, api_base_url=server.base_url)
-    env = daemon_env(shop.url, server.base_url, shop.token_keys)
+    # one request per invoice (the batch endpoint is tested on its own), counted below
+    env = daemon_env(shop.url, server.base_url, shop.token_keys, batch_threshold=100_000)
     daemons = [DaemonProcess(env, f"twin-{i}", tmp_path).start() for i in (1, 2)]
     await asyncio.sleep(1)
     dixis_db.execute("SELECT dixis.generate(150, 0.3)")
@@ -115,7 +116,8 @@ async def test_sigterm_drains_and_releases(dixis_db: psycopg.Connection,
     dixis_db.commit()
     daemon = DaemonProcess(daemon_env(shop.url, server.base_url, shop.token_keys,
                                       shutdown_grace=1), "polite", tmp_path).start()
-    await asyncio.sleep(2)
+    wait_started(shop.url, daemon)  # a SIGTERM during start-up is a plain kill
+    await asyncio.sleep(1)
     assert daemon.terminate(30) == 0, daemon.log()
     running = dixis_db.execute(
         "SELECT count(*) FROM qbsync.outbox WHERE state = 'running'").fetchone()

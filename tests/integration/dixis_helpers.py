@@ -137,6 +137,8 @@ def utf16_len(text: str) -> int:
 
 
 def outbox(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Pending outbox rows once the captured changes are collected (as a claim does)."""
+    conn.execute("SELECT qbsync.collect_changes()")
     return conn.execute(
         "SELECT entity, key FROM qbsync.outbox WHERE state = 'pending' ORDER BY entity, key"
     ).fetchall()
@@ -169,5 +171,6 @@ def refund(conn: psycopg.Connection, order_id: int, amount: str | None = None, *
 def clear_outbox(conn: psycopg.Connection) -> None:
     """Empty the outbox and commit: a capture trigger queues a key once per transaction,
     so a later change is only captured again in a new transaction."""
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     conn.commit()

@@ -85,7 +85,8 @@ async def test_report_round_trip_matches_the_shop(env: Env) -> None:
 
     async def invoiced() -> bool:
         with psycopg.connect(url) as conn:
-            left = conn.execute("SELECT count(*) FROM qbsync.outbox").fetchone()
+            left = conn.execute("SELECT qbsync.backlog() + (SELECT count(*) FROM qbsync.outbox)"
+                                ).fetchone()
         return left == (0,)
 
     async with running(env.shop):
@@ -125,7 +126,7 @@ async def test_report_shows_a_difference_when_orders_are_missing(env: Env) -> No
     url = env.shop.url
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT dixis.generate(8, 0.6)")
-        conn.execute("DELETE FROM qbsync.outbox")  # nothing reaches QuickBooks
+        conn.execute("DELETE FROM qbsync.changes")  # nothing reaches QuickBooks
     ask(url, "SELECT qbsync.request_report('year')")
     ask(url, "SELECT qbsync.request_report('2000-01-01', '2100-12-31')")
     assert await handle_pending_requests(env.pool, env.client, env.realm) == 2

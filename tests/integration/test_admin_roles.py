@@ -70,6 +70,8 @@ def test_reader_sees_the_dashboard_numbers(conn: psycopg.Connection) -> None:
     "SELECT tokens FROM qbsync.connections",
     "SELECT realm_id FROM qbsync.connections",
     "SELECT * FROM qbsync.outbox",
+    "SELECT * FROM qbsync.changes",
+    "SELECT qbsync.collect_changes()",
     "SELECT * FROM qbsync.integration_logs",
     "SELECT * FROM qbsync.admin_requests",
     "SELECT * FROM qbsync.reports",
@@ -159,6 +161,7 @@ def test_daemon_runs_its_cycle(conn: psycopg.Connection) -> None:
     try:
         with conn.transaction(force_rollback=True):
             _grant_shop_to_daemon(conn)
+            conn.execute("DELETE FROM qbsync.changes")
             conn.execute("DELETE FROM qbsync.outbox")
             key = conn.execute("SELECT min(id)::text FROM dixis.orders"
                                " WHERE status = 'completed'").fetchone()
@@ -226,6 +229,7 @@ def test_daemon_answers_admin_requests(conn: psycopg.Connection) -> None:
     "UPDATE qbsync.integration_logs SET status = 'success'",
     "DELETE FROM qbsync.entity_map",
     "INSERT INTO qbsync.outbox (entity, key) VALUES ('order', '1')",
+    "DELETE FROM qbsync.changes",
     "DELETE FROM qbsync.reports",
     "SELECT qbsync.rebuild_stats()",
 ])

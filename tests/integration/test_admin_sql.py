@@ -84,6 +84,7 @@ def test_every_view_and_dashboard_column_is_documented(conn: psycopg.Connection)
 
 def test_dashboard_numbers_on_a_known_dataset(conn: psycopg.Connection) -> None:
     conn.execute("SELECT dixis.generate(40, 0.3)")
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     connect_company(conn)
     now = datetime.now(UTC)
@@ -254,6 +255,7 @@ def test_needs_reconnect_notice_closes_on_reconnect(conn: psycopg.Connection) ->
 
 def test_resync_queues_with_origin_and_log(conn: psycopg.Connection) -> None:
     conn.execute("SELECT dixis.generate(5, 0.1)")
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     key = str(scalar(conn, "SELECT min(id) FROM dixis.orders"))
     assert scalar(conn, "SELECT qbsync.resync('order', %s)", (key,)) is True
@@ -287,6 +289,7 @@ def test_resync_errors_name_what_is_wrong(conn: psycopg.Connection) -> None:
 
 def test_resync_many_names_every_unknown_key_and_queues_nothing(conn: psycopg.Connection) -> None:
     conn.execute("SELECT dixis.generate(5, 0.1)")
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     known = [str(r[0]) for r in conn.execute("SELECT id FROM dixis.orders ORDER BY id LIMIT 2")]
     with pytest.raises(errors.NoDataFound) as exc:
@@ -311,6 +314,7 @@ def test_resync_falls_back_to_keys_function(conn: psycopg.Connection) -> None:
 
 def test_sync_all_customers_queues_only_unmapped(conn: psycopg.Connection) -> None:
     conn.execute("SELECT dixis.generate(30, 0.2)")
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     connect_company(conn)
     keys = [r[0] for r in conn.execute("SELECT * FROM qbsync_map.customer_keys()")]
@@ -331,6 +335,7 @@ def test_sync_all_customers_queues_only_unmapped(conn: psycopg.Connection) -> No
 
 def test_sync_catalog_queues_every_item_key(conn: psycopg.Connection) -> None:
     conn.execute("SELECT dixis.generate(5, 0.2)")
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     keys = {r[0] for r in conn.execute("SELECT * FROM qbsync_map.product_keys()")}
     assert {"fee:shipping", "fee:cod", "fee:discount"} <= keys

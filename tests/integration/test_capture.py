@@ -7,6 +7,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.support import conn_url as conninfo
+
 SHOP = """
 CREATE SCHEMA shop;
 CREATE TABLE shop.orders (id serial PRIMARY KEY, status text NOT NULL DEFAULT 'pending',
@@ -32,13 +34,16 @@ def shop(db: psycopg.Connection) -> psycopg.Connection:
 
 def clear_outbox(conn: psycopg.Connection) -> None:
     """A fresh start, in a new transaction (capture remembers, per transaction, which keys
-    it already queued, and a shop transaction never deletes outbox rows)."""
+    it already captured, and a shop transaction never deletes outbox rows)."""
     conn.commit()
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     conn.commit()
 
 
 def outbox(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    """The outbox once the captured changes are collected into it (as a claim does)."""
+    conn.execute("SELECT qbsync.collect_changes()")
     return conn.execute("SELECT entity, key, state FROM qbsync.outbox ORDER BY id").fetchall()
 
 
@@ -83,6 +88,7 @@ def test_repeated_changes_coalesce(shop: psycopg.Connection) -> None:
 def test_change_while_in_flight_queues_one_more(shop: psycopg.Connection) -> None:
     shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
     shop.commit()
+    assert outbox(shop) == [("order", "1", "pending")]
     shop.execute(  # a daemon claims it
         "UPDATE qbsync.outbox SET state = 'running', lease_owner = 'w1', "
         "lease_expires_at = now() + interval '1 minute'"
@@ -91,6 +97,50 @@ def test_change_while_in_flight_queues_one_more(shop: psycopg.Connection) -> Non
     shop.execute("UPDATE shop.orders SET total = 5 WHERE id = 1")
     shop.execute("UPDATE shop.orders SET total = 6 WHERE id = 1")
     assert outbox(shop) == [("order", "1", "running"), ("order", "1", "pending")]
+
+
+def test_changes_of_many_transactions_coalesce_when_collected(
+    shop: psycopg.Connection,
+) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed'), ('completed')")
+    shop.commit()
+    for total in range(1, 4):
+        shop.execute("UPDATE shop.orders SET total = %s", (total,))
+        shop.commit()
+    assert shop.execute("SELECT count(*) FROM qbsync.changes").fetchone() == (8,)
+    assert outbox(shop) == [("order", "1", "pending"), ("order", "2", "pending")]
+    assert shop.execute("SELECT count(*) FROM qbsync.changes").fetchone() == (0,)
+
+
+def test_uncommitted_change_is_not_collected(shop: psycopg.Connection) -> None:
+    # What the daemon cannot see, it cannot push early: a change joins the outbox only
+    # once its transaction has committed, and capture holds no lock a daemon waits on.
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.commit()
+    assert outbox(shop) == [("order", "1", "pending")]
+    shop.commit()
+    with psycopg.connect(conninfo(shop), autocommit=True) as daemon:
+        shop.execute("UPDATE shop.orders SET total = 7 WHERE id = 1")
+        daemon.execute("SET lock_timeout = '2s'")
+        assert daemon.execute("SELECT qbsync.collect_changes()").fetchone() == (0,)
+        daemon.execute("UPDATE qbsync.outbox SET state = 'running'")  # claimed and pushed
+        daemon.execute("DELETE FROM qbsync.outbox")
+        shop.commit()
+        assert daemon.execute("SELECT qbsync.collect_changes()").fetchone() == (1,)
+    assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_concurrent_collectors_take_disjoint_changes(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) SELECT 'completed' FROM generate_series(1, 50)")
+    shop.commit()
+    with psycopg.connect(conninfo(shop)) as one, psycopg.connect(conninfo(shop)) as two:
+        taken_one = one.execute("SELECT qbsync.collect_changes(20)").fetchone()
+        two.execute("SET lock_timeout = '2s'")  # SKIP LOCKED: two never waits for one
+        taken_two = two.execute("SELECT qbsync.collect_changes()").fetchone()
+        one.commit()
+        two.commit()
+    assert (taken_one, taken_two) == ((20,), (30,))
+    assert sorted(int(key) for _, key, _ in outbox(shop)) == list(range(1, 51))
 
 
 def test_child_row_enqueues_parent_key(shop: psycopg.Connection) -> None:
@@ -185,3 +235,33 @@ def test_shop_role_needs_no_grant_on_qbsync(shop: psycopg.Connection) -> None:
         shop.execute("DROP OWNED BY qbsync_test_shop")
         shop.execute("DROP ROLE qbsync_test_shop")
         shop.commit()
+
+
+def test_entities_of_one_table_share_one_trigger_function(shop: psycopg.Connection) -> None:
+    shop.execute("SELECT qbsync.define_entity('payment', 'Payment')")
+    shop.execute("ALTER TABLE shop.orders ADD COLUMN paid boolean NOT NULL DEFAULT false")
+    shop.execute("""SELECT qbsync.track('shop.orders', 'payment', 'id', ARRAY['paid'],
+                                        'paid AND status = ''completed''')""")
+    functions = shop.execute(
+        "SELECT DISTINCT tgfoid::regproc::text FROM pg_trigger "
+        "WHERE tgrelid = 'shop.orders'::regclass AND NOT tgisinternal").fetchall()
+    assert len(functions) == 1
+    shop.execute("INSERT INTO shop.orders (status, paid) VALUES ('completed', true)")
+    assert sorted(outbox(shop)) == [("order", "1", "pending"), ("payment", "1", "pending")]
+    clear_outbox(shop)
+    shop.execute("UPDATE shop.orders SET paid = false")  # only the payment's column
+    assert outbox(shop) == [("payment", "1", "pending")]
+    clear_outbox(shop)
+    assert shop.execute("SELECT qbsync.untrack('shop.orders', 'order')").fetchone() == (True,)
+    shop.execute("UPDATE shop.orders SET total = 3, paid = true")
+    assert outbox(shop) == [("payment", "1", "pending")]
+
+
+def test_capture_survives_a_new_column(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.commit()
+    shop.execute("ALTER TABLE shop.orders ADD COLUMN coupon text")
+    shop.execute("ALTER TABLE shop.orders DROP COLUMN note")
+    shop.commit()
+    shop.execute("INSERT INTO shop.orders (status, coupon) VALUES ('completed', 'X')")
+    assert outbox(shop) == [("order", "1", "pending"), ("order", "2", "pending")]

@@ -14,6 +14,7 @@ def clear(conn: psycopg.Connection) -> None:
     """A fresh start in a new transaction: capture remembers per transaction which keys it
     queued already (and a shop transaction never deletes outbox rows)."""
     conn.commit()
+    conn.execute("DELETE FROM qbsync.changes")
     conn.execute("DELETE FROM qbsync.outbox")
     conn.commit()
 

@@ -156,6 +156,7 @@ async def test_accepted_edit_is_recorded_and_not_pushed(shop: Shop,
         [found] = open_drift(dixis_db)
         assert resolve(dixis_db, found["id"], "accept") == "accepted"
         assert column(dixis_db, "SELECT count(*) FROM qbsync.outbox") == 0
+        assert column(dixis_db, "SELECT count(*) FROM qbsync.changes") == 0
         entry = mapped(dixis_db, "order", order_id)
         assert entry is not None
         assert entry["sync_token"] == edited["SyncToken"]
@@ -191,6 +192,7 @@ async def test_voided_invoice_can_only_be_accepted(shop: Shop,
         dixis_db.rollback()
         assert resolve(dixis_db, found["id"], "accept") == "accepted"
         assert column(dixis_db, "SELECT count(*) FROM qbsync.outbox") == 0
+        assert column(dixis_db, "SELECT count(*) FROM qbsync.changes") == 0
     entry = mapped(dixis_db, "order", order_id)
     assert entry is not None
     assert entry["qbo_status"] == "voided"

@@ -56,7 +56,9 @@ def test_notify_while_waiting_once_per_transaction(
     shop.commit()
     write(shop, 1, 2, 3)  # one transaction, three new rows: NOTIFY folds them into one
     assert wakeups(listener) == 1
-    write(shop, 1)  # coalesced into the pending row: nothing new to wake for
+    write(shop, 1)  # each committed transaction with a change wakes the waiting daemon
+    assert wakeups(listener) == 1
+    write(shop)  # ...and one without a change does not
     assert wakeups(listener) == 0
 
 
@@ -97,4 +99,4 @@ def test_snapshot_settles_after_racing_transaction_commits(shop: psycopg.Connect
     racer.close()
     # ...but the daemon's second re-check, once the snapshot settles, sees its row.
     assert shop.execute(settled, (snap[0],)).fetchone() == (True,)
-    assert shop.execute("SELECT key FROM qbsync.outbox").fetchall() == [("42",)]
+    assert shop.execute("SELECT key FROM qbsync.changes").fetchall() == [("42",)]
