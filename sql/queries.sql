@@ -49,9 +49,8 @@ SELECT qbsync.ready_backlog($1);
 SELECT entity, qbo_type, max_attempts, deadline_seconds FROM qbsync.entities;
 
 -- name: mapped
-SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status
-FROM unnest($2::text[], $3::text[]) AS wanted(entity, key)
-JOIN qbsync.entity_map m ON m.realm_id = $1 AND m.entity = wanted.entity AND m.key = wanted.key;
+SELECT entity, key, qbo_id, sync_token, doc_number, qbo_status
+FROM qbsync.mapped($1, $2::text[], $3::text[]);
 
 -- name: realm_settings
 SELECT name, value FROM qbsync.realm_settings WHERE realm_id = $1

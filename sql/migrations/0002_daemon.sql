@@ -455,6 +455,29 @@ BEGIN
 END
 $$;
 
+-- The entity_map rows of many (entity, key) pairs of one realm: the daemon's lookup before
+-- each push and of every reference. Planned afresh on each call (EXECUTE) and joined on the
+-- whole primary key. A cached generic plan, made while the map was small and without
+-- statistics (autovacuum off or not run yet), read the realm's whole map on every call:
+-- the daemon slowed down as the map grew.
+CREATE FUNCTION qbsync.mapped(p_realm text, p_entities text[], p_keys text[])
+RETURNS TABLE (entity text, key text, qbo_id text, sync_token text, doc_number text,
+               qbo_status text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE
+        'SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status
+         FROM unnest(array_fill($1, ARRAY[cardinality($2)]), $2, $3) AS w(realm, entity, key)
+         CROSS JOIN LATERAL (
+             SELECT * FROM qbsync.entity_map m
+             WHERE m.realm_id = w.realm AND m.entity = w.entity AND m.key = w.key
+             OFFSET 0) m'
+        USING p_realm, p_entities, p_keys;
+END
+$$;
+
 -- A bounded count of rows ready now: the worker switches to the batch endpoint when the
 -- backlog reaches p_limit, without counting a million rows to find out.
 CREATE FUNCTION qbsync.ready_backlog(p_limit int) RETURNS int
