@@ -33,6 +33,9 @@ SELECT qbsync.release($1, $2::bigint[]);
 -- name: record_success
 SELECT qbsync.record_success($1, $2, $3, $4::jsonb, $5);
 
+-- name: record_successes
+SELECT qbsync.record_successes($1, $2::jsonb, $3);
+
 -- name: log
 SELECT qbsync.log($1, $2, $3, $4, $5, $6::jsonb);
 
