@@ -95,9 +95,8 @@ class BatchPusher:
         one_by_one = [i for i, b in bodies.items()
                       if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
         batchable = [i for i in bodies if i not in one_by_one]
-        refs: set[Ref] = set()
-        for i in batchable:
-            refs |= collect(bodies[i])[0]
+        needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
+        refs: set[Ref] = set().union(*needs.values())
         await self._dependencies(refs)
         # the references and the rows themselves, in one lookup
         existing = await p.mapped(refs | {(by_id[i].entity, by_id[i].key) for i in batchable})
@@ -112,7 +111,7 @@ class BatchPusher:
                     and not row.force and p.skip_invoiced:
                 one_by_one.append(i)  # says why it skips
                 continue
-            if collect(bodies[i])[0] - ids.keys():
+            if needs[i] - ids.keys():
                 one_by_one.append(i)  # a dependency did not batch: the single path says why
                 continue
             try:
