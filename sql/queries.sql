@@ -33,6 +33,9 @@ SELECT qbsync.release($1, $2::bigint[]);
 -- name: record_success
 SELECT qbsync.record_success($1, $2, $3, $4::jsonb, $5);
 
+-- name: record_successes
+SELECT qbsync.record_successes($1, $2::jsonb, $3);
+
 -- name: log
 SELECT qbsync.log($1, $2, $3, $4, $5, $6::jsonb);
 
@@ -49,9 +52,8 @@ SELECT qbsync.ready_backlog($1);
 SELECT entity, qbo_type, max_attempts, deadline_seconds FROM qbsync.entities;
 
 -- name: mapped
-SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status
-FROM unnest($2::text[], $3::text[]) AS wanted(entity, key)
-JOIN qbsync.entity_map m ON m.realm_id = $1 AND m.entity = wanted.entity AND m.key = wanted.key;
+SELECT entity, key, qbo_id, sync_token, doc_number, qbo_status
+FROM qbsync.mapped($1, $2::text[], $3::text[]);
 
 -- name: realm_settings
 SELECT name, value FROM qbsync.realm_settings WHERE realm_id = $1

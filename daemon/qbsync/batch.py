@@ -95,13 +95,13 @@ class BatchPusher:
         one_by_one = [i for i, b in bodies.items()
                       if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
         batchable = [i for i in bodies if i not in one_by_one]
-        refs: set[Ref] = set()
-        for i in batchable:
-            refs |= collect(bodies[i])[0]
+        needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
+        refs: set[Ref] = set().union(*needs.values())
         await self._dependencies(refs)
-        ids = {ref: m.qbo_id for ref, m in (await p.mapped(refs)).items()
-               if m.qbo_status == "active"}
-        existing = await p.mapped({(by_id[i].entity, by_id[i].key) for i in batchable})
+        # the references and the rows themselves, in one lookup
+        existing = await p.mapped(refs | {(by_id[i].entity, by_id[i].key) for i in batchable})
+        ids = {ref: m.qbo_id for ref, m in existing.items()
+               if ref in refs and m.qbo_status == "active"}
         ops: list[tuple[Row, str, str, dict[str, Any]]] = []
         for i in batchable:
             row = by_id[i]
@@ -111,7 +111,7 @@ class BatchPusher:
                     and not row.force and p.skip_invoiced:
                 one_by_one.append(i)  # says why it skips
                 continue
-            if collect(bodies[i])[0] - ids.keys():
+            if needs[i] - ids.keys():
                 one_by_one.append(i)  # a dependency did not batch: the single path says why
                 continue
             try:
@@ -213,11 +213,14 @@ class BatchPusher:
                 except (QboError, ReconnectRequired, TimeoutError) as exc:
                     raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
                                       "create (batch)", p.time_scale) from exc
+                done: list[dict[str, Any]] = []
                 for ((entity, key), qbo_type, body), answer in zip(chunk, answers, strict=True):
                     if error_from_batch_item(answer) is not None:
                         continue  # the row that needs it pushes it one by one, and says why
                     result = p.result(qbo_type, answer[qbo_type], body, "create (batch)",
                                       started)
                     result["message"] = f"{entity} {key} pushed as a dependency (batch)"
-                    await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key,
-                                         result, p.worker_id)
+                    done.append({"entity": entity, "key": key, "result": result})
+                if done:  # one transaction (one commit) for the chunk
+                    await p.pool.execute(Q.record_successes, p.realm.realm_id, done,
+                                         p.worker_id)

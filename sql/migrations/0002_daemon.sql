@@ -165,28 +165,46 @@ AS $$
     END;
 $$;
 
--- Records a successful push of (entity, key): entity_map, write-back, log, event.
--- p_result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation, qbo_status,
--- sent_doc_number, response_time_ms, request_id, attempt, message.
-CREATE FUNCTION qbsync.record_success(p_realm text, p_entity text, p_key text, p_result jsonb,
-                                      p_actor text DEFAULT 'daemon',
-                                      p_guarded boolean DEFAULT true)
+-- What a successful push writes back onto the shop row (qbsync_map.<entity>_outcome).
+CREATE FUNCTION qbsync.success_outcome(p_realm text, p_result jsonb, p_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE     -- a timestamptz in JSON depends on TimeZone
+RETURN jsonb_build_object(
+    'realm_id', p_realm,
+    'status', CASE WHEN p_result->>'qbo_status' IN ('voided', 'deleted')
+                   THEN p_result->>'qbo_status' ELSE 'synced' END,
+    'qbo_id', p_result->>'qbo_id', 'doc_number', p_result->>'doc_number',
+    'synced_at', p_at, 'attempted_at', p_at, 'error', NULL);
+
+-- Records successful pushes: entity_map, write-back, log, event, each one statement for all
+-- the rows (per-row statements cost more than the work itself: a group of outcomes is
+-- recorded in one call). p_rows: [{"entity": …, "key": …, "result": {…}}], a key at most
+-- once; result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation,
+-- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, object.
+-- p_guarded: a failing write-back is logged and the rest stands (a subtransaction per row);
+-- unguarded it raises, and the caller records the rows one by one, guarded.
+CREATE FUNCTION qbsync.record_successes(p_realm text, p_rows jsonb,
+                                        p_actor text DEFAULT 'daemon',
+                                        p_guarded boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
-    v_status text := coalesce(p_result->>'qbo_status', 'active');
-    v_event jsonb;
+    v_entity text;
+    v_fn text;
+    v_back record;
 BEGIN
     INSERT INTO qbsync.entity_map AS m
         (realm_id, entity, key, qbo_type, qbo_id, sync_token, doc_number, qbo_status,
          digest, request_id, synced_at)
-    VALUES (p_realm, p_entity, p_key, p_result->>'qbo_type', p_result->>'qbo_id',
-            p_result->>'sync_token', p_result->>'doc_number', v_status,
-            qbsync.qbo_digest(p_result->>'qbo_type', p_result->'object'),
-            (p_result->>'request_id')::uuid, v_now)
+    SELECT p_realm, r.entity, r.key, r.result->>'qbo_type', r.result->>'qbo_id',
+           r.result->>'sync_token', r.result->>'doc_number',
+           coalesce(r.result->>'qbo_status', 'active'),
+           qbsync.qbo_digest(r.result->>'qbo_type', r.result->'object'),
+           (r.result->>'request_id')::uuid, v_now
+    FROM jsonb_to_recordset(p_rows) AS r(entity text, key text, result jsonb)
     ON CONFLICT (realm_id, entity, key) DO UPDATE
         SET qbo_type = excluded.qbo_type, qbo_id = excluded.qbo_id,
             sync_token = excluded.sync_token,
@@ -195,32 +213,87 @@ BEGIN
             digest = coalesce(excluded.digest, m.digest),
             request_id = excluded.request_id, synced_at = excluded.synced_at;
 
-    PERFORM qbsync.write_back(p_entity, p_key, jsonb_build_object(
-        'realm_id', p_realm,
-        'status', CASE WHEN v_status IN ('voided', 'deleted') THEN v_status ELSE 'synced' END,
-        'qbo_id', p_result->>'qbo_id', 'doc_number', p_result->>'doc_number',
-        'synced_at', v_now, 'attempted_at', v_now, 'error', NULL), p_guarded);
+    -- Write-back through qbsync_map.<entity>_outcome(key, outcome), marked as the daemon's
+    -- own write so that capture ignores it.
+    FOR v_entity IN SELECT DISTINCT r.entity FROM jsonb_to_recordset(p_rows) AS r(entity text)
+    LOOP
+        v_fn := format('qbsync_map.%I', v_entity || '_outcome');
+        CONTINUE WHEN to_regprocedure(v_fn || '(text, jsonb)') IS NULL;
+        PERFORM set_config('qbsync.origin', 'daemon', true);
+        IF p_guarded THEN
+            FOR v_back IN
+                SELECT r.key, qbsync.success_outcome(p_realm, r.result, v_now) AS outcome
+                FROM jsonb_to_recordset(p_rows) AS r(entity text, key text, result jsonb)
+                WHERE r.entity = v_entity
+            LOOP
+                BEGIN
+                    EXECUTE format('SELECT %s($1, $2)', v_fn) USING v_back.key, v_back.outcome;
+                EXCEPTION WHEN OTHERS THEN
+                    -- The push itself stands (entity_map is what prevents a second
+                    -- invoice); only the courtesy copy onto the shop row failed, and the log
+                    -- says why.
+                    PERFORM qbsync.log('write_back', v_entity, v_back.key, 'failed', p_realm,
+                        jsonb_build_object('message', format('%s failed: %s', v_fn, SQLERRM),
+                                           'code', SQLSTATE));
+                END;
+            END LOOP;
+        ELSE
+            -- One statement, no subtransaction per row: past 64 of them in one transaction
+            -- the per-backend subtransaction cache overflows and every snapshot in the
+            -- cluster slows down.
+            EXECUTE format('SELECT %s(r.key, qbsync.success_outcome($2, r.result, $3))
+                            FROM jsonb_to_recordset($1) AS r(entity text, key text, result jsonb)
+                            WHERE r.entity = $4', v_fn)
+                USING p_rows, p_realm, v_now, v_entity;
+        END IF;
+        PERFORM set_config('qbsync.origin', '', true);
+    END LOOP;
 
-    PERFORM qbsync.log(coalesce(p_result->>'operation', 'push'), p_entity, p_key, 'success',
-                       p_realm, p_result - '{qbo_type,sync_token,qbo_status,object}'::text[],
-                       p_actor);
+    -- what qbsync.log(operation, entity, key, 'success', realm, the result without the
+    -- map's own fields, actor) writes, for every row at once
+    INSERT INTO qbsync.integration_logs
+        (operation, model_type, model_id, status, error_message, error_code, response_time_ms,
+         request_id, qbo_id, realm_id, attempt, actor, details)
+    SELECT coalesce(d->>'operation', 'push'), r.entity, r.key, 'success', d->>'message',
+           d->>'code', (d->>'response_time_ms')::numeric::int, (d->>'request_id')::uuid,
+           d->>'qbo_id', p_realm, (d->>'attempt')::int, p_actor,
+           nullif(d - '{message,code,response_time_ms,request_id,qbo_id,attempt}'::text[],
+                  '{}'::jsonb)
+    FROM ROWS FROM (jsonb_to_recordset(p_rows) AS (entity text, key text, result jsonb))
+         WITH ORDINALITY AS r(entity, key, result, n)
+    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object}'::text[]) AS x(d)
+    ORDER BY r.n;
 
-    v_event := jsonb_build_object(
-        'event', p_entity || '.synced.quickbooks',
-        'entity', p_entity, p_entity || '_id', p_key,
-        'quickbooks_' || lower(p_result->>'qbo_type') || '_id', p_result->>'qbo_id',
-        'synced_at', v_now,
-        'message', coalesce(p_result->>'message',
-                            format('%s %s synced to QuickBooks %s %s', p_entity, p_key,
-                                   p_result->>'qbo_type', p_result->>'qbo_id')));
-    IF p_result->>'qbo_type' = 'Invoice' THEN
-        v_event := v_event || jsonb_build_object(
-            'order_number', coalesce(p_result->>'sent_doc_number', p_result->>'doc_number'),
-            'invoice_number', p_result->>'doc_number',
-            'total_amount', (p_result->>'total_amount')::numeric);
-    END IF;
-    PERFORM pg_notify('qbsync_events', v_event::text);
+    PERFORM pg_notify('qbsync_events', (
+        jsonb_build_object(
+            'event', r.entity || '.synced.quickbooks',
+            'entity', r.entity, r.entity || '_id', r.key,
+            'quickbooks_' || lower(r.result->>'qbo_type') || '_id', r.result->>'qbo_id',
+            'synced_at', v_now,
+            'message', coalesce(r.result->>'message',
+                                format('%s %s synced to QuickBooks %s %s', r.entity, r.key,
+                                       r.result->>'qbo_type', r.result->>'qbo_id')))
+        || CASE WHEN r.result->>'qbo_type' = 'Invoice' THEN jsonb_build_object(
+               'order_number', coalesce(r.result->>'sent_doc_number', r.result->>'doc_number'),
+               'invoice_number', r.result->>'doc_number',
+               'total_amount', (r.result->>'total_amount')::numeric)
+           ELSE '{}'::jsonb END)::text)
+    FROM ROWS FROM (jsonb_to_recordset(p_rows) AS (entity text, key text, result jsonb))
+         WITH ORDINALITY AS r(entity, key, result, n)
+    ORDER BY r.n;
 END
+$$;
+
+-- Records a successful push of (entity, key): qbsync.record_successes of one row.
+CREATE FUNCTION qbsync.record_success(p_realm text, p_entity text, p_key text, p_result jsonb,
+                                      p_actor text DEFAULT 'daemon',
+                                      p_guarded boolean DEFAULT true)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT qbsync.record_successes(p_realm, jsonb_build_array(jsonb_build_object(
+        'entity', p_entity, 'key', p_key, 'result', p_result)), p_actor, p_guarded);
 $$;
 
 -- The lease check every finishing function starts with: the row, locked, if p_worker
@@ -262,29 +335,66 @@ $$;
 
 -- Many outcomes in one transaction (one commit instead of one per row): p_items is an
 -- array of {"id": …, "result": {…}} (pushed) or {"id": …, "skip": "reason"} (skipped).
--- Returns the ids whose lease was lost (their outcome was not recorded).
+-- Returns the ids whose lease was lost (their outcome was not recorded). Set-based: the
+-- lease check, the records and the deletes are a few statements for the whole group. The
+-- statements on the outbox are planned for each call (EXECUTE): a plan cached while the
+-- outbox was small would scan it whole once a large backlog has built up.
 CREATE FUNCTION qbsync.complete_many(p_worker text, p_realm text, p_items jsonb)
 RETURNS bigint[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_item jsonb;
-    v_lost bigint[] := '{}';
-    v_held boolean;
+    v_ids bigint[] := ARRAY(SELECT (i->>'id')::bigint FROM jsonb_array_elements(p_items) AS i);
+    v_held jsonb;      -- {"<id>": {entity, key, request_id, attempts}} of the rows still held
+    v_pushed jsonb;
 BEGIN
-    FOR v_item IN SELECT value FROM jsonb_array_elements(p_items) LOOP
-        IF v_item ? 'skip' THEN
-            v_held := qbsync.skip((v_item->>'id')::bigint, p_worker, p_realm, v_item->>'skip');
-        ELSE
-            v_held := qbsync.complete((v_item->>'id')::bigint, p_worker, p_realm,
-                                      v_item->'result', false);
-        END IF;
-        IF NOT v_held THEN
-            v_lost := v_lost || (v_item->>'id')::bigint;
-        END IF;
-    END LOOP;
-    RETURN v_lost;
+    EXECUTE
+        'SELECT coalesce(jsonb_object_agg(h.id, jsonb_build_object(
+                    ''entity'', h.entity, ''key'', h.key, ''request_id'', h.request_id,
+                    ''attempts'', h.attempts)), ''{}'')
+         FROM (SELECT o.id, o.entity, o.key, o.request_id, o.attempts FROM qbsync.outbox o
+               WHERE o.id = ANY ($1) AND o.state = ''running'' AND o.lease_owner = $2
+               ORDER BY o.id
+               FOR UPDATE) AS h'
+        INTO v_held USING v_ids, p_worker;
+
+    SELECT jsonb_agg(jsonb_build_object(
+               'entity', h->>'entity', 'key', h->>'key',
+               'result', (i->'result') || jsonb_build_object('request_id', h->'request_id',
+                                                             'attempt', h->'attempts'))
+               ORDER BY n)
+    INTO v_pushed
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(i, n)
+    CROSS JOIN LATERAL (SELECT v_held->(i->>'id')) AS x(h)
+    WHERE h IS NOT NULL AND i ? 'result';
+    IF v_pushed IS NOT NULL THEN
+        PERFORM qbsync.record_successes(p_realm, v_pushed, p_worker, false);
+    END IF;
+
+    -- skipped rows: what qbsync.skip logs
+    INSERT INTO qbsync.integration_logs
+        (operation, model_type, model_id, status, error_message, request_id, realm_id,
+         attempt, actor)
+    SELECT 'skip', h->>'entity', h->>'key', 'skipped', i->>'skip', (h->>'request_id')::uuid,
+           p_realm, (h->>'attempts')::int, p_worker
+    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(i, n)
+    CROSS JOIN LATERAL (SELECT v_held->(i->>'id')) AS x(h)
+    WHERE h IS NOT NULL AND i ? 'skip'
+    ORDER BY n;
+
+    -- the rows done, and any dead row of a pushed key (this push supersedes it)
+    EXECUTE 'DELETE FROM qbsync.outbox WHERE id = ANY ($1)'
+        USING ARRAY(SELECT k::bigint FROM jsonb_object_keys(v_held) AS k);
+    IF v_pushed IS NOT NULL THEN
+        EXECUTE
+            'DELETE FROM qbsync.outbox o
+             USING jsonb_to_recordset($1) AS p(entity text, key text)
+             WHERE o.entity = p.entity AND o.key = p.key AND o.state = ''dead'''
+            USING v_pushed;
+    END IF;
+
+    RETURN ARRAY(SELECT id FROM unnest(v_ids) AS id WHERE NOT v_held ? id::text);
 END
 $$;
 
@@ -459,7 +569,9 @@ END
 $$;
 
 -- Maps many keys of one entity in one round trip, catching each key's error on its own
--- (one bad row must not fail its neighbours). Used for batches.
+-- (one bad row must not fail its neighbours). Used for batches. All keys go through one
+-- statement first (planned once, no subtransaction per key); only when a mapping raises
+-- does the group go key by key, to tell which key failed and why.
 CREATE FUNCTION qbsync.map_many(p_entity text, p_keys text[])
 RETURNS TABLE (key text, body jsonb, error_code text, error_message text)
 LANGUAGE plpgsql STABLE
@@ -467,7 +579,23 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_key text;
+    v_bodies jsonb[];
 BEGIN
+    IF to_regprocedure(format('qbsync_map.%I(text)', p_entity)) IS NOT NULL THEN
+        BEGIN
+            -- into a variable, not RETURN QUERY: rows returned before an error would stay
+            EXECUTE format('SELECT array_agg(qbsync_map.%I(k) ORDER BY n)
+                            FROM unnest($1) WITH ORDINALITY AS u(k, n)', p_entity)
+                INTO v_bodies USING p_keys;
+        EXCEPTION WHEN OTHERS THEN
+            v_bodies := NULL;
+        END;
+        IF v_bodies IS NOT NULL THEN
+            RETURN QUERY SELECT u.k, u.b, NULL::text, NULL::text
+                         FROM unnest(p_keys, v_bodies) AS u(k, b);
+            RETURN;
+        END IF;
+    END IF;
     FOREACH v_key IN ARRAY p_keys LOOP
         key := v_key;
         body := NULL;
@@ -481,6 +609,29 @@ BEGIN
         END;
         RETURN NEXT;
     END LOOP;
+END
+$$;
+
+-- The entity_map rows of many (entity, key) pairs of one realm: the daemon's lookup before
+-- each push and of every reference. Planned afresh on each call (EXECUTE) and joined on the
+-- whole primary key. A cached generic plan, made while the map was small and without
+-- statistics (autovacuum off or not run yet), read the realm's whole map on every call:
+-- the daemon slowed down as the map grew.
+CREATE FUNCTION qbsync.mapped(p_realm text, p_entities text[], p_keys text[])
+RETURNS TABLE (entity text, key text, qbo_id text, sync_token text, doc_number text,
+               qbo_status text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE
+        'SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status
+         FROM unnest(array_fill($1, ARRAY[cardinality($2)]), $2, $3) AS w(realm, entity, key)
+         CROSS JOIN LATERAL (
+             SELECT * FROM qbsync.entity_map m
+             WHERE m.realm_id = w.realm AND m.entity = w.entity AND m.key = w.key
+             OFFSET 0) m'
+        USING p_realm, p_entities, p_keys;
 END
 $$;
 

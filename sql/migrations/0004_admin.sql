@@ -1246,7 +1246,8 @@ BEGIN
                             'set_rate_limits', 'claim_admin_requests', 'finish_admin_request',
                             'fail_admin_request', 'store_report', 'report_total',
                             'invoice_entity', 'mapping_function', 'raise_notice',
-                            'fold_stats', 'qbo_digest', 'complete_many')
+                            'fold_stats', 'qbo_digest', 'complete_many', 'mapped',
+                            'record_successes', 'success_outcome')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO qbsync_daemon', v_fn);
     END LOOP;
