@@ -59,7 +59,8 @@ REFILL = ("INSERT INTO qbsync.outbox (entity, key) SELECT 'noop', 'r' || g || '-
 
 
 def outbox_size(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT pg_total_relation_size('qbsync.outbox')").fetchone()
+    row = conn.execute("SELECT pg_total_relation_size('qbsync.outbox') "
+                       "+ pg_total_relation_size('qbsync.changes')").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -136,7 +137,8 @@ def drain_memory(admin_url: str, name: str, orders: int, log: Any) -> dict[str, 
         time.sleep(1.0)
         with psycopg.connect(rig.url) as conn:
             conn.execute("SELECT dixis.generate(%s, 0.61)", (orders,))
-            row = conn.execute("SELECT count(*) FROM qbsync.outbox").fetchone()
+            row = conn.execute("SELECT count(DISTINCT (entity, key)) FROM qbsync.changes"
+                               ).fetchone()
             backlog = int(row[0]) if row else 0
             size_backlog = outbox_size(conn)
             conn.commit()

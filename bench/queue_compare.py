@@ -166,18 +166,24 @@ class Qbsync(System):
 
     async def reset(self) -> None:
         assert self.conn is not None
-        await self.conn.execute("TRUNCATE qbsync.outbox, qbsync.integration_logs, "
-                                "qbsync.entity_map")
-        await self._vacuum("qbsync.outbox, qbsync.integration_logs, qbsync.entity_map")
+        await self.conn.execute("TRUNCATE qbsync.changes, qbsync.outbox, "
+                                "qbsync.integration_logs, qbsync.entity_map")
+        await self._vacuum("qbsync.changes, qbsync.outbox, qbsync.integration_logs, "
+                           "qbsync.entity_map")
 
+    # Enqueue = what a capture trigger does: append the change, NOTIFY only a waiting
+    # daemon. The worker's claims collect the changes into the outbox.
     async def enqueue_many(self, n: int) -> None:
         assert self.conn is not None
-        await self.conn.execute("INSERT INTO qbsync.outbox (entity, key) "
+        await self.conn.execute("INSERT INTO qbsync.changes (entity, key) "
                                 "SELECT 'noop', g::text FROM generate_series(1, $1) AS g", n)
 
     async def enqueue_one(self, key: str) -> None:
         assert self.conn is not None
-        await self.conn.execute("SELECT qbsync.enqueue('noop', $1, false, 'capture')", key)
+        await self.conn.execute(
+            "WITH change AS (INSERT INTO qbsync.changes (entity, key) VALUES ('noop', $1)) "
+            "SELECT pg_notify('qbsync_wakeup', '') WHERE EXISTS "
+            "(SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp())", key)
 
     async def start_worker(self) -> None:
         from qbsync.db import Listener, create_pool
@@ -202,8 +208,7 @@ class Qbsync(System):
 
     async def pending(self) -> int:
         assert self.conn is not None
-        return int(await self.conn.fetchval(
-            "SELECT count(*) FROM qbsync.outbox WHERE state <> 'dead'"))
+        return int(await self.conn.fetchval("SELECT qbsync.backlog()"))
 
     async def close(self) -> None:
         if self.conn is not None:

@@ -222,8 +222,7 @@ class Rig:
         deadline = time.monotonic() + within
         with psycopg.connect(self.url, autocommit=True) as conn:
             while time.monotonic() < deadline:
-                row = conn.execute("SELECT count(*) FROM qbsync.outbox "
-                                   "WHERE state <> 'dead'").fetchone()
+                row = conn.execute("SELECT qbsync.backlog()").fetchone()
                 if row == (0,):
                     return
                 if self.proc is not None and self.proc.poll() is not None:
@@ -385,8 +384,8 @@ def vacuum_hot_tables(url: str) -> None:
     """What autovacuum does between phases on a default server (this machine's server runs
     with autovacuum off): the outbox, the counter deltas and the shop's orders churn."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM qbsync.outbox, qbsync.log_count_deltas, qbsync.map_count_deltas, "
-                     "dixis.orders")
+        conn.execute("VACUUM qbsync.outbox, qbsync.changes, qbsync.log_count_deltas, "
+                     "qbsync.map_count_deltas, dixis.orders")
 
 
 def run_phase(rig: Rig, round_: int, kind: str, n: int, *, timeout: float) -> Phase:
@@ -404,7 +403,8 @@ def run_phase(rig: Rig, round_: int, kind: str, n: int, *, timeout: float) -> Ph
             conn.execute("SELECT dixis.generate(%s, %s)", (n, round(0.1 + 0.07 * round_, 3)))
         else:
             add_invoice_orders(conn, n)
-        row = conn.execute("SELECT count(*) FROM qbsync.outbox WHERE state = 'pending'"
+        # the outbox rows these changes will coalesce into (the claim collects them)
+        row = conn.execute("SELECT count(DISTINCT (entity, key)) FROM qbsync.changes"
                            ).fetchone()
         rows = int(row[0]) if row else 0
         conn.commit()

@@ -18,7 +18,7 @@ import httpx
 
 from . import admin, drift, logs, sdnotify, sentry
 from .config import Settings
-from .db import Listener, create_pool
+from .db import Listener, wait_for_pool
 from .errors import ConfigError
 from .qbo import oauth
 from .qbo.client import QboClient
@@ -101,7 +101,9 @@ async def start(
         raise ConfigError("token_keys is not set (QBSYNC_TOKEN_KEYS or the systemd credential "
                           "qbsync-token-keys): stored tokens cannot be decrypted without it")
     vault = Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
-    pool = await create_pool(settings.database_url, size=settings.concurrency + 4)
+    pool = await wait_for_pool(settings.database_url, stop, size=settings.concurrency + 4)
+    if pool is None:
+        return None
     try:
         partitions = await pool.fetch(Q.maintain_log_partitions)
         for p in partitions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -35,6 +36,30 @@ async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
         server_settings={"application_name": "qbsync"},
         command_timeout=60,
     )
+
+
+# Connection failures worth waiting out at start-up (the server is down, starting, shutting
+# down or full); anything else (a wrong password, no such database) fails at once.
+TRANSIENT_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.CannotConnectNowError,
+                            asyncpg.TooManyConnectionsError)
+
+
+async def wait_for_pool(dsn: str, stop: asyncio.Event, *, size: int = 10,
+                        max_delay: float = 30.0) -> asyncpg.Pool | None:
+    """create_pool, retried with backoff while the server is unreachable; None if `stop` is
+    set first. A daemon started together with (or just before) PostgreSQL waits for it."""
+    delay = 0.5
+    while True:
+        try:
+            return await create_pool(dsn, size=size)
+        except TRANSIENT_CONNECT_ERRORS as exc:
+            log.warning("database not reachable (%s: %s); retrying in %.1f s",
+                        type(exc).__name__, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return None
+        delay = min(delay * 2, max_delay)
 
 
 class Listener:

@@ -144,6 +144,7 @@ async def test_postgres_restart_mid_run_loses_nothing(server: EmulatorServer,
         shop = await connect_shop(url, emu, api_base_url=server.base_url)
         daemon = DaemonProcess(daemon_env(url, server.base_url, shop.token_keys),
                                "survivor", tmp_path).start()
+        wait_started(url, daemon)
         with psycopg.connect(url) as conn:
             dixis.generate(conn, 80, seed=0.1)
         await asyncio.sleep(1.0)
