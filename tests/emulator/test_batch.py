@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .helpers import Api, fault_of, line
 
 
@@ -124,3 +126,38 @@ async def test_batch_delete_and_options(api: Api) -> None:
     assert items[0]["Invoice"]["DocNumber"] == "D"
     assert items[1]["Fault"]["Error"][0]["code"] == "6140"
     assert items[2]["Invoice"]["status"] == "Deleted"
+
+
+async def test_other_requests_are_served_between_batch_items(api: Api) -> None:
+    # A batch yields between its items: a request arriving meanwhile is answered before the
+    # batch ends (a 30-item batch must not hold the realm's every other request), and it
+    # sees what the batch created so far, as QuickBooks' other requests would.
+    body = {"BatchItemRequest": [
+        {"bId": str(i), "operation": "create", "Customer": {"DisplayName": f"B{i}"}}
+        for i in range(30)]}
+    order: list[str] = []
+
+    async def batch() -> None:
+        r = await api.post("batch", body)
+        assert all("Customer" in i for i in r.json()["BatchItemResponse"])
+        order.append("batch")
+
+    async def single() -> None:
+        await asyncio.sleep(0)
+        await api.customer("Single")
+        order.append("single")
+
+    await asyncio.gather(batch(), single())
+    assert order == ["single", "batch"]
+    assert len(api.emu.entities(api.realm, "Customer")) == 31
+
+
+async def test_a_requestid_repeated_while_its_batch_runs_creates_nothing_twice(api: Api) -> None:
+    body = {"BatchItemRequest": [
+        {"bId": str(i), "operation": "create", "Customer": {"DisplayName": f"R{i}"}}
+        for i in range(10)]}
+    first, again = await asyncio.gather(api.post("batch", body, requestid="rid-1"),
+                                        api.post("batch", body, requestid="rid-1"))
+    assert first.status_code == again.status_code == 200
+    assert first.json()["BatchItemResponse"] == again.json()["BatchItemResponse"]
+    assert len(api.emu.entities(api.realm, "Customer")) == 10

@@ -15,6 +15,7 @@ Decisions where the fact sheet is silent ([U]):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from starlette.routing import Route
 from . import cdc, faults, query, reports
 from .entities import Writer
 from .faults import AuthError, QBOFault
-from .store import BY_PATH, WRITABLE, Company
+from .store import BATCH_HIDDEN, BY_PATH, WRITABLE, Company
 
 if TYPE_CHECKING:
     from .core import Emulator
@@ -154,9 +155,26 @@ class V3:
             raise faults.invalid_property(
                 "Property Name:empty request body specified is unsupported or invalid"
             )
-        result = handler(request, company, body)
+        if rid and rid in company.requestids_running:
+            # the same requestid again while the first is still being served (a batch
+            # yields between items): answer what the first one answers
+            await asyncio.shield(company.requestids_running[rid])
+            cached = company.requestids.get(rid)
+            if cached is not None:
+                return json.loads(cached[1]), cached[0]
+        running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if rid:
-            company.requestids[rid] = (200, json.dumps(result, separators=(",", ":")))
+            company.requestids_running[rid] = running
+        try:
+            result = handler(request, company, body)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if rid:
+                company.requestids[rid] = (200, json.dumps(result, separators=(",", ":")))
+        finally:
+            if rid:
+                del company.requestids_running[rid]
+            running.set_result(None)
         return result, 200
 
     def _writer(self, company: Company, include: str | None) -> Writer:
@@ -171,7 +189,7 @@ class V3:
         obj = writer.write(entity, body, params.get("operation"))
         return self._envelope(entity, obj, self.emu.clock.now())
 
-    def _batch(self, request: Request, company: Company, body: Any) -> dict[str, Any]:
+    async def _batch(self, request: Request, company: Company, body: Any) -> dict[str, Any]:
         items = body.get("BatchItemRequest") if isinstance(body, dict) else None
         if not items or not isinstance(items, list):
             raise faults.required("BatchItemRequest")
@@ -182,15 +200,20 @@ class V3:
                 "BatchItemRequest",
             )
         out: list[dict[str, Any]] = []
-        company.hidden = set()
+        hidden: set[tuple[str, str]] = set()
+        token = BATCH_HIDDEN.set(hidden)
         try:
             for item in items:
-                out.append(self._batch_item(request, company, item))
+                out.append(self._batch_item(request, company, item, hidden))
+                # Serve other requests between items, as QuickBooks does: a batch must not
+                # hold every other request of the realm (their arrival times included).
+                await asyncio.sleep(0)
         finally:
-            company.hidden = None
+            BATCH_HIDDEN.reset(token)
         return {"BatchItemResponse": out, "time": faults.qbo_time(self.emu.clock.now())}
 
-    def _batch_item(self, request: Request, company: Company, item: Any) -> dict[str, Any]:
+    def _batch_item(self, request: Request, company: Company, item: Any,
+                    hidden: set[tuple[str, str]]) -> dict[str, Any]:
         if not isinstance(item, dict):
             return {
                 "Fault": faults.invalid_property(
@@ -216,8 +239,8 @@ class V3:
             operation = item.get("operation") or "create"
             writer = self._writer(company, include)
             obj = writer.write(entity, item[entity], operation)
-            if str(operation).lower() == "create" and company.hidden is not None:
-                company.hidden.add((entity, obj["Id"]))
+            if str(operation).lower() == "create":
+                hidden.add((entity, obj["Id"]))
             resp[entity] = obj
         except QBOFault as exc:
             resp["Fault"] = exc.fault()

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from . import seed
+
+# While a batch runs: (entity, id) of the objects its earlier items created, which its later
+# items must not see. Per request (a context variable, not company state): other requests,
+# served between two items of the batch, see those objects as QuickBooks would.
+BATCH_HIDDEN: ContextVar[set[tuple[str, str]] | None] = ContextVar("batch_hidden", default=None)
 
 #: Entities the API can write, and the read-only ones.
 WRITABLE = (
@@ -72,10 +79,10 @@ class Company:
     next_docnum: dict[str, int] = field(default_factory=dict)
     deleted: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     requestids: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: requestids being served right now -> done when their answer is stored (or failed)
+    requestids_running: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     #: (TxnType, TxnId) of an invoice/credit memo -> {Payment Id: amount applied} (derived)
     applied: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
-    #: while a batch runs: (entity, id) of objects created by earlier items of that batch
-    hidden: set[tuple[str, str]] | None = None
 
     @classmethod
     def new(cls, realm_id: str, settings: CompanySettings, ts: str) -> Company:
@@ -119,14 +126,16 @@ class Company:
 
     def get(self, entity: str, id_: str) -> dict[str, Any] | None:
         obj = self.entities[entity].get(id_)
-        if obj is not None and self.hidden and (entity, id_) in self.hidden:
+        hidden = BATCH_HIDDEN.get()
+        if obj is not None and hidden and (entity, id_) in hidden:
             return None
         return obj
 
     def visible(self, entity: str) -> list[dict[str, Any]]:
         objs = self.entities[entity].values()
-        if self.hidden:
-            return [o for o in objs if (entity, o["Id"]) not in self.hidden]
+        hidden = BATCH_HIDDEN.get()
+        if hidden:
+            return [o for o in objs if (entity, o["Id"]) not in hidden]
         return list(objs)
 
     def id_by_name(self, entity: str, name: str) -> str | None:
