@@ -7,10 +7,16 @@ may have reached QuickBooks (it must be looked up first), a duplicate-name or st
 fault, a dependency that would not batch — takes the one-by-one path of `Pusher.push`,
 which knows how to handle it. The batch requestid is derived from its rows' request ids,
 so a retried batch is deduplicated by QuickBooks like a single request.
+
+Under a rate limiter a batch slot is worth 30 operations and a plain request one, and plain
+requests have a budget of their own (what the batches leave of the 500 a minute): so only
+batches at least `min_fill` full are sent as batches, and the rest of a push (the last few
+new customers or items, the last few invoices) goes as single requests, which waste nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import time
@@ -61,9 +67,10 @@ def by_entity(pairs: Iterable[tuple[str, T]]) -> Iterator[tuple[str, list[T]]]:
 
 
 class BatchPusher:
-    def __init__(self, pusher: Pusher, size: int = 30) -> None:
+    def __init__(self, pusher: Pusher, size: int = 30, *, min_fill: int = 1) -> None:
         self.pusher = pusher
         self.size = size
+        self.min_fill = max(1, min(min_fill, size))  # fewer operations go one by one
 
     async def push(self, rows: list[Row]) -> dict[int, Outcome]:
         """The outcome of every row, by row id."""
@@ -127,13 +134,22 @@ class BatchPusher:
                 ops.append((row, info.qbo_type, "create",
                             p.creatable(row.entity, row.key, info.qbo_type, body)))
         for chunk in chunks(ops, self.size):
-            one_by_one += await self._send(chunk, out)
-        for i in one_by_one:
-            row = by_id[i]
+            if len(chunk) < self.min_fill:
+                one_by_one += [row.id for row, _, _, _ in chunk]
+            else:
+                one_by_one += await self._send(chunk, out)
+
+        async def single(i: int) -> None:
             try:
-                out[i] = await p.push(row)
+                out[i] = await p.push(by_id[i])
             except PushFailed as failure:
                 out[i] = failure
+            except Exception as exc:  # one row's bug must not cost the others their outcome
+                out[i] = PushFailed("retry", f"{by_id[i].label}: internal error: "
+                                             f"{type(exc).__name__}: {exc}")
+
+        # together: the limiter paces them (and the dependency locks order them)
+        await asyncio.gather(*(single(i) for i in one_by_one))
         return out
 
     async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any]]],
@@ -202,7 +218,15 @@ class BatchPusher:
                         continue
                     creates.append(((entity, key), info.qbo_type,
                                     p.creatable(entity, key, info.qbo_type, body)))
+            small = [c for c in chunks(creates, self.size) if len(c) < self.min_fill]
+            failures = [r for r in await asyncio.gather(
+                *(self._create_one(*create) for c in small for create in c),
+                return_exceptions=True) if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]  # once all have finished: none is left running
             for chunk in chunks(creates, self.size):
+                if len(chunk) < self.min_fill:
+                    continue  # created one by one above
                 items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
                          for n, (_, qbo_type, body) in enumerate(chunk)]
                 request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, p.realm.realm_id + "/" + ",".join(
@@ -224,3 +248,21 @@ class BatchPusher:
                 if done:  # one transaction (one commit) for the chunk
                     await p.pool.execute(Q.record_successes, p.realm.realm_id, done,
                                          p.worker_id)
+
+    async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any]) -> None:
+        """One dependency as a single request (its lock is held by the caller), with the
+        requestid the one-by-one path would use; a fault leaves it to the row that needs it,
+        whose one-by-one push handles it and says why."""
+        p = self.pusher
+        entity, key = ref
+        request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, f"{p.realm.realm_id}/{entity}/{key}")
+        started = time.perf_counter()
+        try:
+            obj = await p.client.create(qbo_type, body, request_id=str(request_id))
+        except (QboError, ReconnectRequired, TimeoutError):
+            return
+        result = p.result(qbo_type, obj, body, "create", started)
+        result["message"] = f"{entity} {key} pushed as a dependency (beside a batch)"
+        result["request_id"] = str(request_id)
+        await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key, result,
+                             p.worker_id)

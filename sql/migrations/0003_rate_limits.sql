@@ -8,6 +8,15 @@
 -- (GCRA with no burst tolerance; the state is one row per realm, locked for the microseconds
 -- of a decision.) A permit may be granted for a slot a little in the future: the caller
 -- sleeps until then, so waiters queue in order instead of polling.
+--
+-- Batches have a lane of their own: a batch carries 30 operations, a plain request one, so a
+-- batch slot must never wait behind plain requests queued ahead of it. While batches are in
+-- use (one was granted within the last minute window) plain requests are paced for the
+-- budget minus the batches' share (500 - 40 a minute, 10 - 1 a second), and batches are
+-- paced on their own at 40 a minute; the two lanes add up to the same totals as plain
+-- requests alone, so switching between them keeps every window within its limit. A batch
+-- may reserve its slot a little ahead (the smaller of half a batch interval and one second
+-- window), so that its waiter sleeps until the exact slot instead of polling for it.
 
 -- Limits. realm_id '*' holds the defaults for realms without a row of their own.
 -- NULL = no limit of that kind. The windows are intervals so that an emulator running its
@@ -90,7 +99,8 @@ COMMENT ON FUNCTION qbsync.set_rate_limits IS
 
 -- Grants a permit, possibly for a slot a little ahead (wait > 0: sleep, then send), or
 -- refuses (permit_id NULL: try again after wait) while the realm is paused after a 429, its
--- in-flight limit is reached, or its batch budget is spent.
+-- in-flight limit is reached, or (a batch) its next batch slot is further ahead than a
+-- reservation may reach.
 CREATE FUNCTION qbsync.take_permit(
     p_realm_id text,
     p_kind text DEFAULT 'request',
@@ -106,8 +116,13 @@ DECLARE
     v_state qbsync.rate_state;
     v_now timestamptz;
     v_busy int;
-    v_spacing interval;
-    v_batch_spacing interval;
+    v_minute interval;         -- each window plus its slack
+    v_second interval;
+    v_spacing interval;        -- between two plain requests
+    v_batch_spacing interval;  -- between two batches (NULL: batches are plain requests)
+    v_batching boolean;        -- a batch was granted within the last minute window
+    v_lane boolean;            -- this permit is for a batch, in the batch lane
+    v_lookahead interval;
     v_slot timestamptz;
     v_id uuid;
 BEGIN
@@ -128,25 +143,40 @@ BEGIN
     -- Read the clock after the row lock: time spent waiting for it must not count as spacing.
     v_now := clock_timestamp();
 
-    -- GREATEST ignores NULLs: an unset limit simply does not constrain.
+    v_minute := v_cfg.minute_window + GREATEST(v_cfg.minute_window * v_cfg.safety, v_cfg.jitter);
+    v_second := v_cfg.second_window + GREATEST(v_cfg.second_window * v_cfg.safety, v_cfg.jitter);
+    v_batch_spacing := v_minute / v_cfg.batch_per_minute;
+    -- next_batch is the last batch slot + one batch interval
+    v_batching := v_batch_spacing IS NOT NULL
+        AND v_state.next_batch - v_batch_spacing > v_now - v_cfg.minute_window;
+    v_lane := p_kind = 'batch' AND v_batch_spacing IS NOT NULL;
+    -- GREATEST ignores NULLs: an unset limit simply does not constrain. While batches run,
+    -- plain requests leave them their share of the minute; they always leave the batches
+    -- their share of the second window (one batch when batches are over a second apart),
+    -- which at 500 a minute costs nothing: a batch may start at any moment without a
+    -- second window overflowing.
+    -- (an unset limit stays NULL through the subtraction; a share never leaves below 1)
     v_spacing := GREATEST(
-        (v_cfg.minute_window + GREATEST(v_cfg.minute_window * v_cfg.safety, v_cfg.jitter))
-            / v_cfg.per_minute,
-        (v_cfg.second_window + GREATEST(v_cfg.second_window * v_cfg.safety, v_cfg.jitter))
-            / v_cfg.per_second);
-    v_batch_spacing :=
-        (v_cfg.minute_window + GREATEST(v_cfg.minute_window * v_cfg.safety, v_cfg.jitter))
-            / v_cfg.batch_per_minute;
+        v_minute / (v_cfg.per_minute - CASE WHEN v_batching
+            THEN LEAST(v_cfg.batch_per_minute, v_cfg.per_minute - 1) ELSE 0 END),
+        v_second / (v_cfg.per_second - CASE WHEN v_batch_spacing IS NOT NULL
+            THEN LEAST(ceil(extract(epoch FROM v_cfg.second_window)
+                            / extract(epoch FROM v_batch_spacing))::int,
+                       v_cfg.per_second - 1) ELSE 0 END));
 
     IF v_state.paused_until > v_now THEN
         RETURN QUERY SELECT NULL::uuid, v_state.paused_until - v_now, v_state.paused_until;
         RETURN;
     END IF;
-    -- A batch waits for its own budget without a reservation, so that plain requests are
-    -- not held up behind a batch slot far ahead.
-    IF p_kind = 'batch' AND v_state.next_batch > v_now THEN
-        RETURN QUERY SELECT NULL::uuid, v_state.next_batch - v_now, v_state.next_batch;
-        RETURN;
+    IF v_lane THEN
+        v_slot := GREATEST(v_now, v_state.next_batch);
+        v_lookahead := LEAST(v_batch_spacing / 2, v_cfg.second_window);
+        IF v_slot - v_now > v_lookahead THEN
+            -- come back just before the slot (a reservation far ahead would hold an
+            -- in-flight place all that time)
+            RETURN QUERY SELECT NULL::uuid, v_slot - v_now - v_lookahead, v_slot;
+            RETURN;
+        END IF;
     END IF;
     IF v_cfg.in_flight IS NOT NULL THEN
         DELETE FROM qbsync.rate_permits p
@@ -160,14 +190,18 @@ BEGIN
         END IF;
     END IF;
 
-    v_slot := GREATEST(v_now, v_state.next_request);
-    UPDATE qbsync.rate_state s
-    SET next_request = v_slot + coalesce(v_spacing, interval '0'),
-        next_batch = CASE WHEN p_kind = 'batch'
-                          THEN v_slot + coalesce(v_batch_spacing, interval '0')
-                          ELSE s.next_batch END,
-        granted = s.granted + 1
-    WHERE s.realm_id = p_realm_id;
+    IF v_lane THEN
+        UPDATE qbsync.rate_state s
+        SET next_batch = v_slot + v_batch_spacing,
+            granted = s.granted + 1
+        WHERE s.realm_id = p_realm_id;
+    ELSE
+        v_slot := GREATEST(v_now, v_state.next_request);
+        UPDATE qbsync.rate_state s
+        SET next_request = v_slot + coalesce(v_spacing, interval '0'),
+            granted = s.granted + 1
+        WHERE s.realm_id = p_realm_id;
+    END IF;
     INSERT INTO qbsync.rate_permits AS p (realm_id, kind, holder, starts_at, expires_at)
     VALUES (p_realm_id, p_kind, p_holder, v_slot, v_slot + p_hold)
     RETURNING p.permit_id INTO v_id;

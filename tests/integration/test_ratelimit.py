@@ -272,3 +272,29 @@ async def test_cancelled_waiter_returns_its_permit(pools: tuple[asyncpg.Pool, as
     await limiter.drain()  # a take cancelled in flight is given back in the background
     assert await pools[0].fetchval(
         "SELECT count(*) FROM qbsync.rate_permits WHERE realm_id = 'r5'") == 0
+
+
+async def test_batches_have_a_lane_of_their_own(pools: tuple[asyncpg.Pool, asyncpg.Pool]
+                                                ) -> None:
+    pool = pools[0]
+    # 60 requests and 6 batches a minute: plain requests 61.2 s / 60 apart, batches
+    # 61.2 s / 6 = 10.2 s apart (2 % slack)
+    await pool.execute("SELECT qbsync.set_rate_limits('r6', 60, NULL, NULL, 6)")
+
+    async def take(kind: str) -> Any:
+        return await pool.fetchrow("SELECT * FROM qbsync.take_permit('r6', $1)", kind)
+
+    plain = [await take("request") for _ in range(5)]
+    assert plain[-1]["wait"] > timedelta(seconds=3.9)  # queued about 4 spacings ahead
+    # A batch does not queue behind them: its slot is now.
+    batch = await take("batch")
+    assert batch["permit_id"] is not None
+    assert batch["wait"] < timedelta(seconds=0.5)
+    # From now on plain requests leave the batches their share: 54 a minute.
+    after = [await take("request") for _ in range(2)]
+    gap = after[1]["starts_at"] - after[0]["starts_at"]
+    assert timedelta(seconds=61.2 / 54 - 0.01) < gap < timedelta(seconds=61.2 / 54 + 0.01)
+    # The next batch is 10.2 s away: refused, to come back a second before its slot.
+    refused = await take("batch")
+    assert refused["permit_id"] is None
+    assert timedelta(seconds=8.5) < refused["wait"] <= timedelta(seconds=9.2)

@@ -94,6 +94,8 @@ class RequestLimiter:
         self._paused_until = 0.0  # monotonic; this process saw a 429
         self._background: set[asyncio.Future[Any]] = set()
         self.granted = 0  # permits used by this limiter (for stats and tests)
+        self.late = 0.025  # seconds past its slot after which a permit is taken again
+        self.late_retakes = 0
         self.refused = 0  # take_permit answers without a permit
 
     def __repr__(self) -> str:
@@ -102,6 +104,7 @@ class RequestLimiter:
     async def configure(self, limits: RateLimits) -> None:
         """Store the realm's limits (shared by every process: the last writer wins)."""
         self.time_scale = limits.time_scale
+        self.late = limits.jitter
         await self.pool.execute(
             _SET, self.realm_id, limits.per_minute, limits.per_second, limits.in_flight,
             limits.batch_per_minute, timedelta(seconds=60 / limits.time_scale),
@@ -139,6 +142,7 @@ class RequestLimiter:
                 take.add_done_callback(self._give_back)
                 raise
             assert row is not None
+            answered = time.monotonic()
             wait = row["wait"].total_seconds()
             if row["permit_id"] is None:
                 self.refused += 1
@@ -153,6 +157,12 @@ class RequestLimiter:
                     raise
             if self._paused_until > time.monotonic():
                 # A 429 arrived while we slept towards our slot: give it back, wait it out.
+                await self._return(row["permit_id"])
+                continue
+            if wait > 0 and time.monotonic() - answered - wait > self.late:
+                # This process stalled past the slot: the permits of all its waiters would
+                # reach QuickBooks together, crowding one second window. Take a new slot.
+                self.late_retakes += 1
                 await self._return(row["permit_id"])
                 continue
             self.granted += 1
