@@ -128,6 +128,10 @@ async def start(
                 in_flight=settings.max_in_flight,
                 batch_per_minute=settings.batch_per_minute,
                 time_scale=settings.rate_time_scale))
+            freed = await limiter.free_abandoned()
+            if freed:
+                log.warning("freed %s rate-limit permit(s) a killed process named %s left",
+                            freed, settings.worker_name)
         client = QboClient(http, base_url=realm.api_base_url, realm_id=realm.realm_id,
                            tokens=tokens, minor_version=settings.minor_version,
                            limiter=limiter, timeout=settings.http_timeout)
