@@ -168,8 +168,9 @@ async def start(
 async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
                    stop: asyncio.Event) -> list[str] | None:
     """The company's references, read at start; a QuickBooks error a retry can cure (429,
-    401, 5xx, no answer) is waited out rather than ending the process, which would only be
-    restarted into the same throttle. None when stopped meanwhile."""
+    401, 5xx, no answer) or the database restarting is waited out rather than ending the
+    process, which would only be restarted into the same throttle. None when stopped
+    meanwhile."""
     delay = 1.0
     while True:
         try:
@@ -179,6 +180,9 @@ async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
                 raise
             log.warning("reading QuickBooks company %s failed (%s); retrying in %.0f s",
                         realm.realm_id, exc, delay)
+        except DB_ERRORS as exc:
+            log.warning("saving QuickBooks company %s's references failed (%s); retrying in "
+                        "%.0f s", realm.realm_id, exc, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         if stop.is_set():

@@ -197,6 +197,8 @@ class RequestLimiter:
         delay = 0.25
         while time.monotonic() < give_up:
             await asyncio.sleep(delay)
+            if self.pool.is_closing():
+                return  # stopping: the permit expires by itself
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.pool.execute(_RETURN, permit_id)
                 return
