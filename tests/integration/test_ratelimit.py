@@ -284,6 +284,9 @@ class ReturnFailsOnce:
     async def fetchrow(self, *args: Any) -> Any:
         return await self.pool.fetchrow(*args)
 
+    def is_closing(self) -> bool:
+        return self.pool.is_closing()
+
     async def execute(self, query: str, *args: Any) -> Any:
         if "return_permit" in query and not self.failed:
             self.failed += 1
