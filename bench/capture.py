@@ -15,7 +15,7 @@ side by side in one run with pgbench custom scripts:
              (one NOTIFY per transaction, a listener attached): the pattern of the queues
              that came before (DESIGN.md, "Lessons");
 * waiting  - like capture, but the daemon announced it is waiting (qbsync.announce_waiting,
-             for a day), so every transaction that adds an outbox row also NOTIFYs a
+             for a day), so every transaction that captures a change also NOTIFYs a
              listener on qbsync_wakeup: the idle-daemon case;
 * variant  - (--variant FILE) like capture, with FILE's SQL run after track.sql, to measure
              a change to the capture trigger against the rest in the same run.
@@ -23,12 +23,14 @@ side by side in one run with pgbench custom scripts:
 Workloads (pgbench -n -M prepared -c N -j 2 -T S -f script):
 
 * single_insert - one INSERT of a completed order (no lines) by a registered customer: the
-  orders trigger runs its full path (the `when` predicate and key query, the outbox insert).
+  orders trigger runs its full path (one trigger call for the order and payment rules, the
+  compiled `when` predicates and keys, one qbsync.changes insert).
 * order_mix - a checkout that completes at once (card paid at checkout): INSERT of a
-  completed order with its totals, 3 order_items (each re-enqueues the parent order, which
-  coalesces into the pending outbox row), and an UPDATE of products.stock_quantity (and
-  updated_at) per line. Stock is not a tracked column, so the updates enqueue nothing,
-  although every product is "synced" (has a quickbooks_item_id). One outbox row per order.
+  completed order with its totals, 3 order_items (each captures the parent order, which the
+  transaction already captured: no insert), and an UPDATE of products.stock_quantity (and
+  updated_at) per line. Stock is not a tracked column, so the updates capture nothing,
+  although every product is "synced" (has a quickbooks_item_id). One outbox row per order
+  once a claim collects the changes (the report counts them after qbsync.collect_changes).
 
 Rounds interleave the configurations (the order rotates each round, so no configuration
 always runs first); before every run the bench orders, order lines and outboxes are removed

@@ -130,10 +130,19 @@ async def start(
                 in_flight=settings.max_in_flight,
                 batch_per_minute=settings.batch_per_minute,
                 time_scale=settings.rate_time_scale))
+            freed = await limiter.free_abandoned()
+            if freed:
+                log.warning("freed %s rate-limit permit(s) a killed process named %s left",
+                            freed, settings.worker_name)
         client = QboClient(http, base_url=realm.api_base_url, realm_id=realm.realm_id,
                            tokens=tokens, minor_version=settings.minor_version,
                            limiter=limiter, timeout=settings.http_timeout)
-        for warning in await prepare(pool, realm, client):
+        warnings = await _prepare(pool, realm, client, stop)
+        if warnings is None:
+            await http.aclose()
+            await pool.close()
+            return None
+        for warning in warnings:
             log.warning(warning)
         pusher = Pusher(pool, client, realm, await load_entities(pool),
                         skip_invoiced=settings.skip_invoiced_orders,
@@ -156,6 +165,31 @@ async def start(
     except BaseException:
         await pool.close()
         raise
+
+
+async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
+                   stop: asyncio.Event) -> list[str] | None:
+    """The company's references, read at start; a QuickBooks error a retry can cure (429,
+    401, 5xx, no answer) or the database restarting is waited out rather than ending the
+    process, which would only be restarted into the same throttle. None when stopped
+    meanwhile."""
+    delay = 1.0
+    while True:
+        try:
+            return await prepare(pool, realm, client)
+        except QboError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("reading QuickBooks company %s failed (%s); retrying in %.0f s",
+                        realm.realm_id, exc, delay)
+        except DB_ERRORS as exc:
+            log.warning("saving QuickBooks company %s's references failed (%s); retrying in "
+                        "%.0f s", realm.realm_id, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return None
+        delay = min(delay * 2, 30.0)
 
 
 def _report_dead(realm_id: str) -> Callable[[Row, PushFailed], None]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from .qbo.client import QboClient
+from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
     DuplicateDocNumber,
@@ -359,7 +359,11 @@ class Pusher:
         if qbo_type == "Customer" and body.get("DisplayName"):
             return await self.client.find_one("Customer", "DisplayName", body["DisplayName"])
         if qbo_type == "Item" and body.get("Name"):
-            return await self.client.find_one("Item", "Name", body["Name"])
+            # `*, Sku`: QuickBooks leaves Sku out of `SELECT *`, and _same_party compares it
+            # (without it, a create whose answer was lost made a second Item "Name (key)")
+            rows = await self.client.query(
+                f"SELECT *, Sku FROM Item WHERE Name = {quote_value(body['Name'])} MAXRESULTS 1")
+            return rows[0] if rows else None
         if qbo_type in ("Invoice", "CreditMemo"):
             if body.get("DocNumber") and self.realm.custom_txn_numbers:
                 return await self.client.find_one(qbo_type, "DocNumber", body["DocNumber"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -41,6 +42,15 @@ async def test_injected_401(api: Api) -> None:
     assert r.status_code == 401
     assert r.json()["fault"]["error"][0]["code"] == "3200"
     assert (await api.get("preferences")).status_code == 200
+
+
+async def test_rule_lapses_after_its_seconds(api: Api) -> None:
+    """A storm: every request refused for a while, however many (count None) or few come."""
+    api.emu.inject_fault("429", None, seconds=0.3)
+    assert [(await api.get("preferences")).status_code for _ in range(3)] == [429] * 3
+    await asyncio.sleep(0.35)
+    assert (await api.get("preferences")).status_code == 200
+    assert api.emu.injector.rules == []
 
 
 async def test_rule_matching_by_method_and_path(api: Api) -> None:

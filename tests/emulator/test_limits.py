@@ -46,6 +46,10 @@ async def test_ten_per_second(frozen: Emulator) -> None:
         assert (await api.get("preferences")).status_code == 200
     assert frozen.request_count(status=429, realm=realm) == 1
     assert frozen.request_count("GET", "/preferences", 200, realm) == 11
+    # what was asked for, the refused request included (benchmarks check the budget by it)
+    summary = frozen.limits.summary()["realms"][realm]  # type: ignore[index]
+    assert summary["peak_per_second"] == 11
+    assert summary["throttled_by"] == {"per_second": 1}
 
 
 async def test_five_hundred_per_minute(frozen: Emulator) -> None:
@@ -63,6 +67,7 @@ async def test_five_hundred_per_minute(frozen: Emulator) -> None:
         frozen.advance_time(60)
         assert (await api.get("preferences")).status_code == 200
     assert frozen.request_count(status=200, realm=realm) == 501
+    assert frozen.limits.realms[realm].peak_per_minute == 501
 
 
 async def test_ten_in_flight(frozen: Emulator) -> None:
@@ -76,6 +81,8 @@ async def test_ten_in_flight(frozen: Emulator) -> None:
     assert codes == [200] * 10 + [429]
     assert_throttled(next(r for r in responses if r.status_code == 429))
     assert frozen.limits.realms[realm].in_flight == 0
+    assert frozen.limits.realms[realm].peak_in_flight == 11
+    assert frozen.limits.realms[realm].throttled_by == {"in_flight": 1}
 
 
 async def test_forty_batches_per_minute(frozen: Emulator) -> None:

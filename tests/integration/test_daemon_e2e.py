@@ -41,3 +41,22 @@ async def test_completed_order_becomes_one_invoice(dixis_db: psycopg.Connection,
     logs = dixis_db.execute(
         "SELECT status, count(*) FROM qbsync.integration_logs GROUP BY 1").fetchall()
     assert dict(logs)["success"] >= len(orders)
+
+
+async def test_quickbooks_failing_at_start_is_waited_out(dixis_db: psycopg.Connection,
+                                                         emu: Emulator) -> None:
+    """A throttle or a refused token while the daemon reads the company at
+    start delays it; it does not end the process (systemd would restart it into the same
+    throttle)."""
+    url = conn_url(dixis_db)
+    shop = await connect_shop(url, emu)
+    dixis_db.execute("SELECT dixis.generate(3)")
+    dixis_db.commit()
+    emu.inject_fault("429", 1, entity="query")
+    emu.inject_fault("401", 2, entity="query")  # the resend after the refresh too
+    async with running(shop):
+        await drained(url)
+    assert emu.injector.rules == []
+    invoiced = dixis_db.execute("SELECT count(*) FROM dixis.orders WHERE " + INVOICED
+                                ).fetchone()
+    assert invoiced == (len(shop.invoices()),)

@@ -258,6 +258,28 @@ async def test_same_person_is_adopted_other_person_disambiguated(
     assert len(shop.invoices()) == 2
 
 
+async def test_items_created_by_a_lost_batch_are_adopted_not_duplicated(
+    shop: Shop, dixis_db: psycopg.Connection
+) -> None:
+    """A batch of dependency creates is applied but its answer never comes. The retry's
+    batches differ (so does their requestid): each create meets 6240 and must recognise its
+    own Item by Sku, which QuickBooks returns only when asked for (`SELECT *, Sku`)."""
+    dixis_db.execute("SELECT dixis.generate(60, 0.5)")
+    dixis_db.commit()
+    shop.emu.inject_fault("drop", 1, method="POST", entity="batch")
+    async with running(shop, batch_threshold=20, batch_size=30):
+        await drained(shop.url)
+    skus = [i.get("Sku") for i in shop.items() if i.get("Sku")]
+    assert skus
+    assert len(skus) == len(set(skus))  # one Item per product
+    unmapped = dixis_db.execute(
+        "SELECT count(*) FROM qbsync.entity_map m WHERE entity = 'product' AND key ~ '^[0-9]+$' "
+        "AND qbo_id IS DISTINCT FROM (SELECT quickbooks_item_id FROM dixis.products "
+        "WHERE id = m.key::bigint)").fetchone()
+    assert unmapped == (0,)
+    assert shop.emu.request_count("POST", "/batch", "dropped") == 1
+
+
 async def test_large_backlog_goes_through_batches_exactly_once(
     shop: Shop, dixis_db: psycopg.Connection
 ) -> None:

@@ -298,3 +298,49 @@ async def test_batches_have_a_lane_of_their_own(pools: tuple[asyncpg.Pool, async
     refused = await take("batch")
     assert refused["permit_id"] is None
     assert timedelta(seconds=8.5) < refused["wait"] <= timedelta(seconds=9.2)
+
+
+class ReturnFailsOnce:
+    """A pool whose first permit return meets a database restart."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.failed = 0
+
+    async def fetchrow(self, *args: Any) -> Any:
+        return await self.pool.fetchrow(*args)
+
+    def is_closing(self) -> bool:
+        return self.pool.is_closing()
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        if "return_permit" in query and not self.failed:
+            self.failed += 1
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+        return await self.pool.execute(query, *args)
+
+
+async def test_permit_not_returned_in_a_restart_is_returned_after(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    flaky = ReturnFailsOnce(pools[0])
+    limiter = RequestLimiter(flaky, "r6")  # type: ignore[arg-type]
+    async with limiter.permit():
+        pass
+    assert flaky.failed == 1
+    for _ in range(100):  # given back in the background, not left for its 3-minute hold
+        if not await pools[0].fetchval(
+                "SELECT count(*) FROM qbsync.rate_permits WHERE realm_id = 'r6'"):
+            break
+        await asyncio.sleep(0.05)
+    assert await pools[0].fetchval(
+        "SELECT count(*) FROM qbsync.rate_permits WHERE realm_id = 'r6'") == 0
+
+
+async def test_restarted_process_frees_the_permits_its_killed_self_held(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    pool = pools[0]
+    for holder in ("daemon-1", "daemon-1", "daemon-2"):  # never returned: killed
+        await pool.fetchrow("SELECT * FROM qbsync.take_permit('r7', 'request', $1)", holder)
+    assert await RequestLimiter(pool, "r7", holder="daemon-1").free_abandoned() == 2
+    left = await pool.fetch("SELECT holder FROM qbsync.rate_permits WHERE realm_id = 'r7'")
+    assert [r["holder"] for r in left] == ["daemon-2"]  # another process's are its own

@@ -10,7 +10,7 @@
 | POST /_emulator/expire-refresh-tokens | {realm_id?} | expire refresh tokens |
 | POST /_emulator/revoke | {realm_id?} | revoke grants |
 | GET/POST/DELETE /_emulator/faults | {kind, count, method, path, entity, realm, |  |
-|  | hang_seconds, then} | list / add / clear fault rules |
+|  | hang_seconds, then, seconds} | list / add / clear fault rules |
 | POST/DELETE /_emulator/latency | {min, max?} | add/remove latency (real seconds) |
 | GET/POST /_emulator/limits | {enabled, per_minute, per_second, in_flight, | |
 |  | batch_per_minute} | read / change throttle limits |
@@ -104,6 +104,7 @@ def routes(emu: Emulator) -> list[Route]:
         if request.method == "POST":
             data = await body(request)
             return emu.inject_fault(**data).as_dict()
+        emu.injector.prune()
         return {"rules": [r.as_dict() for r in emu.injector.rules]}
 
     async def latency(request: Request) -> Any:

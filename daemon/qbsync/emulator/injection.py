@@ -13,13 +13,16 @@ Kinds:
   without answering. Over a socket the TCP connection is closed; in-process (httpx
   ``ASGITransport``) ``httpx.RemoteProtocolError`` is raised to the client.
 
-The request is not executed for any kind but ``drop``.
+The request is not executed for any kind but ``drop``. ``seconds`` bounds a rule in real
+time too: it lapses that long after it was added, fired or not (a 429 storm is a time
+during which every matching request is refused, however few a polite client sends).
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ class FaultRule:
     hang_seconds: float = 30.0
     then: str = "504"
     hits: int = 0
+    lapses_at: float | None = None  # time.monotonic() after which the rule is gone
 
     def matches(self, method: str, path: str, entity: str | None, realm: str | None) -> bool:
         if self.method and self.method.upper() != method:
@@ -69,6 +73,7 @@ class Injector:
         realm: str | None = None,
         hang_seconds: float = 30.0,
         then: str = "504",
+        seconds: float | None = None,
     ) -> FaultRule:
         k = str(kind).lower()
         if k not in KINDS:
@@ -78,6 +83,8 @@ class Injector:
             raise ValueError("then must be '504' or 'drop'/'never'")
         if count is not None and count < 1:
             raise ValueError("count must be >= 1 or None")
+        if seconds is not None and seconds <= 0:
+            raise ValueError("seconds must be > 0 or None")
         rule = FaultRule(
             next(self._ids),
             k,
@@ -88,6 +95,7 @@ class Injector:
             realm,
             float(hang_seconds),
             then,
+            lapses_at=time.monotonic() + float(seconds) if seconds is not None else None,
         )
         self.rules.append(rule)
         return rule
@@ -95,6 +103,7 @@ class Injector:
     def take(
         self, method: str, path: str, entity: str | None, realm: str | None
     ) -> FaultRule | None:
+        self.prune()
         for rule in self.rules:
             if rule.matches(method, path, entity, realm):
                 rule.hits += 1
@@ -104,6 +113,12 @@ class Injector:
                         self.rules.remove(rule)
                 return rule
         return None
+
+    def prune(self) -> None:
+        """Forget the rules whose time is up."""
+        if any(r.lapses_at is not None for r in self.rules):
+            now = time.monotonic()
+            self.rules = [r for r in self.rules if r.lapses_at is None or r.lapses_at > now]
 
     def set_latency(self, low: float | None, high: float | None = None) -> None:
         if low is None or (low <= 0 and not high):

@@ -5,6 +5,10 @@ second. Only accepted requests are recorded in the windows (a throttled request 
 extend the penalty) [U]. In-flight requests are counted from the throttle check to the end
 of the response, including any injected latency. A batch request counts once towards the
 general limits and once towards the batch limit.
+
+For benchmarks each realm also keeps what its clients asked for, whether admitted or not:
+the most requests in flight at once and in one window (the arriving one included), and the
+429s the limits sent, by limit. ``peak_*`` cover only the time limits were enabled.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ class RealmWindow:
     batch: deque[float] = field(default_factory=deque)
     in_flight: int = 0
     throttled: int = 0
+    throttled_by: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: int = 0
+    peak_per_second: int = 0
+    peak_per_minute: int = 0
 
 
 class Limits:
@@ -58,6 +66,9 @@ class Limits:
         now = self.clock.now()
         _trim(w.second, now - 1.0)
         _trim(w.minute, now - 60.0)
+        w.peak_in_flight = max(w.peak_in_flight, w.in_flight + 1)
+        w.peak_per_second = max(w.peak_per_second, len(w.second) + 1)
+        w.peak_per_minute = max(w.peak_per_minute, len(w.minute) + 1)
         hit = None
         if w.in_flight >= cfg.in_flight:
             hit = "in_flight"
@@ -71,6 +82,7 @@ class Limits:
                 hit = "batch_per_minute"
         if hit is not None:
             w.throttled += 1
+            w.throttled_by[hit] = w.throttled_by.get(hit, 0) + 1
             return hit
         w.second.append(now)
         w.minute.append(now)
@@ -91,7 +103,9 @@ class Limits:
         return {
             "config": asdict(self.config),
             "realms": {
-                r: {"in_flight": w.in_flight, "throttled": w.throttled}
+                r: {"in_flight": w.in_flight, "throttled": w.throttled,
+                    "throttled_by": dict(w.throttled_by), "peak_in_flight": w.peak_in_flight,
+                    "peak_per_second": w.peak_per_second, "peak_per_minute": w.peak_per_minute}
                 for r, w in self.realms.items()
             },
         }

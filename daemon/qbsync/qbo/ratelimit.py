@@ -29,10 +29,16 @@ from typing import Any
 
 import asyncpg
 
+from ..db import CONNECTION_ERRORS
+
 _TAKE = "SELECT permit_id, wait, starts_at FROM qbsync.take_permit($1, $2, $3, $4)"
 _RETURN = "SELECT qbsync.return_permit($1)"
 _THROTTLED = "SELECT qbsync.throttled($1, $2)"
 _SET = "SELECT qbsync.set_rate_limits($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_FREE_ABANDONED = ("DELETE FROM qbsync.rate_permits WHERE realm_id = $1 AND holder = $2 "
+                   "RETURNING 1")
+# After that long, a permit that could not be given back is left to expire.
+RETURN_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class RequestLimiter:
         self._local = asyncio.Semaphore(local_in_flight) if local_in_flight else None
         self._paused_until = 0.0  # monotonic; this process saw a 429
         self._background: set[asyncio.Future[Any]] = set()
+        self._returns: set[asyncio.Future[Any]] = set()  # given back once the database is back
         self.granted = 0  # permits used by this limiter (for stats and tests)
         self.late = 0.025  # seconds past its slot after which a permit is taken again
         self.late_retakes = 0
@@ -185,9 +192,27 @@ class RequestLimiter:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _return(self, permit_id: Any) -> None:
-        # On failure the permit expires by itself after `hold`.
-        with contextlib.suppress(asyncpg.PostgresError, OSError):
+        try:
             await self.pool.execute(_RETURN, permit_id)
+        except CONNECTION_ERRORS:
+            # The database is away (a restart): give it back once it is here again. Left to
+            # expire, it would count as in flight for its whole hold, and a few such permits
+            # fill the realm's in-flight slots for every process.
+            task = asyncio.ensure_future(self._return_later(permit_id))
+            self._returns.add(task)
+            task.add_done_callback(self._returns.discard)
+
+    async def _return_later(self, permit_id: Any) -> None:
+        give_up = time.monotonic() + min(self.hold.total_seconds(), RETURN_RETRY_SECONDS)
+        delay = 0.25
+        while time.monotonic() < give_up:
+            await asyncio.sleep(delay)
+            if self.pool.is_closing():
+                return  # stopping: the permit expires by itself
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self.pool.execute(_RETURN, permit_id)
+                return
+            delay = min(delay * 2, 5.0)
 
     async def throttled(self, retry_after: float) -> datetime:
         """QuickBooks answered 429: pause the realm in every process. ``retry_after`` is in
@@ -201,6 +226,12 @@ class RequestLimiter:
             # The caller is handling a 429: this process pauses anyway (local pause above).
             return datetime.now(UTC) + timedelta(seconds=seconds)
         return until
+
+    async def free_abandoned(self) -> int:
+        """At start: free the permits still held under this holder's name. A process of the
+        same name left them (it was killed), and until their hold ran out they would count
+        as in flight for every process of the realm. Returns how many."""
+        return len(await self.pool.fetch(_FREE_ABANDONED, self.realm_id, self.holder))
 
     async def status(self) -> dict[str, Any] | None:
         """The realm's row of ``qbsync.rate_limit_status`` (None before its first permit)."""
