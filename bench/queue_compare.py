@@ -128,6 +128,7 @@ class NoopPusher:
         self.probe = probe
         self.finish = finish
         self.realm = SimpleNamespace(realm_id="bench-realm")
+        self.client = SimpleNamespace(limiter=None)  # no QuickBooks, no rate limits
         self.entities: dict[str, Any] = {}
         self.in_flight: dict[Any, Any] = {}
 

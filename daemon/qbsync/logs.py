@@ -12,7 +12,8 @@ before any other handler or integration sees them).
 
 Extra fields (``logger.info("pushed", extra={"realm_id": r, "qbo_id": i})``) become JSON keys
 or ``key=value`` suffixes. QuickBooks error codes survive: a ``code`` whose value is a short
-number (``"6240"``) is an error code, not an OAuth authorization code, and is kept.
+number (``"6240"``) or a SQLSTATE (``"QB001"``) is an error code, not an OAuth authorization
+code, and is kept.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ SECRET_KEYS: frozenset[str] = frozenset(
 )
 _KEYS_RE = "access_token|refresh_token|id_token|client_secret|password|passwd|token|code"
 
-# A value of `code` that is a QuickBooks/HTTP error code, not an OAuth authorization code.
-_ERROR_CODE = re.compile(r"-?\d{1,6}")
+# A value of `code` that is a QuickBooks/HTTP error code or a SQLSTATE (QB001, 22P02), not
+# an OAuth authorization code (dozens of characters).
+_ERROR_CODE = re.compile(r"-?\d{1,6}|[0-9A-Z]{5}")
 
 # Libraries whose own loggers get the filter too (they log request URLs).
 SCRUBBED_LOGGERS = ("httpx", "httpcore", "asyncpg", "psycopg")

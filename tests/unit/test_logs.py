@@ -171,6 +171,8 @@ def test_qbo_error_codes_and_plain_words_survive() -> None:
         '{"Fault":{"Error":[{"Message":"Duplicate Document Number","code":"6140"}]}}',
         "Malformed bearer token",
         "status_code=400 code=3200",
+        "order 7: mapping refused the row code=QB001",  # SQLSTATEs are error codes too
+        '{"code": "22P02", "message": "invalid input syntax"}',
         "Basic info about the realm",
         "https://quickbooks.api.intuit.com:443/v3/company/9341/invoice?minorversion=75",
     ]
