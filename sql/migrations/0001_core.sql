@@ -344,6 +344,7 @@ CREATE TABLE qbsync.tracked (
     columns       text[],
     when_expr     text,
     key_sql       text NOT NULL,   -- compiled: schema-qualified, over the row "r"
+    key_new       text NOT NULL,   -- the same over NEW, for the INSERT trigger's WHEN clause
     when_sql      text,
     function_name text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -384,7 +385,8 @@ $$;
 -- r (as the DBA may write it too) with every name outside pg_catalog schema-qualified. The capture function
 -- then evaluates it as a plain PL/pgSQL expression (no query per row when it has no
 -- subquery), and no search_path can change what it means.
-CREATE FUNCTION qbsync.compile_row_expr(p_rel regclass, p_expr text) RETURNS text
+CREATE FUNCTION qbsync.compile_row_expr(p_rel regclass, p_expr text, p_row text DEFAULT 'r')
+RETURNS text
 LANGUAGE plpgsql
 -- no SET search_path: the expression resolves as the caller sees it
 AS $$
@@ -393,10 +395,10 @@ DECLARE
     v_at int;
 BEGIN
     EXECUTE format('CREATE TEMP VIEW qbsync_compiled_expr AS '
-                   'SELECT %s AS qbsync_expr_result FROM %s AS r', p_expr, p_rel);
+                   'SELECT %s AS qbsync_expr_result FROM %s AS %I', p_expr, p_rel, p_row);
     v_def := qbsync.deparse_view('pg_temp.qbsync_compiled_expr'::regclass);
     DROP VIEW pg_temp.qbsync_compiled_expr;
-    -- " SELECT <expr> AS qbsync_expr_result\n   FROM <table> r;"
+    -- " SELECT <expr> AS qbsync_expr_result\n   FROM <table> <row>;"
     v_at := length(v_def) - strpos(reverse(v_def), reverse(' AS qbsync_expr_result')) - 20;
     IF ltrim(v_def) NOT LIKE 'SELECT %' OR v_at <= 0 THEN
         RAISE EXCEPTION 'qbsync: cannot compile % (deparsed as %)', p_expr, v_def;
@@ -429,6 +431,7 @@ DECLARE
     v_changed text;
     v_when text;
     v_any_changed text[] := '{}';
+    v_unheld text[] := '{}';
     v_of text[] := '{}';
     v_all_columns boolean := false;
     r record;
@@ -437,9 +440,11 @@ BEGIN
     INTO v_fn FROM pg_class c WHERE c.oid = p_rel;
     FOR v_old_fn IN
         SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-        WHERE t.tgrelid = p_rel AND t.tgname IN ('qbsync_capture_write', 'qbsync_capture_update')
+        WHERE t.tgrelid = p_rel
+          AND t.tgname IN ('qbsync_capture_insert', 'qbsync_capture_delete', 'qbsync_capture_update')
     LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS qbsync_capture_write ON %s', p_rel);
+        EXECUTE format('DROP TRIGGER IF EXISTS qbsync_capture_insert ON %s', p_rel);
+        EXECUTE format('DROP TRIGGER IF EXISTS qbsync_capture_delete ON %s', p_rel);
         EXECUTE format('DROP TRIGGER IF EXISTS qbsync_capture_update ON %s', p_rel);
         EXECUTE format('DROP FUNCTION IF EXISTS qbsync.%I()', v_old_fn);
     END LOOP;
@@ -457,6 +462,8 @@ BEGIN
             v_of := v_of || r.columns;
         END IF;
         v_any_changed := v_any_changed || format('(%s)', v_changed);
+        v_unheld := v_unheld || format('pg_catalog.current_setting(%L, true) IS DISTINCT FROM %s',
+                                       'qbsync.held_' || r.entity, r.key_new);
         v_decl := v_decl || format(E'    _new%1$s text;\n    _old%1$s text;\n    _changed%1$s boolean := true;\n', v_n);
         -- on UPDATE, an entity whose columns did not change captures nothing
         v_new := v_new || format(E'        IF TG_OP = ''UPDATE'' THEN _changed%1$s := %2$s; END IF;\n'
@@ -515,9 +522,24 @@ $f$
     EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', v_fn);
 
     -- Cheap filters in the triggers' WHEN clause run before the function is even called:
-    -- the daemon's own writes, and updates that change none of the tracked columns.
+    -- the daemon's own writes, updates that change none of the tracked columns, and inserts
+    -- whose keys this transaction already captured (an order's lines after the order: the
+    -- call itself is most of what capture costs). A key with a subquery cannot go into a
+    -- WHEN clause: then the function decides.
+    BEGIN
+        EXECUTE format(
+            'CREATE TRIGGER qbsync_capture_insert AFTER INSERT ON %s FOR EACH ROW '
+            'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'' '
+            'AND (%s)) EXECUTE FUNCTION qbsync.%I()',
+            p_rel, array_to_string(v_unheld, ' OR '), v_fn);
+    EXCEPTION WHEN feature_not_supported THEN
+        EXECUTE format(
+            'CREATE TRIGGER qbsync_capture_insert AFTER INSERT ON %s FOR EACH ROW '
+            'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
+            'EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn);
+    END;
     EXECUTE format(
-        'CREATE TRIGGER qbsync_capture_write AFTER INSERT OR DELETE ON %s FOR EACH ROW '
+        'CREATE TRIGGER qbsync_capture_delete AFTER DELETE ON %s FOR EACH ROW '
         'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
         'EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn);
     EXECUTE format(
@@ -543,6 +565,7 @@ DECLARE
     v_rel regclass := to_regclass(tbl);
     v_missing text;
     v_key_sql text;
+    v_key_new text;
     v_when_sql text;
 BEGIN
     IF v_rel IS NULL THEN
@@ -576,6 +599,11 @@ BEGIN
     -- table named, rather than in a shop transaction.
     BEGIN
         v_key_sql := qbsync.compile_row_expr(v_rel, format('(%s)::text', key));
+        -- over a row alias no expression can contain (the deparser keeps aliases unique),
+        -- then named NEW as a trigger's WHEN clause wants it
+        v_key_new := replace(qbsync.compile_row_expr(v_rel, format('(%s)::text', key),
+                                                     'qbsync_new_row'),
+                             'qbsync_new_row.', 'NEW.');
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'qbsync.track: key expression % is not valid for table %: %',
             quote_literal(key), v_rel, SQLERRM USING ERRCODE = SQLSTATE;
@@ -590,11 +618,12 @@ BEGIN
     END IF;
 
     INSERT INTO qbsync.tracked AS t
-        (tbl, entity, key_expr, columns, when_expr, key_sql, when_sql, function_name)
-    VALUES (v_rel, track.entity, key, columns, "when", v_key_sql, v_when_sql, '')
+        (tbl, entity, key_expr, columns, when_expr, key_sql, key_new, when_sql, function_name)
+    VALUES (v_rel, track.entity, key, columns, "when", v_key_sql, v_key_new, v_when_sql, '')
     ON CONFLICT ON CONSTRAINT tracked_pkey DO UPDATE
         SET key_expr = excluded.key_expr, columns = excluded.columns,
             when_expr = excluded.when_expr, key_sql = excluded.key_sql,
+            key_new = excluded.key_new,
             when_sql = excluded.when_sql, created_at = now();
     RETURN qbsync.install_capture(v_rel);
 END

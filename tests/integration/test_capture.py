@@ -265,3 +265,40 @@ def test_capture_survives_a_new_column(shop: psycopg.Connection) -> None:
     shop.commit()
     shop.execute("INSERT INTO shop.orders (status, coupon) VALUES ('completed', 'X')")
     assert outbox(shop) == [("order", "1", "pending"), ("order", "2", "pending")]
+
+
+def test_lines_of_an_order_already_captured_do_not_call_the_trigger(
+    shop: psycopg.Connection,
+) -> None:
+    shop.execute("SET track_functions = 'all'")
+    fn = shop.execute("SELECT function_name FROM qbsync.tracked "
+                      "WHERE tbl = 'shop.order_lines'::regclass").fetchone()
+    assert fn is not None
+
+    def calls() -> int:
+        shop.execute("SELECT pg_stat_force_next_flush()")  # at the next idle, not in 1 s
+        shop.commit()
+        shop.execute("SELECT pg_stat_clear_snapshot()")
+        row = shop.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+                           "WHERE funcname = %s", fn).fetchone()
+        return int(row[0]) if row else 0
+
+    before = calls()
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1), (1, 2), (1, 3)")
+    assert outbox(shop) == [("order", "1", "pending")]
+    after = calls()
+    assert after == before  # the memo in the WHEN clause answered for all three lines
+    shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 4)")  # new txn
+    assert outbox(shop) == [("order", "1", "pending")]
+    assert calls() == after + 1
+
+
+def test_a_key_with_a_subquery_is_captured_without_the_memo_filter(
+    shop: psycopg.Connection,
+) -> None:
+    shop.execute("""SELECT qbsync.track('shop.order_lines', 'order',
+                        '(SELECT o.id FROM shop.orders o WHERE o.id = order_id)')""")
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('pending')")
+    shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1)")
+    assert outbox(shop) == [("order", "1", "pending")]
