@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shlex
 import sys
 import time
 from collections import Counter
@@ -71,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
     add_common_options,
     as_url,
+    command_line,
     create_database,
     machine_info,
     markdown_table,
@@ -416,8 +416,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    command = "python bench/backfill.py " + shlex.join(list(argv if argv is not None
-                                                            else sys.argv[1:]))
+    command = command_line(__file__, argv)
     with psycopg.connect(args.url) as conn:
         machine = machine_info(conn)
     rig, log = create_rig(args.url, args.prefix, time_scale=args.time_scale, keep=args.keep)

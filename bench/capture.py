@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import threading
@@ -60,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
     DEFAULT_URL,
     Spread,
+    command_line,
     create_database,
     drop_database,
     machine_info,
@@ -417,8 +417,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     configs = ["plain", "capture", "naive", "waiting", *(["variant"] if args.variant else [])]
     variant_sql = args.variant.read_text(encoding="utf-8") if args.variant else None
-    command = "python bench/capture.py " + shlex.join(list(argv if argv is not None
-                                                           else sys.argv[1:]))
+    command = command_line(__file__, argv)
     with psycopg.connect(args.url) as conn:
         machine = machine_info(conn)
     databases, ranges = setup(args.url, args.prefix, args.orders, configs, variant_sql)

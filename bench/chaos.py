@@ -35,7 +35,6 @@ import collections
 import json
 import os
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -57,7 +56,7 @@ from tests.daemon_support import connect_shop  # noqa: E402
 from tests.process_support import DaemonProcess, daemon_env, kill_all  # noqa: E402
 from tests.support import INVOICED  # noqa: E402
 
-from common import machine_info, markdown_table, report_out, text_table  # noqa: E402
+from common import command_line, machine_info, markdown_table, report_out, text_table  # noqa: E402
 from qbsync import shop as dixis  # noqa: E402
 from qbsync.emulator import Emulator  # noqa: E402
 from qbsync.emulator.server import EmulatorServer  # noqa: E402
@@ -822,8 +821,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     p: Profile = args.profile
-    command = "python bench/chaos.py " + shlex.join(list(argv if argv is not None
-                                                         else sys.argv[1:]))
+    command = command_line(__file__, argv)
     started = time.monotonic()
     deadline = started + p.deadline
     plan = make_plan(p, random.Random(args.seed))

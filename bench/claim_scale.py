@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
     add_common_options,
     as_url,
+    command_line,
     create_database,
     drop_database,
     machine_info,
@@ -282,8 +282,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    command = "python bench/claim_scale.py " + shlex.join(list(argv if argv is not None
-                                                               else sys.argv[1:]))
+    command = command_line(__file__, argv)
     with psycopg.connect(args.url) as conn:
         machine = machine_info(conn)
     names = {"small": f"{args.prefix}_small", "big": f"{args.prefix}_big"}

@@ -11,8 +11,10 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,6 +102,12 @@ class Spread:
     @classmethod
     def of(cls, values: Sequence[float]) -> Spread:
         return cls(statistics.median(values), min(values), max(values))
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How the run was started, for the report: `python bench/<script> <args>`."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return f"python bench/{Path(script).name} " + shlex.join(args)
 
 
 def machine_info(conn: psycopg.Connection) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is not a package
     add_common_options,
+    command_line,
     machine_info,
     markdown_table,
     percentiles,
@@ -205,8 +205,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    command = "python bench/latency.py " + shlex.join(list(argv if argv is not None
-                                                           else sys.argv[1:]))
+    command = command_line(__file__, argv)
     with psycopg.connect(args.url) as conn:
         machine = machine_info(conn)
     rig = Rig.create(args.url, args.prefix, keep=args.keep)

@@ -38,7 +38,6 @@ import contextlib
 import logging
 import os
 import random
-import shlex
 import sys
 import time
 import uuid
@@ -56,6 +55,7 @@ from common import (  # bench/ is not a package
     Spread,
     add_common_options,
     as_url,
+    command_line,
     create_database,
     drop_database,
     machine_info,
@@ -539,8 +539,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from importlib.metadata import version
 
     args = parse_args(argv)
-    command = "python bench/queue_compare.py " + shlex.join(list(argv if argv is not None
-                                                                 else sys.argv[1:]))
+    command = command_line(__file__, argv)
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     with psycopg.connect(args.url) as conn:
         machine = machine_info(conn)

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import statistics
@@ -54,6 +53,7 @@ from common import (  # bench/ is not a package
     Spread,
     add_common_options,
     as_url,
+    command_line,
     cpu_seconds,
     create_database,
     drop_database,
@@ -620,8 +620,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    command = "python bench/throughput.py " + shlex.join(list(argv if argv is not None
-                                                              else sys.argv[1:]))
+    command = command_line(__file__, argv)
     with psycopg.connect(args.url) as conn:
         machine = machine_info(conn)
     variant_sql = args.variant.read_text(encoding="utf-8") if args.variant else None
