@@ -83,6 +83,17 @@ async def connect_shop(url: str, emu: Emulator, *, custom_txn_numbers: bool = Tr
     return Shop(url, emu, realm_id, settings_for(url, keys, **overrides))
 
 
+async def connect_quick_retry_shop(url: str, emu: Emulator) -> Shop:
+    """A connected shop whose retries come back at once, so that fault tests need not wait
+    out real backoffs."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
+    finally:
+        await conn.close()
+    return await connect_shop(url, emu, rate_time_scale=600)
+
+
 @contextlib.asynccontextmanager
 async def running(shop: Shop, **overrides: Any) -> AsyncIterator[Daemon]:
     """The daemon running as a task; stopped (drained) on exit."""

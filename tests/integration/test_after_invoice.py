@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from qbsync.emulator import Emulator
-from tests.daemon_support import Shop, connect_shop, drained, running
+from tests.daemon_support import Shop, connect_quick_retry_shop, drained, running
 from tests.integration import dixis_helpers as dx
 from tests.support import conn_url
 
@@ -27,9 +27,7 @@ def emu() -> Emulator:
 
 @pytest.fixture
 async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
-    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
-    dixis_db.commit()
-    return await connect_shop(conn_url(dixis_db), emu, rate_time_scale=600)
+    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def d(value: Any) -> Decimal:

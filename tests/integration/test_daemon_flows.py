@@ -13,7 +13,14 @@ import psycopg
 import pytest
 
 from qbsync.emulator import Emulator
-from tests.daemon_support import Shop, connect_shop, drained, eventually, running
+from tests.daemon_support import (
+    Shop,
+    connect_quick_retry_shop,
+    connect_shop,
+    drained,
+    eventually,
+    running,
+)
 from tests.integration import dixis_helpers as dx
 from tests.support import INVOICED, conn_url
 
@@ -26,9 +33,7 @@ def emu() -> Emulator:
 @pytest.fixture
 async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
     # Retries come back at once, so that fault tests need not wait out real backoffs.
-    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
-    dixis_db.commit()
-    return await connect_shop(conn_url(dixis_db), emu, rate_time_scale=600)
+    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def one_order(conn: psycopg.Connection, **kw: Any) -> int:

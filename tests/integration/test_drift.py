@@ -15,9 +15,15 @@ from psycopg.rows import dict_row
 from qbsync import drift
 from qbsync.daemon import Daemon
 from qbsync.emulator import Emulator
-from tests.daemon_support import Shop, connect_shop, drained, eventually, running
+from tests.daemon_support import (
+    Shop,
+    connect_quick_retry_shop,
+    drained,
+    eventually,
+    running,
+)
 from tests.integration import dixis_helpers as dx
-from tests.integration.test_after_invoice import TOTAL, new_order, products
+from tests.integration.test_after_invoice import TOTAL, d, new_order, products
 from tests.support import conn_url
 
 
@@ -28,13 +34,7 @@ def emu() -> Emulator:
 
 @pytest.fixture
 async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
-    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
-    dixis_db.commit()
-    return await connect_shop(conn_url(dixis_db), emu, rate_time_scale=600)
-
-
-def d(value: Any) -> Decimal:
-    return Decimal(str(value))
+    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def open_drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
