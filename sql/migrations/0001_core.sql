@@ -344,7 +344,6 @@ CREATE TABLE qbsync.tracked (
     columns       text[],
     when_expr     text,
     key_sql       text NOT NULL,   -- compiled: schema-qualified, over the row "r"
-    key_new       text NOT NULL,   -- the same over NEW, for the INSERT trigger's WHEN clause
     when_sql      text,
     function_name text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -385,7 +384,7 @@ $$;
 -- r (as the DBA may write it too) with every name outside pg_catalog schema-qualified. The capture function
 -- then evaluates it as a plain PL/pgSQL expression (no query per row when it has no
 -- subquery), and no search_path can change what it means.
-CREATE FUNCTION qbsync.compile_row_expr(p_rel regclass, p_expr text, p_row text DEFAULT 'r')
+CREATE FUNCTION qbsync.compile_row_expr(p_rel regclass, p_expr text)
 RETURNS text
 LANGUAGE plpgsql
 -- no SET search_path: the expression resolves as the caller sees it
@@ -395,7 +394,7 @@ DECLARE
     v_at int;
 BEGIN
     EXECUTE format('CREATE TEMP VIEW qbsync_compiled_expr AS '
-                   'SELECT %s AS qbsync_expr_result FROM %s AS %I', p_expr, p_rel, p_row);
+                   'SELECT %s AS qbsync_expr_result FROM %s AS r', p_expr, p_rel);
     v_def := qbsync.deparse_view('pg_temp.qbsync_compiled_expr'::regclass);
     DROP VIEW pg_temp.qbsync_compiled_expr;
     -- " SELECT <expr> AS qbsync_expr_result\n   FROM <table> <row>;"
@@ -416,6 +415,18 @@ AS $$ SELECT pg_get_viewdef(p_view, false) $$;
 -- rules, or removes them when it has none. One function per table, whatever the number of
 -- entities tracked on it: every trigger call costs the shop's transaction, not only the
 -- work inside it.
+--
+-- The shape follows from what a call costs, measured with callgrind (instructions per
+-- single-row insert; BENCHMARKS.md):
+-- * No WHEN clause on the triggers: PostgreSQL reads and compiles a trigger's WHEN clause
+--   again at every statement, which cost more than calling the function.
+-- * PL/pgSQL sets up every expression it evaluates once per transaction and runs every
+--   SQL statement through the executor, so each rule is one IF (not the daemon's write,
+--   a key this transaction has not captured yet, the predicate) and one INSERT that also
+--   sets the memo and reads whether a daemon waits. An order's lines stop at the IF.
+-- * A predicate with a query is tested after the memo, in an IF of its own.
+-- The rules' expressions are compiled over a row named r, bound to NEW or OLD by ALIAS in
+-- an inner block, so no row is copied.
 CREATE FUNCTION qbsync.install_capture(p_rel regclass) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -425,15 +436,17 @@ DECLARE
     v_old_fn text;
     v_n int := 0;
     v_decl text := '';
-    v_new text := '';
-    v_old text := '';
-    v_push text := '';
-    v_changed text;
-    v_when text;
-    v_any_changed text[] := '{}';
-    v_unheld text[] := '{}';
+    v_insert text := '';
+    v_update text := '';
+    v_delete text := '';
+    v_changed text[] := '{}';
+    v_change text;
+    v_memo text;
+    v_fresh text;
     v_of text[] := '{}';
     v_all_columns boolean := false;
+    v_origin CONSTANT text :=
+        $$pg_catalog.current_setting('qbsync.origin', true) IS DISTINCT FROM 'daemon'$$;
     r record;
 BEGIN
     SELECT format('capture_%s_%s', left(c.relname, 40), left(md5(p_rel::oid::text), 8))
@@ -451,46 +464,102 @@ BEGIN
 
     FOR r IN SELECT * FROM qbsync.tracked t WHERE t.tbl = p_rel ORDER BY t.entity LOOP
         v_n := v_n + 1;
-        v_when := CASE WHEN r.when_sql IS NOT NULL THEN format('AND (%s)', r.when_sql) ELSE '' END;
+        v_memo := format('pg_catalog.current_setting(%L, true)', 'qbsync.held_' || r.entity);
         IF r.columns IS NULL THEN
-            v_changed := 'OLD.* IS DISTINCT FROM NEW.*';
+            v_change := 'OLD.* IS DISTINCT FROM NEW.*';
             v_all_columns := true;
         ELSE
             SELECT format('(%s) IS DISTINCT FROM (%s)', string_agg(format('OLD.%I', c), ', '),
                           string_agg(format('NEW.%I', c), ', '))
-            INTO v_changed FROM unnest(r.columns) AS c;
+            INTO v_change FROM unnest(r.columns) AS c;
             v_of := v_of || r.columns;
         END IF;
-        v_any_changed := v_any_changed || format('(%s)', v_changed);
-        v_unheld := v_unheld || format('pg_catalog.current_setting(%L, true) IS DISTINCT FROM %s',
-                                       'qbsync.held_' || r.entity, r.key_new);
-        v_decl := v_decl || format(E'    _new%1$s text;\n    _old%1$s text;\n    _changed%1$s boolean := true;\n', v_n);
-        -- on UPDATE, an entity whose columns did not change captures nothing
-        v_new := v_new || format(E'        IF TG_OP = ''UPDATE'' THEN _changed%1$s := %2$s; END IF;\n'
-                                 '        IF _changed%1$s %3$s THEN _new%1$s := %4$s; END IF;\n',
-                                 v_n, v_changed, v_when, r.key_sql);
-        v_old := v_old || format(E'        IF _changed%1$s %2$s THEN _old%1$s := %3$s; END IF;\n',
-                                 v_n, v_when, r.key_sql);
-        -- A key this transaction already captured needs nothing more: an order and its
-        -- lines written together cost one insert.
-        v_push := v_push || format($p$
-    IF _old%1$s IS NOT DISTINCT FROM _new%1$s THEN _old%1$s := NULL; END IF;
-    IF _new%1$s IS NOT NULL
-       AND _new%1$s IS DISTINCT FROM pg_catalog.current_setting(%3$L, true) THEN
-        INSERT INTO qbsync.changes (entity, key) VALUES (%2$L, _new%1$s);
-        PERFORM pg_catalog.set_config(%3$L, _new%1$s, true);
-        _added := true;
-    END IF;
-    IF _old%1$s IS NOT NULL THEN
-        INSERT INTO qbsync.changes (entity, key) VALUES (%2$L, _old%1$s);
-        _added := true;
-    END IF;
-$p$, v_n, r.entity, 'qbsync.held_' || r.entity);
+        v_changed := v_changed || format('(%s)', v_change);
+        v_decl := v_decl || format(E'    _new%1$s text;\n    _old%1$s text;\n', v_n);
+        -- a key not NULL and not the one this transaction captured last
+        v_fresh := format('%1$s IS NOT NULL AND %1$s IS DISTINCT FROM %2$s', r.key_sql, v_memo);
+
+        -- INSERT
+        IF r.key_sql ~* '\mselect\M' OR r.when_sql ~* '\mselect\M' THEN
+            -- a query: only for a key the memo does not hold, in an IF of its own
+            v_insert := v_insert || format($i$
+        IF %s AND %s THEN
+            IF %s THEN
+                %s
+            END IF;
+        END IF;
+$i$, v_origin, v_fresh, coalesce(r.when_sql, 'true'), qbsync.capture_append(r.entity, r.key_sql));
+        ELSE
+            v_insert := v_insert || format($i$
+        IF %s AND %s%s THEN
+            %s
+        END IF;
+$i$, v_origin, v_fresh, CASE WHEN r.when_sql IS NULL THEN '' ELSE format(' AND (%s)', r.when_sql) END,
+                qbsync.capture_append(r.entity, r.key_sql));
+        END IF;
+        -- UPDATE: the new and the old row's keys where the rule's columns changed and the
+        -- predicate holds (an order leaving the predicate is a change too).
+        v_update := v_update || format($u$
+            IF %2$s THEN
+                DECLARE r ALIAS FOR NEW; BEGIN _new%1$s := %3$s; END;
+                DECLARE r ALIAS FOR OLD; BEGIN _old%1$s := %3$s; END;
+                IF _old%1$s IS NOT NULL AND _old%1$s IS DISTINCT FROM _new%1$s
+                   AND _old%1$s IS DISTINCT FROM %4$s THEN
+                    %5$s
+                END IF;
+                IF _new%1$s IS NOT NULL AND _new%1$s IS DISTINCT FROM %4$s THEN
+                    %6$s
+                END IF;
+            END IF;
+$u$, v_n, v_change, qbsync.capture_key_when(r.key_sql, r.when_sql), v_memo,
+            qbsync.capture_append(r.entity, format('_old%s', v_n)),
+            qbsync.capture_append(r.entity, format('_new%s', v_n)));
+        -- DELETE
+        v_delete := v_delete || format($d$
+                _old%1$s := %2$s;
+                IF _old%1$s IS NOT NULL AND _old%1$s IS DISTINCT FROM %3$s THEN
+                    %4$s
+                END IF;
+$d$, v_n, qbsync.capture_key_when(r.key_sql, r.when_sql), v_memo,
+            qbsync.capture_append(r.entity, format('_old%s', v_n)));
     END LOOP;
     IF v_n = 0 THEN
         RETURN NULL;
     END IF;
 
+    -- One function per trigger: no TG_OP test to pay for.
+    PERFORM qbsync.create_capture_function(v_fn || '_insert', v_decl, format(
+        E'    DECLARE r ALIAS FOR NEW; BEGIN%s    END;', v_insert));
+    PERFORM qbsync.create_capture_function(v_fn || '_update', v_decl, format(
+        E'    IF %s\n       AND (%s) THEN%s    END IF;',
+        v_origin, array_to_string(v_changed, E'\n            OR '), v_update));
+    PERFORM qbsync.create_capture_function(v_fn || '_delete', v_decl, format(
+        E'    IF %s THEN\n        DECLARE r ALIAS FOR OLD; BEGIN%s        END;\n    END IF;',
+        v_origin, v_delete));
+    EXECUTE format('CREATE TRIGGER qbsync_capture_insert AFTER INSERT ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn || '_insert');
+    EXECUTE format('CREATE TRIGGER qbsync_capture_delete AFTER DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn || '_delete');
+    -- UPDATE OF is checked against the statement's SET list before any row: free.
+    EXECUTE format(
+        'CREATE TRIGGER qbsync_capture_update AFTER UPDATE %s ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION qbsync.%I()',
+        CASE WHEN v_all_columns THEN ''
+             ELSE 'OF ' || (SELECT string_agg(DISTINCT format('%I', c), ', ') FROM unnest(v_of) c)
+        END,
+        p_rel, v_fn || '_update');
+    UPDATE qbsync.tracked t SET function_name = v_fn WHERE t.tbl = p_rel;
+    RETURN v_fn;
+END
+$fn$;
+
+-- One generated capture function (p_body after DECLARE p_decl ... BEGIN).
+CREATE FUNCTION qbsync.create_capture_function(p_name text, p_decl text, p_body text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
     EXECUTE format($body$
 CREATE FUNCTION qbsync.%I() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER   -- the shop's role needs no grant on qbsync
@@ -499,61 +568,40 @@ AS $f$
 #variable_conflict use_column
 -- generated by qbsync.install_capture() from qbsync.tracked; do not edit
 DECLARE
-    r %s%%ROWTYPE;
-%s    _added boolean := false;
+%s    _wake boolean;
 BEGIN
-    IF TG_OP <> 'DELETE' THEN
-        r := NEW;
-%s    END IF;
-    IF TG_OP <> 'INSERT' THEN
-        r := OLD;
-%s    END IF;
 %s
     -- Wake a sleeping daemon; nobody waits while the daemon is busy.
-    IF _added
-       AND EXISTS (SELECT 1 FROM qbsync.workers
-                   WHERE waiting_until > pg_catalog.clock_timestamp()) THEN
+    IF _wake THEN
         PERFORM pg_catalog.pg_notify('qbsync_wakeup', '');
     END IF;
     RETURN NULL;
 END
 $f$
-    $body$, v_fn, p_rel, v_decl, v_new, v_old, v_push);
-    EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', v_fn);
-
-    -- Cheap filters in the triggers' WHEN clause run before the function is even called:
-    -- the daemon's own writes, updates that change none of the tracked columns, and inserts
-    -- whose keys this transaction already captured (an order's lines after the order: the
-    -- call itself is most of what capture costs). A key with a subquery cannot go into a
-    -- WHEN clause: then the function decides.
-    BEGIN
-        EXECUTE format(
-            'CREATE TRIGGER qbsync_capture_insert AFTER INSERT ON %s FOR EACH ROW '
-            'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'' '
-            'AND (%s)) EXECUTE FUNCTION qbsync.%I()',
-            p_rel, array_to_string(v_unheld, ' OR '), v_fn);
-    EXCEPTION WHEN feature_not_supported THEN
-        EXECUTE format(
-            'CREATE TRIGGER qbsync_capture_insert AFTER INSERT ON %s FOR EACH ROW '
-            'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
-            'EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn);
-    END;
-    EXECUTE format(
-        'CREATE TRIGGER qbsync_capture_delete AFTER DELETE ON %s FOR EACH ROW '
-        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'') '
-        'EXECUTE FUNCTION qbsync.%I()', p_rel, v_fn);
-    EXECUTE format(
-        'CREATE TRIGGER qbsync_capture_update AFTER UPDATE %s ON %s FOR EACH ROW '
-        'WHEN (pg_catalog.current_setting(''qbsync.origin'', true) IS DISTINCT FROM ''daemon'' '
-        'AND (%s)) EXECUTE FUNCTION qbsync.%I()',
-        CASE WHEN v_all_columns THEN ''
-             ELSE 'OF ' || (SELECT string_agg(DISTINCT format('%I', c), ', ') FROM unnest(v_of) c)
-        END,
-        p_rel, array_to_string(v_any_changed, ' OR '), v_fn);
-    UPDATE qbsync.tracked t SET function_name = v_fn WHERE t.tbl = p_rel;
-    RETURN v_fn;
+    $body$, p_name, p_decl, p_body);
+    EXECUTE format('REVOKE ALL ON FUNCTION qbsync.%I() FROM PUBLIC', p_name);
 END
 $fn$;
+
+-- A rule's key where its predicate holds, else NULL (one SQL expression).
+CREATE FUNCTION qbsync.capture_key_when(p_key text, p_when text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN p_when IS NULL THEN p_key
+                ELSE format('CASE WHEN %s THEN %s END', p_when, p_key) END
+$$;
+
+-- The statement that appends one change: it also makes the key the entity's memo and
+-- reads whether a daemon waits (one trip through the executor for the three).
+CREATE FUNCTION qbsync.capture_append(p_entity text, p_key text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT format('INSERT INTO qbsync.changes (entity, key) '
+                  'VALUES (%L, pg_catalog.set_config(%L, %s, true)) '
+                  'RETURNING EXISTS (SELECT FROM qbsync.workers '
+                  'WHERE waiting_until > pg_catalog.clock_timestamp()) INTO _wake;',
+                  p_entity, 'qbsync.held_' || p_entity, p_key)
+$$;
 
 CREATE FUNCTION qbsync.track(
     tbl text, entity text, key text, columns text[] DEFAULT NULL, "when" text DEFAULT NULL
@@ -565,7 +613,6 @@ DECLARE
     v_rel regclass := to_regclass(tbl);
     v_missing text;
     v_key_sql text;
-    v_key_new text;
     v_when_sql text;
 BEGIN
     IF v_rel IS NULL THEN
@@ -599,11 +646,6 @@ BEGIN
     -- table named, rather than in a shop transaction.
     BEGIN
         v_key_sql := qbsync.compile_row_expr(v_rel, format('(%s)::text', key));
-        -- over a row alias no expression can contain (the deparser keeps aliases unique),
-        -- then named NEW as a trigger's WHEN clause wants it
-        v_key_new := replace(qbsync.compile_row_expr(v_rel, format('(%s)::text', key),
-                                                     'qbsync_new_row'),
-                             'qbsync_new_row.', 'NEW.');
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'qbsync.track: key expression % is not valid for table %: %',
             quote_literal(key), v_rel, SQLERRM USING ERRCODE = SQLSTATE;
@@ -618,12 +660,11 @@ BEGIN
     END IF;
 
     INSERT INTO qbsync.tracked AS t
-        (tbl, entity, key_expr, columns, when_expr, key_sql, key_new, when_sql, function_name)
-    VALUES (v_rel, track.entity, key, columns, "when", v_key_sql, v_key_new, v_when_sql, '')
+        (tbl, entity, key_expr, columns, when_expr, key_sql, when_sql, function_name)
+    VALUES (v_rel, track.entity, key, columns, "when", v_key_sql, v_when_sql, '')
     ON CONFLICT ON CONSTRAINT tracked_pkey DO UPDATE
         SET key_expr = excluded.key_expr, columns = excluded.columns,
             when_expr = excluded.when_expr, key_sql = excluded.key_sql,
-            key_new = excluded.key_new,
             when_sql = excluded.when_sql, created_at = now();
     RETURN qbsync.install_capture(v_rel);
 END
