@@ -180,7 +180,8 @@ RETURN jsonb_build_object(
 -- the rows (per-row statements cost more than the work itself: a group of outcomes is
 -- recorded in one call). p_rows: [{"entity": …, "key": …, "result": {…}}], a key at most
 -- once; result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation,
--- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, object.
+-- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, and digest
+-- (what qbsync.qbo_digest makes of the QuickBooks object) or the object itself.
 -- p_guarded: a failing write-back is logged and the rest stands (a subtransaction per row);
 -- unguarded it raises, and the caller records the rows one by one, guarded.
 CREATE FUNCTION qbsync.record_successes(p_realm text, p_rows jsonb,
@@ -202,7 +203,8 @@ BEGIN
     SELECT p_realm, r.entity, r.key, r.result->>'qbo_type', r.result->>'qbo_id',
            r.result->>'sync_token', r.result->>'doc_number',
            coalesce(r.result->>'qbo_status', 'active'),
-           qbsync.qbo_digest(r.result->>'qbo_type', r.result->'object'),
+           -- the daemon sends the digest (qbsync/digest.py), or the object when unsure
+           coalesce(r.result->'digest', qbsync.qbo_digest(r.result->>'qbo_type', r.result->'object')),
            (r.result->>'request_id')::uuid, v_now
     FROM jsonb_to_recordset(p_rows) AS r(entity text, key text, result jsonb)
     ON CONFLICT (realm_id, entity, key) DO UPDATE
@@ -261,7 +263,7 @@ BEGIN
                   '{}'::jsonb)
     FROM ROWS FROM (jsonb_to_recordset(p_rows) AS (entity text, key text, result jsonb))
          WITH ORDINALITY AS r(entity, key, result, n)
-    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object}'::text[]) AS x(d)
+    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object,digest}'::text[]) AS x(d)
     ORDER BY r.n;
 
     PERFORM pg_notify('qbsync_events', (
