@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from . import fastjson
 from .digest import digest
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
@@ -157,7 +157,7 @@ def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
 def parse_body(label: str, text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    body = json.loads(text)
+    body = fastjson.loads(text)
     if not isinstance(body, dict):
         raise PushFailed("permanent", f"{label}: mapping returned {type(body).__name__}, "
                          "not a JSON object", None, "map")

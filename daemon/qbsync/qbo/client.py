@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .. import fastjson
 from .errors import (
     AuthError,
     QboError,
@@ -271,7 +272,7 @@ class QboClient:
                                         write=write, reason=resp.reason_phrase)
             if error is None:
                 try:
-                    data = resp.json()
+                    data = fastjson.loads(resp.content)
                 except ValueError:
                     data = None
                 if isinstance(data, dict):
@@ -295,18 +296,20 @@ class QboClient:
         """One HTTP exchange under a rate-limit permit; (response, milliseconds on the wire,
         not counting the wait for the permit)."""
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        content: bytes | None = None
         if json is not None:
             headers["Content-Type"] = "application/json"
+            content = fastjson.dumps_bytes(json)
         started = time.perf_counter()
         failure: QboError | None = None
         try:
             if self.limiter is None:
-                resp = await self.http.request(method, url, params=query, json=json,
+                resp = await self.http.request(method, url, params=query, content=content,
                                                headers=headers, timeout=self.timeout)
             else:
                 async with self.limiter.permit(kind):
                     started = time.perf_counter()
-                    resp = await self.http.request(method, url, params=query, json=json,
+                    resp = await self.http.request(method, url, params=query, content=content,
                                                    headers=headers, timeout=self.timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             failure = _transport_error(TransientError, exc, "could not send the request",
