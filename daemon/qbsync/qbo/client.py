@@ -35,6 +35,7 @@ from .errors import (
     TransientError,
     UnknownOutcome,
     error_from_response,
+    parse_fault,
 )
 from .ratelimit import RequestLimiter
 
@@ -268,15 +269,17 @@ class QboClient:
             tid = resp.headers.get("intuit_tid")
             _last_call.set(CallInfo(method, path, resp.status_code, elapsed, tid, request_id,
                                     attempts))
-            error = error_from_response(resp.status_code, resp.content, resp.headers,
-                                        write=write, reason=resp.reason_phrase)
-            if error is None:
+            data: Any = None
+            if 200 <= resp.status_code < 300:
                 try:
                     data = fastjson.loads(resp.content)
                 except ValueError:
                     data = None
-                if isinstance(data, dict):
-                    return data
+            if isinstance(data, dict) and not parse_fault(data)[0]:
+                return data  # a success, its body read once
+            error = error_from_response(resp.status_code, resp.content, resp.headers,
+                                        write=write, reason=resp.reason_phrase)
+            if error is None:
                 error = TransientError(
                     f"QuickBooks answered HTTP {resp.status_code} without a JSON object",
                     status=resp.status_code, intuit_tid=tid)
