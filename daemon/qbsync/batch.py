@@ -104,9 +104,12 @@ class BatchPusher:
         batchable = [i for i in bodies if i not in one_by_one]
         needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
         refs: set[Ref] = set().union(*needs.values())
-        await self._dependencies(refs)
-        # the references and the rows themselves, in one lookup
-        existing = await p.mapped(refs | {(by_id[i].entity, by_id[i].key) for i in batchable})
+        # the references and the rows themselves, in one lookup (again only when the
+        # dependencies had to be created first)
+        wanted = refs | {(by_id[i].entity, by_id[i].key) for i in batchable}
+        existing = await p.mapped(wanted)
+        if await self._dependencies(refs, existing):
+            existing = await p.mapped(wanted)
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
         ops: list[tuple[Row, str, str, dict[str, Any]]] = []
@@ -180,22 +183,24 @@ class BatchPusher:
                 out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
         return again
 
-    async def _dependencies(self, refs: set[Ref]) -> None:
+    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Any]) -> bool:
         """Create the shop rows these references need, in batches; what does not batch
-        cleanly is left for the one-by-one path of the rows that need it."""
+        cleanly is left for the one-by-one path of the rows that need it. `known`: what
+        entity_map held for them a moment ago. False when none was missing."""
         p = self.pusher
         def active(found: dict[Ref, Any]) -> set[Ref]:
             return {ref for ref, m in found.items() if m.qbo_status == "active"}
 
-        missing = sorted(refs - active(await p.mapped(refs)))
+        missing = sorted(refs - active(known))
         if not missing:
-            return
+            return False
         async with contextlib.AsyncExitStack() as stack:
             for ref in missing:  # sorted: locks are always taken in the same order
                 await stack.enter_async_context(p.dependency_lock(ref))
-            missing = sorted(set(missing) - active(await p.mapped(set(missing))))
-            if any(m.qbo_status != "active" for m in (await p.mapped(set(missing))).values()):
-                return  # re-creating a deleted object: the one-by-one path seeds its requestid
+            found = await p.mapped(set(missing))  # again, under the locks
+            missing = sorted(set(missing) - active(found))
+            if any(ref in found for ref in missing):  # mapped, but not active
+                return True  # re-creating a deleted object: the one-by-one path seeds its requestid
             creates: list[tuple[Ref, str, dict[str, Any]]] = []
             for entity, keys in by_entity(missing):
                 try:
@@ -248,6 +253,7 @@ class BatchPusher:
                 if done:  # one transaction (one commit) for the chunk
                     await p.pool.execute(Q.record_successes, p.realm.realm_id, done,
                                          p.worker_id)
+        return True
 
     async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any]) -> None:
         """One dependency as a single request (its lock is held by the caller), with the

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from typing import Any
 
 import asyncpg
+
+from . import fastjson
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects; application_name shows the daemon in pg_stat_activity.
     await conn.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        "jsonb", encoder=fastjson.dumps, decoder=fastjson.loads, schema="pg_catalog",
+        format="text"
     )
 
 

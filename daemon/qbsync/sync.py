@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from . import fastjson
+from .digest import digest
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
@@ -156,7 +157,7 @@ def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
 def parse_body(label: str, text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    body = json.loads(text)
+    body = fastjson.loads(text)
     if not isinstance(body, dict):
         raise PushFailed("permanent", f"{label}: mapping returned {type(body).__name__}, "
                          "not a JSON object", None, "map")
@@ -256,7 +257,7 @@ class Pusher:
 
     def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
                 operation: str, started: float) -> dict[str, Any]:
-        return {
+        result = {
             "qbo_type": qbo_type,
             "qbo_id": obj["Id"],
             "sync_token": obj.get("SyncToken"),
@@ -265,11 +266,18 @@ class Pusher:
             "total_amount": obj.get("TotalAmt"),
             "operation": operation,
             "qbo_status": "active",
-            "object": obj,  # entity_map keeps its digest, for drift detection
             # QuickBooks' own answer time when the client measured it, else the whole step
             "response_time_ms": self.client.last_response_ms
             or round((time.perf_counter() - started) * 1000),
         }
+        # entity_map keeps the object's digest, for drift detection: computed here (a few
+        # fields to send instead of the whole object), or by PostgreSQL when it is unsure
+        summary = digest(qbo_type, obj)
+        if summary is not None:
+            result["digest"] = summary
+        else:
+            result["object"] = obj
+        return result
 
     # -- mapping and references -------------------------------------------------------
 

@@ -180,7 +180,8 @@ RETURN jsonb_build_object(
 -- the rows (per-row statements cost more than the work itself: a group of outcomes is
 -- recorded in one call). p_rows: [{"entity": …, "key": …, "result": {…}}], a key at most
 -- once; result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation,
--- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, object.
+-- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, and digest
+-- (what qbsync.qbo_digest makes of the QuickBooks object) or the object itself.
 -- p_guarded: a failing write-back is logged and the rest stands (a subtransaction per row);
 -- unguarded it raises, and the caller records the rows one by one, guarded.
 CREATE FUNCTION qbsync.record_successes(p_realm text, p_rows jsonb,
@@ -194,6 +195,8 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_entity text;
     v_fn text;
+    v_many text;
+    v_done boolean;
     v_back record;
 BEGIN
     INSERT INTO qbsync.entity_map AS m
@@ -202,7 +205,8 @@ BEGIN
     SELECT p_realm, r.entity, r.key, r.result->>'qbo_type', r.result->>'qbo_id',
            r.result->>'sync_token', r.result->>'doc_number',
            coalesce(r.result->>'qbo_status', 'active'),
-           qbsync.qbo_digest(r.result->>'qbo_type', r.result->'object'),
+           -- the daemon sends the digest (qbsync/digest.py), or the object when unsure
+           coalesce(r.result->'digest', qbsync.qbo_digest(r.result->>'qbo_type', r.result->'object')),
            (r.result->>'request_id')::uuid, v_now
     FROM jsonb_to_recordset(p_rows) AS r(entity text, key text, result jsonb)
     ON CONFLICT (realm_id, entity, key) DO UPDATE
@@ -214,13 +218,37 @@ BEGIN
             request_id = excluded.request_id, synced_at = excluded.synced_at;
 
     -- Write-back through qbsync_map.<entity>_outcome(key, outcome), marked as the daemon's
-    -- own write so that capture ignores it.
+    -- own write so that capture ignores it: through <entity>_outcomes(keys, outcomes), one
+    -- statement for the entity's rows, when the mapping has that form too.
     FOR v_entity IN SELECT DISTINCT r.entity FROM jsonb_to_recordset(p_rows) AS r(entity text)
     LOOP
         v_fn := format('qbsync_map.%I', v_entity || '_outcome');
         CONTINUE WHEN to_regprocedure(v_fn || '(text, jsonb)') IS NULL;
         PERFORM set_config('qbsync.origin', 'daemon', true);
-        IF p_guarded THEN
+        v_done := false;
+        IF to_regprocedure(format('qbsync_map.%I(text[], jsonb[])', v_entity || '_outcomes'))
+           IS NOT NULL THEN
+            v_many := format(
+                'SELECT qbsync_map.%I(array_agg(r.key ORDER BY r.n),
+                                      array_agg(qbsync.success_outcome($2, r.result, $3) ORDER BY r.n))
+                 FROM ROWS FROM (jsonb_to_recordset($1) AS (entity text, key text, result jsonb))
+                      WITH ORDINALITY AS r(entity, key, result, n)
+                 WHERE r.entity = $4', v_entity || '_outcomes');
+            IF p_guarded THEN
+                BEGIN
+                    EXECUTE v_many USING p_rows, p_realm, v_now, v_entity;
+                    v_done := true;
+                EXCEPTION WHEN OTHERS THEN
+                    NULL;   -- one row's write-back failed: row by row below, to say which
+                END;
+            ELSE
+                EXECUTE v_many USING p_rows, p_realm, v_now, v_entity;
+                v_done := true;
+            END IF;
+        END IF;
+        IF v_done THEN
+            NULL;
+        ELSIF p_guarded THEN
             FOR v_back IN
                 SELECT r.key, qbsync.success_outcome(p_realm, r.result, v_now) AS outcome
                 FROM jsonb_to_recordset(p_rows) AS r(entity text, key text, result jsonb)
@@ -261,7 +289,7 @@ BEGIN
                   '{}'::jsonb)
     FROM ROWS FROM (jsonb_to_recordset(p_rows) AS (entity text, key text, result jsonb))
          WITH ORDINALITY AS r(entity, key, result, n)
-    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object}'::text[]) AS x(d)
+    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object,digest}'::text[]) AS x(d)
     ORDER BY r.n;
 
     PERFORM pg_notify('qbsync_events', (

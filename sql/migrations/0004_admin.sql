@@ -121,6 +121,37 @@ AS $$
                     'UTC')
 $$;
 
+-- The counter triggers are statement-level, reading the statement's transition table: one
+-- grouped insert of deltas per statement (the daemon logs a group of outcomes in one), not
+-- one trigger call and one insert per row. A transition table can only serve one event per
+-- trigger, hence one trigger per event; TG_OP gives the sign.
+CREATE FUNCTION qbsync.count_log_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tz text := coalesce((SELECT value #>> '{}' FROM qbsync.settings
+                           WHERE name = 'dashboard_time_zone'), 'UTC');
+BEGIN
+    INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
+    SELECT r.model_type, (r.created_at AT TIME ZONE v_tz)::date, r.status,
+           coalesce(r.realm_id, ''), CASE WHEN TG_OP = 'DELETE' THEN -count(*) ELSE count(*) END
+    FROM changed_rows r
+    GROUP BY 1, 2, 3, 4;
+    RETURN NULL;
+END
+$$;
+-- Inserts: on the partitioned table, whose statement triggers see the rows of every
+-- partition an INSERT into qbsync.integration_logs routes to (everything writes the log
+-- through the parent). Deletes: maintain_log_partitions moves rows out of the overflow
+-- partition by deleting from that partition directly, which the parent's statement triggers
+-- do not see, so the delete trigger stays a row trigger (cloned onto every partition, also
+-- the ones created later; deletes are that rare move). Dropping an old partition does not
+-- touch the counters (old days are not shown).
+CREATE TRIGGER integration_logs_count AFTER INSERT ON qbsync.integration_logs
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION qbsync.count_log_rows();
+
 CREATE FUNCTION qbsync.count_log_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -129,23 +160,38 @@ DECLARE
     v_tz text := coalesce((SELECT value #>> '{}' FROM qbsync.settings
                            WHERE name = 'dashboard_time_zone'), 'UTC');
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
-        VALUES (NEW.model_type, (NEW.created_at AT TIME ZONE v_tz)::date, NEW.status,
-                coalesce(NEW.realm_id, ''), 1);
-    ELSE
-        INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
-        VALUES (OLD.model_type, (OLD.created_at AT TIME ZONE v_tz)::date, OLD.status,
-                coalesce(OLD.realm_id, ''), -1);
-    END IF;
+    INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
+    VALUES (OLD.model_type, (OLD.created_at AT TIME ZONE v_tz)::date, OLD.status,
+            coalesce(OLD.realm_id, ''), -1);
     RETURN NULL;
 END
 $$;
--- Row triggers on the partitioned table are cloned onto every partition, also the ones
--- maintain_log_partitions creates later (and its moves out of the overflow partition count
--- -1 / +1). Dropping an old partition does not touch the counters (old days are not shown).
-CREATE TRIGGER integration_logs_count AFTER INSERT OR DELETE ON qbsync.integration_logs
+CREATE TRIGGER integration_logs_uncount AFTER DELETE ON qbsync.integration_logs
     FOR EACH ROW EXECUTE FUNCTION qbsync.count_log_row();
+
+CREATE FUNCTION qbsync.count_map_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_tz text := coalesce((SELECT value #>> '{}' FROM qbsync.settings
+                           WHERE name = 'dashboard_time_zone'), 'UTC');
+BEGIN
+    INSERT INTO qbsync.map_count_deltas (entity, realm_id, day, n)
+    SELECT r.entity, r.realm_id, (r.created_at AT TIME ZONE v_tz)::date,
+           CASE WHEN TG_OP = 'DELETE' THEN -count(*) ELSE count(*) END
+    FROM changed_rows r
+    GROUP BY 1, 2, 3;
+    RETURN NULL;
+END
+$$;
+-- (an upsert's statement: its insert trigger sees only the rows it inserted)
+CREATE TRIGGER entity_map_count AFTER INSERT ON qbsync.entity_map
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION qbsync.count_map_rows();
+CREATE TRIGGER entity_map_uncount AFTER DELETE ON qbsync.entity_map
+    REFERENCING OLD TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION qbsync.count_map_rows();
 
 CREATE FUNCTION qbsync.count_map_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -155,19 +201,12 @@ DECLARE
     v_tz text := coalesce((SELECT value #>> '{}' FROM qbsync.settings
                            WHERE name = 'dashboard_time_zone'), 'UTC');
 BEGIN
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        INSERT INTO qbsync.map_count_deltas (entity, realm_id, day, n)
-        VALUES (OLD.entity, OLD.realm_id, (OLD.created_at AT TIME ZONE v_tz)::date, -1);
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO qbsync.map_count_deltas (entity, realm_id, day, n)
-        VALUES (NEW.entity, NEW.realm_id, (NEW.created_at AT TIME ZONE v_tz)::date, 1);
-    END IF;
+    INSERT INTO qbsync.map_count_deltas (entity, realm_id, day, n)
+    VALUES (OLD.entity, OLD.realm_id, (OLD.created_at AT TIME ZONE v_tz)::date, -1),
+           (NEW.entity, NEW.realm_id, (NEW.created_at AT TIME ZONE v_tz)::date, 1);
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER entity_map_count AFTER INSERT OR DELETE ON qbsync.entity_map
-    FOR EACH ROW EXECUTE FUNCTION qbsync.count_map_row();
 -- record_success's upsert never sets these columns, so this fires only on a hand edit
 CREATE TRIGGER entity_map_count_moved AFTER UPDATE OF realm_id, entity, created_at ON qbsync.entity_map
     FOR EACH ROW

@@ -362,14 +362,25 @@ async def test_stale_sync_token_is_reread_and_the_change_reapplied(
 async def test_failing_write_back_loses_no_push(shop: Shop, dixis_db: psycopg.Connection) -> None:
     """The shop's outcome function raising for one row: that row's push still stands
     (entity_map, log), the failure is logged, and the rows recorded with it are unharmed."""
+    # both forms: order_outcome (one row) and order_outcomes (a group, which the daemon
+    # uses when it exists)
     dixis_db.execute("ALTER FUNCTION qbsync_map.order_outcome(text, jsonb) "
                      "RENAME TO order_outcome_real")
+    dixis_db.execute("ALTER FUNCTION qbsync_map.order_outcomes(text[], jsonb[]) "
+                     "RENAME TO order_outcomes_real")
     dixis_db.execute("""
         CREATE FUNCTION qbsync_map.order_outcome(key text, outcome jsonb) RETURNS void
         LANGUAGE plpgsql AS $$
         BEGIN
             IF key = '2' THEN RAISE EXCEPTION 'shop trigger says no'; END IF;
             PERFORM qbsync_map.order_outcome_real(key, outcome);
+        END $$""")
+    dixis_db.execute("""
+        CREATE FUNCTION qbsync_map.order_outcomes(keys text[], outcomes jsonb[]) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF '2' = ANY (keys) THEN RAISE EXCEPTION 'shop trigger says no'; END IF;
+            PERFORM qbsync_map.order_outcomes_real(keys, outcomes);
         END $$""")
     dixis_db.execute("SELECT dixis.generate(12, 0.3)")
     dixis_db.commit()

@@ -448,6 +448,50 @@ def test_order_outcomes_are_written_back(dixis_db: psycopg.Connection) -> None:
     assert row[3] == "voided"
 
 
+def test_outcomes_of_a_group_are_those_of_each_row(dixis_db: psycopg.Connection) -> None:
+    """<entity>_outcomes(keys, outcomes), which the daemon calls for a group of rows, writes
+    exactly what <entity>_outcome writes for each (and skips keys with no shop row)."""
+    p = product(dixis_db)
+    orders = [order(dixis_db, [(p, "1", "12.90")], customer_id=customer(dixis_db))
+              for _ in range(4)]
+    outcomes = [
+        {"realm_id": "9130", "status": "synced", "qbo_id": "145", "doc_number": "DX-1",
+         "attempted_at": "2026-03-16T10:05:00+00:00", "synced_at": "2026-03-16T10:05:01+00:00"},
+        {"realm_id": "9130", "status": "failed", "error": "QuickBooks 6000",
+         "attempted_at": "2026-03-16T10:00:00+00:00"},
+        {"realm_id": "9130", "status": "voided", "qbo_id": "146",
+         "synced_at": "2026-03-20T09:00:00+00:00"},
+        {"realm_id": "9130", "status": "deleted", "qbo_id": "147"},
+    ]
+    for o in orders[:2]:  # something to overwrite or keep
+        outcome(dixis_db, "order", o, realm_id="1", status="synced", qbo_id="9", doc_number="D",
+                error="old", synced_at="2026-01-01T00:00:00+00:00")
+    before = [order_sync_columns(dixis_db, o) for o in orders]
+    dixis_db.execute("SAVEPOINT one_by_one")
+    for o, fields in zip(orders, outcomes, strict=True):
+        outcome(dixis_db, "order", o, **fields)
+    one_by_one = [order_sync_columns(dixis_db, o) for o in orders]
+    dixis_db.execute("ROLLBACK TO SAVEPOINT one_by_one")
+    assert [order_sync_columns(dixis_db, o) for o in orders] == before
+    dixis_db.execute(
+        "SELECT qbsync_map.order_outcomes(%s::text[], %s::jsonb[])",
+        ([str(o) for o in orders] + ["guest:x", "abc"],
+         [json.dumps(f) for f in outcomes] + ['{"status": "synced"}'] * 2))
+    assert [order_sync_columns(dixis_db, o) for o in orders] == one_by_one
+    c = customer(dixis_db)
+    dixis_db.execute(
+        "SELECT qbsync_map.customer_outcomes(%s::text[], %s::jsonb[]), "
+        "qbsync_map.product_outcomes(%s::text[], %s::jsonb[])",
+        ([str(c), "guest:anna@example.gr"], ['{"qbo_id": "58", "realm_id": "9130"}'] * 2,
+         [str(p), "fee:shipping"], ['{"qbo_id": "12", "status": "synced"}'] * 2))
+    assert dixis_db.execute(
+        "SELECT quickbooks_customer_id, quickbooks_realm_id FROM dixis.customers WHERE id = %s",
+        (c,)).fetchone() == ("58", "9130")
+    assert dixis_db.execute(
+        "SELECT quickbooks_item_id, quickbooks_synced_at IS NOT NULL FROM dixis.products "
+        "WHERE id = %s", (p,)).fetchone() == ("12", True)
+
+
 def test_customer_and_product_outcomes(dixis_db: psycopg.Connection) -> None:
     c, p = customer(dixis_db), product(dixis_db)
     outcome(dixis_db, "customer", c, realm_id="9130", status="synced", qbo_id="58",

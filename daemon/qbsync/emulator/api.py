@@ -16,7 +16,6 @@ Decisions where the fact sheet is silent ([U]):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import fastjson
 from . import cdc, faults, query, reports
 from .entities import Writer
 from .faults import AuthError, QBOFault
@@ -37,9 +37,9 @@ MAX_BATCH = 30
 JSON = "application/json;charset=UTF-8"
 
 
-def _json(body: dict[str, Any], status: int = 200, tid: str = "") -> Response:
+def _json(body: dict[str, Any] | bytes, status: int = 200, tid: str = "") -> Response:
     return Response(
-        faults.dumps(body),
+        body if isinstance(body, bytes) else faults.dumps(body),
         status_code=status,
         media_type=JSON,
         headers={"intuit_tid": tid} if tid else None,
@@ -84,7 +84,9 @@ class V3:
             f"Operation Could not find resource for relative : {path} of full path: {request.url}"
         )
 
-    async def dispatch(self, request: Request, company: Company) -> tuple[dict[str, Any], int]:
+    async def dispatch(self, request: Request, company: Company
+                       ) -> tuple[dict[str, Any] | bytes, int]:
+        """The answer's body (or its JSON, already encoded) and HTTP status."""
         emu = self.emu
         rest = request.path_params.get("rest", "")
         parts = [p for p in rest.split("/") if p]
@@ -136,17 +138,19 @@ class V3:
 
     async def _with_requestid(
         self, request: Request, company: Company, handler: Any
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[bytes, int]:
+        """A write, answered with its JSON encoded once: the answer and what a replay of its
+        requestid gets are the same bytes."""
         rid = request.query_params.get("requestid")
         if rid:
             if len(rid) > 50:
                 raise faults.too_long("requestid", 50, len(rid))
             cached = company.requestids.get(rid)
             if cached is not None:
-                return json.loads(cached[1]), cached[0]
+                return cached[1].encode(), cached[0]
         raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else None
+            body = fastjson.loads(raw) if raw.strip() else None
         except (ValueError, UnicodeDecodeError) as exc:
             raise faults.invalid_property(
                 f"Property Name:Unparsable JSON body ({exc}) specified is unsupported or invalid"
@@ -161,7 +165,7 @@ class V3:
             await asyncio.shield(company.requestids_running[rid])
             cached = company.requestids.get(rid)
             if cached is not None:
-                return json.loads(cached[1]), cached[0]
+                return cached[1].encode(), cached[0]
         running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if rid:
             company.requestids_running[rid] = running
@@ -169,13 +173,14 @@ class V3:
             result = handler(request, company, body)
             if asyncio.iscoroutine(result):
                 result = await result
+            encoded = faults.dumps(result)
             if rid:
-                company.requestids[rid] = (200, json.dumps(result, separators=(",", ":")))
+                company.requestids[rid] = (200, encoded.decode())
         finally:
             if rid:
                 del company.requestids_running[rid]
             running.set_result(None)
-        return result, 200
+        return encoded, 200
 
     def _writer(self, company: Company, include: str | None) -> Writer:
         clock = self.emu.clock

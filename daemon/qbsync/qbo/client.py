@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .. import fastjson
 from .errors import (
     AuthError,
     QboError,
@@ -34,6 +35,7 @@ from .errors import (
     TransientError,
     UnknownOutcome,
     error_from_response,
+    parse_fault,
 )
 from .ratelimit import RequestLimiter
 
@@ -267,15 +269,17 @@ class QboClient:
             tid = resp.headers.get("intuit_tid")
             _last_call.set(CallInfo(method, path, resp.status_code, elapsed, tid, request_id,
                                     attempts))
+            data: Any = None
+            if 200 <= resp.status_code < 300:
+                try:
+                    data = fastjson.loads(resp.content)
+                except ValueError:
+                    data = None
+            if isinstance(data, dict) and not parse_fault(data)[0]:
+                return data  # a success, its body read once
             error = error_from_response(resp.status_code, resp.content, resp.headers,
                                         write=write, reason=resp.reason_phrase)
             if error is None:
-                try:
-                    data = resp.json()
-                except ValueError:
-                    data = None
-                if isinstance(data, dict):
-                    return data
                 error = TransientError(
                     f"QuickBooks answered HTTP {resp.status_code} without a JSON object",
                     status=resp.status_code, intuit_tid=tid)
@@ -295,18 +299,20 @@ class QboClient:
         """One HTTP exchange under a rate-limit permit; (response, milliseconds on the wire,
         not counting the wait for the permit)."""
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        content: bytes | None = None
         if json is not None:
             headers["Content-Type"] = "application/json"
+            content = fastjson.dumps_bytes(json)
         started = time.perf_counter()
         failure: QboError | None = None
         try:
             if self.limiter is None:
-                resp = await self.http.request(method, url, params=query, json=json,
+                resp = await self.http.request(method, url, params=query, content=content,
                                                headers=headers, timeout=self.timeout)
             else:
                 async with self.limiter.permit(kind):
                     started = time.perf_counter()
-                    resp = await self.http.request(method, url, params=query, json=json,
+                    resp = await self.http.request(method, url, params=query, content=content,
                                                    headers=headers, timeout=self.timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             failure = _transport_error(TransientError, exc, "could not send the request",

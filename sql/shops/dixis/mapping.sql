@@ -6,7 +6,8 @@
 --   qbsync_map."order"(key)   -> Invoice body    keys: '<orders.id>'
 --   qbsync_map.payment(key)   -> Payment body    keys: '<orders.id>' (one payment per order)
 --   qbsync_map.refund(key)    -> RefundReceipt   keys: '<refunds.id>'
---   + <entity>_keys() and <entity>_outcome(key, outcome) for each.
+--   + <entity>_keys() and <entity>_outcome(key, outcome) for each; customer, product and
+--     order also have <entity>_outcomes(keys, outcomes), the same for many rows at once.
 --
 -- NULL = nothing to push (row gone, or order not completed). SQLSTATE QB001 = the row cannot
 -- be mapped: QuickBooks would refuse it and no retry can fix it; the message names the
@@ -211,25 +212,33 @@ AS $$
     WHERE o.customer_id IS NULL AND btrim(o.billing_email) <> ''
 $$;
 
-CREATE OR REPLACE FUNCTION qbsync_map.customer_outcome(key text, outcome jsonb)
+-- Many outcomes in one statement (the daemon records outcomes in groups and calls the
+-- <entity>_outcomes form when the mapping has one); <entity>_outcome is the same for one.
+CREATE OR REPLACE FUNCTION qbsync_map.customer_outcomes(keys text[], outcomes jsonb[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF key !~ '^[0-9]{1,18}$' THEN
-        RETURN;                                -- guest: no shop row to write to
-    END IF;
     UPDATE dixis.customers c
-    SET quickbooks_customer_id = coalesce(outcome->>'qbo_id', c.quickbooks_customer_id),
-        quickbooks_realm_id = coalesce(outcome->>'realm_id', c.quickbooks_realm_id),
-        quickbooks_synced_at = CASE WHEN outcome->>'status' = 'synced'
-                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+    SET quickbooks_customer_id = coalesce(x.outcome->>'qbo_id', c.quickbooks_customer_id),
+        quickbooks_realm_id = coalesce(x.outcome->>'realm_id', c.quickbooks_realm_id),
+        quickbooks_synced_at = CASE WHEN x.outcome->>'status' = 'synced'
+                                    THEN coalesce((x.outcome->>'synced_at')::timestamptz, now())
                                     ELSE c.quickbooks_synced_at END
-    WHERE c.id = key::bigint;
+    FROM unnest(keys, outcomes) AS x(key, outcome)
+    -- guests (no shop row to write to) have no numeric key
+    WHERE c.id = CASE WHEN x.key ~ '^[0-9]{1,18}$' THEN x.key::bigint END;
 END
 $$;
 
+CREATE OR REPLACE FUNCTION qbsync_map.customer_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT qbsync_map.customer_outcomes(ARRAY[key], ARRAY[outcome]);
+$$;
 -- Product / Item ------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION qbsync_map.product(key text)
@@ -311,25 +320,31 @@ AS $$
     SELECT k FROM unnest(ARRAY['fee:shipping', 'fee:cod', 'fee:discount']) AS k
 $$;
 
-CREATE OR REPLACE FUNCTION qbsync_map.product_outcome(key text, outcome jsonb)
+CREATE OR REPLACE FUNCTION qbsync_map.product_outcomes(keys text[], outcomes jsonb[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF key !~ '^[0-9]{1,18}$' THEN
-        RETURN;                                -- fee items: nothing in the shop
-    END IF;
     UPDATE dixis.products p
-    SET quickbooks_item_id = coalesce(outcome->>'qbo_id', p.quickbooks_item_id),
-        quickbooks_realm_id = coalesce(outcome->>'realm_id', p.quickbooks_realm_id),
-        quickbooks_synced_at = CASE WHEN outcome->>'status' = 'synced'
-                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+    SET quickbooks_item_id = coalesce(x.outcome->>'qbo_id', p.quickbooks_item_id),
+        quickbooks_realm_id = coalesce(x.outcome->>'realm_id', p.quickbooks_realm_id),
+        quickbooks_synced_at = CASE WHEN x.outcome->>'status' = 'synced'
+                                    THEN coalesce((x.outcome->>'synced_at')::timestamptz, now())
                                     ELSE p.quickbooks_synced_at END
-    WHERE p.id = key::bigint;
+    FROM unnest(keys, outcomes) AS x(key, outcome)
+    -- fee items (nothing in the shop) have no numeric key
+    WHERE p.id = CASE WHEN x.key ~ '^[0-9]{1,18}$' THEN x.key::bigint END;
 END
 $$;
 
+CREATE OR REPLACE FUNCTION qbsync_map.product_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT qbsync_map.product_outcomes(ARRAY[key], ARRAY[outcome]);
+$$;
 -- Order helpers, shared by the invoice, its payment and its refunds ------------------------
 
 -- Who an order bills: the account, else the guest filed under the order's e-mail. The
@@ -641,38 +656,42 @@ AS $$
     SELECT o.id::text FROM dixis.orders o ORDER BY o.id
 $$;
 
-CREATE OR REPLACE FUNCTION qbsync_map.order_outcome(key text, outcome jsonb)
+CREATE OR REPLACE FUNCTION qbsync_map.order_outcomes(keys text[], outcomes jsonb[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_status text := outcome->>'status';
 BEGIN
-    IF key !~ '^[0-9]{1,18}$' THEN
-        RETURN;
-    END IF;
     UPDATE dixis.orders o
-    SET quickbooks_sync_status = coalesce(v_status, o.quickbooks_sync_status),
+    SET quickbooks_sync_status = coalesce(x.status, o.quickbooks_sync_status),
         -- an invoice deleted in QuickBooks (a drift accepted) leaves no Id on the order
-        quickbooks_invoice_id = CASE WHEN v_status = 'deleted' THEN NULL
-                                     ELSE coalesce(outcome->>'qbo_id', o.quickbooks_invoice_id) END,
-        quickbooks_invoice_number = CASE WHEN v_status = 'deleted' THEN NULL
-                                         ELSE coalesce(outcome->>'doc_number',
+        quickbooks_invoice_id = CASE WHEN x.status = 'deleted' THEN NULL
+                                     ELSE coalesce(x.outcome->>'qbo_id', o.quickbooks_invoice_id) END,
+        quickbooks_invoice_number = CASE WHEN x.status = 'deleted' THEN NULL
+                                         ELSE coalesce(x.outcome->>'doc_number',
                                                        o.quickbooks_invoice_number) END,
-        quickbooks_realm_id = coalesce(outcome->>'realm_id', o.quickbooks_realm_id),
-        quickbooks_synced_at = CASE WHEN v_status IN ('synced', 'voided')
-                                    THEN coalesce((outcome->>'synced_at')::timestamptz, now())
+        quickbooks_realm_id = coalesce(x.outcome->>'realm_id', o.quickbooks_realm_id),
+        quickbooks_synced_at = CASE WHEN x.status IN ('synced', 'voided')
+                                    THEN coalesce((x.outcome->>'synced_at')::timestamptz, now())
                                     ELSE o.quickbooks_synced_at END,
         -- a success clears the last error; a failure (or a retry pending) records it
-        quickbooks_sync_error = CASE WHEN v_status IN ('synced', 'voided', 'skipped') THEN NULL
-                                     ELSE coalesce(outcome->>'error', o.quickbooks_sync_error) END,
-        quickbooks_last_sync_attempt = coalesce((outcome->>'attempted_at')::timestamptz,
+        quickbooks_sync_error = CASE WHEN x.status IN ('synced', 'voided', 'skipped') THEN NULL
+                                     ELSE coalesce(x.outcome->>'error', o.quickbooks_sync_error) END,
+        quickbooks_last_sync_attempt = coalesce((x.outcome->>'attempted_at')::timestamptz,
                                                 o.quickbooks_last_sync_attempt)
-    WHERE o.id = key::bigint;
+    FROM (SELECT u.key, u.outcome, u.outcome->>'status' AS status
+          FROM unnest(keys, outcomes) AS u(key, outcome)) AS x
+    WHERE o.id = CASE WHEN x.key ~ '^[0-9]{1,18}$' THEN x.key::bigint END;
 END
 $$;
 
+CREATE OR REPLACE FUNCTION qbsync_map.order_outcome(key text, outcome jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT qbsync_map.order_outcomes(ARRAY[key], ARRAY[outcome]);
+$$;
 -- Payment -------------------------------------------------------------------------------
 -- One per order (Dixis customers pay the whole order at once), key = the order id. Applied
 -- to the order's invoice through {"$id": ["order", key]}: the daemon never pushes an
