@@ -1,6 +1,6 @@
 -- The floor of any trigger-based capture: the same triggers as track.sql installed, each
--- calling a function that does nothing (same SECURITY DEFINER and search_path as the real
--- ones). What capture costs above this is the functions' own work.
+-- calling a PL/pgSQL function that does nothing (declared like the real ones). What
+-- capture costs above this is the functions' own work.
 --
 --     python bench/capture.py --variant bench/capture_floor.sql
 --     python bench/capture_cost.py            (uses it as its "floor" configuration)
@@ -11,7 +11,6 @@ BEGIN
     FOR f IN SELECT DISTINCT t.tgfoid::regprocedure FROM pg_trigger t
              WHERE t.tgname LIKE 'qbsync\_capture\_%' LOOP
         EXECUTE format('CREATE OR REPLACE FUNCTION %s RETURNS trigger LANGUAGE plpgsql '
-                       'SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
                        'AS $f$BEGIN RETURN NULL; END$f$', f);
     END LOOP;
 END

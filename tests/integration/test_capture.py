@@ -315,3 +315,30 @@ def test_a_key_with_a_subquery_is_captured_without_the_memo_filter(
     shop.execute("INSERT INTO shop.orders (status) VALUES ('pending')")
     shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (1, 1)")
     assert outbox(shop) == [("order", "1", "pending")]
+
+
+def test_a_hostile_search_path_cannot_hijack_the_append(shop: psycopg.Connection) -> None:
+    """qbsync_capture.append_<entity> runs as qbsync without a pinned search_path (pinning
+    it costs every captured row): nothing in it may resolve through the caller's path."""
+    shop.execute("INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES ('w', 'h', 0)")
+    shop.execute("SELECT qbsync.announce_waiting('w', '1 hour')")  # the NOTIFY path too
+    shop.execute("CREATE SCHEMA evil")
+    for signature, returns in (("clock_timestamp()", "timestamptz"),
+                               ("now()", "timestamptz"),
+                               ("pg_notify(text, text)", "void"),
+                               ("later(timestamptz, timestamptz)", "boolean")):
+        shop.execute(f"""CREATE FUNCTION evil.{signature} RETURNS {returns} LANGUAGE plpgsql
+                         AS $$BEGIN RAISE EXCEPTION 'hijacked: {signature}'; END$$""")
+    shop.execute("CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, "
+                 "FUNCTION = evil.later)")
+    shop.execute("CREATE TABLE evil.changes (entity text, key text)")
+    shop.execute("CREATE TABLE evil.workers (waiting_until timestamptz)")
+    shop.commit()
+    shop.execute("LISTEN qbsync_wakeup")
+    shop.execute("SET search_path = evil, pg_catalog, shop")  # this session's first capture
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    shop.commit()
+    assert [n.channel for n in shop.notifies(timeout=1, stop_after=1)] == ["qbsync_wakeup"]
+    shop.execute("RESET search_path")
+    assert shop.execute("SELECT entity, key FROM qbsync.changes").fetchall() == [("order", "1")]
+    assert shop.execute("SELECT count(*) FROM evil.changes").fetchone() == (0,)
