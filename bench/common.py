@@ -56,27 +56,32 @@ class PgbenchResult:
     tps: float           # without initial connection time
     transactions: int    # transactions actually processed
     failed: int          # PostgreSQL 15+ reports serialization/deadlock failures separately
+    latency_ms: float | None = None   # average (with --rate: from the scheduled start)
 
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
 _TXNS = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
+_LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
 
 
 def parse_pgbench(output: str) -> PgbenchResult:
     tps, txns = _TPS.search(output), _TXNS.search(output)
     if not tps or not txns:
         raise RuntimeError(f"cannot parse pgbench output:\n{output}")
-    failed = _FAILED.search(output)
-    return PgbenchResult(float(tps[1]), int(txns[1]), int(failed[1]) if failed else 0)
+    failed, latency = _FAILED.search(output), _LATENCY.search(output)
+    return PgbenchResult(float(tps[1]), int(txns[1]), int(failed[1]) if failed else 0,
+                         float(latency[1]) if latency else None)
 
 
 def run_pgbench(url: str, script: Path, *, clients: int, seconds: int,
-                defines: dict[str, int] | None = None, protocol: str = "prepared") -> PgbenchResult:
-    """`pgbench -n -M prepared -c clients -j min(2, clients) -T seconds -f script` on `url`."""
+                defines: dict[str, int] | None = None, protocol: str = "prepared",
+                rate: int | None = None) -> PgbenchResult:
+    """`pgbench -n -M prepared -c clients -j min(2, clients) -T seconds -f script` on `url`
+    (with `rate`: `--rate`, transactions/s scheduled at random)."""
     params = conninfo_to_dict(url)
     cmd = ["pgbench", "-n", "-M", protocol, "-c", str(clients), "-j", str(min(2, clients)),
-           "-T", str(seconds), "-f", str(script)]
+           "-T", str(seconds), "-f", str(script), *(["--rate", str(rate)] if rate else [])]
     for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
         if params.get(key):
             cmd += [flag, str(params[key])]

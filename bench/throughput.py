@@ -124,11 +124,7 @@ class Rig:
     def create(cls, admin_url: str, name: str, *, keep: bool = False,
                variant_sql: str | None = None) -> Rig:
         from qbsync import shop
-        from qbsync.emulator import Emulator
-        from qbsync.emulator.server import EmulatorServer
         from qbsync.migrate import migrate
-        from qbsync.qbo.oauth import TokenSet
-        from qbsync.vault import Vault, generate_key
 
         create_database(admin_url, name)
         url = as_url(with_dbname(admin_url, name))
@@ -144,6 +140,17 @@ class Rig:
             conn.commit()
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" SET track_functions = \'all\'')
+        return cls.attach(admin_url, name, url, keep=keep)
+
+    @classmethod
+    def attach(cls, admin_url: str, name: str, url: str, *, keep: bool = False) -> Rig:
+        """An emulated company for the migrated shop database `name` (the daemon's
+        connection saved in it); :meth:`close` drops the database unless `keep`."""
+        from qbsync.emulator import Emulator
+        from qbsync.emulator.server import EmulatorServer
+        from qbsync.qbo.oauth import TokenSet
+        from qbsync.vault import Vault, generate_key
+
         emu = Emulator(limits=False)
         arrivals = Arrivals(emu.app)
         emu.app = arrivals
