@@ -26,7 +26,6 @@ capture when the server's CPU is the limit; capture.py measures the throughput i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -41,7 +40,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture import TARGETS, setup  # bench/ is not a package
-from common import command_line, machine_info, markdown_table, text_table
+from common import command_line, machine_info, markdown_table, report_out, text_table
 
 FLOOR_SQL = Path(__file__).resolve().parent / "capture_floor.sql"
 LABELS = {"plain": "plain (no capture)", "capture": "qbsync capture",
@@ -189,16 +188,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "summary": summarize(counts, label),
         "counts": [asdict(c) for c in counts],
     }
-    print(text_table(HEADERS, _rows(report["summary"])))
-    if args.markdown:
-        m = machine
-        print(f"\nMeasured {m['date']} on {m['nproc']} cores, PostgreSQL {m['server_version']}; "
-              f"callgrind instruction counts in `postgres --single`, {args.n2} − {args.n1} "
-              f"transactions, {args.orders} base orders.\n\n    {report['command']}\n")
-        print(markdown_table(HEADERS, _rows(report["summary"])))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
+    m = machine
+    section = (f"Measured {m['date']} on {m['nproc']} cores, PostgreSQL {m['server_version']}; "
+               f"callgrind instruction counts in `postgres --single`, {args.n2} − {args.n1} "
+               f"transactions, {args.orders} base orders.\n\n    {report['command']}\n\n"
+               f"{markdown_table(HEADERS, _rows(report['summary']))}")
+    report_out(args, text_table(HEADERS, _rows(report["summary"])), section, report)
     return report
 
 

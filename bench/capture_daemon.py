@@ -30,7 +30,6 @@ Rounds rotate the order of the configurations; every run starts from the same st
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -45,12 +44,13 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture import SCRIPTS, TARGETS, Database, reset, setup  # bench/ is not a package
 from common import (
-    DEFAULT_URL,
+    add_common_options,
     as_url,
     command_line,
     drop_database,
     machine_info,
     markdown_table,
+    report_out,
     run_pgbench,
     text_table,
 )
@@ -216,14 +216,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=20,
                         help="transactions/s in the idle phase (default %(default)s)")
     parser.add_argument("--orders", type=int, help="base orders generated (default 1000)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report here")
-    parser.add_argument("--markdown", action="store_true",
-                        help="also print the BENCHMARKS.md section (machine, command, tables)")
-    parser.add_argument("--url", default=DEFAULT_URL,
-                        help="server to use, any database "
-                             "(default $QBSYNC_BENCH_URL or %(default)s)")
-    parser.add_argument("--prefix", default="qbsync_bench_capd",
-                        help="database name prefix (default %(default)s)")
+    add_common_options(parser, "qbsync_bench_capd")
     args = parser.parse_args(argv)
     args.clients = args.clients or (2 if args.short else 4)
     args.seconds = args.seconds or (2 if args.short else 6)
@@ -248,8 +241,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         runs = measure(databases, rig, ranges, args, sys.stderr)
     finally:
         rig.close()
-        for db in databases:
-            drop_database(args.url, db.name)
+        if not args.keep:
+            for db in databases:
+                drop_database(args.url, db.name)
     report: dict[str, Any] = {
         "command": command_line(__file__, argv).rstrip(),
         "params": {"clients": args.clients, "seconds": args.seconds, "rounds": args.rounds,
@@ -259,22 +253,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "runs": [asdict(r) for r in runs],
     }
     busy, idle = _rows(report["summary"], "busy"), _rows(report["summary"], "idle")
-    print(text_table(HEADERS_BUSY, busy))
-    print()
-    print(text_table(HEADERS_IDLE, idle))
-    if args.markdown:
-        m = machine
-        print(f"\nMeasured {m['date']} on {m['nproc']} cores, {m['memory_gib']} GiB RAM, "
-              f"PostgreSQL {m['server_version']} (synchronous_commit={m['synchronous_commit']}"
-              f"), load average {m['load_avg_1m']} at start; busy: {args.clients} clients, "
-              f"idle: 1 client at {args.rate} tps; {args.rounds} rounds of {args.seconds} s; "
-              f"{args.orders} base orders.\n\n    {report['command']}\n")
-        print(markdown_table(HEADERS_BUSY, busy))
-        print()
-        print(markdown_table(HEADERS_IDLE, idle))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
+    m = machine
+    section = (f"Measured {m['date']} on {m['nproc']} cores, {m['memory_gib']} GiB RAM, "
+               f"PostgreSQL {m['server_version']} (synchronous_commit="
+               f"{m['synchronous_commit']}), load average {m['load_avg_1m']} at start; busy: "
+               f"{args.clients} clients, idle: 1 client at {args.rate} tps; {args.rounds} rounds "
+               f"of {args.seconds} s; {args.orders} base orders.\n\n    {report['command']}\n\n"
+               f"{markdown_table(HEADERS_BUSY, busy)}\n\n{markdown_table(HEADERS_IDLE, idle)}")
+    report_out(args, f"{text_table(HEADERS_BUSY, busy)}\n\n{text_table(HEADERS_IDLE, idle)}",
+               section, report)
     return report
 
 
