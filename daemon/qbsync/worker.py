@@ -156,12 +156,13 @@ class Worker:
             with contextlib.suppress(*DB_ERRORS):
                 await self.pool.execute(Q.stop_waiting, cfg.worker_id)
 
-    async def _use_batches(self) -> bool:
-        """Whether the backlog is large enough for the batch endpoint (checked now and then,
-        with a bounded count)."""
+    async def _check_backlog(self) -> None:
+        """Whether the backlog is large enough for the batch endpoint (looked at now and
+        then, with a bounded count). Done after a claim's rows are on their way, so that a
+        wake-up's claim never waits for it; the mode applies from the next claim."""
         threshold = self.config.batch_threshold
         if threshold is None:
-            return False
+            return
         now = time.monotonic()
         # A burst (e.g. a backfill enqueued at once) is seen within a fraction of a second,
         # not after up to a whole check interval of single pushes.
@@ -176,7 +177,6 @@ class Worker:
                 log.info("backlog %s: %s", backlog,
                          "pushing in batches" if mode else "pushing one by one")
             self._batch_mode = mode
-        return self._batch_mode
 
     def _busy(self) -> int:
         """Slots taken: rows being pushed one by one, and batch pushes (until recorded)."""
@@ -184,13 +184,19 @@ class Worker:
 
     async def _claim_round(self) -> bool:
         """Claims for the free slots; True when another claim should follow at once."""
+        try:
+            return await self._claim()
+        finally:
+            await self._check_backlog()
+
+    async def _claim(self) -> bool:
         self._last_claim = time.monotonic()
         cfg = self.config
         # free slots, and at most `concurrency` rows waiting for their outcome to be written
         free = min(cfg.concurrency - self._busy(), 2 * cfg.concurrency - len(self._tasks))
         if free <= 0 or self.paused_reason:
             return False
-        batch = await self._use_batches()
+        batch = self._batch_mode and self.config.batch_threshold is not None
         if batch and self.mixed and len(self._batch_tasks) >= self.config.batch_tasks:
             batch = False  # enough batches on their way: single rows fill the other slots
         want = self.config.batch_size * (self.config.batch_claim if self.mixed else 1) \

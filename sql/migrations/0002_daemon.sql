@@ -713,16 +713,24 @@ $$;
 
 -- A bounded count of rows ready now: the worker switches to the batch endpoint when the
 -- backlog reaches p_limit, without counting a million rows to find out. Collects first
--- (several changes may coalesce into one row), as the claim that follows would.
+-- (several changes may coalesce into one row), as the claim that follows would. PL/pgSQL:
+-- plans cached (see collect_changes); by index whatever the statistics (see qbsync.claim).
 CREATE FUNCTION qbsync.ready_backlog(p_limit int) RETURNS int
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
 AS $$
-    SELECT qbsync.collect_changes(greatest(p_limit * 10, 1000));
-    SELECT count(*)::int FROM (
+DECLARE
+    v_ready int;
+BEGIN
+    PERFORM qbsync.collect_changes(greatest(p_limit * 10, 1000));
+    SELECT count(*)::int INTO v_ready FROM (
         SELECT 1 FROM qbsync.outbox
         WHERE state = 'pending' AND next_attempt_at <= now()
         LIMIT p_limit) AS ready;
+    RETURN v_ready;
+END
 $$;
 
 -- What is left to do: captured changes not yet collected, plus pending and running rows
