@@ -347,12 +347,17 @@ class Worker:
             log.exception("unexpected error pushing a batch")
             outcomes = {r.id: PushFailed("retry", f"{r.label}: internal error: "
                                                   f"{type(exc).__name__}: {exc}") for r in rows}
-        finally:
-            self._unreported -= len(rows)
+
+        async def record(row: Row) -> None:
+            # counted as reported one by one, as each joins the group: the group is written
+            # with the last of them, not with the first
+            self._unreported -= 1
+            await self._record(row, outcomes.get(row.id) or PushFailed(
+                "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; "
+                "the next try looks the object up in QuickBooks before creating it"))
+
         # recorded together: the group of outcomes becomes one transaction
-        await asyncio.gather(*(self._record(row, outcomes.get(row.id) or PushFailed(
-            "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; the "
-            "next try looks the object up in QuickBooks before creating it")) for row in rows))
+        await asyncio.gather(*(record(row) for row in rows))
 
     async def _record(self, row: Row, outcome: Pushed | Skipped | PushFailed) -> None:
         """Store the outcome; keeps trying through a database outage while the lease lasts
