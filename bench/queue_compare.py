@@ -10,14 +10,16 @@ database on the server; the worker and the client that enqueues run in this proc
 asyncio tasks on one event loop (the same footing for all three).
 
 * qbsync      - the daemon's real `qbsync.worker.Worker` loop (claim free slots with
-  `qbsync.claim`, one task per row, the idle protocol: announce_waiting + LISTEN) with a
-  stub pusher whose push is a no-op, so every row is finished with `qbsync.skip` (held-lease
-  check, an integration_logs row, DELETE): the no-op job, through the real SQL functions.
-  `--finish complete` finishes with `qbsync.complete` instead (entity_map upsert, write-back
-  lookup, log, outcome NOTIFY: what a real push records). Concurrency 10 (the daemon's
-  default and maximum), batch mode off (the batch path is about QuickBooks requests, not
-  the queue). Enqueue: one INSERT of N rows (what N capture triggers add); latency jobs go
-  through `qbsync.enqueue`, which NOTIFYs the waiting worker like a capture trigger.
+  `qbsync.claim`, which first collects captured changes into the outbox; one task per row;
+  the idle protocol: announce_waiting + LISTEN) with a stub pusher whose push is a no-op, so
+  every row is finished as skipped, the outcomes of rows that finished together in one
+  `qbsync.skip_many` call (held-lease check, an integration_logs row each, DELETE): the
+  no-op job, through the real SQL functions. `--finish complete` finishes them as pushed
+  instead (`qbsync.complete_many`: entity_map upsert, write-back lookup, log, outcome
+  NOTIFY: what a real push records). Concurrency 10 (the daemon's default and maximum),
+  batch mode off (the batch path is about QuickBooks requests, not the queue). Enqueue:
+  one INSERT of N rows into `qbsync.changes` (what N capture triggers add); latency jobs
+  append one change and NOTIFY the waiting worker, as a capture trigger does.
 * procrastinate - `App.run_worker_async(concurrency=10)` (otherwise default worker
   settings: LISTEN/NOTIFY, 5 s polling, jobs kept as succeeded), `batch_defer_async`.
 * pgqueuer     - `QueueManager.run()` with its defaults (batch_size 10, no concurrency cap,
@@ -504,7 +506,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{p['versions']['procrastinate']}, pgqueuer {p['versions']['pgqueuer']}; "
         f"{p['rounds']} rounds of {p['jobs']} no-op jobs per system (order rotating), "
         f"{p['samples']} latency samples {p['pause']} s apart; qbsync finishes with "
-        f"`qbsync.{p['finish']}`.",
+        f"`qbsync.{'skip_many' if p['finish'] == 'skip' else 'complete_many'}` (outcomes "
+        "of rows that finished together in one call).",
         "",
         f"    {report['command']}",
         "",

@@ -27,6 +27,9 @@ SELECT qbsync.fail($1, $2, $3, $4::jsonb);
 -- name: skip
 SELECT qbsync.skip($1, $2, $3, $4);
 
+-- name: skip_many
+SELECT qbsync.skip_many($1, $2, $3::bigint[], $4::text[]);
+
 -- name: release
 SELECT qbsync.release($1, $2::bigint[]);
 

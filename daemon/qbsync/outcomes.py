@@ -32,6 +32,11 @@ class OutcomeGroups:
         self._timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
+    @property
+    def buffered(self) -> int:
+        """Outcomes waiting for their group to be written."""
+        return len(self._items)
+
     async def record(self, row: Row, outcome: Pushed | Skipped) -> bool:
         """True when recorded, False when the lease was lost; raises a database error."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -54,14 +59,9 @@ class OutcomeGroups:
 
     async def _write(self, items: list[tuple[Row, Pushed | Skipped, asyncio.Future[bool]]]
                      ) -> None:
-        payload: list[dict[str, Any]] = [
-            {"id": row.id, "result": outcome.result} if isinstance(outcome, Pushed)
-            else {"id": row.id, "skip": outcome.reason}
-            for row, outcome, _ in items]
         try:
             try:
-                lost = set(await self.pool.fetchval(Q.complete_many, self.worker_id,
-                                                    self.realm_id, payload) or [])
+                lost = set(await self._write_group(items))
                 held = {row.id: row.id not in lost for row, _, _ in items}
             except asyncpg.PostgresError as exc:
                 if (getattr(exc, "sqlstate", "") or "")[:2] in CONNECTION_CLASSES:
@@ -77,6 +77,23 @@ class OutcomeGroups:
         for row, _, future in items:
             if not future.done():
                 future.set_result(held[row.id])
+
+    async def _write_group(self, items: list[tuple[Row, Pushed | Skipped, asyncio.Future[bool]]]
+                           ) -> list[int]:
+        """One call for the group; the ids whose lease was lost."""
+        if all(isinstance(outcome, Skipped) for _, outcome, _ in items):
+            # skips only (rows the mapping had nothing to push for): the lean function
+            lost = await self.pool.fetchval(
+                Q.skip_many, self.worker_id, self.realm_id, [row.id for row, _, _ in items],
+                [outcome.reason for _, outcome, _ in items if isinstance(outcome, Skipped)])
+        else:
+            payload: list[dict[str, Any]] = [
+                {"id": row.id, "result": outcome.result} if isinstance(outcome, Pushed)
+                else {"id": row.id, "skip": outcome.reason}
+                for row, outcome, _ in items]
+            lost = await self.pool.fetchval(Q.complete_many, self.worker_id, self.realm_id,
+                                            payload)
+        return list(lost or [])
 
     async def _one(self, row: Row, outcome: Pushed | Skipped) -> bool:
         if isinstance(outcome, Pushed):

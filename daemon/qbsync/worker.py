@@ -1,5 +1,13 @@
 """The daemon's loop: claim rows, push them concurrently, record every outcome.
 
+A push slot (of `concurrency`) is taken while a row is pushed, not while its outcome is
+recorded: outcomes are written in groups (OutcomeGroups) while the next rows are claimed
+and pushed. The row stays leased and `running` until its outcome is written, so another
+row of its key is not claimed before then (per-key order) and a crash leaves it to be
+reclaimed when the lease expires. At most `concurrency` more rows wait for their outcome to
+be written. The loop's own queries (claim, the idle protocol) use one connection it keeps,
+not a pool checkout per query (each checkout costs a reset round trip).
+
 Idle protocol (no NOTIFY tax on a busy shop): when a claim comes back short, the worker
 announces it waits (capture triggers NOTIFY only then), claims once more (a row committed
 before the announcement is visible now), and claims again once every transaction that was
@@ -85,10 +93,15 @@ class Worker:
         self.mixed = pusher.client.limiter is not None
         self.batches = BatchPusher(pusher, config.batch_size,
                                    min_fill=config.batch_size * 2 // 3 if self.mixed else 1)
+        # a group is written once every row still being pushed has reported (or when full)
         self.outcomes = OutcomeGroups(
             pool, config.worker_id, pusher.realm.realm_id,
-            lambda: sum(len(rows) for rows in self._tasks.values()))
+            lambda: self._unreported + self.outcomes.buffered)
         self._tasks: dict[asyncio.Task[None], list[Row]] = {}
+        self._pushing = 0  # single rows whose push is under way (each takes a slot)
+        self._unreported = 0  # claimed rows whose outcome is not with OutcomeGroups yet
+        self._slot_freed = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None  # the loop's own connection
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._batch_mode = False
         self._backlog_checked = 0.0
@@ -138,16 +151,18 @@ class Worker:
                     await self._check_unpause()
         finally:
             leases.cancel()
+            await self._release_conn()
             await self._drain()
             with contextlib.suppress(*DB_ERRORS):
                 await self.pool.execute(Q.stop_waiting, cfg.worker_id)
 
-    async def _use_batches(self) -> bool:
-        """Whether the backlog is large enough for the batch endpoint (checked now and then,
-        with a bounded count)."""
+    async def _check_backlog(self) -> None:
+        """Whether the backlog is large enough for the batch endpoint (looked at now and
+        then, with a bounded count). Done after a claim's rows are on their way, so that a
+        wake-up's claim never waits for it; the mode applies from the next claim."""
         threshold = self.config.batch_threshold
         if threshold is None:
-            return False
+            return
         now = time.monotonic()
         # A burst (e.g. a backfill enqueued at once) is seen within a fraction of a second,
         # not after up to a whole check interval of single pushes.
@@ -162,27 +177,41 @@ class Worker:
                 log.info("backlog %s: %s", backlog,
                          "pushing in batches" if mode else "pushing one by one")
             self._batch_mode = mode
-        return self._batch_mode
+
+    def _busy(self) -> int:
+        """Slots taken: rows being pushed one by one, and batch pushes (until recorded)."""
+        return self._pushing + len(self._batch_tasks)
 
     async def _claim_round(self) -> bool:
         """Claims for the free slots; True when another claim should follow at once."""
+        try:
+            return await self._claim()
+        finally:
+            await self._check_backlog()
+
+    async def _claim(self) -> bool:
         self._last_claim = time.monotonic()
-        free = self.config.concurrency - len(self._tasks)
+        cfg = self.config
+        # free slots, and at most `concurrency` rows waiting for their outcome to be written
+        free = min(cfg.concurrency - self._busy(), 2 * cfg.concurrency - len(self._tasks))
         if free <= 0 or self.paused_reason:
             return False
-        batch = await self._use_batches()
+        batch = self._batch_mode and self.config.batch_threshold is not None
         if batch and self.mixed and len(self._batch_tasks) >= self.config.batch_tasks:
             batch = False  # enough batches on their way: single rows fill the other slots
         want = self.config.batch_size * (self.config.batch_claim if self.mixed else 1) \
             if batch else free
         try:
-            records = await self.pool.fetch(Q.claim, self.config.worker_id, want,
-                                            self.config.lease_seconds)
+            conn = await self._connection()
+            records = await conn.fetch(Q.claim, self.config.worker_id, want,
+                                       self.config.lease_seconds)
         except DB_ERRORS as exc:
             log.warning("claim failed: %s; retrying after the poll interval", exc)
+            await self._release_conn()
             return False
         rows = [Row(r["id"], r["entity"], r["key"], r["attempts"], r["request_id"], r["force"],
                     r["origin"]) for r in records]
+        self._unreported += len(rows)
         if batch and rows:
             task = asyncio.create_task(self._process_batch(rows), name="push batch")
             self._tasks[task] = rows
@@ -194,10 +223,11 @@ class Worker:
         for row in rows:
             self.pusher.in_flight[(row.entity, row.key)] = \
                 asyncio.get_running_loop().create_future()
+            self._pushing += 1
             task = asyncio.create_task(self._process(row), name=f"push {row.label}")
             self._tasks[task] = [row]
         if len(rows) == free:
-            if self._waiting and len(self._tasks) >= self.config.concurrency:
+            if self._waiting and self._busy() >= self.config.concurrency:
                 self._waiting = False
                 await self._db(Q.stop_waiting, self.config.worker_id)
             return True
@@ -217,15 +247,18 @@ class Worker:
     async def _wait(self, stop: asyncio.Event, wait_for: float) -> str:
         woken = asyncio.ensure_future(self.listener.woken.wait())
         stopping = asyncio.ensure_future(stop.wait())
-        waiters: set[asyncio.Future[Any]] = {woken, stopping, *self._tasks}
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        waiters: set[asyncio.Future[Any]] = {woken, stopping, freed, *self._tasks}
         try:
             done, _ = await asyncio.wait(waiters, timeout=wait_for,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             woken.cancel()
             stopping.cancel()
+            freed.cancel()
         for task in [t for t in done if t in self._tasks]:
             self._tasks.pop(task)  # type: ignore[arg-type]
+        self._slot_freed.clear()
         if woken in done:
             self.listener.woken.clear()
             return "woken"
@@ -238,11 +271,26 @@ class Worker:
         return "timeout"
 
     async def _db(self, query: str, *args: Any) -> Any:
+        """One of the loop's own queries, on its connection."""
         try:
-            return await self.pool.fetchval(query, *args)
+            conn = await self._connection()
+            return await conn.fetchval(query, *args)
         except DB_ERRORS as exc:
             log.warning("database call failed: %s", exc)
+            await self._release_conn()
             return None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self.pool.acquire()
+        return self._conn
+
+    async def _release_conn(self) -> None:
+        """Gives the loop's connection back (after an error the pool replaces a broken one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await self.pool.release(conn, timeout=5)
 
     # -- one row --------------------------------------------------------------------
 
@@ -273,6 +321,11 @@ class Worker:
             log.exception("unexpected error pushing %s", row.label)
             outcome = PushFailed("retry", f"{row.label}: internal error: "
                                           f"{type(exc).__name__}: {exc}")
+        finally:
+            # the push is over: its slot is free while the outcome is recorded
+            self._pushing -= 1
+            self._unreported -= 1
+            self._slot_freed.set()
         await self._record(row, outcome)
 
     async def _process_batch(self, rows: list[Row]) -> None:
@@ -294,10 +347,17 @@ class Worker:
             log.exception("unexpected error pushing a batch")
             outcomes = {r.id: PushFailed("retry", f"{r.label}: internal error: "
                                                   f"{type(exc).__name__}: {exc}") for r in rows}
+
+        async def record(row: Row) -> None:
+            # counted as reported one by one, as each joins the group: the group is written
+            # with the last of them, not with the first
+            self._unreported -= 1
+            await self._record(row, outcomes.get(row.id) or PushFailed(
+                "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; "
+                "the next try looks the object up in QuickBooks before creating it"))
+
         # recorded together: the group of outcomes becomes one transaction
-        await asyncio.gather(*(self._record(row, outcomes.get(row.id) or PushFailed(
-            "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; the "
-            "next try looks the object up in QuickBooks before creating it")) for row in rows))
+        await asyncio.gather(*(record(row) for row in rows))
 
     async def _record(self, row: Row, outcome: Pushed | Skipped | PushFailed) -> None:
         """Store the outcome; keeps trying through a database outage while the lease lasts

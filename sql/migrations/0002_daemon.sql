@@ -7,11 +7,16 @@
 -- SKIP LOCKED: concurrent daemons take disjoint changes and never wait on each other; keys
 -- are inserted in one order so that two of them cannot deadlock on the unique index.
 -- next_attempt_at = when the change was captured, so the claim takes keys in that order.
+-- PL/pgSQL, not LANGUAGE sql: its plan is cached for the session (a LANGUAGE sql function
+-- is parsed and planned again at every call, which cost more than the work at every claim).
 CREATE FUNCTION qbsync.collect_changes(p_limit int DEFAULT 10000) RETURNS int
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER  -- readers of the queue need no grant on qbsync.changes
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_taken int;
+BEGIN
     WITH taken AS (
         DELETE FROM qbsync.changes c
         WHERE c.ctid = ANY (ARRAY(SELECT ctid FROM qbsync.changes LIMIT p_limit
@@ -24,7 +29,9 @@ AS $$
         ON CONFLICT (entity, key, state) DO NOTHING
         RETURNING 1
     )
-    SELECT count(*)::int FROM taken;
+    SELECT count(*)::int INTO v_taken FROM taken;
+    RETURN v_taken;
+END
 $$;
 COMMENT ON FUNCTION qbsync.collect_changes(int) IS
     'Moves captured changes (qbsync.changes) into the outbox, coalescing per key; returns how many changes it took. Every claim calls it; call it by hand to inspect the outbox without a daemon.';
@@ -33,38 +40,61 @@ COMMENT ON FUNCTION qbsync.collect_changes(int) IS
 -- first) and running rows whose lease expired (a killed daemon's). A pending row whose key
 -- is running elsewhere waits: two rows of one key are never in flight together. The try
 -- is counted here, inside the UPDATE, so a row that crashes its daemon still runs out.
+--
+-- A running row's next_attempt_at is its lease expiry (kept equal by claim and
+-- extend_leases): the time from which it may be attempted again. So expired leases are a
+-- range of the (state, next_attempt_at, id) index, and a claim never reads the index
+-- entries of rows finished since the last VACUUM (a drain leaves one per row; read through
+-- a bitmap scan on state alone, every claim paid for all of them).
+-- PL/pgSQL: plans cached for the session (see collect_changes). Every read of the outbox
+-- goes through an index, whatever the statistics said when the plan was made (an outbox
+-- analysed while empty, then a burst): enable_seqscan is off for this function's plans,
+-- and the UPDATE finds its rows by id = ANY(ARRAY(...)), not by a join. jit off: the
+-- sequential scan collect_changes cannot avoid (qbsync.changes has no index) is costed as
+-- disabled, which would otherwise compile it at every claim.
 CREATE FUNCTION qbsync.claim(p_worker text, p_limit int, p_lease interval)
 RETURNS SETOF qbsync.outbox
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
 AS $$
-    SELECT qbsync.collect_changes(greatest(p_limit * 100, 1000));
+BEGIN
+    PERFORM qbsync.collect_changes(greatest(p_limit * 100, 1000));
     -- a second statement: it sees the rows the first one queued
+    RETURN QUERY
     WITH ready AS (
         SELECT o.id FROM qbsync.outbox o
         WHERE o.state = 'pending' AND o.next_attempt_at <= now()
+          -- state::text: not an index condition, so this is always a probe of
+          -- outbox_key_state on (entity, key); a plan that read all running rows through
+          -- the state index would read the entry of every row finished since the last VACUUM
+          -- for each candidate (chosen whenever the statistics say the outbox is small).
           AND NOT EXISTS (SELECT 1 FROM qbsync.outbox r
-                          WHERE r.entity = o.entity AND r.key = o.key AND r.state = 'running')
+                          WHERE r.entity = o.entity AND r.key = o.key
+                            AND r.state::text = 'running')
         ORDER BY o.next_attempt_at, o.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), expired AS (
         SELECT o.id FROM qbsync.outbox o
-        WHERE o.state = 'running' AND o.lease_expires_at < now()
-        ORDER BY o.lease_expires_at
+        WHERE o.state = 'running' AND o.next_attempt_at < now() AND o.lease_expires_at < now()
+        ORDER BY o.next_attempt_at, o.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), picked AS (
         SELECT id FROM expired UNION SELECT id FROM ready LIMIT p_limit
+    ), claimed AS (
+        UPDATE qbsync.outbox o
+        SET state = 'running', lease_owner = p_worker, lease_expires_at = now() + p_lease,
+            next_attempt_at = now() + p_lease,
+            attempts = o.attempts + 1, last_attempt_at = now(),
+            request_id = coalesce(o.request_id, gen_random_uuid())
+        WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
+        RETURNING o.*
     )
-    -- ANY(ARRAY(...)) rather than a join: planned without knowing p_limit, a join may
-    -- become a hash join over the whole outbox (slow at a million pending rows).
-    UPDATE qbsync.outbox o
-    SET state = 'running', lease_owner = p_worker, lease_expires_at = now() + p_lease,
-        attempts = o.attempts + 1, last_attempt_at = now(),
-        request_id = coalesce(o.request_id, gen_random_uuid())
-    WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING o.*;
+    SELECT * FROM claimed;
+END
 $$;
 
 -- Extends the leases p_worker still holds; returns the ids it still holds (a row missing
@@ -74,8 +104,8 @@ RETURNS SETOF bigint
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE qbsync.outbox SET lease_expires_at = now() + p_lease
-    WHERE id = ANY (p_ids) AND state = 'running' AND lease_owner = p_worker
+    UPDATE qbsync.outbox SET lease_expires_at = now() + p_lease, next_attempt_at = now() + p_lease
+    WHERE id = ANY (p_ids) AND state::text = 'running' AND lease_owner = p_worker  -- by id
     RETURNING id;
 $$;
 
@@ -447,6 +477,52 @@ BEGIN
 END
 $$;
 
+-- Many skips in one transaction: what qbsync.skip does for each of p_ids (p_reasons[i] the
+-- reason of p_ids[i]), as two statements for the whole group. Returns the ids whose lease
+-- was lost (nothing recorded for them). The lease check is the DELETE's own WHERE clause:
+-- a row reclaimed by another daemon in the meantime no longer matches it. The skipped
+-- rows are located through the primary key, whatever the statistics say about the outbox
+-- when the plan is cached: no sequential scan (enable_seqscan off for this function's
+-- plans; jit off, see qbsync.claim), and state::text is not an index condition (a plan
+-- through the state index would read the entry of every row finished since the last
+-- VACUUM).
+CREATE FUNCTION qbsync.skip_many(p_worker text, p_realm text, p_ids bigint[],
+                                 p_reasons text[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
+AS $$
+DECLARE
+    v_done bigint[];
+BEGIN
+    IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_reasons) THEN
+        RAISE EXCEPTION 'qbsync.skip_many: % ids but % reasons',
+            cardinality(p_ids), cardinality(p_reasons) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH item AS (
+        SELECT i.id, i.reason, i.n FROM unnest(p_ids, p_reasons) WITH ORDINALITY AS i(id, reason, n)
+    ), gone AS (
+        DELETE FROM qbsync.outbox o
+        USING item
+        WHERE o.id = item.id AND o.lease_owner = p_worker AND o.state::text = 'running'
+        RETURNING o.id, o.entity, o.key, o.request_id, o.attempts, item.reason, item.n
+    ), logged AS (
+        -- what qbsync.skip logs, in the order of p_ids
+        INSERT INTO qbsync.integration_logs
+            (operation, model_type, model_id, status, error_message, request_id, realm_id,
+             attempt, actor)
+        SELECT 'skip', g.entity, g.key, 'skipped', g.reason, g.request_id, p_realm, g.attempts,
+               p_worker
+        FROM gone g ORDER BY g.n
+    )
+    SELECT array_agg(g.id) INTO v_done FROM gone g;
+    RETURN ARRAY(SELECT id FROM unnest(p_ids) AS id
+                 WHERE v_done IS NULL OR id <> ALL (v_done));
+END
+$$;
+
 -- Puts a running row back to pending. A change captured while it ran queued a pending row
 -- of the same key: the two merge into this one, which keeps its request id (its earlier
 -- tries may have reached QuickBooks) and takes the other's force flag. The push maps the
@@ -665,16 +741,24 @@ $$;
 
 -- A bounded count of rows ready now: the worker switches to the batch endpoint when the
 -- backlog reaches p_limit, without counting a million rows to find out. Collects first
--- (several changes may coalesce into one row), as the claim that follows would.
+-- (several changes may coalesce into one row), as the claim that follows would. PL/pgSQL:
+-- plans cached (see collect_changes); by index whatever the statistics (see qbsync.claim).
 CREATE FUNCTION qbsync.ready_backlog(p_limit int) RETURNS int
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET jit = off
 AS $$
-    SELECT qbsync.collect_changes(greatest(p_limit * 10, 1000));
-    SELECT count(*)::int FROM (
+DECLARE
+    v_ready int;
+BEGIN
+    PERFORM qbsync.collect_changes(greatest(p_limit * 10, 1000));
+    SELECT count(*)::int INTO v_ready FROM (
         SELECT 1 FROM qbsync.outbox
         WHERE state = 'pending' AND next_attempt_at <= now()
         LIMIT p_limit) AS ready;
+    RETURN v_ready;
+END
 $$;
 
 -- What is left to do: captured changes not yet collected, plus pending and running rows
