@@ -52,7 +52,7 @@ SELECT qbsync.ready_backlog($1);
 SELECT entity, qbo_type, max_attempts, deadline_seconds FROM qbsync.entities;
 
 -- name: mapped
-SELECT entity, key, qbo_id, sync_token, doc_number, qbo_status
+SELECT entity, key, qbo_id, sync_token, doc_number, qbo_status, body_hash
 FROM qbsync.mapped($1, $2::text[], $3::text[]);
 
 -- name: realm_settings

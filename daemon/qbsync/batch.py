@@ -41,9 +41,11 @@ from .sync import (
     PushFailed,
     Row,
     Skipped,
+    body_hash,
     mapping_failure,
     parse_body,
     qbo_failure,
+    unchanged,
 )
 from .tokens import ReconnectRequired
 
@@ -112,7 +114,7 @@ class BatchPusher:
             existing = await p.mapped(wanted)
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
-        ops: list[tuple[Row, str, str, dict[str, Any]]] = []
+        ops: list[tuple[Row, str, str, dict[str, Any], str]] = []
         for i in batchable:
             row = by_id[i]
             info = p.entities[row.entity]
@@ -129,16 +131,20 @@ class BatchPusher:
             except UnresolvedSetting as exc:
                 out[i] = PushFailed("permanent", f"{row.label}: {exc}", None, "map")
                 continue
-            if known and known.qbo_status == "active":
+            hashed = body_hash(info.qbo_type, body)
+            skipped = unchanged(row, known, hashed)
+            if skipped is not None:
+                out[i] = skipped  # e.g. a customer its order's batch just created
+            elif known and known.qbo_status == "active":
                 ops.append((row, info.qbo_type, "update",
                             {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
-                             "sparse": True}))
+                             "sparse": True}, hashed))
             else:
                 ops.append((row, info.qbo_type, "create",
-                            p.creatable(row.entity, row.key, info.qbo_type, body)))
+                            p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
         for chunk in chunks(ops, self.size):
             if len(chunk) < self.min_fill:
-                one_by_one += [row.id for row, _, _, _ in chunk]
+                one_by_one += [row.id for row, _, _, _, _ in chunk]
             else:
                 one_by_one += await self._send(chunk, out)
 
@@ -155,26 +161,27 @@ class BatchPusher:
         await asyncio.gather(*(single(i) for i in one_by_one))
         return out
 
-    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any]]],
+    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any], str]],
                     out: dict[int, Outcome]) -> list[int]:
         """One batch request; fills `out`, returns the rows to retry one by one."""
         p = self.pusher
         items = [{"bId": f"r{n}", "operation": op, qbo_type: payload}
-                 for n, (_, qbo_type, op, payload) in enumerate(chunk)]
+                 for n, (_, qbo_type, op, payload, _) in enumerate(chunk)]
         request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
-            sorted(f"{row.request_id}:{op}" for row, _, op, _ in chunk)))
+            sorted(f"{row.request_id}:{op}" for row, _, op, _, _ in chunk)))
         started = time.perf_counter()
         try:
             answers = await p.client.batch(items, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            for row, _, op, _ in chunk:
+            for row, _, op, _, _ in chunk:
                 out[row.id] = qbo_failure(row.label, exc, f"{op} (batch)", p.time_scale)
             return []
         again = []
-        for (row, qbo_type, op, payload), answer in zip(chunk, answers, strict=True):
+        for (row, qbo_type, op, payload, hashed), answer in zip(chunk, answers, strict=True):
             error = error_from_batch_item(answer)
             if error is None:
-                result = p.result(qbo_type, answer[qbo_type], payload, op, started)
+                result = p.result(qbo_type, answer[qbo_type], payload, op, started,
+                                  body_hash=hashed)
                 result["operation"] = f"{op} (batch)"
                 out[row.id] = Pushed(result)
             elif isinstance(error, RESOLVED_ONE_BY_ONE):
@@ -201,7 +208,7 @@ class BatchPusher:
             missing = sorted(set(missing) - active(found))
             if any(ref in found for ref in missing):  # mapped, but not active
                 return True  # re-creating a deleted object: the one-by-one path seeds its requestid
-            creates: list[tuple[Ref, str, dict[str, Any]]] = []
+            creates: list[tuple[Ref, str, dict[str, Any], str]] = []
             for entity, keys in by_entity(missing):
                 try:
                     info = await p.entity(entity, f"{entity} {keys[0]}")
@@ -222,7 +229,8 @@ class BatchPusher:
                     except UnresolvedSetting:
                         continue
                     creates.append(((entity, key), info.qbo_type,
-                                    p.creatable(entity, key, info.qbo_type, body)))
+                                    p.creatable(entity, key, info.qbo_type, body),
+                                    body_hash(info.qbo_type, body)))
             small = [c for c in chunks(creates, self.size) if len(c) < self.min_fill]
             failures = [r for r in await asyncio.gather(
                 *(self._create_one(*create) for c in small for create in c),
@@ -233,9 +241,9 @@ class BatchPusher:
                 if len(chunk) < self.min_fill:
                     continue  # created one by one above
                 items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
-                         for n, (_, qbo_type, body) in enumerate(chunk)]
+                         for n, (_, qbo_type, body, _) in enumerate(chunk)]
                 request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, p.realm.realm_id + "/" + ",".join(
-                    f"{e}/{k}" for (e, k), _, _ in chunk))
+                    f"{e}/{k}" for (e, k), _, _, _ in chunk))
                 started = time.perf_counter()
                 try:
                     answers = await p.client.batch(items, request_id=str(request_id))
@@ -243,11 +251,12 @@ class BatchPusher:
                     raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
                                       "create (batch)", p.time_scale) from exc
                 done: list[dict[str, Any]] = []
-                for ((entity, key), qbo_type, body), answer in zip(chunk, answers, strict=True):
+                for ((entity, key), qbo_type, body, hashed), answer in zip(chunk, answers,
+                                                                          strict=True):
                     if error_from_batch_item(answer) is not None:
                         continue  # the row that needs it pushes it one by one, and says why
                     result = p.result(qbo_type, answer[qbo_type], body, "create (batch)",
-                                      started)
+                                      started, body_hash=hashed)
                     result["message"] = f"{entity} {key} pushed as a dependency (batch)"
                     done.append({"entity": entity, "key": key, "result": result})
                 if done:  # one transaction (one commit) for the chunk
@@ -255,7 +264,8 @@ class BatchPusher:
                                          p.worker_id)
         return True
 
-    async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any]) -> None:
+    async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any],
+                          hashed: str) -> None:
         """One dependency as a single request (its lock is held by the caller), with the
         requestid the one-by-one path would use; a fault leaves it to the row that needs it,
         whose one-by-one push handles it and says why."""
@@ -267,7 +277,7 @@ class BatchPusher:
             obj = await p.client.create(qbo_type, body, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError):
             return
-        result = p.result(qbo_type, obj, body, "create", started)
+        result = p.result(qbo_type, obj, body, "create", started, body_hash=hashed)
         result["message"] = f"{entity} {key} pushed as a dependency (beside a batch)"
         result["request_id"] = str(request_id)
         await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key, result,

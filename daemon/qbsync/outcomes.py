@@ -54,10 +54,7 @@ class OutcomeGroups:
 
     async def _write(self, items: list[tuple[Row, Pushed | Skipped, asyncio.Future[bool]]]
                      ) -> None:
-        payload: list[dict[str, Any]] = [
-            {"id": row.id, "result": outcome.result} if isinstance(outcome, Pushed)
-            else {"id": row.id, "skip": outcome.reason}
-            for row, outcome, _ in items]
+        payload = [_item(row, outcome) for row, outcome, _ in items]
         try:
             try:
                 lost = set(await self.pool.fetchval(Q.complete_many, self.worker_id,
@@ -82,5 +79,19 @@ class OutcomeGroups:
         if isinstance(outcome, Pushed):
             return bool(await self.pool.fetchval(Q.complete, row.id, self.worker_id,
                                                  self.realm_id, outcome.result))
+        if outcome.operation != "skip":  # qbsync.skip logs operation 'skip' only
+            lost = await self.pool.fetchval(Q.complete_many, self.worker_id, self.realm_id,
+                                            [_item(row, outcome)])
+            return not lost
         return bool(await self.pool.fetchval(Q.skip, row.id, self.worker_id, self.realm_id,
                                              outcome.reason))
+
+
+def _item(row: Row, outcome: Pushed | Skipped) -> dict[str, Any]:
+    """One element of complete_many's p_items."""
+    if isinstance(outcome, Pushed):
+        return {"id": row.id, "result": outcome.result}
+    item: dict[str, Any] = {"id": row.id, "skip": outcome.reason}
+    if outcome.operation != "skip":
+        item["operation"] = outcome.operation
+    return item
