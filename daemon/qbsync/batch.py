@@ -36,6 +36,7 @@ from .refs import Ref, UnresolvedSetting, collect, substitute
 from .sync import (
     DEPENDENCY_NAMESPACE,
     DEPENDENCY_TYPES,
+    Mapped,
     Pushed,
     Pusher,
     PushFailed,
@@ -106,12 +107,11 @@ class BatchPusher:
         batchable = [i for i in bodies if i not in one_by_one]
         needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
         refs: set[Ref] = set().union(*needs.values())
-        # the references and the rows themselves, in one lookup (again only when the
-        # dependencies had to be created first)
+        # the references and the rows themselves, in one lookup; the dependencies created
+        # (or found created) meanwhile are added from what _dependencies saw
         wanted = refs | {(by_id[i].entity, by_id[i].key) for i in batchable}
         existing = await p.mapped(wanted)
-        if await self._dependencies(refs, existing):
-            existing = await p.mapped(wanted)
+        existing.update(await self._dependencies(refs, existing))
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
         ops: list[tuple[Row, str, str, dict[str, Any], str]] = []
@@ -190,24 +190,40 @@ class BatchPusher:
                 out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
         return again
 
-    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Any]) -> bool:
+    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped]
+                            ) -> dict[Ref, Mapped]:
         """Create the shop rows these references need, in batches; what does not batch
         cleanly is left for the one-by-one path of the rows that need it. `known`: what
-        entity_map held for them a moment ago. False when none was missing."""
-        p = self.pusher
-        def active(found: dict[Ref, Any]) -> set[Ref]:
-            return {ref for ref, m in found.items() if m.qbo_status == "active"}
+        entity_map held for them a moment ago. Returns what entity_map holds now for the
+        missing ones (those created here, or by someone else meanwhile; a failed one is
+        left out, or stays as it was), so that the caller need not look them up again.
 
-        missing = sorted(refs - active(known))
+        Those no other task of this process is creating go first, without waiting; then,
+        holding nothing, those that another task is creating (their locks are held): by
+        then it has usually finished, and they are only looked up. Before, a batch sharing
+        one new customer with another waited for all of the other's dependencies first."""
+        missing = sorted(refs - _active(known))
         if not missing:
-            return False
+            return {}
+        locks = self.pusher.dependency_lock
+        busy = [ref for ref in missing if locks(ref).locked()]
+        free = [ref for ref in missing if not locks(ref).locked()]
+        now = await self._create_dependencies(free) if free else {}
+        if busy:
+            now.update(await self._create_dependencies(busy))
+        return now
+
+    async def _create_dependencies(self, missing: list[Ref]) -> dict[Ref, Mapped]:
+        """_dependencies for these (sorted) references, under their locks."""
+        p = self.pusher
         async with contextlib.AsyncExitStack() as stack:
             for ref in missing:  # sorted: locks are always taken in the same order
                 await stack.enter_async_context(p.dependency_lock(ref))
             found = await p.mapped(set(missing))  # again, under the locks
-            missing = sorted(set(missing) - active(found))
+            now = dict(found)
+            missing = sorted(set(missing) - _active(found))
             if any(ref in found for ref in missing):  # mapped, but not active
-                return True  # re-creating a deleted object: the one-by-one path seeds its requestid
+                return now  # re-creating a deleted object: the one-by-one path seeds its requestid
             creates: list[tuple[Ref, str, dict[str, Any], str]] = []
             for entity, keys in by_entity(missing):
                 try:
@@ -232,11 +248,13 @@ class BatchPusher:
                                     p.creatable(entity, key, info.qbo_type, body),
                                     body_hash(info.qbo_type, body)))
             small = [c for c in chunks(creates, self.size) if len(c) < self.min_fill]
-            failures = [r for r in await asyncio.gather(
+            singles = await asyncio.gather(
                 *(self._create_one(*create) for c in small for create in c),
-                return_exceptions=True) if isinstance(r, BaseException)]
+                return_exceptions=True)
+            failures = [r for r in singles if isinstance(r, BaseException)]
             if failures:
                 raise failures[0]  # once all have finished: none is left running
+            now.update(r for r in singles if isinstance(r, tuple))
             for chunk in chunks(creates, self.size):
                 if len(chunk) < self.min_fill:
                     continue  # created one by one above
@@ -262,10 +280,11 @@ class BatchPusher:
                 if done:  # one transaction (one commit) for the chunk
                     await p.pool.execute(Q.record_successes, p.realm.realm_id, done,
                                          p.worker_id)
-        return True
+                    now.update(((d["entity"], d["key"]), _recorded(d["result"])) for d in done)
+        return now
 
     async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any],
-                          hashed: str) -> None:
+                          hashed: str) -> tuple[Ref, Mapped] | None:
         """One dependency as a single request (its lock is held by the caller), with the
         requestid the one-by-one path would use; a fault leaves it to the row that needs it,
         whose one-by-one push handles it and says why."""
@@ -276,9 +295,20 @@ class BatchPusher:
         try:
             obj = await p.client.create(qbo_type, body, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError):
-            return
+            return None
         result = p.result(qbo_type, obj, body, "create", started, body_hash=hashed)
         result["message"] = f"{entity} {key} pushed as a dependency (beside a batch)"
         result["request_id"] = str(request_id)
         await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key, result,
                              p.worker_id)
+        return ref, _recorded(result)
+
+
+def _active(found: dict[Ref, Mapped]) -> set[Ref]:
+    return {ref for ref, m in found.items() if m.qbo_status == "active"}
+
+
+def _recorded(result: dict[str, Any]) -> Mapped:
+    """The entity_map row record_successes just wrote for a created object."""
+    return Mapped(str(result["qbo_id"]), result.get("sync_token"), result.get("doc_number"),
+                  "active", result.get("body_hash"))
