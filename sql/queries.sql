@@ -45,6 +45,11 @@ SELECT qbsync.map($1, $2)::text;
 -- name: map_many
 SELECT key, body::text, error_code, error_message FROM qbsync.map_many($1, $2::text[]);
 
+-- name: map_dependencies
+SELECT key, qbo_id, sync_token, doc_number, qbo_status, body_hash, body::text, error_code,
+       error_message
+FROM qbsync.map_dependencies($1, $2, $3::text[]);
+
 -- name: ready_backlog
 SELECT qbsync.ready_backlog($1);
 

@@ -219,11 +219,9 @@ class BatchPusher:
         async with contextlib.AsyncExitStack() as stack:
             for ref in missing:  # sorted: locks are always taken in the same order
                 await stack.enter_async_context(p.dependency_lock(ref))
-            found = await p.mapped(set(missing))  # again, under the locks
-            now = dict(found)
-            missing = sorted(set(missing) - _active(found))
-            if any(ref in found for ref in missing):  # mapped, but not active
-                return now  # re-creating a deleted object: the one-by-one path seeds its requestid
+            # under the locks, each entity's entity_map rows again (another task may just
+            # have created some) and the bodies of the others: one round trip
+            now: dict[Ref, Mapped] = {}
             creates: list[tuple[Ref, str, dict[str, Any], str]] = []
             for entity, keys in by_entity(missing):
                 try:
@@ -232,8 +230,14 @@ class BatchPusher:
                     continue
                 if info.qbo_type not in DEPENDENCY_TYPES:
                     continue  # a transaction: its rows wait for it (one by one says so)
-                mapped = await p.pool.fetch(Q.map_many, entity, keys)
-                for key, rec in zip(keys, mapped, strict=True):
+                for rec in await p.pool.fetch(Q.map_dependencies, p.realm.realm_id, entity,
+                                              keys):
+                    key = rec["key"]
+                    if rec["qbo_status"] is not None:
+                        now[(entity, key)] = Mapped(rec["qbo_id"], rec["sync_token"],
+                                                    rec["doc_number"], rec["qbo_status"],
+                                                    rec["body_hash"])
+                        continue
                     if rec["error_code"] or rec["body"] is None:
                         continue
                     body = parse_body(f"{entity} {key}", rec["body"]) or {}
@@ -247,6 +251,8 @@ class BatchPusher:
                     creates.append(((entity, key), info.qbo_type,
                                     p.creatable(entity, key, info.qbo_type, body),
                                     body_hash(info.qbo_type, body)))
+            if len(_active(now)) < len(now):  # mapped, but not active
+                return now  # re-creating a deleted object: the one-by-one path seeds its requestid
             small = [c for c in chunks(creates, self.size) if len(c) < self.min_fill]
             singles = await asyncio.gather(
                 *(self._create_one(*create) for c in small for create in c),

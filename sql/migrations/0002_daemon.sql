@@ -681,6 +681,44 @@ BEGIN
 END
 $$;
 
+-- The daemon's step before creating dependencies in a batch, one round trip instead of
+-- two: the entity_map rows of these keys of one entity (looked up again under the daemon's
+-- dependency locks: another task may just have created them), then the mapped bodies
+-- (qbsync.map_many) of the keys that have no entity_map row, in p_keys' order. A key mapped
+-- but not active comes back with its qbo_status and no body.
+CREATE FUNCTION qbsync.map_dependencies(p_realm text, p_entity text, p_keys text[])
+RETURNS TABLE (key text, qbo_id text, sync_token text, doc_number text, qbo_status text,
+               body_hash text, body jsonb, error_code text, error_message text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    v_found text[] := '{}';
+    v_todo text[];
+BEGIN
+    FOR r IN SELECT * FROM qbsync.mapped(p_realm, array_fill(p_entity, ARRAY[cardinality(p_keys)]),
+                                         p_keys) LOOP
+        key := r.key;
+        qbo_id := r.qbo_id;
+        sync_token := r.sync_token;
+        doc_number := r.doc_number;
+        qbo_status := r.qbo_status;
+        body_hash := r.body_hash;
+        v_found := v_found || r.key;
+        RETURN NEXT;
+    END LOOP;
+    v_todo := ARRAY(SELECT u.k FROM unnest(p_keys) WITH ORDINALITY AS u(k, n)
+                    WHERE u.k <> ALL (v_found) ORDER BY u.n);
+    IF cardinality(v_todo) > 0 THEN
+        RETURN QUERY
+            SELECT mm.key, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
+                   mm.body, mm.error_code, mm.error_message
+            FROM qbsync.map_many(p_entity, v_todo) mm;
+    END IF;
+END
+$$;
+
 -- A bounded count of rows ready now: the worker switches to the batch endpoint when the
 -- backlog reaches p_limit, without counting a million rows to find out. Collects first
 -- (several changes may coalesce into one row), as the claim that follows would.
