@@ -229,3 +229,35 @@ async def test_void_is_never_skipped_and_clears_the_hash(shop: Shop,
     [invoice] = shop.invoices()
     assert invoice.get("Voided") or "Voided" in (invoice.get("PrivateNote") or "")
     assert (dx.mapped(dixis_db, "order", order_id) or {}).get("$op") == "void"
+
+
+async def test_batches_sharing_new_customers_create_each_once(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """Concurrent batches whose orders share new customers (a batch waits only for the
+    customers another batch is creating, after creating its own): each customer is created
+    once, every invoice refers to it, and the customers' own rows are skipped unchanged."""
+    oil, wine, _ = products(dixis_db)
+    customers = [dx.customer(dixis_db, "Πελάτης", f"Νο{n}") for n in range(12)]
+    orders = [dx.order(dixis_db, [(oil, "1", "12.90"), (wine, "1", "15.00")],
+                       customer_id=customers[n % len(customers)]) for n in range(120)]
+    dixis_db.commit()
+    dixis_db.execute("SELECT qbsync.resync_many('customer', %s)", ([str(c) for c in customers],))
+    dixis_db.execute("UPDATE qbsync.outbox SET next_attempt_at = now() + interval '2 seconds'"
+                     " WHERE entity = 'customer'")
+    dixis_db.commit()
+    async with running(shop, batch_threshold=1):
+        await drained(shop.url)
+    assert len(shop.customers()) == len(customers)
+    invoices = shop.invoices()
+    assert len(invoices) == len(orders)
+    dixis_db.commit()
+    ids = dict(dixis_db.execute(
+        "SELECT key, qbo_id FROM qbsync.entity_map WHERE entity = 'customer'").fetchall())
+    assert {i["CustomerRef"]["value"] for i in invoices} == set(ids.values())
+    for customer in customers:
+        operations = logs(dixis_db, "customer", customer)
+        assert [s for _, s in operations].count("success") == 1, operations
+        assert operations[-1] == ("skip.unchanged", "skipped"), operations
+    assert dixis_db.execute(
+        "SELECT operation, status, error_message FROM qbsync.integration_logs"
+        " WHERE status IN ('failed', 'retry', 'dead')").fetchall() == []
