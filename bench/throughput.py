@@ -428,6 +428,13 @@ def run_phase(rig: Rig, round_: int, kind: str, n: int, *, timeout: float) -> Ph
         logs = dict(conn.execute(  # type: ignore[arg-type]
             "SELECT status, count(*)::int FROM qbsync.integration_logs WHERE id > %s "
             "GROUP BY 1", last_log).fetchall())
+        # skipped rows by why (operation 'skip': nothing to push; 'skip.unchanged': the
+        # body QuickBooks already has) and successes by entity and operation (a second
+        # push of one key shows up as an update)
+        logs.update({f"{status} {entity} {op}": n for status, entity, op, n in conn.execute(
+            "SELECT status, model_type, operation, count(*)::int FROM qbsync.integration_logs"
+            " WHERE id > %s AND status IN ('success', 'skipped') GROUP BY 1, 2, 3",
+            last_log).fetchall()})
         http = conn.execute(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY response_time_ms) "
             "FROM qbsync.integration_logs WHERE id > %s AND status = 'success'",

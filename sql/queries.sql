@@ -48,6 +48,11 @@ SELECT qbsync.map($1, $2)::text;
 -- name: map_many
 SELECT key, body::text, error_code, error_message FROM qbsync.map_many($1, $2::text[]);
 
+-- name: map_dependencies
+SELECT key, qbo_id, sync_token, doc_number, qbo_status, body_hash, body::text, error_code,
+       error_message
+FROM qbsync.map_dependencies($1, $2, $3::text[]);
+
 -- name: ready_backlog
 SELECT qbsync.ready_backlog($1);
 
@@ -55,7 +60,7 @@ SELECT qbsync.ready_backlog($1);
 SELECT entity, qbo_type, max_attempts, deadline_seconds FROM qbsync.entities;
 
 -- name: mapped
-SELECT entity, key, qbo_id, sync_token, doc_number, qbo_status
+SELECT entity, key, qbo_id, sync_token, doc_number, qbo_status, body_hash
 FROM qbsync.mapped($1, $2::text[], $3::text[]);
 
 -- name: realm_settings

@@ -36,14 +36,17 @@ from .refs import Ref, UnresolvedSetting, collect, substitute
 from .sync import (
     DEPENDENCY_NAMESPACE,
     DEPENDENCY_TYPES,
+    Mapped,
     Pushed,
     Pusher,
     PushFailed,
     Row,
     Skipped,
+    body_hash,
     mapping_failure,
     parse_body,
     qbo_failure,
+    unchanged,
 )
 from .tokens import ReconnectRequired
 
@@ -104,15 +107,14 @@ class BatchPusher:
         batchable = [i for i in bodies if i not in one_by_one]
         needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
         refs: set[Ref] = set().union(*needs.values())
-        # the references and the rows themselves, in one lookup (again only when the
-        # dependencies had to be created first)
+        # the references and the rows themselves, in one lookup; the dependencies created
+        # (or found created) meanwhile are added from what _dependencies saw
         wanted = refs | {(by_id[i].entity, by_id[i].key) for i in batchable}
         existing = await p.mapped(wanted)
-        if await self._dependencies(refs, existing):
-            existing = await p.mapped(wanted)
+        existing.update(await self._dependencies(refs, existing))
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
-        ops: list[tuple[Row, str, str, dict[str, Any]]] = []
+        ops: list[tuple[Row, str, str, dict[str, Any], str]] = []
         for i in batchable:
             row = by_id[i]
             info = p.entities[row.entity]
@@ -129,16 +131,20 @@ class BatchPusher:
             except UnresolvedSetting as exc:
                 out[i] = PushFailed("permanent", f"{row.label}: {exc}", None, "map")
                 continue
-            if known and known.qbo_status == "active":
+            hashed = body_hash(info.qbo_type, body)
+            skipped = unchanged(row, known, hashed)
+            if skipped is not None:
+                out[i] = skipped  # e.g. a customer its order's batch just created
+            elif known and known.qbo_status == "active":
                 ops.append((row, info.qbo_type, "update",
                             {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
-                             "sparse": True}))
+                             "sparse": True}, hashed))
             else:
                 ops.append((row, info.qbo_type, "create",
-                            p.creatable(row.entity, row.key, info.qbo_type, body)))
+                            p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
         for chunk in chunks(ops, self.size):
             if len(chunk) < self.min_fill:
-                one_by_one += [row.id for row, _, _, _ in chunk]
+                one_by_one += [row.id for row, _, _, _, _ in chunk]
             else:
                 one_by_one += await self._send(chunk, out)
 
@@ -155,26 +161,27 @@ class BatchPusher:
         await asyncio.gather(*(single(i) for i in one_by_one))
         return out
 
-    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any]]],
+    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any], str]],
                     out: dict[int, Outcome]) -> list[int]:
         """One batch request; fills `out`, returns the rows to retry one by one."""
         p = self.pusher
         items = [{"bId": f"r{n}", "operation": op, qbo_type: payload}
-                 for n, (_, qbo_type, op, payload) in enumerate(chunk)]
+                 for n, (_, qbo_type, op, payload, _) in enumerate(chunk)]
         request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
-            sorted(f"{row.request_id}:{op}" for row, _, op, _ in chunk)))
+            sorted(f"{row.request_id}:{op}" for row, _, op, _, _ in chunk)))
         started = time.perf_counter()
         try:
             answers = await p.client.batch(items, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            for row, _, op, _ in chunk:
+            for row, _, op, _, _ in chunk:
                 out[row.id] = qbo_failure(row.label, exc, f"{op} (batch)", p.time_scale)
             return []
         again = []
-        for (row, qbo_type, op, payload), answer in zip(chunk, answers, strict=True):
+        for (row, qbo_type, op, payload, hashed), answer in zip(chunk, answers, strict=True):
             error = error_from_batch_item(answer)
             if error is None:
-                result = p.result(qbo_type, answer[qbo_type], payload, op, started)
+                result = p.result(qbo_type, answer[qbo_type], payload, op, started,
+                                  body_hash=hashed)
                 result["operation"] = f"{op} (batch)"
                 out[row.id] = Pushed(result)
             elif isinstance(error, RESOLVED_ONE_BY_ONE):
@@ -183,25 +190,39 @@ class BatchPusher:
                 out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
         return again
 
-    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Any]) -> bool:
+    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped]
+                            ) -> dict[Ref, Mapped]:
         """Create the shop rows these references need, in batches; what does not batch
         cleanly is left for the one-by-one path of the rows that need it. `known`: what
-        entity_map held for them a moment ago. False when none was missing."""
-        p = self.pusher
-        def active(found: dict[Ref, Any]) -> set[Ref]:
-            return {ref for ref, m in found.items() if m.qbo_status == "active"}
+        entity_map held for them a moment ago. Returns what entity_map holds now for the
+        missing ones (those created here, or by someone else meanwhile; a failed one is
+        left out, or stays as it was), so that the caller need not look them up again.
 
-        missing = sorted(refs - active(known))
+        Those no other task of this process is creating go first, without waiting; then,
+        holding nothing, those that another task is creating (their locks are held): by
+        then it has usually finished, and they are only looked up. Before, a batch sharing
+        one new customer with another waited for all of the other's dependencies first."""
+        missing = sorted(refs - _active(known))
         if not missing:
-            return False
+            return {}
+        locks = self.pusher.dependency_lock
+        busy = [ref for ref in missing if locks(ref).locked()]
+        free = [ref for ref in missing if not locks(ref).locked()]
+        now = await self._create_dependencies(free) if free else {}
+        if busy:
+            now.update(await self._create_dependencies(busy))
+        return now
+
+    async def _create_dependencies(self, missing: list[Ref]) -> dict[Ref, Mapped]:
+        """_dependencies for these (sorted) references, under their locks."""
+        p = self.pusher
         async with contextlib.AsyncExitStack() as stack:
             for ref in missing:  # sorted: locks are always taken in the same order
                 await stack.enter_async_context(p.dependency_lock(ref))
-            found = await p.mapped(set(missing))  # again, under the locks
-            missing = sorted(set(missing) - active(found))
-            if any(ref in found for ref in missing):  # mapped, but not active
-                return True  # re-creating a deleted object: the one-by-one path seeds its requestid
-            creates: list[tuple[Ref, str, dict[str, Any]]] = []
+            # under the locks, each entity's entity_map rows again (another task may just
+            # have created some) and the bodies of the others: one round trip
+            now: dict[Ref, Mapped] = {}
+            creates: list[tuple[Ref, str, dict[str, Any], str]] = []
             for entity, keys in by_entity(missing):
                 try:
                     info = await p.entity(entity, f"{entity} {keys[0]}")
@@ -209,8 +230,14 @@ class BatchPusher:
                     continue
                 if info.qbo_type not in DEPENDENCY_TYPES:
                     continue  # a transaction: its rows wait for it (one by one says so)
-                mapped = await p.pool.fetch(Q.map_many, entity, keys)
-                for key, rec in zip(keys, mapped, strict=True):
+                for rec in await p.pool.fetch(Q.map_dependencies, p.realm.realm_id, entity,
+                                              keys):
+                    key = rec["key"]
+                    if rec["qbo_status"] is not None:
+                        now[(entity, key)] = Mapped(rec["qbo_id"], rec["sync_token"],
+                                                    rec["doc_number"], rec["qbo_status"],
+                                                    rec["body_hash"])
+                        continue
                     if rec["error_code"] or rec["body"] is None:
                         continue
                     body = parse_body(f"{entity} {key}", rec["body"]) or {}
@@ -222,20 +249,25 @@ class BatchPusher:
                     except UnresolvedSetting:
                         continue
                     creates.append(((entity, key), info.qbo_type,
-                                    p.creatable(entity, key, info.qbo_type, body)))
+                                    p.creatable(entity, key, info.qbo_type, body),
+                                    body_hash(info.qbo_type, body)))
+            if len(_active(now)) < len(now):  # mapped, but not active
+                return now  # re-creating a deleted object: the one-by-one path seeds its requestid
             small = [c for c in chunks(creates, self.size) if len(c) < self.min_fill]
-            failures = [r for r in await asyncio.gather(
+            singles = await asyncio.gather(
                 *(self._create_one(*create) for c in small for create in c),
-                return_exceptions=True) if isinstance(r, BaseException)]
+                return_exceptions=True)
+            failures = [r for r in singles if isinstance(r, BaseException)]
             if failures:
                 raise failures[0]  # once all have finished: none is left running
+            now.update(r for r in singles if isinstance(r, tuple))
             for chunk in chunks(creates, self.size):
                 if len(chunk) < self.min_fill:
                     continue  # created one by one above
                 items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
-                         for n, (_, qbo_type, body) in enumerate(chunk)]
+                         for n, (_, qbo_type, body, _) in enumerate(chunk)]
                 request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, p.realm.realm_id + "/" + ",".join(
-                    f"{e}/{k}" for (e, k), _, _ in chunk))
+                    f"{e}/{k}" for (e, k), _, _, _ in chunk))
                 started = time.perf_counter()
                 try:
                     answers = await p.client.batch(items, request_id=str(request_id))
@@ -243,19 +275,22 @@ class BatchPusher:
                     raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
                                       "create (batch)", p.time_scale) from exc
                 done: list[dict[str, Any]] = []
-                for ((entity, key), qbo_type, body), answer in zip(chunk, answers, strict=True):
+                for ((entity, key), qbo_type, body, hashed), answer in zip(chunk, answers,
+                                                                          strict=True):
                     if error_from_batch_item(answer) is not None:
                         continue  # the row that needs it pushes it one by one, and says why
                     result = p.result(qbo_type, answer[qbo_type], body, "create (batch)",
-                                      started)
+                                      started, body_hash=hashed)
                     result["message"] = f"{entity} {key} pushed as a dependency (batch)"
                     done.append({"entity": entity, "key": key, "result": result})
                 if done:  # one transaction (one commit) for the chunk
                     await p.pool.execute(Q.record_successes, p.realm.realm_id, done,
                                          p.worker_id)
-        return True
+                    now.update(((d["entity"], d["key"]), _recorded(d["result"])) for d in done)
+        return now
 
-    async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any]) -> None:
+    async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any],
+                          hashed: str) -> tuple[Ref, Mapped] | None:
         """One dependency as a single request (its lock is held by the caller), with the
         requestid the one-by-one path would use; a fault leaves it to the row that needs it,
         whose one-by-one push handles it and says why."""
@@ -266,9 +301,20 @@ class BatchPusher:
         try:
             obj = await p.client.create(qbo_type, body, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError):
-            return
-        result = p.result(qbo_type, obj, body, "create", started)
+            return None
+        result = p.result(qbo_type, obj, body, "create", started, body_hash=hashed)
         result["message"] = f"{entity} {key} pushed as a dependency (beside a batch)"
         result["request_id"] = str(request_id)
         await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key, result,
                              p.worker_id)
+        return ref, _recorded(result)
+
+
+def _active(found: dict[Ref, Mapped]) -> set[Ref]:
+    return {ref for ref, m in found.items() if m.qbo_status == "active"}
+
+
+def _recorded(result: dict[str, Any]) -> Mapped:
+    """The entity_map row record_successes just wrote for a created object."""
+    return Mapped(str(result["qbo_id"]), result.get("sync_token"), result.get("doc_number"),
+                  "active", result.get("body_hash"))

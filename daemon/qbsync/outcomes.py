@@ -81,23 +81,34 @@ class OutcomeGroups:
     async def _write_group(self, items: list[tuple[Row, Pushed | Skipped, asyncio.Future[bool]]]
                            ) -> list[int]:
         """One call for the group; the ids whose lease was lost."""
-        if all(isinstance(outcome, Skipped) for _, outcome, _ in items):
-            # skips only (rows the mapping had nothing to push for): the lean function
+        if all(isinstance(outcome, Skipped) and outcome.operation == "skip"
+               for _, outcome, _ in items):
+            # plain skips only (rows the mapping had nothing to push for): the lean function
             lost = await self.pool.fetchval(
                 Q.skip_many, self.worker_id, self.realm_id, [row.id for row, _, _ in items],
                 [outcome.reason for _, outcome, _ in items if isinstance(outcome, Skipped)])
         else:
-            payload: list[dict[str, Any]] = [
-                {"id": row.id, "result": outcome.result} if isinstance(outcome, Pushed)
-                else {"id": row.id, "skip": outcome.reason}
-                for row, outcome, _ in items]
             lost = await self.pool.fetchval(Q.complete_many, self.worker_id, self.realm_id,
-                                            payload)
+                                            [_item(row, outcome) for row, outcome, _ in items])
         return list(lost or [])
 
     async def _one(self, row: Row, outcome: Pushed | Skipped) -> bool:
         if isinstance(outcome, Pushed):
             return bool(await self.pool.fetchval(Q.complete, row.id, self.worker_id,
                                                  self.realm_id, outcome.result))
+        if outcome.operation != "skip":  # qbsync.skip logs operation 'skip' only
+            lost = await self.pool.fetchval(Q.complete_many, self.worker_id, self.realm_id,
+                                            [_item(row, outcome)])
+            return not lost
         return bool(await self.pool.fetchval(Q.skip, row.id, self.worker_id, self.realm_id,
                                              outcome.reason))
+
+
+def _item(row: Row, outcome: Pushed | Skipped) -> dict[str, Any]:
+    """One element of complete_many's p_items."""
+    if isinstance(outcome, Pushed):
+        return {"id": row.id, "result": outcome.result}
+    item: dict[str, Any] = {"id": row.id, "skip": outcome.reason}
+    if outcome.operation != "skip":
+        item["operation"] = outcome.operation
+    return item

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from . import fastjson
 from .digest import digest
@@ -89,6 +92,11 @@ class Pushed:
 @dataclass
 class Skipped:
     reason: str
+    operation: str = "skip"  # integration_logs.operation; status is always 'skipped'
+
+
+# How a row skipped as unchanged is logged: status 'skipped', this operation.
+UNCHANGED = "skip.unchanged"
 
 
 @dataclass
@@ -121,6 +129,33 @@ class Mapped:
     sync_token: str | None
     doc_number: str | None
     qbo_status: str
+    body_hash: str | None = None
+
+
+def body_hash(qbo_type: str, body: dict[str, Any]) -> str:
+    """What entity_map.body_hash keeps of a pushed body (references resolved, before
+    qbsync adds Id, SyncToken, its PrivateNote marker or a disambiguated name): equal
+    hashes, equal bodies. Keys sorted, so that the order a mapping builds them in does not
+    matter. Not the digest (digest.py), which is what QuickBooks answered."""
+    try:
+        data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        data = json.dumps(body, sort_keys=True, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+    return "b1:" + hashlib.blake2b(qbo_type.encode() + b"\0" + data,
+                                   digest_size=16).hexdigest()
+
+
+def unchanged(row: Row, existing: Mapped | None, hashed: str) -> Skipped | None:
+    """Skipped, when the row's body is the one QuickBooks got at the key's last
+    successful push and nothing since may have changed the object: not forced, the first
+    try (an earlier one may have reached QuickBooks), the object active, the hash kept
+    (failures, drift and voids clear it)."""
+    if (existing is None or existing.qbo_status != "active" or row.force
+            or row.attempts > 1 or existing.body_hash != hashed):
+        return None
+    return Skipped(f"{row.label}: unchanged since its last push (QuickBooks Id "
+                   f"{existing.qbo_id}); nothing sent", UNCHANGED)
 
 
 def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 1.0
@@ -242,6 +277,10 @@ class Pusher:
                 f"(QuickBooks Id {existing.qbo_id}); resync with force to push it again"
             )
         body = await self._resolve(body, ((row.entity, row.key),), row.label)
+        hashed = body_hash(info.qbo_type, body)
+        skipped = unchanged(row, existing, hashed)
+        if skipped is not None:
+            return skipped
         started = time.perf_counter()
         if existing and existing.qbo_status == "active":
             operation = "update"
@@ -253,10 +292,14 @@ class Pusher:
                 uuid.uuid5(row.request_id, "create"), may_exist=row.attempts > 1,
                 label=row.label,
             )
-        return Pushed(self.result(info.qbo_type, obj, body, operation, started))
+        return Pushed(self.result(info.qbo_type, obj, body, operation, started,
+                                  body_hash=hashed))
 
     def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
-                operation: str, started: float) -> dict[str, Any]:
+                operation: str, started: float, *, body_hash: str | None = None
+                ) -> dict[str, Any]:
+        """What record_successes takes of a push. body_hash: of the body sent (None for a
+        void or delete, which clears entity_map's)."""
         result = {
             "qbo_type": qbo_type,
             "qbo_id": obj["Id"],
@@ -266,6 +309,7 @@ class Pusher:
             "total_amount": obj.get("TotalAmt"),
             "operation": operation,
             "qbo_status": "active",
+            "body_hash": body_hash,
             # QuickBooks' own answer time when the client measured it, else the whole step
             "response_time_ms": self.client.last_response_ms
             or round((time.perf_counter() - started) * 1000),
@@ -295,7 +339,7 @@ class Pusher:
         rows = await self.pool.fetch(Q.mapped, self.realm.realm_id, list(entities), list(keys))
         return {
             (r["entity"], r["key"]): Mapped(r["qbo_id"], r["sync_token"], r["doc_number"],
-                                            r["qbo_status"])
+                                            r["qbo_status"], r["body_hash"])
             for r in rows
         }
 
@@ -344,6 +388,7 @@ class Pusher:
                     "(deleted or not syncable)", None, "map")
             body.pop("$op", None)
             body = await self._resolve(body, (*chain, ref), label)
+            hashed = body_hash(info.qbo_type, body)
             started = time.perf_counter()
             # Stable across daemons and retries; after a deletion in QuickBooks, seeded with
             # the deleted Id, so that the create is not answered with the old one's replay.
@@ -353,7 +398,8 @@ class Pusher:
             obj, operation = await self._create(
                 entity, key, info.qbo_type, body, request_id, may_exist=False,
                 label=f"{label}: its {entity} {key}")
-            result = self.result(info.qbo_type, obj, body, operation, started)
+            result = self.result(info.qbo_type, obj, body, operation, started,
+                                 body_hash=hashed)
             result["message"] = f"{entity} {key} pushed as a dependency of {label}"
             result["request_id"] = str(request_id)
             await self.pool.execute(Q.record_success, self.realm.realm_id, entity, key, result,

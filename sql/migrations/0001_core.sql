@@ -128,6 +128,11 @@ CREATE TABLE qbsync.entity_map (
     -- The business fields of the object as qbsync last wrote or accepted it
     -- (qbsync.qbo_digest): drift detection compares QuickBooks' current object to it.
     digest      jsonb,
+    -- Hash of the body (references resolved) of qbsync's last successful push: a push
+    -- whose body hashes the same is skipped as unchanged (no QuickBooks request). Computed
+    -- by the daemon (sync.body_hash); NULL = unknown, push. Cleared whenever QuickBooks may
+    -- hold something else: a failed push, a change made outside qbsync (drift), a void.
+    body_hash   text,
     request_id  uuid,
     created_at  timestamptz NOT NULL DEFAULT now(),
     synced_at   timestamptz NOT NULL DEFAULT now(),

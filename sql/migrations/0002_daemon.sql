@@ -210,8 +210,9 @@ RETURN jsonb_build_object(
 -- the rows (per-row statements cost more than the work itself: a group of outcomes is
 -- recorded in one call). p_rows: [{"entity": …, "key": …, "result": {…}}], a key at most
 -- once; result: qbo_type, qbo_id, sync_token, doc_number, total_amount, operation,
--- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, and digest
--- (what qbsync.qbo_digest makes of the QuickBooks object) or the object itself.
+-- qbo_status, sent_doc_number, response_time_ms, request_id, attempt, message, digest
+-- (what qbsync.qbo_digest makes of the QuickBooks object) or the object itself, and
+-- body_hash (of the body sent; none for a void or delete: entity_map's is then cleared).
 -- p_guarded: a failing write-back is logged and the rest stands (a subtransaction per row);
 -- unguarded it raises, and the caller records the rows one by one, guarded.
 CREATE FUNCTION qbsync.record_successes(p_realm text, p_rows jsonb,
@@ -231,13 +232,13 @@ DECLARE
 BEGIN
     INSERT INTO qbsync.entity_map AS m
         (realm_id, entity, key, qbo_type, qbo_id, sync_token, doc_number, qbo_status,
-         digest, request_id, synced_at)
+         digest, body_hash, request_id, synced_at)
     SELECT p_realm, r.entity, r.key, r.result->>'qbo_type', r.result->>'qbo_id',
            r.result->>'sync_token', r.result->>'doc_number',
            coalesce(r.result->>'qbo_status', 'active'),
            -- the daemon sends the digest (qbsync/digest.py), or the object when unsure
            coalesce(r.result->'digest', qbsync.qbo_digest(r.result->>'qbo_type', r.result->'object')),
-           (r.result->>'request_id')::uuid, v_now
+           r.result->>'body_hash', (r.result->>'request_id')::uuid, v_now
     FROM jsonb_to_recordset(p_rows) AS r(entity text, key text, result jsonb)
     ON CONFLICT (realm_id, entity, key) DO UPDATE
         SET qbo_type = excluded.qbo_type, qbo_id = excluded.qbo_id,
@@ -245,6 +246,7 @@ BEGIN
             doc_number = coalesce(excluded.doc_number, m.doc_number),
             qbo_status = excluded.qbo_status,
             digest = coalesce(excluded.digest, m.digest),
+            body_hash = excluded.body_hash,  -- not kept: no hash (a void) means unknown
             request_id = excluded.request_id, synced_at = excluded.synced_at;
 
     -- Write-back through qbsync_map.<entity>_outcome(key, outcome), marked as the daemon's
@@ -293,6 +295,10 @@ BEGIN
                     PERFORM qbsync.log('write_back', v_entity, v_back.key, 'failed', p_realm,
                         jsonb_build_object('message', format('%s failed: %s', v_fn, SQLERRM),
                                            'code', SQLSTATE));
+                    -- the shop row did not learn this push: the next one must not be
+                    -- skipped as unchanged (its write-back is the repair)
+                    UPDATE qbsync.entity_map SET body_hash = NULL
+                    WHERE realm_id = p_realm AND entity = v_entity AND key = v_back.key;
                 END;
             END LOOP;
         ELSE
@@ -319,7 +325,7 @@ BEGIN
                   '{}'::jsonb)
     FROM ROWS FROM (jsonb_to_recordset(p_rows) AS (entity text, key text, result jsonb))
          WITH ORDINALITY AS r(entity, key, result, n)
-    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object,digest}'::text[]) AS x(d)
+    CROSS JOIN LATERAL (SELECT r.result - '{qbo_type,sync_token,qbo_status,object,digest,body_hash}'::text[]) AS x(d)
     ORDER BY r.n;
 
     PERFORM pg_notify('qbsync_events', (
@@ -392,7 +398,8 @@ END
 $$;
 
 -- Many outcomes in one transaction (one commit instead of one per row): p_items is an
--- array of {"id": …, "result": {…}} (pushed) or {"id": …, "skip": "reason"} (skipped).
+-- array of {"id": …, "result": {…}} (pushed) or {"id": …, "skip": "reason"} (skipped;
+-- logged as operation 'skip', or as the item's "operation", e.g. 'skip.unchanged').
 -- Returns the ids whose lease was lost (their outcome was not recorded). Set-based: the
 -- lease check, the records and the deletes are a few statements for the whole group. The
 -- statements on the outbox are planned for each call (EXECUTE): a plan cached while the
@@ -434,7 +441,8 @@ BEGIN
     INSERT INTO qbsync.integration_logs
         (operation, model_type, model_id, status, error_message, request_id, realm_id,
          attempt, actor)
-    SELECT 'skip', h->>'entity', h->>'key', 'skipped', i->>'skip', (h->>'request_id')::uuid,
+    SELECT coalesce(i->>'operation', 'skip'), h->>'entity', h->>'key', 'skipped', i->>'skip',
+           (h->>'request_id')::uuid,
            p_realm, (h->>'attempts')::int, p_worker
     FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(i, n)
     CROSS JOIN LATERAL (SELECT v_held->(i->>'id')) AS x(h)
@@ -574,6 +582,11 @@ BEGIN
     IF v_row.id IS NULL THEN
         RETURN 'lost';
     END IF;
+    -- A failed try may still have changed the object (a timeout after QuickBooks applied
+    -- it): the next push of this key must not be skipped as unchanged.
+    UPDATE qbsync.entity_map SET body_hash = NULL
+    WHERE realm_id = p_realm AND entity = v_row.entity AND key = v_row.key
+      AND body_hash IS NOT NULL;
     SELECT * INTO v_entity FROM qbsync.entities WHERE entity = v_row.entity;
     IF v_kind = 'waiting' AND v_row.enqueued_at
             < now() - make_interval(secs => coalesce((qbsync.setting('max_wait_seconds'))::int, 86400)) THEN
@@ -649,6 +662,10 @@ BEGIN
         FOR UPDATE
     LOOP
         PERFORM qbsync.requeue(v_row, now(), 1, NULL, NULL);
+        -- its push may have been cut off after QuickBooks applied it, and the try is given
+        -- back: the next push of the key must not be skipped as unchanged
+        UPDATE qbsync.entity_map SET body_hash = NULL
+        WHERE entity = v_row.entity AND key = v_row.key AND body_hash IS NOT NULL;
         v_count := v_count + 1;
     END LOOP;
     RETURN v_count;
@@ -723,19 +740,58 @@ $$;
 -- the daemon slowed down as the map grew.
 CREATE FUNCTION qbsync.mapped(p_realm text, p_entities text[], p_keys text[])
 RETURNS TABLE (entity text, key text, qbo_id text, sync_token text, doc_number text,
-               qbo_status text)
+               qbo_status text, body_hash text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY EXECUTE
-        'SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status
+        'SELECT m.entity, m.key, m.qbo_id, m.sync_token, m.doc_number, m.qbo_status,
+                m.body_hash
          FROM unnest(array_fill($1, ARRAY[cardinality($2)]), $2, $3) AS w(realm, entity, key)
          CROSS JOIN LATERAL (
              SELECT * FROM qbsync.entity_map m
              WHERE m.realm_id = w.realm AND m.entity = w.entity AND m.key = w.key
              OFFSET 0) m'
         USING p_realm, p_entities, p_keys;
+END
+$$;
+
+-- The daemon's step before creating dependencies in a batch, one round trip instead of
+-- two: the entity_map rows of these keys of one entity (looked up again under the daemon's
+-- dependency locks: another task may just have created them), then the mapped bodies
+-- (qbsync.map_many) of the keys that have no entity_map row, in p_keys' order. A key mapped
+-- but not active comes back with its qbo_status and no body.
+CREATE FUNCTION qbsync.map_dependencies(p_realm text, p_entity text, p_keys text[])
+RETURNS TABLE (key text, qbo_id text, sync_token text, doc_number text, qbo_status text,
+               body_hash text, body jsonb, error_code text, error_message text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    v_found text[] := '{}';
+    v_todo text[];
+BEGIN
+    FOR r IN SELECT * FROM qbsync.mapped(p_realm, array_fill(p_entity, ARRAY[cardinality(p_keys)]),
+                                         p_keys) LOOP
+        key := r.key;
+        qbo_id := r.qbo_id;
+        sync_token := r.sync_token;
+        doc_number := r.doc_number;
+        qbo_status := r.qbo_status;
+        body_hash := r.body_hash;
+        v_found := v_found || r.key;
+        RETURN NEXT;
+    END LOOP;
+    v_todo := ARRAY(SELECT u.k FROM unnest(p_keys) WITH ORDINALITY AS u(k, n)
+                    WHERE u.k <> ALL (v_found) ORDER BY u.n);
+    IF cardinality(v_todo) > 0 THEN
+        RETURN QUERY
+            SELECT mm.key, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
+                   mm.body, mm.error_code, mm.error_message
+            FROM qbsync.map_many(p_entity, v_todo) mm;
+    END IF;
 END
 $$;
 

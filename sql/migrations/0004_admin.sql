@@ -1286,7 +1286,8 @@ BEGIN
                             'fail_admin_request', 'store_report', 'report_total',
                             'invoice_entity', 'mapping_function', 'raise_notice',
                             'fold_stats', 'qbo_digest', 'complete_many', 'mapped',
-                            'record_successes', 'success_outcome', 'skip_many')
+                            'record_successes', 'success_outcome', 'skip_many',
+                            'map_dependencies')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO qbsync_daemon', v_fn);
     END LOOP;

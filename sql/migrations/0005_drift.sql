@@ -68,6 +68,12 @@ BEGIN
         WHERE realm_id = p_realm AND qbo_type = p_type AND qbo_id = v_obj->>'Id';
         CONTINUE WHEN v_map.qbo_id IS NULL;                     -- not an object qbsync manages
         CONTINUE WHEN v_obj->>'SyncToken' IS NOT DISTINCT FROM v_map.sync_token;  -- ours
+        -- Changed outside qbsync (harmless or not): QuickBooks may no longer hold the body
+        -- qbsync last sent, so the next push of this key must not be skipped as unchanged.
+        IF v_map.body_hash IS NOT NULL THEN
+            UPDATE qbsync.entity_map SET body_hash = NULL
+            WHERE realm_id = p_realm AND entity = v_map.entity AND key = v_map.key;
+        END IF;
         IF v_obj->>'status' = 'Deleted' THEN
             CONTINUE WHEN v_map.qbo_status = 'deleted';
             v_change := 'deleted';
@@ -146,16 +152,17 @@ BEGIN
             -- Kept, marked deleted: the push creates the object anew, and a dependency
             -- create derives its requestid from the deleted Id, so QuickBooks cannot answer
             -- it with the deleted object's original create.
-            UPDATE qbsync.entity_map SET qbo_status = 'deleted'
+            UPDATE qbsync.entity_map SET qbo_status = 'deleted', body_hash = NULL
             WHERE realm_id = v_drift.realm_id AND entity = v_drift.entity AND key = v_drift.key;
         ELSE
-            UPDATE qbsync.entity_map SET sync_token = v_drift.qbo_sync_token
+            UPDATE qbsync.entity_map SET sync_token = v_drift.qbo_sync_token, body_hash = NULL
             WHERE realm_id = v_drift.realm_id AND entity = v_drift.entity AND key = v_drift.key;
         END IF;
         PERFORM qbsync.enqueue(v_drift.entity, v_drift.key, true, 'drift');
     ELSIF p_action = 'accept' THEN
+        -- QuickBooks' version is not the shop's body: body_hash cleared (no skip as unchanged)
         UPDATE qbsync.entity_map
-        SET sync_token = v_drift.qbo_sync_token,
+        SET sync_token = v_drift.qbo_sync_token, body_hash = NULL,
             digest = CASE WHEN v_drift.change = 'deleted' THEN digest
                           ELSE qbsync.qbo_digest(v_drift.qbo_type, v_drift.qbo_object) END,
             qbo_status = CASE v_drift.change WHEN 'deleted' THEN 'deleted'

@@ -87,6 +87,10 @@ def test_throughput_short(tmp_path: Path) -> None:
     # invoices only: one invoice per row (alone or in batches); deps also creates customers
     assert invoices["logs"]["success"] == invoices["rows"]
     assert deps["logs"]["success"] > deps["rows"]
+    # each new customer is pushed once, as a dependency of its first invoice (a second push
+    # of the same body would be an update, or skipped as unchanged)
+    assert [k for k in deps["logs"] if k.startswith("success customer create")]
+    assert not [k for k in deps["logs"] if k.startswith("success customer update")]
     kinds = {s["kind"] for s in report["summary"]}
     assert kinds == {"deps", "invoices"}
     for s in report["summary"]:
