@@ -266,8 +266,10 @@ class BatchPusher:
                     continue  # created one by one above
                 items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
                          for n, (_, qbo_type, body, _) in enumerate(chunk)]
-                request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, p.realm.realm_id + "/" + ",".join(
-                    f"{e}/{k}" for (e, k), _, _, _ in chunk))
+                # "batch/": a batch of one must not share the requestid of that object's
+                # single create, or QuickBooks answers one with the other's replay
+                request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, "batch/" + p.realm.realm_id + "/"
+                                        + ",".join(f"{e}/{k}" for (e, k), _, _, _ in chunk))
                 started = time.perf_counter()
                 try:
                     answers = await p.client.batch(items, request_id=str(request_id))
