@@ -186,7 +186,10 @@ def create_rig(admin_url: str, name: str, *, time_scale: float, keep: bool
         return hit
 
     emu.limits.acquire = counted  # type: ignore[method-assign]  # which limit a 429 hit
-    server = EmulatorServer(emu).start()
+    # the emulator's heap frozen once a second: its full garbage collections would otherwise
+    # hold its event loop 100-300 ms and stamp the requests that arrived meanwhile as one
+    # burst (EmulatorServer says more)
+    server = EmulatorServer(emu, freeze_heap=1.0).start()
     realm_id = emu.create_company("Dixis Α.Ε.", custom_txn_numbers=True)
     keys = generate_key("k1")
     tokens = TokenSet.from_response(emu.issue_tokens(realm_id))
