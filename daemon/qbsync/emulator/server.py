@@ -40,6 +40,7 @@ class EmulatorServer:
         self.emulator = emulator
         self.freeze_heap = freeze_heap
         self._stop_freezing = threading.Event()
+        self._freezer: threading.Thread | None = None
         self.host = host
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -64,7 +65,9 @@ class EmulatorServer:
         )
         self._thread.start()
         if self.freeze_heap:
-            threading.Thread(target=self._freeze, name="qbo-emulator-gc", daemon=True).start()
+            self._freezer = threading.Thread(target=self._freeze, name="qbo-emulator-gc",
+                                             daemon=True)
+            self._freezer.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
@@ -79,8 +82,9 @@ class EmulatorServer:
             gc.freeze()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.freeze_heap:
+        if self._freezer is not None:
             self._stop_freezing.set()
+            self._freezer.join()
             gc.unfreeze()
         self._server.should_exit = True
         if self._thread is not None:
