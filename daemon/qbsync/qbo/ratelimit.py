@@ -153,8 +153,8 @@ class RequestLimiter:
         self._background: set[asyncio.Future[Any]] = set()
         self._returns: set[asyncio.Future[Any]] = set()  # given back once the database is back
         self.granted = 0  # permits used by this limiter (for stats and tests)
-        # seconds past its slot after which a permit is taken again (doubling with each
-        # retake of one request, so that a process that is always late still sends)
+        # seconds past its slot after which a permit is taken again (growing after a few
+        # retakes of one request, so that a process that is always late still sends)
         self.late = 0.025
         self.late_retakes = 0
         self.refused = 0  # take_permit answers without a permit
@@ -180,7 +180,7 @@ class RequestLimiter:
         """Wait for a permit, hold it while the body runs (one HTTP request), return it.
         The body should ``await sending(permit)`` right before the request goes out."""
         async with self._local if self._local is not None else contextlib.nullcontext():
-            permit = await self._take(kind, self.late)
+            permit = await self._take(kind)
             try:
                 yield permit
             finally:
@@ -192,20 +192,23 @@ class RequestLimiter:
         """The request of ``permit`` is about to be written to the socket: if that is later
         than the slack allows past its slot, exchange the permit for a new slot (and sleep
         until it). Cheap when on time: no round trip, no suspension."""
-        late = self.late * 2 ** permit.retakes
-        while time.monotonic() - permit.slot > late:
+        while time.monotonic() - permit.slot > self._tolerance(permit.retakes):
             self.late_retakes += 1
             await self._return(permit.permit_id)
-            fresh = await self._take(permit.kind, late * 2)
+            fresh = await self._take(permit.kind, permit.retakes + 1)
             permit.permit_id, permit.starts_at, permit.slot = (
                 fresh.permit_id, fresh.starts_at, fresh.slot)
             permit.waited += fresh.waited
-            permit.retakes += 1 + fresh.retakes
-            late = self.late * 2 ** permit.retakes
+            permit.retakes = fresh.retakes
 
-    async def _take(self, kind: str, late: float) -> Permit:
+    def _tolerance(self, retakes: int) -> float:
+        """How late a request may go out after ``retakes`` new slots: the slack, and after
+        the third retake twice as much each time (a process that is always late must still
+        send, if less evenly)."""
+        return self.late * 2 ** max(0, retakes - 2)
+
+    async def _take(self, kind: str, retakes: int = 0) -> Permit:
         started = time.monotonic()
-        retakes = 0
         while True:
             local_pause = self._paused_until - time.monotonic()
             if local_pause > 0:
@@ -244,13 +247,12 @@ class RequestLimiter:
                 # A 429 arrived while we slept towards our slot: give it back, wait it out.
                 await self._return(row["permit_id"])
                 continue
-            if time.monotonic() - slot > late:
+            if time.monotonic() - slot > self._tolerance(retakes):
                 # This process stalled past the slot (or read the answer late): the permits
                 # of all its waiters would reach QuickBooks together, crowding one second
                 # window. Take a new slot.
                 self.late_retakes += 1
                 retakes += 1
-                late *= 2
                 await self._return(row["permit_id"])
                 continue
             self.granted += 1
