@@ -20,7 +20,7 @@
 --
 -- Slack that learns. A 429 says nothing about which limit it hit (QuickBooks answers 3001
 -- "ThrottleExceeded" for all of them, and asks for a 60 s pause either way), and with even
--- pacing at 490 a minute the minute limit cannot be the one: it is requests bunching on
+-- pacing at 495 a minute the minute limit cannot be the one: it is requests bunching on
 -- their way (a stalled process, the network) that fill a one-second window. So every 429
 -- adds a tenth of the second window to that window's slack (at most half of it in all),
 -- which spaces requests further apart for as long as it lasts; the addition fades out
@@ -40,7 +40,7 @@ CREATE TABLE qbsync.rate_limits (
     -- Head-room below each rate limit, so that jitter between the permit and the request
     -- reaching QuickBooks never turns into a 429: a fraction of the window (safety) but at
     -- least an absolute time (jitter; it matters when the windows are scaled down).
-    safety           float8 NOT NULL DEFAULT 0.02 CHECK (safety >= 0 AND safety < 0.5),
+    safety           float8 NOT NULL DEFAULT 0.01 CHECK (safety >= 0 AND safety < 0.5),
     jitter           interval NOT NULL DEFAULT '25 ms' CHECK (jitter >= '0'),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
@@ -88,7 +88,7 @@ CREATE FUNCTION qbsync.set_rate_limits(
     p_batch_per_minute int DEFAULT 40,
     p_minute_window interval DEFAULT '1 minute',
     p_second_window interval DEFAULT '1 second',
-    p_safety float8 DEFAULT 0.02,
+    p_safety float8 DEFAULT 0.01,
     p_jitter interval DEFAULT '25 ms'
 ) RETURNS void
 LANGUAGE sql

@@ -230,8 +230,8 @@ async def test_batch_budget_does_not_hold_up_requests(
     assert first["permit_id"] is not None
     second = await take("batch")
     assert second["permit_id"] is None
-    # two batches per minute (plus the 2 % slack): the next one in 30.6 s
-    assert timedelta(seconds=25) < second["wait"] <= timedelta(seconds=30.6)
+    # two batches per minute (plus the 1 % slack): the next one in 30.3 s
+    assert timedelta(seconds=25) < second["wait"] <= timedelta(seconds=30.3)
     plain = await take("request")
     assert plain["permit_id"] is not None
     assert plain["wait"] == timedelta(0)
@@ -279,8 +279,8 @@ async def test_cancelled_waiter_returns_its_permit(pools: tuple[asyncpg.Pool, as
 async def test_batches_have_a_lane_of_their_own(pools: tuple[asyncpg.Pool, asyncpg.Pool]
                                                 ) -> None:
     pool = pools[0]
-    # 60 requests and 6 batches a minute: plain requests 61.2 s / 60 apart, batches
-    # 61.2 s / 6 = 10.2 s apart (2 % slack)
+    # 60 requests and 6 batches a minute: plain requests 60.6 s / 60 apart, batches
+    # 60.6 s / 6 = 10.1 s apart (1 % slack)
     await pool.execute("SELECT qbsync.set_rate_limits('r6', 60, NULL, NULL, 6)")
 
     async def take(kind: str) -> Any:
@@ -295,8 +295,8 @@ async def test_batches_have_a_lane_of_their_own(pools: tuple[asyncpg.Pool, async
     # From now on plain requests leave the batches their share: 54 a minute.
     after = [await take("request") for _ in range(2)]
     gap = after[1]["starts_at"] - after[0]["starts_at"]
-    assert timedelta(seconds=61.2 / 54 - 0.01) < gap < timedelta(seconds=61.2 / 54 + 0.01)
-    # The next batch is 10.2 s away: refused, to come back a second before its slot.
+    assert timedelta(seconds=60.6 / 54 - 0.01) < gap < timedelta(seconds=60.6 / 54 + 0.01)
+    # The next batch is 10.1 s away: refused, to come back a second before its slot.
     refused = await take("batch")
     assert refused["permit_id"] is None
     assert timedelta(seconds=8.5) < refused["wait"] <= timedelta(seconds=9.2)
