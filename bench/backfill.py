@@ -33,12 +33,14 @@ pipelining hides, so T_min ignores it. It is a rate bound: sliding windows would
 client spend one window's worth in a burst at the very start, which no client pacing its
 requests evenly (as qbsync does, to never meet a 429) can use.
 
-Time scale: 2 by default (a QuickBooks minute lasts 30 s). The emulator runs a batch of 30
-operations in one go on its event loop (50 ms median, over 200 ms at worst on a loaded
-2-core machine) and time-stamps the requests that arrived meanwhile only after it, all at
-once: at scale 5 that squeezes up to a second of emulated arrivals into a few milliseconds
-of its 1-second window (200 ms real), and the 10/s limit answers 429s that no pacing on
-the client's side can prevent. At scale 2 the same stall is 2.5x less emulated time.
+Time scale: 2 by default (a QuickBooks minute lasts 30 s); 5 makes a QuickBooks second
+200 ms of real time. The per-second limit is then the hard one: pacing at 490 a minute puts
+11 consecutive requests ~240 ms apart, so any stall of ~40 ms that holds one request back
+and lets the next ten go squeezes 11 into one emulated second (a 429, and a 60-s pause). The
+daemon's limiter checks each request against its slot right before the socket write; the
+emulator freezes its heap once a second (`EmulatorServer(freeze_heap=...)`), since a full
+garbage collection over its ~15,000 entities held its loop 100-300 ms and stamped everything
+that arrived meanwhile as one burst. `--busy N` runs N CPU-bound loops beside the run.
 
 Measured: total = COMMIT of the enqueue -> the last outcome the daemon recorded (wall and
 emulated = wall x scale); ratio = total / T_min (target <= 1.15); budget used = requests the
@@ -56,6 +58,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -186,7 +189,10 @@ def create_rig(admin_url: str, name: str, *, time_scale: float, keep: bool
         return hit
 
     emu.limits.acquire = counted  # type: ignore[method-assign]  # which limit a 429 hit
-    server = EmulatorServer(emu).start()
+    # the emulator's heap frozen once a second: its full garbage collections would otherwise
+    # hold its event loop 100-300 ms and stamp the requests that arrived meanwhile as one
+    # burst (EmulatorServer says more)
+    server = EmulatorServer(emu, freeze_heap=1.0).start()
     realm_id = emu.create_company("Dixis Α.Ε.", custom_txn_numbers=True)
     keys = generate_key("k1")
     tokens = TokenSet.from_response(emu.issue_tokens(realm_id))
@@ -377,8 +383,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"run` subprocess (batch mode, concurrency {report['params']['concurrency']}, shared "
         f"limiter at rate_time_scale {r['time_scale']}); emulator over a socket in the "
         f"benchmark process, limits on (500/min, 10/s, 10 in flight, 40 batches/min), clock "
-        f"{r['time_scale']}x. Nothing in QuickBooks at the start: customers, items and "
-        f"invoices are all created. T_min = ops / (40 x 30 + 460) emulated minutes "
+        f"{r['time_scale']}x; {report['params']['busy']} busy loop(s) beside it, load "
+        f"average {report['load_avg_1m_after']} at the end. Nothing in QuickBooks at the "
+        f"start: customers, items and invoices are all created. T_min = ops / (40 x 30 + "
+        f"460) emulated minutes "
         f"(batch-only bound: {r['minimum_min']['batch_only']} min).",
         "",
         f"    {report['command']}",
@@ -387,8 +395,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"CPU over the run (s): daemon {cpu['daemon_cpu_s']}, PostgreSQL backends "
         f"{cpu['postgres_cpu_s']}, emulator + bench {cpu['emulator_cpu_s']}, of "
-        f"{cpu['capacity_s']} available. Targets: ratio ≤ {TARGET_RATIO}, budget ≥ "
-        f"{100 * TARGET_BUDGET:.0f} %, zero 429s. Checks: {report['checks']}.",
+        f"{cpu['capacity_s']} available. Fullest emulated second: {r['fullest_second']} "
+        f"requests; 429s by limit: {r['throttled_by'] or 'none'}. Targets: ratio ≤ "
+        f"{TARGET_RATIO}, budget ≥ {100 * TARGET_BUDGET:.0f} %, zero 429s. "
+        f"Checks: {report['checks']}.",
     ])
 
 
@@ -405,6 +415,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="emulated minutes per real minute (default 2; short 2)")
     parser.add_argument("--concurrency", type=int, default=10,
                         help="daemon concurrency (default %(default)s, the maximum)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="N CPU-bound busy loops (processes) running beside the backfill, "
+                             "to see the pacing hold on a loaded machine (default 0)")
     add_common_options(parser, "qbsync_bench_backfill")
     args = parser.parse_args(argv)
     args.orders = args.orders or (300 if args.short else 10000)
@@ -424,8 +437,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         keys = prepare_orders(rig.url, args.orders)
         # Generous: 3x the batch-only bound in real seconds, at least two minutes.
         bound = 60 * minimum_minutes(args.orders * 2)["batch_only"] / args.time_scale
-        result = run(rig, log, keys, time_scale=args.time_scale, concurrency=args.concurrency,
-                     timeout=max(120.0, 3 * bound))
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.busy)]
+        try:
+            result = run(rig, log, keys, time_scale=args.time_scale,
+                         concurrency=args.concurrency, timeout=max(120.0, 3 * bound))
+        finally:
+            for proc in busy:
+                proc.kill()
+                proc.wait()
+        load_after = round(os.getloadavg()[0], 2)
         result.checks = verify(rig, keys)
         exit_code = rig.stop_daemon()
         daemon_log = rig.log()
@@ -434,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "command": command.rstrip(),
         "params": {"orders": args.orders, "time_scale": args.time_scale, "short": args.short,
-                   "concurrency": args.concurrency},
+                   "concurrency": args.concurrency, "busy": args.busy},
+        "load_avg_1m_after": load_after,
         "machine": machine,
         "targets": {"ratio": TARGET_RATIO, "budget_used": TARGET_BUDGET, "throttled": 0},
         "limits": {"per_minute": PER_MINUTE, "per_second": PER_SECOND,

@@ -17,6 +17,14 @@
 -- requests alone, so switching between them keeps every window within its limit. A batch
 -- may reserve its slot a little ahead (the smaller of half a batch interval and one second
 -- window), so that its waiter sleeps until the exact slot instead of polling for it.
+--
+-- Slack that learns. A 429 says nothing about which limit it hit (QuickBooks answers 3001
+-- "ThrottleExceeded" for all of them, and asks for a 60 s pause either way), and with even
+-- pacing at 495 a minute the minute limit cannot be the one: it is requests bunching on
+-- their way (a stalled process, the network) that fill a one-second window. So every 429
+-- adds a tenth of the second window to that window's slack (at most half of it in all),
+-- which spaces requests further apart for as long as it lasts; the addition fades out
+-- linearly over the next ten minute windows without a 429.
 
 -- Limits. realm_id '*' holds the defaults for realms without a row of their own.
 -- NULL = no limit of that kind. The windows are intervals so that an emulator running its
@@ -32,7 +40,7 @@ CREATE TABLE qbsync.rate_limits (
     -- Head-room below each rate limit, so that jitter between the permit and the request
     -- reaching QuickBooks never turns into a 429: a fraction of the window (safety) but at
     -- least an absolute time (jitter; it matters when the windows are scaled down).
-    safety           float8 NOT NULL DEFAULT 0.02 CHECK (safety >= 0 AND safety < 0.5),
+    safety           float8 NOT NULL DEFAULT 0.01 CHECK (safety >= 0 AND safety < 0.5),
     jitter           interval NOT NULL DEFAULT '25 ms' CHECK (jitter >= '0'),
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
@@ -50,7 +58,10 @@ CREATE UNLOGGED TABLE qbsync.rate_state (
     paused_until      timestamptz NOT NULL DEFAULT '-infinity',  -- after a 429
     granted           bigint NOT NULL DEFAULT 0,
     throttles         bigint NOT NULL DEFAULT 0,
-    last_throttled_at timestamptz
+    last_throttled_at timestamptz,
+    -- extra slack of the second window after 429s, as a fraction of that window, as it
+    -- stood at last_throttled_at (it fades out from there over ten minute windows)
+    extra_slack       float8 NOT NULL DEFAULT 0
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE qbsync.rate_state IS
     'Request pacing per realm (next free slot, 429 pause); maintained by qbsync.take_permit() and qbsync.throttled().';
@@ -77,7 +88,7 @@ CREATE FUNCTION qbsync.set_rate_limits(
     p_batch_per_minute int DEFAULT 40,
     p_minute_window interval DEFAULT '1 minute',
     p_second_window interval DEFAULT '1 second',
-    p_safety float8 DEFAULT 0.02,
+    p_safety float8 DEFAULT 0.01,
     p_jitter interval DEFAULT '25 ms'
 ) RETURNS void
 LANGUAGE sql
@@ -144,7 +155,11 @@ BEGIN
     v_now := clock_timestamp();
 
     v_minute := v_cfg.minute_window + GREATEST(v_cfg.minute_window * v_cfg.safety, v_cfg.jitter);
-    v_second := v_cfg.second_window + GREATEST(v_cfg.second_window * v_cfg.safety, v_cfg.jitter);
+    v_second := v_cfg.second_window + GREATEST(v_cfg.second_window * v_cfg.safety, v_cfg.jitter)
+        -- what the last 429s added, fading out over ten minute windows
+        + v_cfg.second_window * CASE WHEN v_state.last_throttled_at IS NULL THEN 0::float8 ELSE v_state.extra_slack
+            * GREATEST(0, 1 - extract(epoch FROM v_now - v_state.last_throttled_at)
+                          / extract(epoch FROM v_cfg.minute_window * 10)) END;
     v_batch_spacing := v_minute / v_cfg.batch_per_minute;
     -- next_batch is the last batch slot + one batch interval
     v_batching := v_batch_spacing IS NOT NULL
@@ -220,19 +235,37 @@ AS $$
 $$;
 
 -- QuickBooks answered 429: every process of the realm stops taking permits until the pause
--- is over (Intuit asks for 60 s). Returns the end of the pause.
+-- is over (Intuit asks for 60 s), and the second window's slack grows (see the top of this
+-- file). Returns the end of the pause.
 CREATE FUNCTION qbsync.throttled(p_realm_id text, p_for interval DEFAULT '60 seconds')
 RETURNS timestamptz
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO qbsync.rate_state AS s (realm_id, paused_until, throttles, last_throttled_at)
-    VALUES (p_realm_id, clock_timestamp() + GREATEST(p_for, interval '0'), 1, clock_timestamp())
-    ON CONFLICT (realm_id) DO UPDATE
-        SET paused_until = GREATEST(s.paused_until, excluded.paused_until),
-            throttles = s.throttles + 1,
-            last_throttled_at = excluded.last_throttled_at
-    RETURNING paused_until;
+#variable_conflict use_column
+DECLARE
+    v_minute_window interval;
+    v_now timestamptz := clock_timestamp();
+    v_until timestamptz;
+BEGIN
+    SELECT r.minute_window INTO v_minute_window FROM qbsync.rate_limits r
+    WHERE r.realm_id IN (p_realm_id, '*') ORDER BY r.realm_id = '*' LIMIT 1;
+    INSERT INTO qbsync.rate_state AS s (realm_id) VALUES (p_realm_id) ON CONFLICT DO NOTHING;
+    UPDATE qbsync.rate_state s
+    SET paused_until = GREATEST(s.paused_until, v_now + GREATEST(p_for, interval '0')),
+        throttles = s.throttles + 1,
+        -- several 429s of one burst (requests already on their way) count once
+        extra_slack = CASE WHEN s.last_throttled_at > v_now - coalesce(v_minute_window, '1 minute') / 60
+                           THEN s.extra_slack
+                           ELSE LEAST(0.5, 0.1 + CASE WHEN s.last_throttled_at IS NULL THEN 0::float8 ELSE s.extra_slack
+            * GREATEST(0, 1 - extract(epoch FROM v_now - s.last_throttled_at)
+                          / extract(epoch FROM coalesce(v_minute_window, '1 minute') * 10)) END)
+                      END,
+        last_throttled_at = v_now
+    WHERE s.realm_id = p_realm_id
+    RETURNING s.paused_until INTO v_until;
+    RETURN v_until;
+END
 $$;
 
 CREATE VIEW qbsync.rate_limit_status AS
@@ -247,7 +280,10 @@ SELECT s.realm_id,
        s.paused_until > now() AS paused,
        s.granted,
        s.throttles,
-       s.last_throttled_at
+       s.last_throttled_at,
+       CASE WHEN s.last_throttled_at IS NULL THEN 0::float8 ELSE s.extra_slack
+            * GREATEST(0, 1 - extract(epoch FROM now() - s.last_throttled_at)
+                          / extract(epoch FROM l.minute_window * 10)) END AS extra_second_slack
 FROM qbsync.rate_state s
 LEFT JOIN LATERAL (
     -- the realm's own row, else the defaults (as qbsync.take_permit reads them)
@@ -256,4 +292,4 @@ LEFT JOIN LATERAL (
     ORDER BY r.realm_id = '*'
     LIMIT 1) l ON true;
 COMMENT ON VIEW qbsync.rate_limit_status IS
-    'QuickBooks request pacing per realm: limits, requests in flight, 429 pause, permits granted and 429s seen since the last restart of PostgreSQL.';
+    'QuickBooks request pacing per realm: limits, requests in flight, 429 pause, permits granted and 429s seen since the last restart of PostgreSQL, and the extra slack (fraction of the second window) the last 429s left.';

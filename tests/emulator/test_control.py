@@ -200,3 +200,15 @@ def test_python_m_runs_a_server(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=20)
     assert (tmp_path / "cli.json").exists()  # saved on shutdown
+
+
+def test_server_can_freeze_its_heap() -> None:
+    import gc
+
+    emu = Emulator()
+    with EmulatorServer(emu, freeze_heap=0.01):
+        deadline = time.monotonic() + 10
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # given back to the collector on stop

@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from qbsync.emulator import Emulator
+from qbsync.emulator.server import EmulatorServer
 from qbsync.qbo import errors as e
 from qbsync.qbo.client import QboClient
-from qbsync.qbo.ratelimit import RateLimits, RequestLimiter
+from qbsync.qbo.ratelimit import DatabaseClock, Permit, RateLimits, RequestLimiter
 
 BASE = "http://qbo.emulator"
 
@@ -228,8 +230,8 @@ async def test_batch_budget_does_not_hold_up_requests(
     assert first["permit_id"] is not None
     second = await take("batch")
     assert second["permit_id"] is None
-    # two batches per minute (plus the 2 % slack): the next one in 30.6 s
-    assert timedelta(seconds=25) < second["wait"] <= timedelta(seconds=30.6)
+    # two batches per minute (plus the 1 % slack): the next one in 30.3 s
+    assert timedelta(seconds=25) < second["wait"] <= timedelta(seconds=30.3)
     plain = await take("request")
     assert plain["permit_id"] is not None
     assert plain["wait"] == timedelta(0)
@@ -277,8 +279,8 @@ async def test_cancelled_waiter_returns_its_permit(pools: tuple[asyncpg.Pool, as
 async def test_batches_have_a_lane_of_their_own(pools: tuple[asyncpg.Pool, asyncpg.Pool]
                                                 ) -> None:
     pool = pools[0]
-    # 60 requests and 6 batches a minute: plain requests 61.2 s / 60 apart, batches
-    # 61.2 s / 6 = 10.2 s apart (2 % slack)
+    # 60 requests and 6 batches a minute: plain requests 60.6 s / 60 apart, batches
+    # 60.6 s / 6 = 10.1 s apart (1 % slack)
     await pool.execute("SELECT qbsync.set_rate_limits('r6', 60, NULL, NULL, 6)")
 
     async def take(kind: str) -> Any:
@@ -293,8 +295,8 @@ async def test_batches_have_a_lane_of_their_own(pools: tuple[asyncpg.Pool, async
     # From now on plain requests leave the batches their share: 54 a minute.
     after = [await take("request") for _ in range(2)]
     gap = after[1]["starts_at"] - after[0]["starts_at"]
-    assert timedelta(seconds=61.2 / 54 - 0.01) < gap < timedelta(seconds=61.2 / 54 + 0.01)
-    # The next batch is 10.2 s away: refused, to come back a second before its slot.
+    assert timedelta(seconds=60.6 / 54 - 0.01) < gap < timedelta(seconds=60.6 / 54 + 0.01)
+    # The next batch is 10.1 s away: refused, to come back a second before its slot.
     refused = await take("batch")
     assert refused["permit_id"] is None
     assert timedelta(seconds=8.5) < refused["wait"] <= timedelta(seconds=9.2)
@@ -344,3 +346,108 @@ async def test_restarted_process_frees_the_permits_its_killed_self_held(
     assert await RequestLimiter(pool, "r7", holder="daemon-1").free_abandoned() == 2
     left = await pool.fetch("SELECT holder FROM qbsync.rate_permits WHERE realm_id = 'r7'")
     assert [r["holder"] for r in left] == ["daemon-2"]  # another process's are its own
+
+
+def test_database_clock_keeps_the_tightest_recent_bracket() -> None:
+    clock = DatabaseClock()
+    assert clock.offset() is None
+    # database time 1000.0 seen at monotonic 10.0 .. 10.2 (slow answer), then 100.0 seen
+    # at monotonic 9.999 .. 10.001 (fast): the fast one says the offset is 990
+    clock.sample(1000.1, 10.0, 10.2)
+    clock.sample(1000.0, 9.999, 10.001)
+    clock.sample(1000.5, 10.3, 10.6)  # an answer read late by a busy loop
+    assert clock.offset() == pytest.approx(990.0)
+    assert clock.local(1001.0) == pytest.approx(11.0)
+    # samples older than a minute (by the newest) no longer count: the fast one is gone
+    clock.sample(1100.0, 109.98, 110.04)
+    assert clock.offset() == pytest.approx(989.99)
+
+
+async def test_late_permit_is_exchanged_before_sending(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    pool = pools[0]
+    limiter = RequestLimiter(pool, "r8", holder="late")
+    await limiter.configure(RateLimits(per_minute=6000, per_second=None, in_flight=5,
+                                       batch_per_minute=None))
+    async with limiter.permit() as permit:
+        first = permit.permit_id
+        limiter.late = 3600.0  # on time, whatever this machine's load: nothing happens
+        await limiter.sending(permit)
+        assert (permit.permit_id, permit.retakes, limiter.late_retakes) == (first, 0, 0)
+        limiter.late = 0.025
+        permit.slot -= 1.0  # as if the process had stalled a second past its slot
+        await limiter.sending(permit)
+        assert permit.permit_id != first
+        assert permit.retakes >= 1
+        assert limiter.late_retakes >= 1
+        held = {r["permit_id"] for r in await pool.fetch(
+            "SELECT permit_id FROM qbsync.rate_permits WHERE realm_id = 'r8'")}
+        assert held == {permit.permit_id}  # the late one was given back
+    assert await pool.fetchval(
+        "SELECT count(*) FROM qbsync.rate_permits WHERE realm_id = 'r8'") == 0
+
+
+class CountingLimiter(RequestLimiter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checks = 0
+
+    async def sending(self, permit: Permit) -> None:
+        self.checks += 1
+        await super().sending(permit)
+
+
+async def test_client_checks_the_slot_right_before_the_socket_write(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    emu = Emulator()
+    realm = emu.create_company("Traced")
+    token = StaticTokens(emu.issue_tokens(realm)["access_token"])
+    limiter = CountingLimiter(pools[0], realm)
+    with EmulatorServer(emu) as srv:
+        async with httpx.AsyncClient() as http:  # a real socket: httpcore traces the write
+            client = QboClient(http, base_url=srv.base_url, realm_id=realm, tokens=token,
+                               limiter=limiter)
+            await client.company_info()
+    assert limiter.checks == 2  # before handing it to httpx, and from the trace hook
+    assert limiter.granted == 1
+
+
+async def test_a_429_widens_the_second_window_for_a_while(
+        pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
+    pool = pools[0]
+    # 10 a second, nothing else: permits 1.025 s / 10 apart (25 ms slack)
+    await pool.execute("SELECT qbsync.set_rate_limits('r9', NULL, 10, NULL, NULL)")
+
+    async def gap() -> timedelta:
+        a = await pool.fetchrow("SELECT * FROM qbsync.take_permit('r9')")
+        b = await pool.fetchrow("SELECT * FROM qbsync.take_permit('r9')")
+        for p in (a, b):
+            await pool.execute("SELECT qbsync.return_permit($1)", p["permit_id"])
+        result: timedelta = b["starts_at"] - a["starts_at"]
+        return result
+
+    def near(value: timedelta, seconds: float) -> bool:
+        return abs(value.total_seconds() - seconds) < 0.002
+
+    assert near(await gap(), 0.1025)
+    await pool.execute("SELECT qbsync.throttled('r9', '0 s')")
+    await pool.execute("SELECT qbsync.throttled('r9', '0 s')")  # the same burst: once
+    extra = await pool.fetchval(
+        "SELECT extra_second_slack FROM qbsync.rate_limit_status WHERE realm_id = 'r9'")
+    assert extra == pytest.approx(0.1, abs=0.001)
+    assert near(await gap(), 0.1125)  # a tenth of the window more, over 10 permits
+    # it fades out over ten minute windows: five minutes later half is left
+    await pool.execute("UPDATE qbsync.rate_state SET last_throttled_at = "
+                       "last_throttled_at - interval '5 minutes' WHERE realm_id = 'r9'")
+    assert near(await gap(), 0.1075)
+    # and each 429 after a second window adds a tenth more, up to half the window
+    for _ in range(8):
+        await pool.execute("UPDATE qbsync.rate_state SET last_throttled_at = "
+                           "last_throttled_at - interval '2 s' WHERE realm_id = 'r9'")
+        await pool.execute("SELECT qbsync.throttled('r9', '0 s')")
+    extra = await pool.fetchval(
+        "SELECT extra_second_slack FROM qbsync.rate_limit_status WHERE realm_id = 'r9'")
+    assert 0.49 < extra <= 0.5
+    status = await pool.fetchrow(
+        "SELECT throttles, paused FROM qbsync.rate_limit_status WHERE realm_id = 'r9'")
+    assert (status["throttles"], status["paused"]) == (10, False)

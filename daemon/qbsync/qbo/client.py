@@ -310,10 +310,20 @@ class QboClient:
                 resp = await self.http.request(method, url, params=query, content=content,
                                                headers=headers, timeout=self.timeout)
             else:
-                async with self.limiter.permit(kind):
+                limiter = self.limiter
+                async with limiter.permit(kind) as permit:
+
+                    async def trace(event: str, info: Mapping[str, Any]) -> None:
+                        # httpcore calls this right before it writes the request: the
+                        # moment QuickBooks' windows should see, so check the slot here
+                        if event.endswith("send_request_headers.started"):
+                            await limiter.sending(permit)
+
+                    await limiter.sending(permit)  # also for transports that trace nothing
                     started = time.perf_counter()
                     resp = await self.http.request(method, url, params=query, content=content,
-                                                   headers=headers, timeout=self.timeout)
+                                                   headers=headers, timeout=self.timeout,
+                                                   extensions={"trace": trace})
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             failure = _transport_error(TransientError, exc, "could not send the request",
                                        request_id, started)

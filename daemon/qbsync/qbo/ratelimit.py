@@ -3,8 +3,20 @@
 The decisions live in SQL (``sql/migrations/0003_rate_limits.sql``): ``qbsync.take_permit``
 paces the permits of a realm evenly (no bursts: QuickBooks counts sliding windows), counts
 the permits in flight, and keeps a batch budget; ``qbsync.throttled`` pauses the realm for
-every process after a 429. This module is the thin Python side: one round trip to take a
-permit, a sleep until its slot, one round trip to return it.
+every process after a 429 (and widens the second window's slack for a while). This module
+is the thin Python side: one round trip to take a permit, a sleep until its slot, one round
+trip to return it.
+
+A permit is for a slot, and the pacing only holds if each request goes out close to its
+slot: QuickBooks counts requests when they arrive. A request that leaves later than the
+slack allows (the process stalled: a busy event loop, a garbage collection) would crowd the
+ones behind it into one second window, so it takes a new slot instead. That is checked
+twice: when the waiter wakes, and again right before the request's bytes are written to the
+socket (``RequestLimiter.sending``, which the client runs from httpcore's trace hook).
+Lateness is measured against the slot itself, on this process's clock: the database's
+clock is mapped onto it from the round trips of ``take_permit`` (the decision happened
+between sending the query and reading its answer; the tightest recent bracket wins), so an
+answer read late, or granted for "now", cannot hide a late start.
 
 Usage::
 
@@ -22,6 +34,7 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +52,8 @@ _FREE_ABANDONED = ("DELETE FROM qbsync.rate_permits WHERE realm_id = $1 AND hold
                    "RETURNING 1")
 # After that long, a permit that could not be given back is left to expire.
 RETURN_RETRY_SECONDS = 60.0
+# Clock samples older than this (monotonic seconds) no longer count.
+CLOCK_SAMPLE_AGE = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,8 @@ class RateLimits:
     an emulator whose clock runs faster (60: a QuickBooks minute lasts one real second).
 
     Every window keeps a slack of ``max(window * safety, jitter)`` (jitter in real seconds,
-    not scaled): with the defaults, 490 requests/minute and ~9.75/second in real time.
+    not scaled): with the defaults, 495 requests/minute and ~9.75/second in real time. (1 %
+    of the minute is plenty now that every request leaves within ``jitter`` of its slot.)
     """
 
     per_minute: int | None = 500
@@ -55,7 +71,7 @@ class RateLimits:
     in_flight: int | None = 10
     batch_per_minute: int | None = 40
     time_scale: float = 1.0
-    safety: float = 0.02
+    safety: float = 0.01
     jitter: float = 0.025
 
     def __post_init__(self) -> None:
@@ -67,11 +83,48 @@ class RateLimits:
             raise ValueError("jitter must be >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Permit:
+    """A granted permit. ``sending`` may exchange it for a later slot (same object)."""
+
     permit_id: Any  # uuid.UUID
     starts_at: datetime
     waited: float  # seconds spent waiting for it (real time)
+    kind: str = "request"
+    slot: float = 0.0  # starts_at on this process's monotonic clock (estimated)
+    retakes: int = 0  # how often it was exchanged for a later slot
+
+
+class DatabaseClock:
+    """Maps the database's wall clock onto this process's monotonic clock.
+
+    Each grant of ``take_permit`` brackets the database's decision time (``starts_at -
+    wait``) between sending the query and reading its answer: the midpoint is this
+    process's time of it, within half the round trip. Of the samples of the last minute the
+    one with the shortest round trip is used (NTP's minimum-delay filter), so a slow round
+    trip or an answer read late by a busy event loop does not skew the mapping.
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=keep)
+
+    def sample(self, db_time: float, sent: float, answered: float) -> None:
+        """``db_time``: the database's epoch seconds at its decision; ``sent``/``answered``:
+        this process's monotonic clock around the round trip."""
+        self._samples.append((answered - sent, db_time - (sent + answered) / 2, answered))
+
+    def offset(self) -> float | None:
+        """Database epoch seconds minus monotonic seconds (None before any sample)."""
+        if not self._samples:
+            return None
+        newest = self._samples[-1][2]
+        fresh = [s for s in self._samples if newest - s[2] <= CLOCK_SAMPLE_AGE]
+        return min(fresh)[1]
+
+    def local(self, db_time: float) -> float:
+        """A database time on this process's monotonic clock."""
+        offset = self.offset()
+        return time.monotonic() if offset is None else db_time - offset
 
 
 class RequestLimiter:
@@ -101,9 +154,12 @@ class RequestLimiter:
         self._background: set[asyncio.Future[Any]] = set()
         self._returns: set[asyncio.Future[Any]] = set()  # given back once the database is back
         self.granted = 0  # permits used by this limiter (for stats and tests)
-        self.late = 0.025  # seconds past its slot after which a permit is taken again
+        # seconds past its slot after which a permit is taken again (growing after a few
+        # retakes of one request, so that a process that is always late still sends)
+        self.late = 0.025
         self.late_retakes = 0
         self.refused = 0  # take_permit answers without a permit
+        self.clock = DatabaseClock()
 
     def __repr__(self) -> str:
         return f"RequestLimiter(realm_id={self.realm_id!r}, holder={self.holder!r})"
@@ -122,7 +178,8 @@ class RequestLimiter:
 
     @contextlib.asynccontextmanager
     async def permit(self, kind: str = "request") -> AsyncIterator[Permit]:
-        """Wait for a permit, hold it while the body runs (one HTTP request), return it."""
+        """Wait for a permit, hold it while the body runs (one HTTP request), return it.
+        The body should ``await sending(permit)`` right before the request goes out."""
         async with self._local if self._local is not None else contextlib.nullcontext():
             permit = await self._take(kind)
             try:
@@ -132,12 +189,32 @@ class RequestLimiter:
                 # would count as in flight until it expires).
                 await asyncio.shield(self._return(permit.permit_id))
 
-    async def _take(self, kind: str) -> Permit:
+    async def sending(self, permit: Permit) -> None:
+        """The request of ``permit`` is about to be written to the socket: if that is later
+        than the slack allows past its slot, exchange the permit for a new slot (and sleep
+        until it). Cheap when on time: no round trip, no suspension."""
+        while time.monotonic() - permit.slot > self._tolerance(permit.retakes):
+            self.late_retakes += 1
+            await self._return(permit.permit_id)
+            fresh = await self._take(permit.kind, permit.retakes + 1)
+            permit.permit_id, permit.starts_at, permit.slot = (
+                fresh.permit_id, fresh.starts_at, fresh.slot)
+            permit.waited += fresh.waited
+            permit.retakes = fresh.retakes
+
+    def _tolerance(self, retakes: int) -> float:
+        """How late a request may go out after ``retakes`` new slots: the slack, and after
+        the third retake twice as much each time (a process that is always late must still
+        send, if less evenly)."""
+        return self.late * 2 ** max(0, retakes - 2)
+
+    async def _take(self, kind: str, retakes: int = 0) -> Permit:
         started = time.monotonic()
         while True:
             local_pause = self._paused_until - time.monotonic()
             if local_pause > 0:
                 await asyncio.sleep(local_pause)
+            sent = time.monotonic()
             take = asyncio.ensure_future(
                 self.pool.fetchrow(_TAKE, self.realm_id, kind, self.holder, self.hold))
             try:
@@ -156,9 +233,14 @@ class RequestLimiter:
                 # Jitter so that the waiters of several processes do not wake in lockstep.
                 await asyncio.sleep(wait * (1 + random.random() * 0.2))
                 continue
-            if wait > 0:
+            # granted: starts_at - wait is the database's clock at its decision (a refusal
+            # may carry a slot it counted back from differently)
+            self.clock.sample(row["starts_at"].timestamp() - wait, sent, answered)
+            slot = self.clock.local(row["starts_at"].timestamp())
+            delay = slot - time.monotonic()
+            if delay > 0:
                 try:
-                    await asyncio.sleep(wait)
+                    await asyncio.sleep(delay)
                 except asyncio.CancelledError:
                     await asyncio.shield(self._return(row["permit_id"]))
                     raise
@@ -166,14 +248,17 @@ class RequestLimiter:
                 # A 429 arrived while we slept towards our slot: give it back, wait it out.
                 await self._return(row["permit_id"])
                 continue
-            if wait > 0 and time.monotonic() - answered - wait > self.late:
-                # This process stalled past the slot: the permits of all its waiters would
-                # reach QuickBooks together, crowding one second window. Take a new slot.
+            if time.monotonic() - slot > self._tolerance(retakes):
+                # This process stalled past the slot (or read the answer late): the permits
+                # of all its waiters would reach QuickBooks together, crowding one second
+                # window. Take a new slot.
                 self.late_retakes += 1
+                retakes += 1
                 await self._return(row["permit_id"])
                 continue
             self.granted += 1
-            return Permit(row["permit_id"], row["starts_at"], time.monotonic() - started)
+            return Permit(row["permit_id"], row["starts_at"], time.monotonic() - started,
+                          kind, slot, retakes)
 
     def _track(self, fut: asyncio.Future[Any]) -> None:
         self._background.add(fut)
