@@ -1398,13 +1398,16 @@ BEGIN
                             'fail_admin_request', 'store_report', 'report_total',
                             'invoice_entity', 'mapping_function', 'raise_notice',
                             'fold_stats', 'qbo_digest', 'complete_many', 'mapped',
-                            'record_successes', 'success_outcome',
-                            'store_refreshed_tokens', 'mark_needs_reconnect')
+                            'record_successes', 'success_outcome')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO qbsync_daemon', v_fn);
     END LOOP;
 END
 $$;
+GRANT EXECUTE ON FUNCTION
+    qbsync.store_refreshed_tokens(text, bytea, text, timestamptz, timestamptz),
+    qbsync.mark_needs_reconnect(text, text)
+    TO qbsync_daemon;
 GRANT SELECT, UPDATE, DELETE ON qbsync.outbox TO qbsync_daemon;
 GRANT SELECT ON qbsync.changes TO qbsync_daemon;
 GRANT SELECT, INSERT, UPDATE ON qbsync.entity_map TO qbsync_daemon;
