@@ -1,6 +1,8 @@
 -- Every query the daemon runs, as named blocks ("-- name: <name>"), parsed once at start
--- (qbsync.queries). State changes are database functions (sql/migrations); these are the
--- calls into them and the few reads the daemon needs.
+-- (qbsync.queries.load; asyncpg, $1 placeholders). State changes are database functions
+-- (sql/migrations); these are the calls into them and the few reads the daemon needs. Every
+-- qbsync function called here is granted to qbsync_daemon. What operators run (CLI, demo,
+-- sample shops) is in cli_queries.sql.
 
 -- name: register_worker
 SELECT qbsync.register_worker($1, $2, $3);
@@ -138,3 +140,42 @@ SELECT qbo_type, qbo_id FROM qbsync.reconcile_unseen($1, $2);
 
 -- name: reconcile_finish
 SELECT qbsync.finish_reconcile($1)::text;
+
+-- Admin requests (qbsync.admin). json goes in as text and comes out as text, so these work
+-- with or without the daemon pool's jsonb codec.
+
+-- name: claim_admin_requests
+SELECT id, kind, params::text AS params
+FROM qbsync.claim_admin_requests($1, $2)
+ORDER BY id;
+
+-- name: finish_admin_request
+SELECT qbsync.finish_admin_request($1, $2, $3::text::jsonb);
+
+-- name: fail_admin_request
+SELECT qbsync.fail_admin_request($1, $2, $3, $4::text::jsonb);
+
+-- name: store_report
+SELECT id, qbo_income::text, shop_revenue_net::text, shop_revenue_gross::text, shop_orders,
+       (qbo_income - shop_revenue_net)::text AS difference
+FROM qbsync.store_report($1, $2, $3, $4::text::date, $5::text::date, $6, $7::text::jsonb);
+
+-- Tokens (qbsync.tokens). The refresh lock is a session lock per realm, taken with no
+-- transaction open during the HTTP call; `qbsync disconnect` takes the same one, and
+-- `qbsync rotate-key` its transaction-level twin (cli_queries.sql refresh_xact_lock).
+
+-- name: refresh_lock
+SELECT pg_advisory_lock(hashtext('qbsync.refresh:' || $1));
+
+-- name: refresh_unlock
+SELECT pg_advisory_unlock(hashtext('qbsync.refresh:' || $1));
+
+-- name: read_tokens
+SELECT tokens, key_id, token_generation, status, api_base_url, environment
+FROM qbsync.connections WHERE realm_id = $1;
+
+-- name: store_refreshed_tokens
+SELECT qbsync.store_refreshed_tokens($1, $2, $3, $4, $5);
+
+-- name: mark_needs_reconnect
+SELECT qbsync.mark_needs_reconnect($1, $2);

@@ -45,22 +45,6 @@ RECONCILE_TYPES = frozenset({"Invoice", "Payment", "RefundReceipt", "CreditMemo"
 RECONCILE_MAX_READS = 100
 Q = load_queries()
 
-# json goes in as text and comes out as text, so this works with or without the daemon
-# pool's jsonb codec.
-_CLAIM = """
-SELECT id, kind, params::text AS params
-FROM qbsync.claim_admin_requests($1, $2)
-ORDER BY id
-"""
-_FINISH = "SELECT qbsync.finish_admin_request($1, $2, $3::text::jsonb)"
-_FAIL = "SELECT qbsync.fail_admin_request($1, $2, $3, $4::text::jsonb)"
-_STORE_REPORT = """
-SELECT id, qbo_income::text, shop_revenue_net::text, shop_revenue_gross::text, shop_orders,
-       (qbo_income - shop_revenue_net)::text AS difference
-FROM qbsync.store_report($1, $2, $3, $4::text::date, $5::text::date, $6, $7::text::jsonb)
-"""
-
-
 class RequestFailed(Exception):
     """A request that cannot be run as asked (bad parameters)."""
 
@@ -77,7 +61,7 @@ async def handle_pending_requests(
     """Claim and answer up to ``limit`` pending admin requests; returns how many were handled
     (done or failed). Database errors propagate (the caller's loop reconnects); QuickBooks
     errors and timeouts fail the request, with QuickBooks' message, and never escape."""
-    rows = await pool.fetch(_CLAIM, worker, limit)
+    rows = await pool.fetch(Q.claim_admin_requests, worker, limit)
     for row in rows:
         request_id, kind = row["id"], row["kind"]
         params: dict[str, Any] = json.loads(row["params"] or "{}")
@@ -93,20 +77,22 @@ async def handle_pending_requests(
                     raise RequestFailed(f"unknown admin request kind {kind!r}")
         except QboError as exc:
             log.warning("admin request %s (%s) failed: %s", request_id, kind, exc.describe())
-            await pool.fetchval(_FAIL, request_id, worker, exc.describe(), json.dumps({
-                "realm_id": realm_id, "status": exc.status, "code": exc.code,
-                "intuit_tid": exc.intuit_tid, "response_ms": exc.response_ms}))
+            await pool.fetchval(Q.fail_admin_request, request_id, worker, exc.describe(),
+                                json.dumps({"realm_id": realm_id, "status": exc.status,
+                                            "code": exc.code, "intuit_tid": exc.intuit_tid,
+                                            "response_ms": exc.response_ms}))
         except TimeoutError:
             message = f"QuickBooks did not answer within {request_timeout:g} s"
             log.warning("admin request %s (%s) failed: %s", request_id, kind, message)
-            await pool.fetchval(_FAIL, request_id, worker, message, None)
+            await pool.fetchval(Q.fail_admin_request, request_id, worker, message, None)
         except (RequestFailed, asyncpg.PostgresError) as exc:
             # a bad parameter, or the shop's revenue function failed: the request fails,
             # the daemon goes on
             log.warning("admin request %s (%s) failed: %s", request_id, kind, exc)
-            await pool.fetchval(_FAIL, request_id, worker, f"{type(exc).__name__}: {exc}", None)
+            await pool.fetchval(Q.fail_admin_request, request_id, worker,
+                                f"{type(exc).__name__}: {exc}", None)
         else:
-            await pool.fetchval(_FINISH, request_id, worker, json.dumps(result))
+            await pool.fetchval(Q.finish_admin_request, request_id, worker, json.dumps(result))
             log.info("admin request %s (%s) done", request_id, kind)
     return len(rows)
 
@@ -124,7 +110,7 @@ async def _report(pool: asyncpg.Pool, client: QboClient, realm_id: str, request_
     report = await client.report(name, start_date=start, end_date=end,
                                  accounting_method=method)
     elapsed = int((time.perf_counter() - started) * 1000)
-    stored = await pool.fetchrow(_STORE_REPORT, request_id, realm_id,
+    stored = await pool.fetchrow(Q.store_report, request_id, realm_id,
                                  params.get("period", "custom"), start, end, method,
                                  json.dumps(report))
     assert stored is not None

@@ -18,16 +18,17 @@ from typing import Any
 
 import click
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from .cli import EXIT_FAILURE, conninfo, database_option, operator_errors
+from .queries import load_cli
 
 EXIT_TIMEOUT = 4  # --wait ran out before the daemon answered
 PAGE_SIZE = 50
 COUNT_CAP = 50_000  # logs: rows counted at most for "page N of M"
 LOG_STATUSES = ("success", "failed", "retry", "dead", "skipped", "info")
 POLL = 0.5
+Q = load_cli()
 
 
 def _connect(database_url: str | None) -> psycopg.Connection[dict[str, Any]]:
@@ -85,9 +86,7 @@ def _wait_for_request(conn: psycopg.Connection[dict[str, Any]], request_id: int,
     """The finished admin request, or exit 4 when the daemon did not answer in time."""
     deadline = time.monotonic() + seconds
     while True:
-        row = conn.execute(
-            "SELECT state, result, error FROM qbsync.admin_requests WHERE id = %s",
-            (request_id,)).fetchone()
+        row = conn.execute(Q.admin_request_state, (request_id,)).fetchone()
         if row is None:
             raise click.ClickException(f"admin request {request_id} disappeared")
         if row["state"] in ("done", "failed"):
@@ -137,12 +136,9 @@ def status_command(as_json: bool, database_url: str | None) -> None:
     Reads the view qbsync.dashboard (days in the setting dashboard_time_zone).
     """
     with _connect(database_url) as conn:
-        row = conn.execute("SELECT * FROM qbsync.dashboard").fetchone()
+        row = conn.execute(Q.dashboard).fetchone()
         assert row is not None
-        entities = conn.execute(
-            "SELECT name, pending, running, dead, ready_now, expired_leases,"
-            " oldest_pending_age FROM qbsync.queue_health WHERE section = 'entity'"
-            " ORDER BY name").fetchall()
+        entities = conn.execute(Q.queue_health_entities).fetchall()
     if as_json:
         click.echo(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
                               indent=2))
@@ -171,18 +167,11 @@ def status_command(as_json: bool, database_url: str | None) -> None:
 def logs_command(status: str | None, operation: str | None, entity: str | None,
                  key: str | None, page: int, database_url: str | None) -> None:
     """The sync log (qbsync.sync_logs), newest first, 50 rows a page."""
-    filters = [sql.SQL("{} = {}").format(sql.Identifier(col), sql.Literal(val))
-               for col, val in (("status", status), ("operation", operation),
-                                ("entity", entity), ("key", key)) if val is not None]
-    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(filters) if filters else sql.SQL("")
-    rows_q = sql.SQL("SELECT at, entity, key, operation, status, message, code, ms"
-                     " FROM qbsync.sync_logs{} LIMIT {} OFFSET {}").format(
-        where, sql.Literal(PAGE_SIZE), sql.Literal((page - 1) * PAGE_SIZE))
-    count_q = sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM qbsync.sync_logs{} LIMIT {}) s"
-                      ).format(where, sql.Literal(COUNT_CAP + 1))
+    filters = {"status": status, "operation": operation, "entity": entity, "key": key}
     with _connect(database_url) as conn:
-        rows = conn.execute(rows_q).fetchall()
-        counted = conn.execute(count_q).fetchone()
+        rows = conn.execute(Q.sync_logs_page, {**filters, "limit": PAGE_SIZE,
+                                               "offset": (page - 1) * PAGE_SIZE}).fetchall()
+        counted = conn.execute(Q.sync_logs_count, {**filters, "cap": COUNT_CAP + 1}).fetchone()
     n = int(counted["n"]) if counted else 0
     pages = max(1, math.ceil(min(n, COUNT_CAP) / PAGE_SIZE))
     of = f"{pages}+" if n > COUNT_CAP else str(pages)
@@ -212,11 +201,9 @@ def resync_command(entity: str, keys: tuple[str, ...], force: bool,
     """
     with _connect(database_url) as conn:
         if len(keys) == 1:
-            row = conn.execute("SELECT qbsync.resync(%s, %s, %s)::int AS n",
-                               (entity, keys[0], force)).fetchone()
+            row = conn.execute(Q.resync, (entity, keys[0], force)).fetchone()
         else:
-            row = conn.execute("SELECT qbsync.resync_many(%s, %s, %s) AS n",
-                               (entity, list(keys), force)).fetchone()
+            row = conn.execute(Q.resync_many, (entity, list(keys), force)).fetchone()
     queued = int(row["n"]) if row else 0
     distinct = len(set(keys))
     click.echo(f"queued {queued} of {distinct} {entity} key(s)"
@@ -224,6 +211,7 @@ def resync_command(entity: str, keys: tuple[str, ...], force: bool,
                + (" (forced)" if force else ""))
 
 
+# what -> (query name in cli_queries.sql, QuickBooks type)
 _SYNC_KINDS = {"customers": ("sync_all_customers", "Customer"),
                "catalog": ("sync_catalog", "Item")}
 
@@ -237,24 +225,18 @@ _SYNC_KINDS = {"customers": ("sync_all_customers", "Customer"),
 @operator_errors
 def sync_command(what: str, wait: float | None, database_url: str | None) -> None:
     """Queue every customer not yet in QuickBooks (customers) or the whole catalogue (catalog)."""
-    function, qbo_type = _SYNC_KINDS[what]
+    query, qbo_type = _SYNC_KINDS[what]
     with _connect(database_url) as conn:
         click.echo("queueing " + ("customers missing from QuickBooks" if what == "customers"
                                   else "the catalogue") + "…")
-        row = conn.execute(sql.SQL("SELECT qbsync.{}() AS n").format(sql.Identifier(function))
-                           ).fetchone()
+        row = conn.execute(getattr(Q, query)).fetchone()
         queued = int(row["n"]) if row else 0
         click.echo(f"queued {queued} row(s)")
         if wait is None or queued == 0:
             return
         deadline = time.monotonic() + wait
-        progress = (
-            "SELECT count(*) FILTER (WHERE o.state IN ('pending', 'running')) AS left,"
-            "       count(*) FILTER (WHERE o.state = 'dead') AS dead"
-            " FROM qbsync.outbox o JOIN qbsync.entities e USING (entity)"
-            " WHERE e.qbo_type = %s")
         while True:
-            p = conn.execute(progress, (qbo_type,)).fetchone()
+            p = conn.execute(Q.sync_progress, (qbo_type,)).fetchone()
             assert p is not None
             done = max(queued - int(p["left"]), 0)
             click.echo(f"\r  {done}/{queued} pushed, {p['left']} left, {p['dead']} dead   ",
@@ -278,7 +260,7 @@ def sync_command(what: str, wait: float | None, database_url: str | None) -> Non
 def retry_dead_command(entity: str | None, key: str | None, database_url: str | None) -> None:
     """Put dead rows (qbsync.failed) back in the queue with their tries reset."""
     with _connect(database_url) as conn:
-        row = conn.execute("SELECT qbsync.retry_dead(%s, %s) AS n", (entity, key)).fetchone()
+        row = conn.execute(Q.retry_dead, (entity, key)).fetchone()
     n = int(row["n"]) if row else 0
     click.echo(f"{n} dead row(s) queued again" if n else "no dead rows matched")
 
@@ -323,11 +305,11 @@ def report_command(period: str | None, from_date: datetime | None, to_date: date
         raise click.UsageError("--from and --to go together")
     with _connect(database_url) as conn:
         if period is not None:
-            row = conn.execute("SELECT qbsync.request_report(%s) AS id", (period,)).fetchone()
+            row = conn.execute(Q.request_report_period, (period,)).fetchone()
         else:
             assert from_date is not None
             assert to_date is not None
-            row = conn.execute("SELECT qbsync.request_report(%s::date, %s::date) AS id",
+            row = conn.execute(Q.request_report_dates,
                                (from_date.date(), to_date.date())).fetchone()
         assert row is not None
         request_id = int(row["id"])
@@ -339,8 +321,7 @@ def report_command(period: str | None, from_date: datetime | None, to_date: date
         if done["state"] == "failed":
             _failed(f"report failed: {done['error']}")
         report_id = (done["result"] or {}).get("report_id")
-        comparison = conn.execute("SELECT * FROM qbsync.report_comparison WHERE report_id = %s",
-                                  (report_id,)).fetchone()
+        comparison = conn.execute(Q.report_comparison, (report_id,)).fetchone()
     if comparison is None:
         _failed(f"report {report_id} is not in qbsync.report_comparison")
     else:
@@ -356,7 +337,7 @@ def report_command(period: str | None, from_date: datetime | None, to_date: date
 def test_connection_command(wait: float, database_url: str | None) -> None:
     """Ask the daemon to call QuickBooks (CompanyInfo, Preferences) and show the round trip."""
     with _connect(database_url) as conn:
-        row = conn.execute("SELECT qbsync.request_connection_test() AS id").fetchone()
+        row = conn.execute(Q.request_connection_test).fetchone()
         assert row is not None
         request_id = int(row["id"])
         if wait == 0:
@@ -384,17 +365,15 @@ def notices_command(ack: int | None, ack_all: bool, database_url: str | None) ->
         raise click.UsageError("--ack and --ack-all exclude each other")
     with _connect(database_url) as conn:
         if ack is not None:
-            row = conn.execute("SELECT qbsync.acknowledge(%s) AS ok", (ack,)).fetchone()
+            row = conn.execute(Q.acknowledge, (ack,)).fetchone()
             click.echo(f"notice {ack} acknowledged" if row and row["ok"]
                        else f"notice {ack} was acknowledged already")
             return
         if ack_all:
-            row = conn.execute("SELECT qbsync.acknowledge_all() AS n").fetchone()
+            row = conn.execute(Q.acknowledge_all).fetchone()
             click.echo(f"{row['n'] if row else 0} notice(s) acknowledged")
             return
-        rows = conn.execute(
-            "SELECT id, severity, kind, message, occurrences, last_seen_at"
-            " FROM qbsync.open_notices").fetchall()
+        rows = conn.execute(Q.open_notices).fetchall()
     if not rows:
         click.echo("no open notices")
         return
@@ -423,14 +402,11 @@ def drift_command(resolve: int | None, action: str | None, database_url: str | N
         raise click.UsageError("--resolve ID goes with --push or --accept")
     with _connect(database_url) as conn:
         if resolve is not None:
-            row = conn.execute("SELECT qbsync.resolve_drift(%s, %s) AS r",
-                               (resolve, action)).fetchone()
+            row = conn.execute(Q.resolve_drift, (resolve, action)).fetchone()
             click.echo(f"drift {resolve} {row['r'] if row else action}"
                        + ("; the daemon pushes the shop's version" if action == "push" else ""))
             return
-        rows = conn.execute(
-            "SELECT id, entity, key, qbo_type, qbo_id, change, fields, detected_at"
-            " FROM qbsync.drift").fetchall()
+        rows = conn.execute(Q.open_drift).fetchall()
     if not rows:
         click.echo("no open drift")
         return
@@ -458,20 +434,12 @@ def _what_changed(fields: dict[str, Any]) -> str:
 
 def print_reconciliation(conn: psycopg.Connection[dict[str, Any]], run_id: int) -> int:
     """Prints a finished reconciliation; returns how many documents differ."""
-    run = conn.execute("SELECT realm_id, from_date, to_date FROM qbsync.reconcile_runs"
-                       " WHERE id = %s", (run_id,)).fetchone()
+    run = conn.execute(Q.reconcile_run, (run_id,)).fetchone()
     if run is None:
         _failed(f"reconciliation {run_id} does not exist")
         return 0
-    totals = conn.execute(
-        "SELECT coalesce(entity, lower(qbo_type)) AS what, qbo_type, shop_count, shop_total,"
-        " qbo_count, qbo_total, shop_total - qbo_total AS difference, ok,"
-        " missing_in_quickbooks, missing_in_shop, amount_differs, date_differs"
-        " FROM qbsync.reconcile_totals WHERE run_id = %s ORDER BY qbo_type", (run_id,)).fetchall()
-    problems = conn.execute(
-        "SELECT status, qbo_type, entity, key, doc_number, qbo_id, shop_amount, qbo_amount,"
-        " coalesce(shop_txn_date, qbo_txn_date) AS txn_date, note, fix"
-        " FROM qbsync.reconcile(%s) WHERE status <> 'ok'", (run_id,)).fetchall()
+    totals = conn.execute(Q.reconcile_totals, (run_id,)).fetchall()
+    problems = conn.execute(Q.reconcile_problems, (run_id,)).fetchall()
     click.echo(f"Reconciliation {run['from_date']} .. {run['to_date']}, company "
                f"{run['realm_id']} (run {run_id})")
     click.echo(table(
@@ -518,8 +486,7 @@ def reconcile_command(from_date: datetime, to_date: datetime, fix: bool, wait: f
     if from_date > to_date:
         raise click.UsageError("--from is after --to")
     with _connect(database_url) as conn:
-        row = conn.execute("SELECT qbsync.request_reconcile(%s::date, %s::date) AS id",
-                           (from_date.date(), to_date.date())).fetchone()
+        row = conn.execute(Q.request_reconcile, (from_date.date(), to_date.date())).fetchone()
         assert row is not None
         request_id = int(row["id"])
         click.echo(f"reconciliation requested (admin request {request_id}); waiting for the "
@@ -530,7 +497,7 @@ def reconcile_command(from_date: datetime, to_date: datetime, fix: bool, wait: f
         run_id = int((done["result"] or {})["run_id"])
         differences = print_reconciliation(conn, run_id)
         if fix and differences:
-            fixed = conn.execute("SELECT qbsync.reconcile_fix(%s) AS n", (run_id,)).fetchone()
+            fixed = conn.execute(Q.reconcile_fix, (run_id,)).fetchone()
             n = int(fixed["n"]) if fixed else 0
             click.echo(f"queued {n} fix(es): the daemon pushes them"
                        + (f"; {differences - n} left to a human (see the notes)"

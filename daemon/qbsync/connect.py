@@ -39,13 +39,16 @@ from .errors import ConfigError, QbsyncError
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.errors import QboError
+from .queries import load as load_daemon_queries
+from .queries import load_cli
 from .tokens import save_connection
 from .vault import Vault
 
 DEFAULT_PORT = 8724
 CALLBACK_PATH = "/callback"
 EMULATOR_DISCOVERY = "/.well-known/openid_configuration"
-REFRESH_LOCK = "hashtext('qbsync.refresh:' || $1)"  # the same key as qbsync.tokens
+Q = load_cli()
+DAEMON_Q = load_daemon_queries()  # refresh_lock / refresh_unlock: the daemon's own lock
 
 OpenUrl = Callable[[str], Awaitable[None] | None]
 
@@ -359,7 +362,7 @@ async def connect(
 async def _check_schema(settings: Settings) -> None:
     conn = await open_db(settings)
     try:
-        if not await conn.fetchval("SELECT to_regclass('qbsync.connections') IS NOT NULL"):
+        if not await conn.fetchval(Q.connections_table_exists):
             raise QbsyncError("the qbsync schema is missing in this database: run "
                               "`qbsync migrate` first")
     finally:
@@ -368,32 +371,16 @@ async def _check_schema(settings: Settings) -> None:
 
 async def _log(conn: asyncpg.Connection, operation: str, realm_id: str,
                detail: dict[str, Any]) -> None:
-    await conn.execute("SELECT qbsync.log($1, 'connection', $2, 'info', $2, $3::jsonb, $4)",
-                       operation, realm_id, json.dumps(detail), operator())
+    await conn.execute(Q.log_connection_event, operation, realm_id, json.dumps(detail),
+                       operator())
 
 
 # --- disconnect -------------------------------------------------------------------------
 
-_FIND = """
-SELECT realm_id, company_name, environment, api_base_url, status
-FROM qbsync.connections
-WHERE CASE WHEN $1::text IS NULL THEN active ELSE realm_id = $1 END
-"""
-_DISCONNECT = """
-UPDATE qbsync.connections
-SET status = 'disconnected', active = false, tokens = $2, key_id = $3,
-    token_generation = token_generation + 1, access_expires_at = NULL,
-    refresh_expires_at = NULL, last_error = NULL, updated_at = now()
-WHERE realm_id = $1
-"""
-
-
 async def _find(conn: asyncpg.Connection, realm_id: str | None) -> asyncpg.Record:
-    row = await conn.fetchrow(_FIND, realm_id)
+    row = await conn.fetchrow(Q.find_connection, realm_id)
     if row is None:
-        known = [r["realm_id"] for r in await conn.fetch(
-            "SELECT realm_id FROM qbsync.connections WHERE status <> 'disconnected' "
-            "ORDER BY realm_id")]
+        known = [r["realm_id"] for r in await conn.fetch(Q.connected_realms)]
         what = f"company {realm_id} is not" if realm_id else "no company is"
         raise QbsyncError(f"{what} connected" + (
             f"; connected: {', '.join(known)} (choose with --realm)" if known else ""))
@@ -411,9 +398,9 @@ async def disconnect(settings: Settings, *, realm_id: str | None = None, revoke:
         realm, name = row["realm_id"], row["company_name"]
         if row["status"] == "disconnected":
             return Disconnected(realm, name, False, "already disconnected")
-        await conn.execute("SET lock_timeout = '60s'")
+        await conn.execute(Q.session_lock_timeout)
         try:  # session lock, no transaction open during the HTTP call (like TokenStore)
-            await conn.execute(f"SELECT pg_advisory_lock({REFRESH_LOCK})", realm)
+            await conn.execute(DAEMON_Q.refresh_lock, realm)
         except asyncpg.LockNotAvailableError:
             raise QbsyncError(f"a token refresh of company {realm} holds its lock for over "
                               "60 s; try again") from None
@@ -424,12 +411,12 @@ async def disconnect(settings: Settings, *, realm_id: str | None = None, revoke:
                 revoked, note = await _revoke(conn, vault, client, realm, settings, transport)
             blob, key_id = vault.encrypt(realm, {})
             async with conn.transaction():
-                await conn.execute(_DISCONNECT, realm, blob, key_id)
+                await conn.execute(Q.mark_disconnected, realm, blob, key_id)
                 await _log(conn, "connection.disconnect", realm,
                            {"message": f"disconnected; {note}", "revoked": revoked})
         finally:
             with contextlib.suppress(asyncpg.PostgresError, OSError):
-                await conn.execute(f"SELECT pg_advisory_unlock({REFRESH_LOCK})", realm)
+                await conn.execute(DAEMON_Q.refresh_unlock, realm)
         return Disconnected(realm, name, revoked, note)
     finally:
         await conn.close()
@@ -438,9 +425,7 @@ async def disconnect(settings: Settings, *, realm_id: str | None = None, revoke:
 async def _revoke(conn: asyncpg.Connection, vault: Vault, client: oauth.ClientCredentials,
                   realm: str, settings: Settings,
                   transport: httpx.AsyncBaseTransport | None) -> tuple[bool, str]:
-    row = await conn.fetchrow(
-        "SELECT tokens, key_id, environment, api_base_url, status "
-        "FROM qbsync.connections WHERE realm_id = $1", realm)
+    row = await conn.fetchrow(Q.connection_tokens, realm)
     assert row is not None
     payload = vault.decrypt(realm, row["tokens"], row["key_id"])
     token = payload.get("refresh_token")

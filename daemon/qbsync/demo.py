@@ -35,6 +35,7 @@ from .emulator.server import EmulatorServer
 from .errors import ConfigError, QbsyncError
 from .migrate import migrate
 from .pgcluster import TempCluster
+from .queries import load_cli
 from .vault import generate_key
 
 DEMO_DB = "qbsync_demo"
@@ -42,6 +43,7 @@ DEMO_MARK = "qbsync demo database: dropped and recreated by `qbsync demo`"
 COMPANY = "Dixis Α.Ε."
 EXIT_INTERRUPTED = 130
 STALL_SECONDS = 30  # no change in synced/queued/dead for this long: report what is stuck
+Q = load_cli()
 Echo = Callable[[str], None]
 
 
@@ -85,7 +87,7 @@ def as_url(conninfo: str, dbname: str) -> str:
 def _answers(url: str) -> bool:
     try:
         with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
-            conn.execute("SELECT 1")
+            conn.execute(Q.ping)
         return True
     except psycopg.Error:
         return False
@@ -120,12 +122,12 @@ def find_server(opts: DemoOptions) -> str | None:
 
 def recreate_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                           "WHERE datname = %s", (name,)).fetchone()
+        row = conn.execute(Q.database_comment, (name,)).fetchone()
         if row is not None:
             if row[0] != DEMO_MARK:
                 raise QbsyncError(f"database {name} exists and was not created by `qbsync "
                                   "demo`; it is left alone: choose another name with --demo-db")
+            # composed here: a database name is an identifier (no parameters in DDL)
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
@@ -134,6 +136,7 @@ def recreate_database(admin_url: str, name: str) -> None:
 
 def drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        # composed here: a database name is an identifier (no parameters in DDL)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
 
@@ -171,11 +174,10 @@ async def _progress(url: str, stop: asyncio.Event, runner: asyncio.Task[int],
     started = time.monotonic()
     conn = await asyncpg.connect(url)
     try:
-        total = await conn.fetchval("SELECT count(*) FROM dixis.orders "
-                                    "WHERE status = 'completed'")
+        total = await conn.fetchval(Q.demo_completed_orders)
         last_change, last = started, None
         while True:
-            synced, queued, dead = await conn.fetchrow(_PROGRESS)
+            synced, queued, dead = await conn.fetchrow(Q.demo_progress)
             elapsed = time.monotonic() - started
             if (synced, queued, dead) != last:
                 last_change, last = time.monotonic(), (synced, queued, dead)
@@ -196,7 +198,7 @@ async def _progress(url: str, stop: asyncio.Event, runner: asyncio.Task[int],
             if elapsed > opts.timeout or stalled:
                 echo_line(text, True)
                 stuck = [f"{r['entity']} {r['key']}: {r['last_error'] or r['state']}"
-                         for r in await conn.fetch(_STUCK)]
+                         for r in await conn.fetch(Q.demo_stuck)]
                 why = (f"no progress for {STALL_SECONDS} s" if stalled else
                        f"the queue did not drain within {opts.timeout:.0f} s")
                 raise QbsyncError(f"{why}; {queued} row(s) left, e.g. " + "; ".join(stuck))
@@ -204,20 +206,6 @@ async def _progress(url: str, stop: asyncio.Event, runner: asyncio.Task[int],
                 await asyncio.wait_for(stop.wait(), 0.25)
     finally:
         await conn.close()
-
-
-_PROGRESS = """
-SELECT (SELECT count(*) FROM dixis.orders
-        WHERE status = 'completed' AND quickbooks_sync_status = 'synced'),
-       qbsync.backlog(),
-       (SELECT count(*) FROM qbsync.outbox WHERE state = 'dead')
-"""
-
-
-_STUCK = """
-SELECT entity, key, state::text AS state, last_error FROM qbsync.outbox
-WHERE state <> 'dead' ORDER BY id LIMIT 3
-"""
 
 
 def _line_printer(echo: Echo) -> Callable[[str, bool], None]:
@@ -313,25 +301,11 @@ async def run_demo(opts: DemoOptions, echo: Echo) -> int:
 
 # --- the dashboard ------------------------------------------------------------------------
 
-_SUMMARY = """
-SELECT (SELECT count(*) FROM dixis.orders) AS orders,
-       (SELECT count(*) FROM dixis.orders WHERE status = 'completed') AS completed,
-       (SELECT count(*) FROM dixis.orders
-        WHERE status = 'completed' AND quickbooks_sync_status = 'synced') AS synced,
-       (SELECT count(*) FROM dixis.orders WHERE quickbooks_invoice_id IS NOT NULL) AS invoiced,
-       (SELECT count(*) FROM qbsync.outbox WHERE state = 'dead') AS dead,
-       qbsync.backlog() AS queued
-"""
-_SAMPLES = """
-SELECT dixis.order_number(id, created_at) AS order_number, quickbooks_invoice_id,
-       quickbooks_invoice_number, total, concat_ws(' ', billing_first_name, billing_last_name)
-FROM dixis.orders WHERE quickbooks_sync_status = 'synced' ORDER BY id LIMIT 5
-"""
+# table -> query name in cli_queries.sql (the summary when qbsync.dashboard is missing)
 _GROUPS = {
-    "entity_map": "SELECT entity, count(*) FROM qbsync.entity_map GROUP BY 1 ORDER BY 1",
-    "outbox": "SELECT state, count(*) FROM qbsync.outbox GROUP BY 1 ORDER BY 1",
-    "integration_logs": "SELECT operation || ' ' || status, count(*) "
-                        "FROM qbsync.integration_logs GROUP BY 1 ORDER BY 1",
+    "entity_map": "demo_entity_map_counts",
+    "outbox": "demo_outbox_counts",
+    "integration_logs": "demo_integration_logs_counts",
 }
 
 
@@ -359,14 +333,14 @@ async def report(url: str, emu: Emulator, realm: str, echo: Echo) -> bool:
     conn = await asyncpg.connect(url)
     try:
         echo("Dashboard")
-        if await conn.fetchval("SELECT to_regclass('qbsync.dashboard') IS NOT NULL"):
-            _table(await conn.fetch("SELECT * FROM qbsync.dashboard"), echo)
+        if await conn.fetchval(Q.dashboard_exists):
+            _table(await conn.fetch(Q.dashboard), echo)
         else:
             for name, query in _GROUPS.items():
-                parts = [f"{k} {n}" for k, n in await conn.fetch(query)]
+                parts = [f"{k} {n}" for k, n in await conn.fetch(getattr(Q, query))]
                 echo(f"  {name:<17} {', '.join(parts) or '(empty)'}")
-        s = await conn.fetchrow(_SUMMARY)
-        samples = await conn.fetch(_SAMPLES)
+        s = await conn.fetchrow(Q.demo_summary)
+        samples = await conn.fetch(Q.demo_samples)
     finally:
         await conn.close()
     held = {t: len(emu.entities(realm, t)) for t in ("Invoice", "Customer", "Item")}

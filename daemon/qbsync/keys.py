@@ -33,27 +33,12 @@ import asyncpg
 from .config import Settings
 from .connect import open_db, operator, vault_for
 from .errors import QbsyncError
+from .queries import load_cli
 from .vault import Vault, VaultError, generate_key
 
 __all__ = ["RotateError", "Rotation", "generate_key", "rotate"]
 
-_ROWS = "SELECT realm_id, key_id, tokens, token_generation FROM qbsync.connections " \
-        "ORDER BY realm_id"
-_LOCK_ROW = """
-SELECT pg_advisory_xact_lock(hashtext('qbsync.refresh:' || $1))
-"""
-_READ_ROW = """
-SELECT tokens, key_id, token_generation FROM qbsync.connections
-WHERE realm_id = $1 FOR UPDATE
-"""
-_WRITE_ROW = """
-UPDATE qbsync.connections SET tokens = $2, key_id = $3, updated_at = now()
-WHERE realm_id = $1 AND token_generation = $4
-"""
-_LIVE_DAEMONS = """
-SELECT worker_id, started_at FROM qbsync.workers
-WHERE heartbeat_at > now() - interval '2 minutes' ORDER BY started_at
-"""
+Q = load_cli()
 
 Progress = Callable[[int, int, str, str], None]  # done, total, realm, old key id
 
@@ -112,9 +97,9 @@ async def _rekey_row(conn: asyncpg.Connection, vault: Vault, realm: str) -> str 
     """Re-encrypt one row under the primary key; the old key id, or None when there was
     nothing to do (already primary, or the row is gone)."""
     async with conn.transaction():
-        await conn.execute("SET LOCAL lock_timeout = '60s'")
-        await conn.execute(_LOCK_ROW, realm)
-        row = await conn.fetchrow(_READ_ROW, realm)
+        await conn.execute(Q.local_lock_timeout)
+        await conn.execute(Q.refresh_xact_lock, realm)
+        row = await conn.fetchrow(Q.lock_connection_tokens, realm)
         if row is None or row["key_id"] == vault.primary:
             return None
         try:
@@ -122,14 +107,14 @@ async def _rekey_row(conn: asyncpg.Connection, vault: Vault, realm: str) -> str 
         except VaultError as exc:
             raise RotateError(f"{exc}; stopped (rows done so far stay re-encrypted)") from None
         blob, key_id = vault.encrypt(realm, payload)
-        status = await conn.execute(_WRITE_ROW, realm, blob, key_id, row["token_generation"])
-        if status != "UPDATE 1":  # impossible under both locks; never write blindly
+        written = await conn.fetchval(Q.rekey_tokens, realm, blob, key_id,
+                                      row["token_generation"])
+        if not written:  # impossible under both locks; never write blindly
             raise RotateError(f"the tokens of realm {realm} changed during re-encryption")
         detail = {"message": f"tokens re-encrypted from key {row['key_id']} to {key_id}",
                   "from_key": row["key_id"], "to_key": key_id}
-        await conn.execute(
-            "SELECT qbsync.log('token.rekey', 'connection', $1, 'info', $1, $2::jsonb, $3)",
-            realm, json.dumps(detail), operator())
+        await conn.execute(Q.log_connection_event, "token.rekey", realm, json.dumps(detail),
+                           operator())
         return str(row["key_id"])
 
 
@@ -141,10 +126,10 @@ async def rotate(settings: Settings, *, new_key_id: str | None = None, dry_run: 
     result = Rotation(vault.primary)
     conn = await open_db(settings)
     try:
-        rows = await conn.fetch(_ROWS)
+        rows = await conn.fetch(Q.connection_keys)
         result.total = len(rows)
         result.live_daemons = [f"{r['worker_id']} (started {r['started_at']:%Y-%m-%d %H:%M})"
-                               for r in await conn.fetch(_LIVE_DAEMONS)]
+                               for r in await conn.fetch(Q.live_daemons)]
         preflight(vault, list(rows))
         todo = [r["realm_id"] for r in rows if r["key_id"] != vault.primary]
         result.already = result.total - len(todo)
@@ -157,8 +142,7 @@ async def rotate(settings: Settings, *, new_key_id: str | None = None, dry_run: 
                     result.reencrypted += 1
                 if progress:
                     progress(n, len(todo), realm, old or vault.primary)
-        counts = await conn.fetch(
-            "SELECT key_id, count(*) AS n FROM qbsync.connections GROUP BY 1 ORDER BY 1")
+        counts = await conn.fetch(Q.connections_by_key)
         result.by_key = {r["key_id"]: r["n"] for r in counts}
     finally:
         await conn.close()

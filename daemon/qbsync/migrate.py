@@ -17,23 +17,11 @@ from pathlib import Path
 import psycopg
 
 from .errors import MigrationError
+from .queries import load_cli
 from .resources import sql_path
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-# pg_advisory_lock key: any constant unique to qbsync; hashtext() keeps it readable in SQL.
-_LOCK_SQL = "SELECT pg_advisory_lock(hashtext('qbsync.migrate'))"
-_UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext('qbsync.migrate'))"
-
-_BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS qbsync;
-CREATE TABLE IF NOT EXISTS qbsync.schema_migrations (
-    version    int PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now(),
-    applied_by text NOT NULL DEFAULT current_user
-);
-"""
+Q = load_cli()  # the bookkeeping queries: migrations_*
 
 
 @dataclass(frozen=True)
@@ -69,10 +57,10 @@ def discover(directory: Path | None = None) -> list[Migration]:
 
 def applied(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
     """version -> (name, checksum) of what the database has; empty when never migrated."""
-    exists = conn.execute("SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL").fetchone()
+    exists = conn.execute(Q.migrations_table_exists).fetchone()
     if not exists or not exists[0]:
         return {}
-    rows = conn.execute("SELECT version, name, checksum FROM qbsync.schema_migrations").fetchall()
+    rows = conn.execute(Q.migrations_applied).fetchall()
     return {version: (name, checksum) for version, name, checksum in rows}
 
 
@@ -105,10 +93,10 @@ def migrate(
     """Bring the database up to date; returns the migrations applied (empty: up to date)."""
     migrations = discover(directory)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(_LOCK_SQL)
+        conn.execute(Q.migrations_lock)
         try:
             with conn.transaction():
-                conn.execute(_BOOTSTRAP)
+                conn.execute(Q.migrations_bootstrap)
             todo = pending(conn, migrations)
             for m in todo:
                 if on_apply:
@@ -116,13 +104,9 @@ def migrate(
                 try:
                     with conn.transaction():
                         conn.execute(m.sql)  # type: ignore[arg-type]  # file text, not input
-                        conn.execute(
-                            "INSERT INTO qbsync.schema_migrations (version, name, checksum) "
-                            "VALUES (%s, %s, %s)",
-                            (m.version, m.name, m.checksum),
-                        )
+                        conn.execute(Q.migrations_record, (m.version, m.name, m.checksum))
                 except psycopg.Error as exc:
                     raise MigrationError(f"migration {m.name} failed: {exc}") from exc
             return todo
         finally:
-            conn.execute(_UNLOCK_SQL)
+            conn.execute(Q.migrations_unlock)

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 from .errors import QbsyncError
+from .queries import load_cli
 from .resources import sql_path
 
 SHOPS: tuple[str, ...] = ("dixis",)
+Q = load_cli()
 
 
 def shop_sql_dir(name: str) -> Path:
@@ -36,8 +38,8 @@ def _read(name: str, file: str) -> str:
     return (shop_sql_dir(name) / file).read_text(encoding="utf-8")
 
 
-def _exists(conn: psycopg.Connection, sql: str, arg: str) -> bool:
-    row = conn.execute(sql, (arg,)).fetchone()
+def _exists(conn: psycopg.Connection, query: LiteralString, arg: str) -> bool:
+    row = conn.execute(query, (arg,)).fetchone()
     return bool(row and row[0])
 
 
@@ -49,12 +51,12 @@ def install_shop(conn: psycopg.Connection, name: str = "dixis", *, track: bool =
     """
     directory = shop_sql_dir(name)
     with conn.transaction():
-        if track and not _exists(conn, "SELECT to_regproc(%s) IS NOT NULL", "qbsync.track"):
+        if track and not _exists(conn, Q.function_exists, "qbsync.track"):
             raise QbsyncError(
                 f"cannot install the {name} shop with tracking: the qbsync schema is missing; "
                 "run `qbsync migrate` first (or install with track=False)"
             )
-        if not _exists(conn, "SELECT to_regnamespace(%s) IS NOT NULL", name):
+        if not _exists(conn, Q.schema_exists, name):
             conn.execute(_read(name, "schema.sql"))  # type: ignore[arg-type]  # our own file
         for file in ("generate.sql", "mapping.sql", "admin.sql",
                      *(("track.sql",) if track else ())):
@@ -77,6 +79,7 @@ def generate(conn: psycopg.Connection, orders: int, *, seed: float = 0.42,
         raise QbsyncError(f"seed must be between -1 and 1 (got {seed})")
     shop_sql_dir(name)  # an unknown shop fails here, with the list of known ones
     with conn.transaction():
+        # composed here: the shop's schema name is an identifier, not a parameter
         query = sql.SQL("SELECT {}.generate(%s, %s)::text").format(sql.Identifier(name))
         row = conn.execute(query, (orders, seed)).fetchone()
     assert row is not None

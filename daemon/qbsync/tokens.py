@@ -31,15 +31,12 @@ import httpx
 from .errors import QbsyncError
 from .qbo import oauth
 from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
+from .queries import load as load_queries
+from .queries import load_cli
 from .vault import Vault
 
 REFRESH_MARGIN = 300.0  # seconds before expiry when the access token is refreshed
-_LOCK = "SELECT pg_advisory_lock(hashtext('qbsync.refresh:' || $1))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtext('qbsync.refresh:' || $1))"
-_READ = """
-SELECT tokens, key_id, token_generation, status, api_base_url, environment
-FROM qbsync.connections WHERE realm_id = $1
-"""
+Q = load_queries()
 
 
 class ReconnectRequired(QbsyncError):
@@ -93,7 +90,7 @@ class TokenStore:
 
     async def load(self) -> TokenSet:
         """Read the stored tokens (no lock: a plain read of the latest committed pair)."""
-        row = await self.pool.fetchrow(_READ, self.realm_id)
+        row = await self.pool.fetchrow(Q.read_tokens, self.realm_id)
         return self._adopt(row)
 
     async def access_token(self) -> str:
@@ -139,9 +136,9 @@ class TokenStore:
         async with self.pool.acquire() as conn:
             # Session lock outside any transaction: nothing stays open during the HTTP call.
             # If this task dies holding it, the pool's connection reset unlocks it.
-            await conn.execute(_LOCK, self.realm_id)
+            await conn.execute(Q.refresh_lock, self.realm_id)
             try:
-                row = await conn.fetchrow(_READ, self.realm_id)
+                row = await conn.fetchrow(Q.read_tokens, self.realm_id)
                 stored = self._adopt(row)
                 assert row is not None
                 moved = known_generation is not None and row["token_generation"] != known_generation
@@ -160,22 +157,8 @@ class TokenStore:
                 self.refreshes += 1
                 blob, key_id = self.vault.encrypt(self.realm_id, fresh.to_payload())
                 generation = await conn.fetchval(
-                    """
-                    WITH upd AS (
-                        UPDATE qbsync.connections
-                        SET tokens = $2, key_id = $3, token_generation = token_generation + 1,
-                            access_expires_at = $4, refresh_expires_at = $5,
-                            refreshed_at = now(), updated_at = now(), last_error = NULL
-                        WHERE realm_id = $1
-                        RETURNING token_generation)
-                    , log AS (
-                        INSERT INTO qbsync.integration_logs
-                            (operation, model_type, model_id, status, realm_id, actor)
-                        SELECT 'token.refresh', 'connection', $1, 'info', $1, 'daemon'
-                        FROM upd)
-                    SELECT token_generation FROM upd
-                    """,
-                    self.realm_id, blob, key_id, fresh.expires_at, fresh.refresh_expires_at)
+                    Q.store_refreshed_tokens, self.realm_id, blob, key_id, fresh.expires_at,
+                    fresh.refresh_expires_at)
                 if generation is None:
                     raise ReconnectRequired(
                         self.realm_id, f"QuickBooks company {self.realm_id} was disconnected "
@@ -186,26 +169,13 @@ class TokenStore:
             finally:
                 # On failure, releasing the connection to the pool resets it (unlocks) anyway.
                 with contextlib.suppress(asyncpg.PostgresError, OSError):
-                    await conn.execute(_UNLOCK, self.realm_id)
+                    await conn.execute(Q.refresh_unlock, self.realm_id)
 
     async def _needs_reconnect(self, conn: asyncpg.Connection, exc: InvalidGrant) -> None:
         message = (f"refresh token rejected by Intuit ({exc.error}"
                    f"{': ' + exc.description if exc.description else ''}); reconnect with "
                    "`qbsync connect`")
-        await conn.execute(
-            """
-            WITH upd AS (
-                UPDATE qbsync.connections
-                SET status = 'needs_reconnect', last_error = $2, updated_at = now()
-                WHERE realm_id = $1 RETURNING realm_id)
-            INSERT INTO qbsync.integration_logs
-                (operation, model_type, model_id, status, realm_id, error_message, error_code,
-                 actor)
-            SELECT 'token.refresh', 'connection', $1, 'failed', $1, $2, 'invalid_grant',
-                   'daemon'
-            FROM upd
-            """,
-            self.realm_id, message)
+        await conn.execute(Q.mark_needs_reconnect, self.realm_id, message)
 
 
 async def save_connection(
@@ -230,33 +200,10 @@ async def save_connection(
     info = json.dumps(company_info) if company_info is not None else None
 
     async def run(conn: asyncpg.Connection) -> int:
-        async with conn.transaction():
-            if active:
-                await conn.execute(
-                    "UPDATE qbsync.connections SET active = false, updated_at = now() "
-                    "WHERE active AND realm_id <> $1", realm_id)
-            generation: int = await conn.fetchval(
-                """
-                INSERT INTO qbsync.connections AS c
-                    (realm_id, environment, api_base_url, company_name, company_info, tokens,
-                     key_id, access_expires_at, refresh_expires_at, status, active,
-                     connected_at, refreshed_at)
-                VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'connected', $10, now(), now())
-                ON CONFLICT (realm_id) DO UPDATE
-                    SET environment = excluded.environment, api_base_url = excluded.api_base_url,
-                        company_name = excluded.company_name,
-                        company_info = excluded.company_info, tokens = excluded.tokens,
-                        key_id = excluded.key_id,
-                        token_generation = c.token_generation + 1,
-                        access_expires_at = excluded.access_expires_at,
-                        refresh_expires_at = excluded.refresh_expires_at,
-                        status = 'connected', active = excluded.active, last_error = NULL,
-                        connected_at = now(), refreshed_at = now(), updated_at = now()
-                RETURNING token_generation
-                """,
-                realm_id, environment, api_base_url, company_name, info, blob, key_id,
-                tokens.expires_at, tokens.refresh_expires_at, active)
-            return generation
+        generation: int = await conn.fetchval(
+            load_cli().save_connection, realm_id, environment, api_base_url, company_name,
+            info, blob, key_id, tokens.expires_at, tokens.refresh_expires_at, active)
+        return generation
 
     if isinstance(conn_or_pool, asyncpg.Pool):
         async with conn_or_pool.acquire() as conn:

@@ -7,7 +7,8 @@
 --   functions  resync, resync_many, sync_all_customers, sync_catalog, retry_dead,
 --              request_report, request_connection_test, acknowledge, acknowledge_all,
 --              rebuild_stats; daemon side: claim_admin_requests, finish_admin_request,
---              fail_admin_request, store_report
+--              fail_admin_request, store_report, store_refreshed_tokens,
+--              mark_needs_reconnect; CLI side: save_connection, mark_disconnected, rekey_tokens
 --   roles      qbsync_reader (views), qbsync_admin (views + functions),
 --              qbsync_daemon (what `qbsync run` needs, nothing more)
 --
@@ -1212,6 +1213,117 @@ COMMENT ON COLUMN qbsync.connection_status.active IS 'the company the daemon syn
 COMMENT ON COLUMN qbsync.connection_status.access_expires_at IS 'the access token (1 hour) is refreshed by the daemon before this';
 COMMENT ON COLUMN qbsync.connection_status.refresh_expires_at IS 'after this the company must be connected again; each refresh moves it';
 
+-- Connections: the writes of token ciphertext (made by qbsync's vault, so psql users do not
+-- call these by hand; they are here so that every state change is a function). They run with
+-- the caller's rights: the daemon role has UPDATE on connections and INSERT on the logs.
+
+-- The daemon stored a refreshed pair (token_generation + 1) and logged it; NULL when the
+-- connection row is gone (disconnected meanwhile).
+CREATE FUNCTION qbsync.store_refreshed_tokens(
+    p_realm text, p_tokens bytea, p_key_id text, p_access_expires_at timestamptz,
+    p_refresh_expires_at timestamptz
+) RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH upd AS (
+        UPDATE qbsync.connections
+        SET tokens = p_tokens, key_id = p_key_id, token_generation = token_generation + 1,
+            access_expires_at = p_access_expires_at, refresh_expires_at = p_refresh_expires_at,
+            refreshed_at = now(), updated_at = now(), last_error = NULL
+        WHERE realm_id = p_realm
+        RETURNING token_generation)
+    , log AS (
+        INSERT INTO qbsync.integration_logs
+            (operation, model_type, model_id, status, realm_id, actor)
+        SELECT 'token.refresh', 'connection', p_realm, 'info', p_realm, 'daemon'
+        FROM upd)
+    SELECT token_generation FROM upd
+$$;
+
+-- Intuit refused the refresh token: the company must be connected again (tokens kept).
+CREATE FUNCTION qbsync.mark_needs_reconnect(p_realm text, p_message text) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH upd AS (
+        UPDATE qbsync.connections
+        SET status = 'needs_reconnect', last_error = p_message, updated_at = now()
+        WHERE realm_id = p_realm RETURNING realm_id)
+    INSERT INTO qbsync.integration_logs
+        (operation, model_type, model_id, status, realm_id, error_message, error_code, actor)
+    SELECT 'token.refresh', 'connection', p_realm, 'failed', p_realm, p_message, 'invalid_grant',
+           'daemon'
+    FROM upd
+$$;
+
+-- `qbsync connect`: store (or replace) a company and its tokens; returns the token
+-- generation. p_active makes it the sync target (any other active company is deactivated).
+-- Reconnecting resets the status to connected and bumps token_generation.
+CREATE FUNCTION qbsync.save_connection(
+    p_realm text, p_environment text, p_api_base_url text, p_company_name text,
+    p_company_info jsonb, p_tokens bytea, p_key_id text, p_access_expires_at timestamptz,
+    p_refresh_expires_at timestamptz, p_active boolean
+) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_generation bigint;
+BEGIN
+    IF p_active THEN
+        UPDATE qbsync.connections SET active = false, updated_at = now()
+        WHERE active AND realm_id <> p_realm;
+    END IF;
+    INSERT INTO qbsync.connections AS c
+        (realm_id, environment, api_base_url, company_name, company_info, tokens, key_id,
+         access_expires_at, refresh_expires_at, status, active, connected_at, refreshed_at)
+    VALUES (p_realm, p_environment, p_api_base_url, p_company_name, p_company_info, p_tokens,
+            p_key_id, p_access_expires_at, p_refresh_expires_at, 'connected', p_active, now(),
+            now())
+    ON CONFLICT (realm_id) DO UPDATE
+        SET environment = excluded.environment, api_base_url = excluded.api_base_url,
+            company_name = excluded.company_name, company_info = excluded.company_info,
+            tokens = excluded.tokens, key_id = excluded.key_id,
+            token_generation = c.token_generation + 1,
+            access_expires_at = excluded.access_expires_at,
+            refresh_expires_at = excluded.refresh_expires_at,
+            status = 'connected', active = excluded.active, last_error = NULL,
+            connected_at = now(), refreshed_at = now(), updated_at = now()
+    RETURNING token_generation INTO v_generation;
+    RETURN v_generation;
+END
+$$;
+
+-- `qbsync disconnect`: inactive, disconnected, tokens replaced by an encrypted empty payload
+-- (the row stays for history); the generation moves so daemons drop what they hold.
+CREATE FUNCTION qbsync.mark_disconnected(p_realm text, p_tokens bytea, p_key_id text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE qbsync.connections
+    SET status = 'disconnected', active = false, tokens = p_tokens, key_id = p_key_id,
+        token_generation = token_generation + 1, access_expires_at = NULL,
+        refresh_expires_at = NULL, last_error = NULL, updated_at = now()
+    WHERE realm_id = p_realm
+$$;
+
+-- `qbsync rotate-key`: the same tokens re-encrypted under another key, only if nobody
+-- refreshed since they were read (token_generation unchanged, and NOT bumped: the tokens did
+-- not change). False when the generation moved or the row is gone.
+CREATE FUNCTION qbsync.rekey_tokens(p_realm text, p_tokens bytea, p_key_id text,
+                                    p_generation bigint) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE qbsync.connections SET tokens = p_tokens, key_id = p_key_id, updated_at = now()
+    WHERE realm_id = p_realm AND token_generation = p_generation;
+    RETURN FOUND;
+END
+$$;
+
 -- maintain_log_partitions creates and drops partitions: only the owner of integration_logs
 -- may, so the daemon role calls it with the owner's rights.
 ALTER FUNCTION qbsync.maintain_log_partitions(int, int) SECURITY DEFINER;
@@ -1293,6 +1405,10 @@ BEGIN
     END LOOP;
 END
 $$;
+GRANT EXECUTE ON FUNCTION
+    qbsync.store_refreshed_tokens(text, bytea, text, timestamptz, timestamptz),
+    qbsync.mark_needs_reconnect(text, text)
+    TO qbsync_daemon;
 GRANT SELECT, UPDATE, DELETE ON qbsync.outbox TO qbsync_daemon;
 GRANT SELECT ON qbsync.changes TO qbsync_daemon;
 GRANT SELECT, INSERT, UPDATE ON qbsync.entity_map TO qbsync_daemon;

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import psycopg
@@ -57,6 +58,9 @@ def test_migrate_from_installed_wheel(empty_db_url: str, tmp_path: Path) -> None
                 "-w", str(wheels), str(ROOT))
     assert built.returncode == 0, built.stderr
     wheel = next(wheels.glob("qbsync-*.whl"))
+    with zipfile.ZipFile(wheel) as zipped:
+        shipped = set(zipped.namelist())
+    assert {"qbsync/sql/queries.sql", "qbsync/sql/cli_queries.sql"} <= shipped
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     # Dependencies come from this venv (read-only, via a .pth); qbsync itself only from the wheel.

@@ -1,0 +1,266 @@
+-- What operators run: the CLI commands, the demo and the sample shops, as named blocks
+-- ("-- name: <name>"), parsed once (qbsync.queries.load_cli). State changes are database
+-- functions (sql/migrations); these are the calls into them and the reads behind the output.
+-- Each block is written for its caller's driver: psycopg (%s, %(name)s) for the synchronous
+-- commands, asyncpg ($1) for connect, disconnect, rotate-key and the demo's progress. What
+-- the daemon runs is in queries.sql.
+
+-- ---- qbsync migrate (psycopg) ----------------------------------------------------------------
+-- Bookkeeping of the migrations themselves: plain SQL here, not functions, because the
+-- functions would be created by the very migrations this records.
+
+-- name: migrations_lock
+-- pg_advisory_lock key: any constant unique to qbsync; hashtext() keeps it readable in SQL.
+SELECT pg_advisory_lock(hashtext('qbsync.migrate'));
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock(hashtext('qbsync.migrate'));
+
+-- name: migrations_bootstrap
+CREATE SCHEMA IF NOT EXISTS qbsync;
+CREATE TABLE IF NOT EXISTS qbsync.schema_migrations (
+    version    int PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    applied_by text NOT NULL DEFAULT current_user
+);
+
+-- name: migrations_table_exists
+SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL;
+
+-- name: migrations_applied
+SELECT version, name, checksum FROM qbsync.schema_migrations;
+
+-- name: migrations_record
+INSERT INTO qbsync.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
+
+-- ---- status, logs (psycopg) ------------------------------------------------------------------
+
+-- name: dashboard
+-- (no placeholder: the demo runs it with asyncpg too)
+SELECT * FROM qbsync.dashboard;
+
+-- name: queue_health_entities
+SELECT name, pending, running, dead, ready_now, expired_leases, oldest_pending_age
+FROM qbsync.queue_health WHERE section = 'entity'
+ORDER BY name;
+
+-- name: sync_logs_page
+-- A NULL filter matches everything (the planner folds it away: the values are known).
+SELECT at, entity, key, operation, status, message, code, ms
+FROM qbsync.sync_logs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(operation)s::text IS NULL OR operation = %(operation)s::text)
+  AND (%(entity)s::text IS NULL OR entity = %(entity)s::text)
+  AND (%(key)s::text IS NULL OR key = %(key)s::text)
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: sync_logs_count
+-- The rows sync_logs_page filters, counted up to a cap (how many pages).
+SELECT count(*) AS n
+FROM (SELECT 1 FROM qbsync.sync_logs
+      WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+        AND (%(operation)s::text IS NULL OR operation = %(operation)s::text)
+        AND (%(entity)s::text IS NULL OR entity = %(entity)s::text)
+        AND (%(key)s::text IS NULL OR key = %(key)s::text)
+      LIMIT %(cap)s) s;
+
+-- ---- resync, sync, retry-dead (psycopg) ------------------------------------------------------
+
+-- name: resync
+SELECT qbsync.resync(%s, %s, %s)::int AS n;
+
+-- name: resync_many
+SELECT qbsync.resync_many(%s, %s, %s) AS n;
+
+-- name: sync_all_customers
+SELECT qbsync.sync_all_customers() AS n;
+
+-- name: sync_catalog
+SELECT qbsync.sync_catalog() AS n;
+
+-- name: sync_progress
+SELECT count(*) FILTER (WHERE o.state IN ('pending', 'running')) AS left,
+       count(*) FILTER (WHERE o.state = 'dead') AS dead
+FROM qbsync.outbox o JOIN qbsync.entities e USING (entity)
+WHERE e.qbo_type = %s;
+
+-- name: retry_dead
+SELECT qbsync.retry_dead(%s, %s) AS n;
+
+-- ---- requests answered by the daemon (psycopg) -----------------------------------------------
+
+-- name: admin_request_state
+SELECT state, result, error FROM qbsync.admin_requests WHERE id = %s;
+
+-- name: request_report_period
+SELECT qbsync.request_report(%s) AS id;
+
+-- name: request_report_dates
+SELECT qbsync.request_report(%s::date, %s::date) AS id;
+
+-- name: report_comparison
+SELECT * FROM qbsync.report_comparison WHERE report_id = %s;
+
+-- name: request_connection_test
+SELECT qbsync.request_connection_test() AS id;
+
+-- ---- notices, drift, reconciliation (psycopg) ------------------------------------------------
+
+-- name: acknowledge
+SELECT qbsync.acknowledge(%s) AS ok;
+
+-- name: acknowledge_all
+SELECT qbsync.acknowledge_all() AS n;
+
+-- name: open_notices
+SELECT id, severity, kind, message, occurrences, last_seen_at FROM qbsync.open_notices;
+
+-- name: resolve_drift
+SELECT qbsync.resolve_drift(%s, %s) AS r;
+
+-- name: open_drift
+SELECT id, entity, key, qbo_type, qbo_id, change, fields, detected_at FROM qbsync.drift;
+
+-- name: request_reconcile
+SELECT qbsync.request_reconcile(%s::date, %s::date) AS id;
+
+-- name: reconcile_run
+SELECT realm_id, from_date, to_date FROM qbsync.reconcile_runs WHERE id = %s;
+
+-- name: reconcile_totals
+SELECT coalesce(entity, lower(qbo_type)) AS what, qbo_type, shop_count, shop_total,
+       qbo_count, qbo_total, shop_total - qbo_total AS difference, ok,
+       missing_in_quickbooks, missing_in_shop, amount_differs, date_differs
+FROM qbsync.reconcile_totals WHERE run_id = %s
+ORDER BY qbo_type;
+
+-- name: reconcile_problems
+SELECT status, qbo_type, entity, key, doc_number, qbo_id, shop_amount, qbo_amount,
+       coalesce(shop_txn_date, qbo_txn_date) AS txn_date, note, fix
+FROM qbsync.reconcile(%s) WHERE status <> 'ok';
+
+-- name: reconcile_fix
+SELECT qbsync.reconcile_fix(%s) AS n;
+
+-- ---- connect, disconnect (asyncpg) -----------------------------------------------------------
+-- The refresh lock they take is queries.sql refresh_lock / refresh_unlock (the daemon's).
+
+-- name: connections_table_exists
+SELECT to_regclass('qbsync.connections') IS NOT NULL;
+
+-- name: save_connection
+SELECT qbsync.save_connection($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10);
+
+-- name: log_connection_event
+-- operation, realm, detail, actor
+SELECT qbsync.log($1, 'connection', $2, 'info', $2, $3::jsonb, $4);
+
+-- name: find_connection
+-- The realm $1, or the active company when $1 is NULL.
+SELECT realm_id, company_name, environment, api_base_url, status
+FROM qbsync.connections
+WHERE CASE WHEN $1::text IS NULL THEN active ELSE realm_id = $1 END;
+
+-- name: connected_realms
+SELECT realm_id FROM qbsync.connections WHERE status <> 'disconnected' ORDER BY realm_id;
+
+-- name: session_lock_timeout
+SET lock_timeout = '60s';
+
+-- name: connection_tokens
+SELECT tokens, key_id, environment, api_base_url, status
+FROM qbsync.connections WHERE realm_id = $1;
+
+-- name: mark_disconnected
+SELECT qbsync.mark_disconnected($1, $2, $3);
+
+-- ---- rotate-key (asyncpg) --------------------------------------------------------------------
+
+-- name: connection_keys
+SELECT realm_id, key_id, tokens, token_generation FROM qbsync.connections ORDER BY realm_id;
+
+-- name: live_daemons
+SELECT worker_id, started_at FROM qbsync.workers
+WHERE heartbeat_at > now() - interval '2 minutes'
+ORDER BY started_at;
+
+-- name: local_lock_timeout
+SET LOCAL lock_timeout = '60s';
+
+-- name: refresh_xact_lock
+-- The transaction-level twin of queries.sql refresh_lock (the same key).
+SELECT pg_advisory_xact_lock(hashtext('qbsync.refresh:' || $1));
+
+-- name: lock_connection_tokens
+SELECT tokens, key_id, token_generation FROM qbsync.connections
+WHERE realm_id = $1 FOR UPDATE;
+
+-- name: rekey_tokens
+SELECT qbsync.rekey_tokens($1, $2, $3, $4);
+
+-- name: connections_by_key
+SELECT key_id, count(*) AS n FROM qbsync.connections GROUP BY 1 ORDER BY 1;
+
+-- ---- demo --------------------------------------------------------------------------------
+-- (psycopg) the server check and the demo database's mark; the CREATE / DROP / COMMENT ON
+-- DATABASE statements are composed in qbsync.demo (a database name is an identifier).
+
+-- name: ping
+SELECT 1;
+
+-- name: database_comment
+SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s;
+
+-- (asyncpg) progress and the final dashboard, over the Dixis sample shop
+
+-- name: demo_completed_orders
+SELECT count(*) FROM dixis.orders WHERE status = 'completed';
+
+-- name: demo_progress
+SELECT (SELECT count(*) FROM dixis.orders
+        WHERE status = 'completed' AND quickbooks_sync_status = 'synced'),
+       qbsync.backlog(),
+       (SELECT count(*) FROM qbsync.outbox WHERE state = 'dead');
+
+-- name: demo_stuck
+SELECT entity, key, state::text AS state, last_error FROM qbsync.outbox
+WHERE state <> 'dead' ORDER BY id LIMIT 3;
+
+-- name: dashboard_exists
+SELECT to_regclass('qbsync.dashboard') IS NOT NULL;
+
+-- name: demo_entity_map_counts
+SELECT entity, count(*) FROM qbsync.entity_map GROUP BY 1 ORDER BY 1;
+
+-- name: demo_outbox_counts
+SELECT state, count(*) FROM qbsync.outbox GROUP BY 1 ORDER BY 1;
+
+-- name: demo_integration_logs_counts
+SELECT operation || ' ' || status, count(*) FROM qbsync.integration_logs GROUP BY 1 ORDER BY 1;
+
+-- name: demo_summary
+SELECT (SELECT count(*) FROM dixis.orders) AS orders,
+       (SELECT count(*) FROM dixis.orders WHERE status = 'completed') AS completed,
+       (SELECT count(*) FROM dixis.orders
+        WHERE status = 'completed' AND quickbooks_sync_status = 'synced') AS synced,
+       (SELECT count(*) FROM dixis.orders WHERE quickbooks_invoice_id IS NOT NULL) AS invoiced,
+       (SELECT count(*) FROM qbsync.outbox WHERE state = 'dead') AS dead,
+       qbsync.backlog() AS queued;
+
+-- name: demo_samples
+SELECT dixis.order_number(id, created_at) AS order_number, quickbooks_invoice_id,
+       quickbooks_invoice_number, total, concat_ws(' ', billing_first_name, billing_last_name)
+FROM dixis.orders WHERE quickbooks_sync_status = 'synced'
+ORDER BY id LIMIT 5;
+
+-- ---- sample shops (psycopg) ------------------------------------------------------------------
+-- A shop's generator, <shop>.generate(orders, seed), is called with a composed schema name
+-- in qbsync.shop.
+
+-- name: function_exists
+SELECT to_regproc(%s) IS NOT NULL;
+
+-- name: schema_exists
+SELECT to_regnamespace(%s) IS NOT NULL;
