@@ -192,7 +192,7 @@ class Rig:
 
 def build_rig(p: Profile, log_dir: Path, max_attempts: int, backoff: list[int]) -> Rig:
     emu = Emulator(time_scale=p.time_scale)  # QuickBooks' limits, on the faster clock
-    server = EmulatorServer(emu).start()
+    server = EmulatorServer(emu, freeze_heap=1.0).start()  # as backfill.py: no GC bursts
     pg = TempCluster()
     pg.__enter__()
     try:
