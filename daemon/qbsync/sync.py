@@ -371,8 +371,12 @@ class Pusher:
             if info.qbo_type not in DEPENDENCY_TYPES:
                 pushing = self.in_flight.get(ref)
                 if pushing is not None and ref not in chain:
+                    # bounded: past it, the row is released as waiting and tried again,
+                    # which is always correct
                     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                        await asyncio.wait_for(asyncio.shield(pushing), info.deadline_seconds)
+                        await asyncio.wait_for(asyncio.shield(pushing),
+                                               min(info.deadline_seconds,
+                                                   WAIT_FOR_TRANSACTION / self.time_scale))
                     pushed = (await self.mapped({ref})).get(ref)
                     if pushed and pushed.qbo_status == "active":
                         return pushed.qbo_id

@@ -221,10 +221,10 @@ class Worker:
         if rows and len(rows) == free and not self._batch_mode:
             self._backlog_soon = True
         for row in rows:
-            self.pusher.in_flight[(row.entity, row.key)] = \
-                asyncio.get_running_loop().create_future()
+            pushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.pusher.in_flight[(row.entity, row.key)] = pushed
             self._pushing += 1
-            task = asyncio.create_task(self._process(row), name=f"push {row.label}")
+            task = asyncio.create_task(self._process(row, pushed), name=f"push {row.label}")
             self._tasks[task] = [row]
         if len(rows) == free:
             if self._waiting and self._busy() >= self.config.concurrency:
@@ -294,13 +294,18 @@ class Worker:
 
     # -- one row --------------------------------------------------------------------
 
-    async def _process(self, row: Row) -> None:
+    async def _process(self, row: Row, pushed: asyncio.Future[None]) -> None:
+        """`pushed`: this try's future in pusher.in_flight, which rows that need this one
+        wait on. Set here whatever the map holds now: once this try's outcome is recorded
+        the key can be claimed again, and the next try's future replaces this one in the
+        map before this task ends; a row that took this future must still be woken."""
         try:
             await self._push_and_record(row)
         finally:
-            done = self.pusher.in_flight.pop((row.entity, row.key), None)
-            if done is not None and not done.done():
-                done.set_result(None)
+            if self.pusher.in_flight.get((row.entity, row.key)) is pushed:
+                del self.pusher.in_flight[(row.entity, row.key)]
+            if not pushed.done():
+                pushed.set_result(None)
 
     async def _push_and_record(self, row: Row) -> None:
         deadline = self.pusher.entities[row.entity].deadline_seconds \
