@@ -88,16 +88,16 @@ TARGETED = ("capture", "variant")
 LISTEN_CHANNEL = {"capture": "qbsync_wakeup", "naive": "x", "waiting": "qbsync_wakeup",
                   "variant": "qbsync_wakeup"}
 
-_ORDER_COLUMNS = ("customer_id, status, payment_method, billing_first_name, billing_last_name, "
+ORDER_COLUMNS = ("customer_id, status, payment_method, billing_first_name, billing_last_name, "
                   "billing_email, billing_city, billing_postcode, subtotal, shipping_fee, total, "
                   "completed_at")
-_BILLING = "'Maria', 'Papadopoulou', 'maria.papadopoulou@example.gr', 'Athina', '10563'"
+BILLING = "'Maria', 'Papadopoulou', 'maria.papadopoulou@example.gr', 'Athina', '10563'"
 
 SCRIPTS: dict[str, str] = {
     "single_insert": f"""\
 \\set cust random(:cmin, :cmax)
-INSERT INTO dixis.orders ({_ORDER_COLUMNS})
-VALUES (:cust, 'completed', 'card', {_BILLING}, 25.00, 4.90, 29.90, now());
+INSERT INTO dixis.orders ({ORDER_COLUMNS})
+VALUES (:cust, 'completed', 'card', {BILLING}, 25.00, 4.90, 29.90, now());
 """,
     # p1 < p2 < p3 (three disjoint bands of the catalogue): every transaction locks its
     # products in ascending id order, so concurrent checkouts never deadlock.
@@ -107,8 +107,8 @@ VALUES (:cust, 'completed', 'card', {_BILLING}, 25.00, 4.90, 29.90, now());
 \\set p2 random(:pmin + :band, :pmin + 2 * :band - 1)
 \\set p3 random(:pmin + 2 * :band, :pmin + 3 * :band - 1)
 BEGIN;
-INSERT INTO dixis.orders ({_ORDER_COLUMNS})
-SELECT :cust, 'completed', 'card', {_BILLING}, s.subtotal, 4.90, s.subtotal + 4.90, now()
+INSERT INTO dixis.orders ({ORDER_COLUMNS})
+SELECT :cust, 'completed', 'card', {BILLING}, s.subtotal, 4.90, s.subtotal + 4.90, now()
 FROM (SELECT sum(price) AS subtotal FROM dixis.products WHERE id IN (:p1, :p2, :p3)) AS s
 RETURNING id AS order_id \\gset
 """ + "".join(f"""\

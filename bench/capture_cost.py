@@ -42,17 +42,15 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture import TARGETS, setup  # bench/ is not a package
+from capture import BILLING, ORDER_COLUMNS, TARGETS, setup  # bench/ is not a package
 from common import command_line, machine_info, markdown_table, report_out, text_table
 
 FLOOR_SQL = Path(__file__).resolve().parent / "capture_floor.sql"
 LABELS = {"plain": "plain (no capture)", "capture": "qbsync capture",
           "variant": "floor: empty trigger functions"}
-ORDER = ("INSERT INTO dixis.orders (customer_id, status, payment_method, billing_first_name, "
-         "billing_last_name, billing_email, billing_city, billing_postcode, subtotal, "
-         "shipping_fee, total, completed_at) VALUES ({cust}, 'completed', 'card', 'Maria', "
-         "'Papadopoulou', 'maria.papadopoulou@example.gr', 'Athina', '10563', 25.00, 4.90, "
-         "29.90, now())")
+# capture.py's completed order, with a fixed customer
+ORDER = (f"INSERT INTO dixis.orders ({ORDER_COLUMNS}) "
+         f"VALUES ({{cust}}, 'completed', 'card', {BILLING}, 25.00, 4.90, 29.90, now())")
 LINE = ("INSERT INTO dixis.order_items (order_id, product_id, product_name, quantity, "
         "unit_price, vat_rate, line_total) SELECT currval(pg_get_serial_sequence("
         "'dixis.orders', 'id')), p.id, p.name, 1, p.price, p.vat_rate, p.price "

@@ -136,7 +136,7 @@ DECLARE
 BEGIN
     INSERT INTO qbsync.log_count_deltas (model_type, day, status, realm_id, n)
     SELECT r.model_type, (r.created_at AT TIME ZONE v_tz)::date, r.status,
-           coalesce(r.realm_id, ''), CASE WHEN TG_OP = 'DELETE' THEN -count(*) ELSE count(*) END
+           coalesce(r.realm_id, ''), count(*)   -- inserts only: deletes count row by row
     FROM changed_rows r
     GROUP BY 1, 2, 3, 4;
     RETURN NULL;
