@@ -185,8 +185,7 @@ class Qbsync(System):
         assert self.conn is not None
         await self.conn.execute(
             "WITH change AS (INSERT INTO qbsync.changes (entity, key) VALUES ('noop', $1)) "
-            "SELECT pg_notify('qbsync_wakeup', '') WHERE EXISTS "
-            "(SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp())", key)
+            "SELECT pg_notify('qbsync_wakeup', '') WHERE qbsync_capture.daemon_waiting()", key)
 
     async def start_worker(self) -> None:
         from qbsync.db import Listener, create_pool

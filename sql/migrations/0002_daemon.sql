@@ -846,11 +846,15 @@ AS $$
     ON CONFLICT (worker_id) DO UPDATE
         SET hostname = excluded.hostname, pid = excluded.pid, started_at = now(),
             heartbeat_at = now(), waiting_until = NULL;
+    SELECT qbsync.publish_waiting();
 $$;
 
 CREATE FUNCTION qbsync.unregister_worker(p_worker text) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ DELETE FROM qbsync.workers WHERE worker_id = p_worker; $$;
+AS $$
+    DELETE FROM qbsync.workers WHERE worker_id = p_worker;
+    SELECT qbsync.publish_waiting();
+$$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA qbsync FROM PUBLIC;

@@ -796,7 +796,7 @@ BEGIN
     SELECT DISTINCT p_entity, k, p_origin FROM unnest(p_keys) AS k WHERE k IS NOT NULL
     ON CONFLICT DO NOTHING;   -- the key's pending row (the outbox's unique key per state)
     GET DIAGNOSTICS v_count = ROW_COUNT;
-    IF v_count > 0 AND EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
+    IF v_count > 0 AND qbsync_capture.daemon_waiting() THEN
         PERFORM pg_notify('qbsync_wakeup', '');
     END IF;
     RETURN v_count;
@@ -926,7 +926,7 @@ BEGIN
     SET state = 'pending', attempts = 0, next_attempt_at = now(), origin = 'retry_dead',
         last_error = NULL, last_error_code = NULL
     WHERE o.id = ANY (v_ids) AND o.state = 'dead';
-    IF EXISTS (SELECT 1 FROM qbsync.workers WHERE waiting_until > clock_timestamp()) THEN
+    IF qbsync_capture.daemon_waiting() THEN
         PERFORM pg_notify('qbsync_wakeup', '');
     END IF;
     RETURN cardinality(v_ids);
@@ -1392,7 +1392,8 @@ BEGIN
                             'held', 'requeue', 'record_success', 'write_back', 'log', 'map',
                             'map_many', 'ready_backlog', 'collect_changes', 'backlog',
                             'announce_waiting', 'stop_waiting', 'snapshot_settled',
-                            'register_worker', 'unregister_worker', 'maintain_log_partitions',
+                            'register_worker', 'unregister_worker', 'publish_waiting',
+                            'maintain_log_partitions',
                             'setting', 'take_permit', 'return_permit', 'throttled',
                             'set_rate_limits', 'claim_admin_requests', 'finish_admin_request',
                             'fail_admin_request', 'store_report', 'report_total',
@@ -1416,6 +1417,7 @@ GRANT INSERT ON qbsync.integration_logs TO qbsync_daemon;
 GRANT SELECT, UPDATE ON qbsync.connections TO qbsync_daemon;
 GRANT SELECT, INSERT, UPDATE ON qbsync.realm_settings TO qbsync_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON qbsync.workers TO qbsync_daemon;
+GRANT UPDATE ON SEQUENCE qbsync_capture.wakeup TO qbsync_daemon;  -- publish_waiting
 GRANT SELECT ON qbsync.entities, qbsync.settings TO qbsync_daemon;
 GRANT SELECT, INSERT, UPDATE ON qbsync.rate_limits, qbsync.rate_state TO qbsync_daemon;
 GRANT SELECT, INSERT, DELETE ON qbsync.rate_permits TO qbsync_daemon;

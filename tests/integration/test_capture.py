@@ -298,6 +298,21 @@ def test_the_memo_is_checked_before_the_predicate(shop: psycopg.Connection) -> N
         shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (2, 1)")
 
 
+def test_a_column_predicate_is_tested_before_the_key(shop: psycopg.Connection) -> None:
+    """A predicate of column tests alone goes first: where it fails (an unpaid order's
+    payment rule), the key is not computed and the memo not read."""
+    shop.execute("""CREATE FUNCTION shop.loud_key(int) RETURNS text LANGUAGE plpgsql
+                    AS $$BEGIN RAISE EXCEPTION 'key computed for %', $1; END$$""")
+    shop.execute("SELECT qbsync.define_entity('payment', 'Payment')")
+    shop.execute("SELECT qbsync.track('shop.orders', 'payment', 'shop.loud_key(id)', NULL, "
+                 "$$status = 'paid'$$)")
+    shop.commit()
+    shop.execute("INSERT INTO shop.orders (status) VALUES ('completed')")
+    assert shop.execute("SELECT entity, key FROM qbsync.changes").fetchall() == [("order", "1")]
+    with pytest.raises(psycopg.errors.RaiseException, match="key computed for 2"):
+        shop.execute("INSERT INTO shop.orders (status) VALUES ('paid')")
+
+
 def test_a_key_written_over_r_compiles(shop: psycopg.Connection) -> None:
     shop.execute("SELECT qbsync.track('shop.order_lines', 'order', 'r.order_id')")
     shop.execute("INSERT INTO shop.order_lines (order_id, qty) VALUES (7, 1)")
@@ -318,21 +333,27 @@ def test_a_key_with_a_subquery_is_captured_without_the_memo_filter(
 
 
 def test_a_hostile_search_path_cannot_hijack_the_append(shop: psycopg.Connection) -> None:
-    """qbsync_capture.append_<entity> runs as qbsync without a pinned search_path (pinning
-    it costs every captured row): nothing in it may resolve through the caller's path."""
+    """The capture functions run as the writing role without a pinned search_path (pinning
+    it costs every captured row), and daemon_waiting() is inlined into them: nothing they
+    run may resolve through the writer's path."""
     shop.execute("INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES ('w', 'h', 0)")
     shop.execute("SELECT qbsync.announce_waiting('w', '1 hour')")  # the NOTIFY path too
     shop.execute("CREATE SCHEMA evil")
     for signature, returns in (("clock_timestamp()", "timestamptz"),
                                ("now()", "timestamptz"),
                                ("pg_notify(text, text)", "void"),
-                               ("later(timestamptz, timestamptz)", "boolean")):
+                               ("set_config(text, text, boolean)", "text"),
+                               ("current_setting(text, boolean)", "text"),
+                               ("date_part(text, timestamptz)", "double precision"),
+                               ("pg_sequence_last_value(regclass)", "bigint"),
+                               ("later(bigint, double precision)", "boolean")):
         shop.execute(f"""CREATE FUNCTION evil.{signature} RETURNS {returns} LANGUAGE plpgsql
                          AS $$BEGIN RAISE EXCEPTION 'hijacked: {signature}'; END$$""")
-    shop.execute("CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, "
+    shop.execute("CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = double precision, "
                  "FUNCTION = evil.later)")
     shop.execute("CREATE TABLE evil.changes (entity text, key text)")
     shop.execute("CREATE TABLE evil.workers (waiting_until timestamptz)")
+    shop.execute("CREATE TABLE evil.changes_order (key text)")
     shop.commit()
     shop.execute("LISTEN qbsync_wakeup")
     shop.execute("SET search_path = evil, pg_catalog, shop")  # this session's first capture

@@ -3,6 +3,8 @@ re-check closes the race with transactions that read the flag before it was set.
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -71,7 +73,24 @@ def test_no_notify_after_stop_waiting_or_expiry(
     write(shop, 1)
     assert wakeups(listener) == 0
     # A daemon killed while waiting leaves a flag that expires by itself.
-    shop.execute("UPDATE qbsync.workers SET waiting_until = clock_timestamp() - interval '1 s'")
+    shop.execute("SELECT qbsync.announce_waiting('w1', interval '0.3 s')")
+    shop.commit()
+    time.sleep(0.4)
+    write(shop, 2)
+    assert wakeups(listener) == 0
+
+
+def test_one_daemon_stopping_leaves_the_other_waiting(
+    shop: psycopg.Connection, listener: psycopg.Connection
+) -> None:
+    shop.execute("INSERT INTO qbsync.workers (worker_id, hostname, pid) VALUES ('w2', 'test', 2)")
+    shop.execute("SELECT qbsync.announce_waiting('w1', interval '1 minute')")
+    shop.execute("SELECT qbsync.announce_waiting('w2', interval '2 minutes')")
+    shop.execute("SELECT qbsync.stop_waiting('w2')")  # w1 still sleeps on LISTEN
+    shop.commit()
+    write(shop, 1)
+    assert wakeups(listener) == 1
+    shop.execute("SELECT qbsync.unregister_worker('w1')")
     shop.commit()
     write(shop, 2)
     assert wakeups(listener) == 0
