@@ -498,7 +498,6 @@ DECLARE
     v_changed text[] := '{}';
     v_change text;
     v_memo text;
-    v_fresh text;
     v_of text[] := '{}';
     v_all_columns boolean := false;
     v_origin CONSTANT text :=
@@ -533,15 +532,13 @@ BEGIN
         END IF;
         v_changed := v_changed || format('(%s)', v_change);
         v_decl := v_decl || format(E'    _new%1$s text;\n    _old%1$s text;\n', v_n);
-        -- INSERT: the key is computed once into _newN (a cast costs PL/pgSQL a catalog
-        -- lookup per transaction). A key this transaction has not captured, not the
-        -- daemon's write, not NULL; and the predicate. A predicate that is only column
-        -- tests and operators is tested first: it stops the rules that do not apply (an
-        -- unpaid order's payment rule) for less than the memo test. One that calls a
-        -- function or runs a query is tested after the memo: an order's lines stop at the
-        -- memo without asking whether their order is complete.
-        v_fresh := format('_new%1$s IS DISTINCT FROM %2$s AND %3$s AND _new%1$s IS NOT NULL',
-                          v_n, v_memo, v_origin);
+        -- INSERT: a key this transaction has not captured, not the daemon's write, not
+        -- NULL; and the predicate. A predicate that is only column tests and operators is
+        -- tested first: it stops the rules that do not apply (an unpaid order's payment
+        -- rule) for less than the memo test, and the key is computed once into _newN (a
+        -- cast costs PL/pgSQL a catalog lookup per transaction). One that calls a function
+        -- or runs a query is tested after the memo, in an IF of its own: an order's lines
+        -- stop at the memo without asking whether their order is complete.
         IF r.when_sql IS NOT NULL AND r.when_sql !~* '\mselect\M'
            AND r.when_sql !~ '[[:alnum:]_"]\(' THEN
             v_insert := v_insert || format($i$
@@ -551,17 +548,20 @@ BEGIN
                 %s
             END IF;
         END IF;
-$i$, r.when_sql, v_n, r.key_sql, v_fresh, qbsync.capture_append(r.entity, format('_new%s', v_n)));
+$i$, r.when_sql, v_n, r.key_sql,
+                format('_new%1$s IS DISTINCT FROM %2$s AND %3$s AND _new%1$s IS NOT NULL',
+                       v_n, v_memo, v_origin),
+                qbsync.capture_append(r.entity, format('_new%s', v_n)));
         ELSE
             v_insert := v_insert || format($i$
-        _new%s := %s;
         IF %s THEN
             IF %s THEN
                 %s
             END IF;
         END IF;
-$i$, v_n, r.key_sql, v_fresh, coalesce(r.when_sql, 'true'),
-                qbsync.capture_append(r.entity, format('_new%s', v_n)));
+$i$, format('%1$s IS DISTINCT FROM %2$s AND %3$s AND %1$s IS NOT NULL',
+            r.key_sql, v_memo, v_origin),
+                coalesce(r.when_sql, 'true'), qbsync.capture_append(r.entity, r.key_sql));
         END IF;
         -- UPDATE: the new and the old row's keys where the rule's columns changed and the
         -- predicate holds (an order leaving the predicate is a change too).

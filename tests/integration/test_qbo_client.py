@@ -3,6 +3,8 @@ transport failures the emulator cannot produce)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -239,6 +241,39 @@ async def test_expired_token_is_refreshed_once_and_the_request_resent(env: Env) 
     assert env.client.last_call.attempts == 2
     writes = [r for r in env.sent if r.url.path.endswith("/customer")]
     assert [r.url.params["requestid"] for r in writes] == [request_id, request_id]
+
+
+class GateLimiter:
+    """A rate limiter whose permits wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def permit(self, kind: str = "request") -> AsyncIterator[object]:
+        await self.gate.wait()
+        yield object()
+
+    async def sending(self, permit: object) -> None:
+        return None
+
+
+async def test_a_request_queued_for_its_permit_is_sent_with_the_token_of_then(env: Env) -> None:
+    """Tokens refreshed while a request waits for its rate-limit slot: it goes out with the
+    new token, not with the one current when it queued (chaos: 279 needless 401s)."""
+    limiter = GateLimiter()
+    client = QboClient(env.http, base_url=BASE, realm_id=env.realm, tokens=env.tokens,
+                       limiter=limiter)  # type: ignore[arg-type]  # the permit protocol only
+    read = asyncio.create_task(client.read("CompanyInfo", env.realm))
+    await asyncio.sleep(0.05)  # queued at the limiter
+    old = env.tokens.access
+    env.emu.expire_access_tokens(env.realm)
+    await env.tokens.refresh(old)  # a neighbour's 401 refreshed the tokens meanwhile
+    limiter.gate.set()
+    await read
+    assert env.tokens.refreshes == 1  # the neighbour's only: this request met no 401
+    assert [r.headers["Authorization"] for r in env.sent if "/companyinfo/" in r.url.path] == [
+        f"Bearer {env.tokens.access}"]
 
 
 async def test_second_401_raises_auth_error_without_the_token(env: Env) -> None:

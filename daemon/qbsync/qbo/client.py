@@ -261,11 +261,10 @@ class QboClient:
             query["requestid"] = request_id
         url = f"{self._prefix}/{path}"
         attempts = 0
-        token = await self.tokens.access_token()
         while True:
             attempts += 1
-            resp, elapsed = await self._send(method, url, query, json, token, write, kind,
-                                             request_id)
+            resp, elapsed, token = await self._send(method, url, query, json, write, kind,
+                                                    request_id)
             tid = resp.headers.get("intuit_tid")
             _last_call.set(CallInfo(method, path, resp.status_code, elapsed, tid, request_id,
                                     attempts))
@@ -287,18 +286,23 @@ class QboClient:
             error.response_ms = elapsed
             if isinstance(error, AuthError) and attempts == 1:
                 # Same request, same requestid: QuickBooks did nothing with a 401.
-                token = await self.tokens.refresh(token)
+                await self.tokens.refresh(token)
                 continue
             if isinstance(error, Throttled) and self.limiter is not None:
                 await self.limiter.throttled(error.retry_after)
             raise error
 
     async def _send(self, method: str, url: str, query: Mapping[str, str], json: Any,
-                    token: str, write: bool, kind: str, request_id: str | None
-                    ) -> tuple[httpx.Response, int]:
+                    write: bool, kind: str, request_id: str | None
+                    ) -> tuple[httpx.Response, int, str]:
         """One HTTP exchange under a rate-limit permit; (response, milliseconds on the wire,
-        not counting the wait for the permit)."""
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        not counting the wait for the permit, the access token sent).
+
+        The token is read once the permit is granted, not before the wait: a request that
+        queued for its slot while the tokens were refreshed (by this task's neighbours or
+        another daemon) goes out with the new one instead of collecting a 401."""
+        headers = {"Accept": "application/json"}
+        token = ""
         content: bytes | None = None
         if json is not None:
             headers["Content-Type"] = "application/json"
@@ -307,6 +311,8 @@ class QboClient:
         failure: QboError | None = None
         try:
             if self.limiter is None:
+                token = await self.tokens.access_token()
+                headers["Authorization"] = f"Bearer {token}"
                 resp = await self.http.request(method, url, params=query, content=content,
                                                headers=headers, timeout=self.timeout)
             else:
@@ -320,6 +326,8 @@ class QboClient:
                             await limiter.sending(permit)
 
                     await limiter.sending(permit)  # also for transports that trace nothing
+                    token = await self.tokens.access_token()
+                    headers["Authorization"] = f"Bearer {token}"
                     started = time.perf_counter()
                     resp = await self.http.request(method, url, params=query, content=content,
                                                    headers=headers, timeout=self.timeout,
@@ -337,7 +345,7 @@ class QboClient:
             # Raised outside the except block: no __context__ either. httpx exceptions hold
             # the request, and with it the Authorization header.
             raise failure
-        return resp, int((time.perf_counter() - started) * 1000)
+        return resp, int((time.perf_counter() - started) * 1000), token
 
 
 def _transport_error(cls: type[QboError], exc: Exception, what: str, request_id: str | None,
