@@ -41,9 +41,6 @@ SELECT qbsync.record_success($1, $2, $3, $4::jsonb, $5);
 -- name: record_successes
 SELECT qbsync.record_successes($1, $2::jsonb, $3);
 
--- name: log
-SELECT qbsync.log($1, $2, $3, $4, $5, $6::jsonb);
-
 -- name: map
 SELECT qbsync.map($1, $2)::text;
 
