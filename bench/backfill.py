@@ -153,6 +153,16 @@ def fullest_window(times: Sequence[float], window: float) -> int:
     return best
 
 
+def requests_per_minute(times: Sequence[float], start: float) -> list[int]:
+    """Instants counted in consecutive 60-s windows from `start` (the last one partial)."""
+    counts: list[int] = []
+    for t in times:
+        minute = max(int((t - start) // 60), 0)
+        counts.extend([0] * (minute + 1 - len(counts)))
+        counts[minute] += 1
+    return counts
+
+
 # -- the rig -----------------------------------------------------------------------------------
 
 def create_rig(admin_url: str, name: str, *, time_scale: float, keep: bool
@@ -238,6 +248,9 @@ class Result:
     batch_budget_used: float             # batches / (B x total)
     fullest_minute: dict[str, int]       # requests and batches in the fullest 60-s window
     fullest_second: int
+    per_minute: list[int]                # accepted requests in each emulated minute from
+                                         # the commit (the last one partial): where the
+                                         # budget went unused
     ops_per_batch: float
     tries_burnt: int
     logs: dict[str, int]
@@ -304,6 +317,7 @@ def run(rig: Rig, log: RequestLog, keys: list[str], *, time_scale: float, timeou
         fullest_minute={"requests": fullest_window([a.at for a in ok], 60.0),
                         "batches": fullest_window([a.at for a in ok if a.batch], 60.0)},
         fullest_second=fullest_window([a.at for a in ok], 1.0),
+        per_minute=requests_per_minute([a.at for a in ok], started_em),
         ops_per_batch=round(batch_ops / max(batches, 1), 2),
         tries_burnt=int(burnt), logs=logs, cpu=cpu)
 
@@ -395,7 +409,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"CPU over the run (s): daemon {cpu['daemon_cpu_s']}, PostgreSQL backends "
         f"{cpu['postgres_cpu_s']}, emulator + bench {cpu['emulator_cpu_s']}, of "
-        f"{cpu['capacity_s']} available. Fullest emulated second: {r['fullest_second']} "
+        f"{cpu['capacity_s']} available. Requests per emulated minute from the commit "
+        f"(the last partial): {', '.join(map(str, r['per_minute']))}. "
+        f"Fullest emulated second: {r['fullest_second']} "
         f"requests; 429s by limit: {r['throttled_by'] or 'none'}. Targets: ratio ≤ "
         f"{TARGET_RATIO}, budget ≥ {100 * TARGET_BUDGET:.0f} %, zero 429s. "
         f"Checks: {report['checks']}.",

@@ -419,10 +419,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--clients, --seconds, --rounds and --orders must be positive")
     every = ["plain", "capture", "naive", "waiting", *(["variant"] if args.variant else [])]
     args.configs = args.configs.split(",") if args.configs else every
-    unknown = set(args.configs) - set(every)
-    if unknown or "plain" not in args.configs:
-        parser.error(f"--configs: plain is required; unknown here: {', '.join(sorted(unknown))}"
-                     if unknown else "--configs: plain is required (the ratios' base)")
+    unknown = sorted(set(args.configs) - set(every))
+    if unknown:
+        parser.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(every)})")
+    if "plain" not in args.configs:
+        parser.error("--configs: plain is required (the ratios' base)")
     return args
 
 
