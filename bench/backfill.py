@@ -64,6 +64,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -248,9 +249,9 @@ class Result:
     batch_budget_used: float             # batches / (B x total)
     fullest_minute: dict[str, int]       # requests and batches in the fullest 60-s window
     fullest_second: int
-    per_minute: list[int]                # accepted requests in each emulated minute from
-                                         # the commit (the last one partial): where the
-                                         # budget went unused
+    per_minute: dict[str, list[int]]     # accepted requests and batches in each emulated
+                                         # minute from the commit (the last one partial):
+                                         # where the budget went unused
     ops_per_batch: float
     tries_burnt: int
     logs: dict[str, int]
@@ -317,7 +318,8 @@ def run(rig: Rig, log: RequestLog, keys: list[str], *, time_scale: float, timeou
         fullest_minute={"requests": fullest_window([a.at for a in ok], 60.0),
                         "batches": fullest_window([a.at for a in ok if a.batch], 60.0)},
         fullest_second=fullest_window([a.at for a in ok], 1.0),
-        per_minute=requests_per_minute([a.at for a in ok], started_em),
+        per_minute={"requests": requests_per_minute([a.at for a in ok], started_em),
+                    "batches": requests_per_minute([a.at for a in ok if a.batch], started_em)},
         ops_per_batch=round(batch_ops / max(batches, 1), 2),
         tries_burnt=int(burnt), logs=logs, cpu=cpu)
 
@@ -387,6 +389,11 @@ def _row(r: dict[str, Any]) -> list[object]:
             "pass" if passed else "MISS"]
 
 
+def _per_minute(per_minute: dict[str, list[int]]) -> str:
+    pairs = zip_longest(per_minute["requests"], per_minute["batches"], fillvalue=0)
+    return ", ".join(f"{n} ({b})" for n, b in pairs)
+
+
 def markdown(report: dict[str, Any]) -> str:
     m, r = report["machine"], report["result"]
     cpu = r["cpu"]
@@ -409,8 +416,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"CPU over the run (s): daemon {cpu['daemon_cpu_s']}, PostgreSQL backends "
         f"{cpu['postgres_cpu_s']}, emulator + bench {cpu['emulator_cpu_s']}, of "
-        f"{cpu['capacity_s']} available. Requests per emulated minute from the commit "
-        f"(the last partial): {', '.join(map(str, r['per_minute']))}. "
+        f"{cpu['capacity_s']} available. Requests (of them batches) per emulated minute "
+        f"from the commit, the last partial: "
+        f"{_per_minute(r['per_minute'])}. "
         f"Fullest emulated second: {r['fullest_second']} "
         f"requests; 429s by limit: {r['throttled_by'] or 'none'}. Targets: ratio ≤ "
         f"{TARGET_RATIO}, budget ≥ {100 * TARGET_BUDGET:.0f} %, zero 429s. "

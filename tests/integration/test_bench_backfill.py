@@ -79,8 +79,10 @@ def test_numbers_are_computed(report: dict[str, Any]) -> None:
     assert r["fullest_minute"]["batches"] <= 40
     assert r["fullest_second"] <= 10
     # every accepted request falls in one minute from the commit, no minute over the limit
-    assert sum(r["per_minute"]) == r["requests"]["total"]
-    assert max(r["per_minute"]) <= 500
+    assert sum(r["per_minute"]["requests"]) == r["requests"]["total"]
+    assert sum(r["per_minute"]["batches"]) == r["requests"]["batch"]
+    assert max(r["per_minute"]["requests"]) <= 500
+    assert max(r["per_minute"]["batches"]) <= 40
     assert r["requests"]["batch"] > 0       # batch mode was used ...
     assert r["requests"]["single"] > 0      # ... with single requests beside it
     assert 1 <= r["ops_per_batch"] <= 30
