@@ -417,7 +417,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.orders = args.orders or (200 if short else 1000)
     if min(args.clients, args.seconds, args.rounds, args.orders) < 1:
         parser.error("--clients, --seconds, --rounds and --orders must be positive")
-    every = ["plain", "capture", "naive", "waiting", *(["variant"] if args.variant else [])]
+    every = [c for c in CONFIGS if c != "variant" or args.variant]
     args.configs = args.configs.split(",") if args.configs else every
     unknown = sorted(set(args.configs) - set(every))
     if unknown:

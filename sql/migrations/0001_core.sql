@@ -498,6 +498,9 @@ DECLARE
     v_changed text[] := '{}';
     v_change text;
     v_memo text;
+    v_first boolean;   -- the rule's predicate is tested before the memo
+    v_key text;        -- the key as the INSERT code names it
+    v_fresh text;      -- a key not captured yet, not the daemon's write, not NULL
     v_of text[] := '{}';
     v_all_columns boolean := false;
     v_origin CONSTANT text :=
@@ -539,30 +542,23 @@ BEGIN
         -- cast costs PL/pgSQL a catalog lookup per transaction). One that calls a function
         -- or runs a query is tested after the memo, in an IF of its own: an order's lines
         -- stop at the memo without asking whether their order is complete.
-        IF r.when_sql IS NOT NULL AND r.when_sql !~* '\mselect\M'
-           AND r.when_sql !~ '[[:alnum:]_"]\(' THEN
-            v_insert := v_insert || format($i$
-        IF %s THEN
-            _new%s := %s;
+        v_first := r.when_sql IS NOT NULL AND r.when_sql !~* '\mselect\M'
+                   AND r.when_sql !~ '[[:alnum:]_"]\(';
+        v_key := CASE WHEN v_first THEN format('_new%s', v_n) ELSE r.key_sql END;
+        v_fresh := format('%1$s IS DISTINCT FROM %2$s AND %3$s AND %1$s IS NOT NULL',
+                          v_key, v_memo, v_origin);
+        -- predicate first: IF when THEN _newN := key; IF fresh THEN append
+        -- else:            IF fresh THEN IF when THEN append
+        v_insert := v_insert || format($i$
+        IF %s THEN%s
             IF %s THEN
                 %s
             END IF;
         END IF;
-$i$, r.when_sql, v_n, r.key_sql,
-                format('_new%1$s IS DISTINCT FROM %2$s AND %3$s AND _new%1$s IS NOT NULL',
-                       v_n, v_memo, v_origin),
-                qbsync.capture_append(r.entity, format('_new%s', v_n)));
-        ELSE
-            v_insert := v_insert || format($i$
-        IF %s THEN
-            IF %s THEN
-                %s
-            END IF;
-        END IF;
-$i$, format('%1$s IS DISTINCT FROM %2$s AND %3$s AND %1$s IS NOT NULL',
-            r.key_sql, v_memo, v_origin),
-                coalesce(r.when_sql, 'true'), qbsync.capture_append(r.entity, r.key_sql));
-        END IF;
+$i$, CASE WHEN v_first THEN r.when_sql ELSE v_fresh END,
+            CASE WHEN v_first THEN format(E'\n            %s := %s;', v_key, r.key_sql) ELSE '' END,
+            CASE WHEN v_first THEN v_fresh ELSE coalesce(r.when_sql, 'true') END,
+            qbsync.capture_append(r.entity, v_key));
         -- UPDATE: the new and the old row's keys where the rule's columns changed and the
         -- predicate holds (an order leaving the predicate is a change too).
         v_update := v_update || format($u$
