@@ -11,23 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from qbsync.emulator import Emulator
-from tests.daemon_support import Shop, connect_quick_retry_shop, drained, running
+from tests.daemon_support import Shop, drained, running
 from tests.integration import dixis_helpers as dx
-from tests.support import conn_url
 
 CARD, CASH, BANK_TRANSFER = "3", "1", "4"  # the emulator's PaymentMethod Ids
 UNDEPOSITED, BANK = "8", "10"  # its Account Ids
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
-
-
-@pytest.fixture
-async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
-    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def d(value: Any) -> Decimal:

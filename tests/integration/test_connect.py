@@ -31,11 +31,6 @@ COMPANY = "Dixis Α.Ε."
 
 
 @pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
-
-
-@pytest.fixture
 def server(emu: Emulator) -> Iterator[EmulatorServer]:
     with EmulatorServer(emu) as srv:
         yield srv

@@ -5,16 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import psycopg
-import pytest
 
 from qbsync.emulator import Emulator
 from tests.daemon_support import connect_shop, drained, running
 from tests.support import INVOICED, conn_url
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
 
 
 async def test_completed_order_becomes_one_invoice(dixis_db: psycopg.Connection,

@@ -15,7 +15,6 @@ import pytest
 from qbsync.emulator import Emulator
 from tests.daemon_support import (
     Shop,
-    connect_quick_retry_shop,
     connect_shop,
     drained,
     eventually,
@@ -23,17 +22,6 @@ from tests.daemon_support import (
 )
 from tests.integration import dixis_helpers as dx
 from tests.support import INVOICED, conn_url
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
-
-
-@pytest.fixture
-async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
-    # Retries come back at once, so that fault tests need not wait out real backoffs.
-    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def one_order(conn: psycopg.Connection, **kw: Any) -> int:

@@ -14,27 +14,14 @@ from psycopg.rows import dict_row
 
 from qbsync import drift
 from qbsync.daemon import Daemon
-from qbsync.emulator import Emulator
 from tests.daemon_support import (
     Shop,
-    connect_quick_retry_shop,
     drained,
     eventually,
     running,
 )
 from tests.integration import dixis_helpers as dx
 from tests.integration.test_after_invoice import TOTAL, d, new_order, products
-from tests.support import conn_url
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
-
-
-@pytest.fixture
-async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
-    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def open_drift(conn: psycopg.Connection) -> list[dict[str, Any]]:

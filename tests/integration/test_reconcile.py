@@ -22,11 +22,6 @@ MARCH = ("2026-03-01", "2026-03-31")
 
 
 @pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
-
-
-@pytest.fixture
 async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
     dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
     dixis_db.commit()

@@ -11,21 +11,9 @@ import psycopg
 import pytest
 
 from qbsync import drift
-from qbsync.emulator import Emulator
-from tests.daemon_support import Shop, connect_quick_retry_shop, drained, running
+from tests.daemon_support import Shop, drained, running
 from tests.integration import dixis_helpers as dx
 from tests.integration.test_after_invoice import new_order, products
-from tests.support import conn_url
-
-
-@pytest.fixture
-def emu() -> Emulator:
-    return Emulator(limits=False)
-
-
-@pytest.fixture
-async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
-    return await connect_quick_retry_shop(conn_url(dixis_db), emu)
 
 
 def logs(conn: psycopg.Connection, entity: str, key: int | str) -> list[tuple[str, str]]:

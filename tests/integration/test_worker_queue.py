@@ -5,7 +5,9 @@ for the rows that finished together, not one per row)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,7 +45,9 @@ class StubPusher:
             self.running.discard(row.key)
 
 
-async def run_until_drained(url: str, pusher: StubPusher, *, within: float = 60) -> None:
+@contextlib.asynccontextmanager
+async def running_worker(url: str, pusher: StubPusher) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker loop over `pusher`, running until the block ends."""
     pool = await create_pool(url, size=14)
     worker = Worker(pool, Listener(url), pusher,  # type: ignore[arg-type]
                     WorkerConfig(worker_id="w-test", concurrency=10, batch_threshold=None,
@@ -51,16 +55,21 @@ async def run_until_drained(url: str, pusher: StubPusher, *, within: float = 60)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
-        deadline = time.monotonic() + within
-        while await pool.fetchval("SELECT qbsync.backlog()") > 0:
-            assert time.monotonic() < deadline, "not drained"
-            assert not task.done(), task
-            await asyncio.sleep(0.02)
+        yield task
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
         await worker.listener.close()
         await pool.close()
+
+
+async def wait_drained(conn: asyncpg.Connection, task: asyncio.Task[None], within: float
+                       ) -> None:
+    deadline = time.monotonic() + within
+    while await conn.fetchval("SELECT qbsync.backlog()") > 0:
+        assert time.monotonic() < deadline, "not drained"
+        assert not task.done(), task
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -77,7 +86,8 @@ async def test_every_key_once_and_outcomes_in_groups(queue_url: str) -> None:
         await conn.execute("INSERT INTO qbsync.changes (entity, key)"
                            " SELECT 'thing', 'k' || g FROM generate_series(1, 300) AS g")
         pusher = StubPusher()
-        await run_until_drained(queue_url, pusher)
+        async with running_worker(queue_url, pusher) as task:
+            await wait_drained(conn, task, within=60)
         assert sorted(pusher.pushed) == sorted(f"k{i}" for i in range(1, 301))
         logs, transactions = await conn.fetchrow(
             "SELECT count(*), count(DISTINCT created_at) FROM qbsync.integration_logs"
@@ -95,28 +105,14 @@ async def test_a_key_changed_while_pushed_is_pushed_again_after(queue_url: str) 
         await conn.execute("INSERT INTO qbsync.changes (entity, key)"
                            " SELECT 'thing', 'slow' || (g % 5) FROM generate_series(1, 5) AS g")
         pusher = StubPusher()
-        pool = await create_pool(queue_url, size=14)
-        worker = Worker(pool, Listener(queue_url), pusher,  # type: ignore[arg-type]
-                        WorkerConfig(worker_id="w-test", concurrency=10, batch_threshold=None,
-                                     poll_interval=0.2))
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        try:
+        async with running_worker(queue_url, pusher) as task:
             # keep changing the same five keys while the worker pushes them
             for _ in range(40):
                 await conn.execute(
                     "INSERT INTO qbsync.changes (entity, key)"
                     " SELECT 'thing', 'slow' || (g % 5) FROM generate_series(1, 5) AS g")
                 await asyncio.sleep(0.005)
-            deadline = time.monotonic() + 30
-            while await conn.fetchval("SELECT qbsync.backlog()") > 0:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-            await worker.listener.close()
-            await pool.close()
+            await wait_drained(conn, task, within=30)
         assert pusher.overlaps == []  # never two rows of one key in flight
         assert set(pusher.pushed) == {f"slow{i}" for i in range(5)}
         assert len(pusher.pushed) > 5  # changes during a push were pushed again after it
