@@ -31,6 +31,7 @@ def daemon_env(db_url: str, emulator_url: str, token_keys: str, **settings: obje
         "QBSYNC_SHUTDOWN_GRACE": "5",
         "QBSYNC_LOG_LEVEL": "WARNING",
         "QBSYNC_CONFIG": "",
+        "PYTHONFAULTHANDLER": "1",
     })
     env.update({f"QBSYNC_{k.upper()}": str(v) for k, v in settings.items()})
     return env
@@ -72,7 +73,15 @@ class DaemonProcess:
     def terminate(self, timeout: float = 30) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # A hung stop: faulthandler (PYTHONFAULTHANDLER) writes every thread's stack
+            # to the log on SIGABRT, which the failure then shows.
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
+            raise AssertionError(f"daemon {self.name} did not stop within {timeout} s of "
+                                 f"SIGTERM:\n{self.log()[-6000:]}") from None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -6,6 +6,11 @@ watchdog keep-alives and stop/reload announcements for a Type=notify service.
     notify(STOPPING=1)
 
 Outside systemd ($NOTIFY_SOCKET unset) every call is a no-op returning False.
+
+A send never waits: it runs on the daemon's event loop, and a datagram socket nobody reads
+(a stalled or re-executing systemd; only 10 datagrams queue by default) would block it, and
+with it the daemon's shutdown. A message that does not fit is dropped and said so; the
+next watchdog ping or status is a second away.
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ def notify(**fields: str | int | bool) -> bool:
         lines.append(f"{name.upper()}={' '.join(text.splitlines())}")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)
             sock.sendto("\n".join(lines).encode("utf-8"), address)
+    except BlockingIOError:
+        log.warning("sd_notify to %s dropped %s: the socket's queue is full (nobody is "
+                    "reading it)", os.environ.get("NOTIFY_SOCKET"), ", ".join(fields))
+        return False
     except OSError as exc:
         log.warning("sd_notify to %s failed: %s", os.environ.get("NOTIFY_SOCKET"), exc)
         return False

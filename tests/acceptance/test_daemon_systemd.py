@@ -4,7 +4,9 @@ and no secret in its logs, even at DEBUG with httpx's request logging."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,31 +28,47 @@ def server() -> Iterator[EmulatorServer]:
         yield srv
 
 
+class NotifyListener:
+    """A NOTIFY_SOCKET read all along, as systemd reads it (a socket left unread holds
+    only 10 datagrams, after which the daemon drops what it sends)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.messages: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.messages.append(self._sock.recv(4096).decode())
+
+    def close(self) -> list[str]:
+        """Every message received, once the last one is in."""
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+        return self.messages
+
+
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify"))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
-def received(sock: socket.socket) -> list[str]:
-    messages = []
-    while True:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            return messages
+def notify_socket(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(tmp_path / "notify")
+    yield listener
+    listener.close()
 
 
 async def test_notify_ready_status_watchdog_stopping(
-    dixis_db: psycopg.Connection, server: EmulatorServer, notify_socket: socket.socket,
+    dixis_db: psycopg.Connection, server: EmulatorServer, notify_socket: NotifyListener,
     tmp_path: Path,
 ) -> None:
     shop = await connect_shop(conn_url(dixis_db), server.emulator, api_base_url=server.base_url)
     env = daemon_env(shop.url, server.base_url, shop.token_keys)
-    env["NOTIFY_SOCKET"] = notify_socket.getsockname()
+    env["NOTIFY_SOCKET"] = notify_socket.path
     env["WATCHDOG_USEC"] = "2000000"  # 2 s: the daemon pings every second
     daemon = DaemonProcess(env, "notified", tmp_path).start()
     wait_started(shop.url, daemon)
@@ -59,7 +77,7 @@ async def test_notify_ready_status_watchdog_stopping(
     wait_drained(shop.url, 60, [daemon])
     await asyncio.sleep(3.5)
     assert daemon.terminate() == 0, daemon.log()
-    messages = received(notify_socket)
+    messages = notify_socket.close()
     fields = [line for m in messages for line in m.splitlines()]
     assert "READY=1" in fields
     assert fields.count("WATCHDOG=1") >= 2

@@ -92,6 +92,18 @@ def test_send_failure_is_reported_not_raised(
     assert "sd_notify" in caplog.text
 
 
+def test_a_full_socket_drops_the_message_instead_of_blocking(
+    path_socket: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nobody reads: the queue fills (net.unix.max_dgram_qlen, 10 by default) and a blocking
+    # send would wait forever, on the daemon's event loop.
+    sent = [notify(WATCHDOG=1) for _ in range(1000)]
+    assert sent[0] is True
+    assert sent[-1] is False
+    assert "dropped WATCHDOG" in caplog.text
+    assert received(path_socket) == ["WATCHDOG=1"]  # what fitted was delivered
+
+
 def test_watchdog_off_without_variables() -> None:
     assert watchdog_interval() is None
 
