@@ -12,16 +12,21 @@ Under a rate limiter a batch slot is worth 30 operations and a plain request one
 requests have a budget of their own (what the batches leave of the 500 a minute): so only
 batches at least `min_fill` full are sent as batches, and the rest of a push (the last few
 new customers or items, the last few invoices) goes as single requests, which waste nothing.
+With 40 batch slots a minute, the order matters too: every batch request of the process
+takes its turn (`Turns`), dependencies before invoices and, among those, the ones the
+most rows wait for first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .qbo.errors import (
@@ -52,6 +57,8 @@ from .tokens import ReconnectRequired
 
 Q = load_queries()
 Outcome = Pushed | Skipped | PushFailed
+# a dependency to create: its reference, QuickBooks type, body to send, body hash
+Creatable = tuple[Ref, str, dict[str, Any], str]
 BATCH_NAMESPACE = uuid.UUID("0b6f0d5e-8f8e-4f0a-9d77-3c2a1e5b7a10")
 # Faults the one-by-one path resolves (adopt, disambiguate, re-read the SyncToken).
 RESOLVED_ONE_BY_ONE = (DuplicateName, DuplicateDocNumber, StaleObject)
@@ -63,17 +70,71 @@ def chunks(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start:start + size]
 
 
+async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Their results, together; the first exception is raised once all have finished, so
+    that none is left running (sending requests, writing outcomes) behind a failure."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
 def by_entity(pairs: Iterable[tuple[str, T]]) -> Iterator[tuple[str, list[T]]]:
     ordered = sorted(pairs, key=lambda pair: pair[0])
     for entity, group in itertools.groupby(ordered, key=lambda pair: pair[0]):
         yield entity, [item for _, item in group]
 
 
+class Turns:
+    """At most `width` holders at once; the waiters are served highest priority first, in
+    arrival order among equals. The batch requests of every push in this process take
+    turns by it: QuickBooks allows 40 a minute, so which goes first matters more than how
+    many wait, and a dependency many rows are waiting for should not queue behind an
+    invoice batch or a batch of customers only one order needs."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.busy = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int) -> AsyncIterator[None]:
+        if self.busy < self.width and not self._waiting:
+            self.busy += 1
+        else:
+            given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (-priority, next(self._arrivals), given))
+            try:
+                await given
+            except asyncio.CancelledError:
+                if given.done() and not given.cancelled():
+                    self._next()  # the turn came with the cancellation: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        self.busy -= 1
+        while self._waiting and self.busy < self.width:
+            _, _, given = heapq.heappop(self._waiting)
+            if not given.done():  # a cancelled waiter is skipped
+                self.busy += 1
+                given.set_result(None)
+
+
 class BatchPusher:
-    def __init__(self, pusher: Pusher, size: int = 30, *, min_fill: int = 1) -> None:
+    def __init__(self, pusher: Pusher, size: int = 30, *, min_fill: int = 1,
+                 at_once: int = 2) -> None:
         self.pusher = pusher
         self.size = size
         self.min_fill = max(1, min(min_fill, size))  # fewer operations go one by one
+        # batch requests under way at once; under a limiter, 2: one on its way and the
+        # next ready for its slot
+        self.turns = Turns(at_once)
 
     async def push(self, rows: list[Row]) -> dict[int, Outcome]:
         """The outcome of every row, by row id."""
@@ -111,7 +172,8 @@ class BatchPusher:
         # (or found created) meanwhile are added from what _dependencies saw
         wanted = refs | {(by_id[i].entity, by_id[i].key) for i in batchable}
         existing = await p.mapped(wanted)
-        existing.update(await self._dependencies(refs, existing))
+        uses = Counter(ref for i in batchable for ref in needs[i])
+        existing.update(await self._dependencies(refs, existing, uses))
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
         ops: list[tuple[Row, str, str, dict[str, Any], str]] = []
@@ -142,11 +204,14 @@ class BatchPusher:
             else:
                 ops.append((row, info.qbo_type, "create",
                             p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
+        sends = []
         for chunk in chunks(ops, self.size):
             if len(chunk) < self.min_fill:
                 one_by_one += [row.id for row, _, _, _, _ in chunk]
             else:
-                one_by_one += await self._send(chunk, out)
+                sends.append(self._send(chunk, out))
+        for again in await gather_all(sends):
+            one_by_one += again
 
         async def single(i: int) -> None:
             try:
@@ -169,9 +234,10 @@ class BatchPusher:
                  for n, (_, qbo_type, op, payload, _) in enumerate(chunk)]
         request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
             sorted(f"{row.request_id}:{op}" for row, _, op, _, _ in chunk)))
-        started = time.perf_counter()
         try:
-            answers = await p.client.batch(items, request_id=str(request_id))
+            async with self.turns.turn(0):  # after every dependency batch
+                started = time.perf_counter()
+                answers = await p.client.batch(items, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             for row, _, op, _, _ in chunk:
                 out[row.id] = qbo_failure(row.label, exc, f"{op} (batch)", p.time_scale)
@@ -190,8 +256,8 @@ class BatchPusher:
                 out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
         return again
 
-    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped]
-                            ) -> dict[Ref, Mapped]:
+    async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped],
+                            uses: Counter[Ref]) -> dict[Ref, Mapped]:
         """Create the shop rows these references need, in batches; what does not batch
         cleanly is left for the one-by-one path of the rows that need it. `known`: what
         entity_map held for them a moment ago. Returns what entity_map holds now for the
@@ -208,91 +274,131 @@ class BatchPusher:
         locks = self.pusher.dependency_lock
         busy = [ref for ref in missing if locks(ref).locked()]
         free = [ref for ref in missing if not locks(ref).locked()]
-        now = await self._create_dependencies(free) if free else {}
+        now = await self._create_dependencies(free, uses) if free else {}
         if busy:
-            now.update(await self._create_dependencies(busy))
+            now.update(await self._create_dependencies(busy, uses))
         return now
 
-    async def _create_dependencies(self, missing: list[Ref]) -> dict[Ref, Mapped]:
-        """_dependencies for these (sorted) references, under their locks."""
+    async def _create_dependencies(self, missing: list[Ref], uses: Counter[Ref]
+                                   ) -> dict[Ref, Mapped]:
+        """_dependencies for these (sorted) references, under their locks. The requests go
+        out together (the limiter paces them; the batches take their turns most used
+        first), and each reference's lock is let go as soon as it is settled: a row pushed
+        one by one that needs a product waits for that product's request only. (Sent one
+        after another, customers first, with every lock held to the end, the rows pushed
+        one by one in a backfill's first minute all waited for the few batch slots creating
+        the catalogue's items, and the single-request budget sat idle.)"""
         p = self.pusher
-        async with contextlib.AsyncExitStack() as stack:
+        held: set[Ref] = set()
+
+        def release(refs: Iterable[Ref]) -> None:
+            for ref in held.intersection(refs):
+                held.discard(ref)
+                p.dependency_lock(ref).release()
+
+        try:
             for ref in missing:  # sorted: locks are always taken in the same order
-                await stack.enter_async_context(p.dependency_lock(ref))
-            # under the locks, each entity's entity_map rows again (another task may just
-            # have created some) and the bodies of the others: one round trip
-            now: dict[Ref, Mapped] = {}
-            creates: list[tuple[Ref, str, dict[str, Any], str]] = []
-            for entity, keys in by_entity(missing):
-                try:
-                    info = await p.entity(entity, f"{entity} {keys[0]}")
-                except PushFailed:
-                    continue
-                if info.qbo_type not in DEPENDENCY_TYPES:
-                    continue  # a transaction: its rows wait for it (one by one says so)
-                for rec in await p.pool.fetch(Q.map_dependencies, p.realm.realm_id, entity,
-                                              keys):
-                    key = rec["key"]
-                    if rec["qbo_status"] is not None:
-                        now[(entity, key)] = Mapped(rec["qbo_id"], rec["sync_token"],
-                                                    rec["doc_number"], rec["qbo_status"],
-                                                    rec["body_hash"])
-                        continue
-                    if rec["error_code"] or rec["body"] is None:
-                        continue
-                    body = parse_body(f"{entity} {key}", rec["body"]) or {}
-                    if collect(body)[0]:
-                        continue  # a dependency with dependencies of its own: one by one
-                    try:
-                        body = substitute(body, {}, p.realm.settings,
-                                          realm_id=p.realm.realm_id)
-                    except UnresolvedSetting:
-                        continue
-                    creates.append(((entity, key), info.qbo_type,
-                                    p.creatable(entity, key, info.qbo_type, body),
-                                    body_hash(info.qbo_type, body)))
+                await p.dependency_lock(ref).acquire()
+                held.add(ref)
+            now, creates = await self._creatable(missing)
             if len(_active(now)) < len(now):  # mapped, but not active
                 return now  # re-creating a deleted object: the one-by-one path seeds its requestid
-            small = [c for c in chunks(creates, self.size) if len(c) < self.min_fill]
-            singles = await asyncio.gather(
-                *(self._create_one(*create) for c in small for create in c),
-                return_exceptions=True)
-            failures = [r for r in singles if isinstance(r, BaseException)]
-            if failures:
-                raise failures[0]  # once all have finished: none is left running
-            now.update(r for r in singles if isinstance(r, tuple))
-            for chunk in chunks(creates, self.size):
-                if len(chunk) < self.min_fill:
-                    continue  # created one by one above
-                items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
-                         for n, (_, qbo_type, body, _) in enumerate(chunk)]
-                # "batch/": a batch of one must not share the requestid of that object's
-                # single create, or QuickBooks answers one with the other's replay
-                request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, "batch/" + p.realm.realm_id + "/"
-                                        + ",".join(f"{e}/{k}" for (e, k), _, _, _ in chunk))
-                started = time.perf_counter()
+            release(set(missing) - {ref for ref, _, _, _ in creates})  # nothing to send
+
+            async def settle(refs: list[Ref], send: Awaitable[dict[Ref, Mapped]]
+                             ) -> dict[Ref, Mapped]:
                 try:
-                    answers = await p.client.batch(items, request_id=str(request_id))
-                except (QboError, ReconnectRequired, TimeoutError) as exc:
-                    raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
-                                      "create (batch)", p.time_scale) from exc
-                done: list[dict[str, Any]] = []
-                for ((entity, key), qbo_type, body, hashed), answer in zip(chunk, answers,
-                                                                          strict=True):
-                    if error_from_batch_item(answer) is not None:
-                        continue  # the row that needs it pushes it one by one, and says why
-                    result = p.result(qbo_type, answer[qbo_type], body, "create (batch)",
-                                      started, body_hash=hashed)
-                    result["message"] = f"{entity} {key} pushed as a dependency (batch)"
-                    done.append({"entity": entity, "key": key, "result": result})
-                if done:  # one transaction (one commit) for the chunk
-                    await p.pool.execute(Q.record_successes, p.realm.realm_id, done,
-                                         p.worker_id)
-                    now.update(((d["entity"], d["key"]), _recorded(d["result"])) for d in done)
-        return now
+                    return await send
+                finally:
+                    release(refs)
+
+            # the most used first: a product on many of the push's orders is also on
+            # the orders that other tasks push one by one, which wait for it
+            creates.sort(key=lambda create: -uses[create[0]])
+            sends = []
+            for chunk in chunks(creates, self.size):
+                if len(chunk) >= self.min_fill:
+                    sends.append(settle([ref for ref, _, _, _ in chunk], self._create_batch(
+                        chunk, priority=1 + uses[chunk[0][0]])))
+                else:  # too few to be worth a batch slot: single requests
+                    sends += [settle([create[0]], self._create_one(*create))
+                              for create in chunk]
+            for result in await gather_all(sends):
+                now.update(result)
+            return now
+        finally:
+            release(list(held))
+
+    async def _creatable(self, missing: list[Ref]
+                         ) -> tuple[dict[Ref, Mapped], list[Creatable]]:
+        """Under the locks, each entity's entity_map rows again (another task may just have
+        created some: those are returned as mapped) and the bodies of the others, in one
+        round trip; what would not batch cleanly is left out of both."""
+        p = self.pusher
+        now: dict[Ref, Mapped] = {}
+        creates: list[Creatable] = []
+        for entity, keys in by_entity(missing):
+            try:
+                info = await p.entity(entity, f"{entity} {keys[0]}")
+            except PushFailed:
+                continue
+            if info.qbo_type not in DEPENDENCY_TYPES:
+                continue  # a transaction: its rows wait for it (one by one says so)
+            for rec in await p.pool.fetch(Q.map_dependencies, p.realm.realm_id, entity, keys):
+                key = rec["key"]
+                if rec["qbo_status"] is not None:
+                    now[(entity, key)] = Mapped(rec["qbo_id"], rec["sync_token"],
+                                                rec["doc_number"], rec["qbo_status"],
+                                                rec["body_hash"])
+                    continue
+                if rec["error_code"] or rec["body"] is None:
+                    continue
+                body = parse_body(f"{entity} {key}", rec["body"]) or {}
+                if collect(body)[0]:
+                    continue  # a dependency with dependencies of its own: one by one
+                try:
+                    body = substitute(body, {}, p.realm.settings, realm_id=p.realm.realm_id)
+                except UnresolvedSetting:
+                    continue
+                creates.append(((entity, key), info.qbo_type,
+                                p.creatable(entity, key, info.qbo_type, body),
+                                body_hash(info.qbo_type, body)))
+        return now, creates
+
+    async def _create_batch(self, chunk: list[Creatable], *, priority: int
+                            ) -> dict[Ref, Mapped]:
+        """One batch request creating these dependencies (its turn: `priority`, above every
+        invoice batch); an item QuickBooks refused is left to the row that needs it, whose
+        one-by-one push handles it and says why."""
+        p = self.pusher
+        items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
+                 for n, (_, qbo_type, body, _) in enumerate(chunk)]
+        # "batch/": a batch of one must not share the requestid of that object's single
+        # create, or QuickBooks answers one with the other's replay
+        request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, "batch/" + p.realm.realm_id + "/"
+                                + ",".join(f"{e}/{k}" for (e, k), _, _, _ in chunk))
+        try:
+            async with self.turns.turn(priority):
+                started = time.perf_counter()
+                answers = await p.client.batch(items, request_id=str(request_id))
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
+                              "create (batch)", p.time_scale) from exc
+        done: list[dict[str, Any]] = []
+        for ((entity, key), qbo_type, body, hashed), answer in zip(chunk, answers,
+                                                                  strict=True):
+            if error_from_batch_item(answer) is not None:
+                continue
+            result = p.result(qbo_type, answer[qbo_type], body, "create (batch)", started,
+                              body_hash=hashed)
+            result["message"] = f"{entity} {key} pushed as a dependency (batch)"
+            done.append({"entity": entity, "key": key, "result": result})
+        if done:  # one transaction (one commit) for the chunk
+            await p.pool.execute(Q.record_successes, p.realm.realm_id, done, p.worker_id)
+        return {(d["entity"], d["key"]): _recorded(d["result"]) for d in done}
 
     async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any],
-                          hashed: str) -> tuple[Ref, Mapped] | None:
+                          hashed: str) -> dict[Ref, Mapped]:
         """One dependency as a single request (its lock is held by the caller), with the
         requestid the one-by-one path would use; a fault leaves it to the row that needs it,
         whose one-by-one push handles it and says why."""
@@ -303,13 +409,13 @@ class BatchPusher:
         try:
             obj = await p.client.create(qbo_type, body, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError):
-            return None
+            return {}
         result = p.result(qbo_type, obj, body, "create", started, body_hash=hashed)
         result["message"] = f"{entity} {key} pushed as a dependency (beside a batch)"
         result["request_id"] = str(request_id)
         await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key, result,
                              p.worker_id)
-        return ref, _recorded(result)
+        return {ref: _recorded(result)}
 
 
 def _active(found: dict[Ref, Mapped]) -> set[Ref]:

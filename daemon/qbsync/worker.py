@@ -92,7 +92,8 @@ class Worker:
         # without one, batching everything is the cheapest.
         self.mixed = pusher.client.limiter is not None
         self.batches = BatchPusher(pusher, config.batch_size,
-                                   min_fill=config.batch_size * 2 // 3 if self.mixed else 1)
+                                   min_fill=config.batch_size * 2 // 3 if self.mixed else 1,
+                                   at_once=2 if self.mixed else config.concurrency)
         # a group is written once every row still being pushed has reported (or when full)
         self.outcomes = OutcomeGroups(
             pool, config.worker_id, pusher.realm.realm_id,
@@ -104,6 +105,7 @@ class Worker:
         self._conn: asyncpg.Connection | None = None  # the loop's own connection
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._batch_mode = False
+        self._backlog_near = False  # near the threshold: look again after each batch claim
         self._backlog_checked = 0.0
         self._backlog_soon = False  # a claim came back full: look at the backlog again soon
         self._waiting = False
@@ -171,8 +173,16 @@ class Worker:
         if now - self._backlog_checked >= interval:
             self._backlog_checked = now
             self._backlog_soon = False
-            backlog = await self._db(Q.ready_backlog, threshold)
+            # Under a limiter, counted as far as the rows batch pushes hold (twice): below
+            # that, the backlog is looked at again after each batch claim, so that batch
+            # pushes stop claiming as soon as it falls under the threshold. Seen a check
+            # interval late, they had claimed the queue's last rows, and the single
+            # requests sat idle while those went out at 40 batches a minute.
+            near = max(threshold, 2 * self.config.batch_tasks * self.config.batch_size
+                       * self.config.batch_claim) if self.mixed else threshold
+            backlog = await self._db(Q.ready_backlog, near)
             mode = backlog is not None and backlog >= threshold
+            self._backlog_near = mode and self.mixed and backlog < near
             if mode != self._batch_mode:
                 log.info("backlog %s: %s", backlog,
                          "pushing in batches" if mode else "pushing one by one")
@@ -213,6 +223,7 @@ class Worker:
                     r["origin"]) for r in records]
         self._unreported += len(rows)
         if batch and rows:
+            self._backlog_soon = self._backlog_near
             task = asyncio.create_task(self._process_batch(rows), name="push batch")
             self._tasks[task] = rows
             self._batch_tasks.add(task)

@@ -1,0 +1,80 @@
+"""Turns: the order in which a process's batch requests take QuickBooks' 40 slots a minute."""
+
+from __future__ import annotations
+
+import asyncio
+
+from qbsync.batch import Turns
+
+
+async def hold(turns: Turns, priority: int, name: str, order: list[str],
+               release: asyncio.Event) -> None:
+    async with turns.turn(priority):
+        order.append(name)
+        await release.wait()
+
+
+async def test_waiters_go_by_priority_then_arrival() -> None:
+    turns = Turns(1)
+    order: list[str] = []
+    first = asyncio.Event()
+    go = asyncio.Event()
+    go.set()
+    holder = asyncio.create_task(hold(turns, 0, "holder", order, first))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(hold(turns, p, n, order, go))
+               for p, n in [(0, "invoices"), (2, "items a"), (1, "customers"), (2, "items b")]]
+    await asyncio.sleep(0)
+    assert order == ["holder"]
+    assert turns.busy == 1
+    first.set()
+    await asyncio.gather(holder, *waiters)
+    assert order == ["holder", "items a", "items b", "customers", "invoices"]
+    assert turns.busy == 0
+
+
+async def test_width_holders_at_once() -> None:
+    turns = Turns(2)
+    order: list[str] = []
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(hold(turns, 0, str(n), order, release)) for n in range(3)]
+    await asyncio.sleep(0.01)
+    assert order == ["0", "1"]
+    assert turns.busy == 2
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["0", "1", "2"]
+    assert turns.busy == 0
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    turns = Turns(1)
+    order: list[str] = []
+    release = asyncio.Event()
+    holder = asyncio.create_task(hold(turns, 0, "holder", order, release))
+    await asyncio.sleep(0)
+    quitter = asyncio.create_task(hold(turns, 5, "quitter", order, release))
+    waiter = asyncio.create_task(hold(turns, 0, "waiter", order, release))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    release.set()
+    await asyncio.gather(holder, waiter)
+    assert order == ["holder", "waiter"]
+    assert turns.busy == 0
+
+
+async def test_cancelled_as_its_turn_comes_it_is_passed_on() -> None:
+    turns = Turns(1)
+    order: list[str] = []
+    release = asyncio.Event()
+    holder = asyncio.create_task(hold(turns, 0, "holder", order, release))
+    await asyncio.sleep(0)
+    late = asyncio.create_task(hold(turns, 1, "late", order, release))
+    waiter = asyncio.create_task(hold(turns, 0, "waiter", order, release))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.sleep(0)  # the holder leaves: `late` is given the turn, not yet running
+    late.cancel()
+    await asyncio.gather(holder, waiter)
+    assert order == ["holder", "waiter"]
+    assert turns.busy == 0
