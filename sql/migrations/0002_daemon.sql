@@ -49,7 +49,9 @@ COMMENT ON FUNCTION qbsync.collect_changes(int) IS
 -- PL/pgSQL: plans cached for the session (see collect_changes). Every read of the outbox
 -- goes through an index, whatever the statistics said when the plan was made (an outbox
 -- analysed while empty, then a burst): enable_seqscan is off for this function's plans,
--- and the UPDATE finds its rows by id = ANY(ARRAY(...)), not by a join. jit off: the
+-- the key probe stays a subplan, and the UPDATE finds its rows by ctid = ANY(ARRAY(...)),
+-- not by a join (see the query; measured with auto_explain in bench/throughput.py's
+-- invoices phase, after an idle daemon had cached its plans). jit off: the
 -- sequential scan collect_changes cannot avoid (qbsync.changes has no index) is costed as
 -- disabled, which would otherwise compile it at every claim.
 CREATE FUNCTION qbsync.claim(p_worker text, p_limit int, p_lease interval)
@@ -64,33 +66,38 @@ BEGIN
     -- a second statement: it sees the rows the first one queued
     RETURN QUERY
     WITH ready AS (
-        SELECT o.id FROM qbsync.outbox o
+        SELECT o.ctid FROM qbsync.outbox o
         WHERE o.state = 'pending' AND o.next_attempt_at <= now()
-          -- state::text: not an index condition, so this is always a probe of
-          -- outbox_key_state on (entity, key); a plan that read all running rows through
-          -- the state index would read the entry of every row finished since the last VACUUM
-          -- for each candidate (chosen whenever the statistics say the outbox is small).
+          -- A probe of outbox_key_state on (entity, key) for each candidate. OFFSET 0 keeps
+          -- it a subplan run with the candidate's values: as an anti join, a plan made
+          -- while the outbox was empty (an idle daemon's) joined every candidate against a
+          -- whole scan of that index, 14 of a claim's 18 ms in a burst. state::text: not
+          -- an index condition either, so no plan reads all running rows through the state
+          -- index (the entry of every row finished since the last VACUUM).
           AND NOT EXISTS (SELECT 1 FROM qbsync.outbox r
                           WHERE r.entity = o.entity AND r.key = o.key
-                            AND r.state::text = 'running')
+                            AND r.state::text = 'running'
+                          OFFSET 0)
         ORDER BY o.next_attempt_at, o.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), expired AS (
-        SELECT o.id FROM qbsync.outbox o
+        SELECT o.ctid FROM qbsync.outbox o
         WHERE o.state = 'running' AND o.next_attempt_at < now() AND o.lease_expires_at < now()
         ORDER BY o.next_attempt_at, o.id
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), picked AS (
-        SELECT id FROM expired UNION SELECT id FROM ready LIMIT p_limit
+        SELECT ctid FROM expired UNION ALL SELECT ctid FROM ready LIMIT p_limit
     ), claimed AS (
+        -- by ctid (the rows are locked above, so it cannot change): a TID scan, where
+        -- id = ANY(...) was once planned as a whole scan of outbox_state_time
         UPDATE qbsync.outbox o
         SET state = 'running', lease_owner = p_worker, lease_expires_at = now() + p_lease,
             next_attempt_at = now() + p_lease,
             attempts = o.attempts + 1, last_attempt_at = now(),
             request_id = coalesce(o.request_id, gen_random_uuid())
-        WHERE o.id = ANY (ARRAY(SELECT id FROM picked))
+        WHERE o.ctid = ANY (ARRAY(SELECT ctid FROM picked))
         RETURNING o.*
     )
     SELECT * FROM claimed;

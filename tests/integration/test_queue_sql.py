@@ -166,3 +166,32 @@ def test_claim_and_skip_many_read_the_outbox_by_index_with_stale_statistics(
     assert idx > 0
     # the ready rows and the expired leases: one scan each, none per candidate row
     assert state_index_scans == 2
+
+
+def test_a_claim_planned_on_an_empty_outbox_stays_cheap_in_a_burst(
+        q: psycopg.Connection) -> None:
+    """An idle daemon's session has cached the claim's plans while the outbox was empty
+    (measured in bench/throughput.py: 18 ms a claim in a burst, against ~1). Then the key
+    probe of each candidate must still be a lookup of its own key, not a scan of the whole
+    key index, and the UPDATE must not scan the state index."""
+    q.execute("VACUUM ANALYZE qbsync.outbox, qbsync.changes")
+    with psycopg.connect(q.info.dsn, autocommit=True) as w:  # the idle daemon's session
+        for _ in range(10):  # its polls: past the plan cache's custom plans
+            assert claim(w, "w1", 10) == []
+        capture(q, *(f"k{i:04}" for i in range(600)))  # the burst
+        for _ in range(20):  # finished rows piling up in the key index
+            ids = [i for i, _ in claim(w, "w1", 10)]
+            assert len(ids) == 10
+            assert skip_many(w, "w1", ids) == []
+        counts = ("SELECT pg_stat_get_xact_tuples_returned('qbsync.outbox_key_state'::regclass),"
+                  " pg_stat_get_xact_numscans('qbsync.outbox_state_time'::regclass)")
+        w.autocommit = False
+        before = w.execute(counts).fetchone()
+        assert len(claim(w, "w1", 10)) == 10
+        after = w.execute(counts).fetchone()
+        w.rollback()
+    assert before is not None
+    assert after is not None
+    key_entries_read, state_index_scans = (a - b for a, b in zip(after, before, strict=True))
+    assert key_entries_read <= 30  # each candidate's own entries (the plan's: ~8,000)
+    assert state_index_scans == 2  # the ready rows and the expired leases
