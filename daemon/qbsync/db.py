@@ -29,12 +29,34 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+# Backend pids of pooled connections that took a session advisory lock (the token
+# refresh): given back to the pool, they are unlocked. asyncpg's default reset (advisory
+# unlock, CLOSE ALL, UNLISTEN *, RESET ALL) cost a round trip at every release, several
+# per pushed row, for state the daemon never leaves on a pooled connection otherwise: LISTEN
+# has its own connection, settings are set per transaction, cursors live in transactions
+# (an open transaction is still rolled back by asyncpg before the reset).
+_SESSION_LOCKED: set[int] = set()
+
+
+def holds_session_lock(conn: asyncpg.Connection) -> None:
+    """Mark a pooled connection that took a session advisory lock: its release unlocks."""
+    _SESSION_LOCKED.add(conn.get_server_pid())
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    pid = conn.get_server_pid()
+    if pid in _SESSION_LOCKED:
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+        _SESSION_LOCKED.discard(pid)
+
+
 async def create_pool(dsn: str, *, size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         dsn or None,
         min_size=1,
         max_size=size,
         init=_init_connection,
+        reset=_reset_connection,
         server_settings={"application_name": "qbsync"},
         command_timeout=60,
     )

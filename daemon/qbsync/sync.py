@@ -265,7 +265,13 @@ class Pusher:
         if body is None:
             return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
         op = body.pop("$op", "upsert")
-        existing = (await self.mapped({(row.entity, row.key)})).get((row.entity, row.key))
+        own = (row.entity, row.key)
+        try:  # the row's own mapping and its references' in one lookup
+            refs = collect(body)[0] if op == "upsert" else set()
+        except ValueError:
+            refs = set()  # _resolve says why
+        found = await self.mapped({own, *refs})
+        existing = found.get(own)
         if op in ("void", "delete"):
             return await self._void(row, info, existing, op)
         if op != "upsert":
@@ -276,7 +282,7 @@ class Pusher:
                 f"{row.label} already has invoice {existing.doc_number or existing.qbo_id} "
                 f"(QuickBooks Id {existing.qbo_id}); resync with force to push it again"
             )
-        body = await self._resolve(body, ((row.entity, row.key),), row.label)
+        body = await self._resolve(body, (own,), row.label, found)
         hashed = body_hash(info.qbo_type, body)
         skipped = unchanged(row, existing, hashed)
         if skipped is not None:
@@ -343,14 +349,17 @@ class Pusher:
             for r in rows
         }
 
-    async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str
-                       ) -> dict[str, Any]:
+    async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str,
+                       found: dict[Ref, Mapped] | None = None) -> dict[str, Any]:
+        """The body with its references replaced by QuickBooks Ids (created first where
+        missing). `found`: entity_map's rows for them, if just looked up."""
         try:
             refs, _ = collect(body)
         except ValueError as exc:
             raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
-        mapped = await self.mapped(refs)
-        ids = {ref: m.qbo_id for ref, m in mapped.items() if m.qbo_status == "active"}
+        mapped = found if found is not None else await self.mapped(refs)
+        ids = {ref: m.qbo_id for ref, m in mapped.items()
+               if ref in refs and m.qbo_status == "active"}
         for ref in sorted(refs - ids.keys()):
             ids[ref] = await self._ensure_dependency(ref, chain, label)
         try:

@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from . import db
 from .errors import QbsyncError
 from .qbo import oauth
 from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
@@ -136,6 +137,7 @@ class TokenStore:
         async with self.pool.acquire() as conn:
             # Session lock outside any transaction: nothing stays open during the HTTP call.
             # If this task dies holding it, the pool's connection reset unlocks it.
+            db.holds_session_lock(conn)
             await conn.execute(Q.refresh_lock, self.realm_id)
             try:
                 row = await conn.fetchrow(Q.read_tokens, self.realm_id)
