@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from qbsync.batch import Turns
 
 
@@ -47,7 +49,8 @@ async def test_width_holders_at_once() -> None:
     assert turns.busy == 0
 
 
-async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+@pytest.mark.parametrize("handed", [False, True], ids=["while-waiting", "as-its-turn-comes"])
+async def test_a_cancelled_waiter_passes_its_turn_on(handed: bool) -> None:
     turns = Turns(1)
     order: list[str] = []
     release = asyncio.Event()
@@ -56,25 +59,11 @@ async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     quitter = asyncio.create_task(hold(turns, 5, "quitter", order, release))
     waiter = asyncio.create_task(hold(turns, 0, "waiter", order, release))
     await asyncio.sleep(0)
+    if handed:
+        release.set()
+        await asyncio.sleep(0)  # the holder leaves: the quitter is given the turn, not run
     quitter.cancel()
     release.set()
-    await asyncio.gather(holder, waiter)
-    assert order == ["holder", "waiter"]
-    assert turns.busy == 0
-
-
-async def test_cancelled_as_its_turn_comes_it_is_passed_on() -> None:
-    turns = Turns(1)
-    order: list[str] = []
-    release = asyncio.Event()
-    holder = asyncio.create_task(hold(turns, 0, "holder", order, release))
-    await asyncio.sleep(0)
-    late = asyncio.create_task(hold(turns, 1, "late", order, release))
-    waiter = asyncio.create_task(hold(turns, 0, "waiter", order, release))
-    await asyncio.sleep(0)
-    release.set()
-    await asyncio.sleep(0)  # the holder leaves: `late` is given the turn, not yet running
-    late.cancel()
     await asyncio.gather(holder, waiter)
     assert order == ["holder", "waiter"]
     assert turns.busy == 0
