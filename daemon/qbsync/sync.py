@@ -23,6 +23,7 @@ import orjson
 
 from . import fastjson
 from .digest import digest
+from .errors import QbsyncError
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
@@ -266,11 +267,12 @@ class Pusher:
             return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
         op = body.pop("$op", "upsert")
         own = (row.entity, row.key)
+        refs: set[Ref] | None
         try:  # the row's own mapping and its references' in one lookup
             refs = collect(body)[0] if op == "upsert" else set()
-        except ValueError:
-            refs = set()  # _resolve says why
-        found = await self.mapped({own, *refs})
+        except QbsyncError:  # a malformed reference: _resolve raises it, after the checks below
+            refs = None
+        found = await self.mapped({own, *(refs or ())})
         existing = found.get(own)
         if op in ("void", "delete"):
             return await self._void(row, info, existing, op)
@@ -282,7 +284,7 @@ class Pusher:
                 f"{row.label} already has invoice {existing.doc_number or existing.qbo_id} "
                 f"(QuickBooks Id {existing.qbo_id}); resync with force to push it again"
             )
-        body = await self._resolve(body, (own,), row.label, found)
+        body = await self._resolve(body, (own,), row.label, refs, found)
         hashed = body_hash(info.qbo_type, body)
         skipped = unchanged(row, existing, hashed)
         if skipped is not None:
@@ -350,13 +352,16 @@ class Pusher:
         }
 
     async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str,
-                       found: dict[Ref, Mapped] | None = None) -> dict[str, Any]:
+                       refs: set[Ref] | None = None, found: dict[Ref, Mapped] | None = None
+                       ) -> dict[str, Any]:
         """The body with its references replaced by QuickBooks Ids (created first where
-        missing). `found`: entity_map's rows for them, if just looked up."""
-        try:
-            refs, _ = collect(body)
-        except ValueError as exc:
-            raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
+        missing). `refs`: the body's references, if already collected; `found`:
+        entity_map's rows for them, if just looked up."""
+        if refs is None:
+            try:
+                refs, _ = collect(body)
+            except ValueError as exc:
+                raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
         mapped = found if found is not None else await self.mapped(refs)
         ids = {ref: m.qbo_id for ref, m in mapped.items()
                if ref in refs and m.qbo_status == "active"}
