@@ -1,10 +1,12 @@
 """Sentry error reporting, off unless ``sentry_dsn`` is set; nothing secret leaves the host.
 
-`init_sentry` passes every event and breadcrumb through `qbsync.logs` scrubbing (exception
-messages, log messages, breadcrumbs, extra, contexts, request data, tags), turns local
-variables off and sends no default PII (``send_default_pii=False``, which newer SDKs
-express as their default ``data_collection``). Source context lines of stack frames are
-still sent: code holds no secrets. `capture_dead_row` reports a row that went dead.
+`init_sentry` passes every event, transaction and breadcrumb through `qbsync.logs`
+scrubbing (exception messages, log messages, breadcrumbs, extra, contexts, request data,
+tags), turns local variables off and collects no user data, cookies, headers or bodies.
+sentry-sdk 3 (and 2.75+) says this with ``data_collection``; older 2.x releases with
+``send_default_pii=False`` and ``include_local_variables=False``. Source context lines of
+stack frames are still sent: code holds no secrets. `capture_dead_row` reports a row that
+went dead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 from sentry_sdk.consts import ClientConstructor
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 from . import __version__
 from .logs import register_secret, scrub_value
@@ -24,7 +27,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_HAS_DATA_COLLECTION = "data_collection" in inspect.signature(ClientConstructor).parameters
+# The options this sentry-sdk accepts: 3.0 refuses unknown ones (before_send_transaction,
+# send_default_pii and include_local_variables are gone), 2.x accepts them.
+_SDK_OPTIONS = frozenset(inspect.signature(ClientConstructor).parameters)
+
+# Everything the SDK could collect on its own, off: qbsync sends only what it reports.
+_NO_DATA_COLLECTION: dict[str, Any] = {
+    "user_info": False,
+    "cookies": {"mode": "off"},
+    "http_headers": {"request": {"mode": "off"}},
+    "http_bodies": [],
+    "url_query_params": {"mode": "off"},
+    "database_query_data": False,
+    "queues": False,
+    "stack_frame_variables": False,
+}
 
 
 def scrub_event(event: Any, hint: Any = None) -> Any:
@@ -50,16 +67,23 @@ def init_sentry(settings: Settings, **options: Any) -> bool:
         "release": f"qbsync@{__version__}",
         "server_name": settings.worker_name,
         "before_send": scrub_event,
-        "before_send_transaction": scrub_event,
         "before_breadcrumb": scrub_breadcrumb,
-        "include_local_variables": False,
         "max_request_body_size": "never",
         "traces_sample_rate": 0.0,
+        # Logged errors become events and INFO lines breadcrumbs, as sentry-sdk 2 did by
+        # default (3.0 turned logged events off).
+        "integrations": [LoggingIntegration(level=logging.INFO, event_level=logging.ERROR)],
+        # A dead row is a message, not a crash: no stack of the daemon's own frames
+        # (3.0 attaches one to every message by default).
+        "attach_stacktrace": False,
     }
-    if not _HAS_DATA_COLLECTION:
-        # sentry-sdk < 2.75; newer versions deprecate the option (data_collection replaces
-        # it) and default to the same: no user info, IPs, cookies or request bodies.
+    if "before_send_transaction" in _SDK_OPTIONS:  # 2.x; 3.0 sends no transactions at rate 0
+        config["before_send_transaction"] = scrub_event
+    if "data_collection" in _SDK_OPTIONS:
+        config["data_collection"] = _NO_DATA_COLLECTION
+    else:  # sentry-sdk < 2.75
         config["send_default_pii"] = False
+        config["include_local_variables"] = False
     config.update(options)
     sentry_sdk.init(**config)
     log.info("Sentry reporting on", extra={"sentry_environment": settings.sentry_environment})

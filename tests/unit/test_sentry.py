@@ -78,11 +78,19 @@ def test_off_without_dsn() -> None:
 
 def test_options(transport: FakeTransport) -> None:
     options = sentry_sdk.get_client().options
-    assert options["include_local_variables"] is False
-    assert not options["send_default_pii"]
-    if "data_collection" in options:  # sentry-sdk >= 2.75
-        assert options["data_collection"]["user_info"] is False
-        assert options["data_collection"]["stack_frame_variables"] is False
+    if "data_collection" in options:  # sentry-sdk 3, and 2.75+
+        collected = options["data_collection"]
+        assert collected["user_info"] is False
+        assert collected["stack_frame_variables"] is False
+        assert collected["http_bodies"] == []
+        assert collected["cookies"]["mode"] == "off"
+        assert collected["http_headers"]["request"]["mode"] == "off"
+        assert collected["url_query_params"]["mode"] == "off"
+        assert collected["database_query_data"] is False
+    else:
+        assert options["include_local_variables"] is False
+        assert not options["send_default_pii"]
+    assert options["traces_sample_rate"] == 0.0
     assert options["environment"] == "test"
     assert options["before_send"] is not None
     assert options["before_breadcrumb"] is not None
