@@ -244,7 +244,8 @@ def company_info(realm_id: str, name: str, country: str, ts: str) -> dict[str, A
 
 def preferences(custom_txn_numbers: bool, currency: str, us: bool, ts: str) -> dict[str, Any]:
     return {
-        "AccountingInfoPrefs": {"TrackDepartments": False, "BookCloseDate": None},
+        # no BookCloseDate: the books were never closed (QuickBooks' JSON leaves out what is unset)
+        "AccountingInfoPrefs": {"TrackDepartments": False},
         "ProductAndServicesPrefs": {"ForSales": True, "QuantityOnHand": True},
         "SalesFormsPrefs": {
             "CustomTxnNumbers": custom_txn_numbers,
