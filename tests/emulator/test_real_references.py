@@ -544,3 +544,18 @@ def test_nothing_qbsync_reads_is_left_out() -> None:
     for path in DAEMON_READS:
         assert not patterns._matches(path, patterns.ignore), path
         assert not loose._matches(path, loose.optional), path
+
+
+async def test_snapshots_from_before_keep_their_voids(us_api: Api) -> None:
+    """Snapshots saved when voided transactions carried ``Voided: true`` load as voids."""
+    invoice, payment = await _paid_invoice(us_api)
+    company = us_api.emu.company(us_api.realm)
+    data = company.to_dict()
+    del data["voided"]
+    data["entities"]["Payment"][payment["Id"]]["Voided"] = True
+    data["entities"]["Payment"][payment["Id"]]["TotalAmt"] = 0
+    loaded = type(company).from_dict(data)
+    assert loaded.voided == {("Payment", payment["Id"])}
+    stored = loaded.entities["Payment"][payment["Id"]]
+    assert ("Voided" not in stored, stored["Line"]) == (True, [])
+    assert loaded.applied_total("Invoice", invoice["Id"]) == 0
