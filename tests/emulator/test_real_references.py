@@ -559,3 +559,19 @@ async def test_snapshots_from_before_keep_their_voids(us_api: Api) -> None:
     stored = loaded.entities["Payment"][payment["Id"]]
     assert ("Voided" not in stored, stored["Line"]) == (True, [])
     assert loaded.applied_total("Invoice", invoice["Id"]) == 0
+
+
+async def test_amount_fault_in_quickbooks_words(us_api: Api) -> None:
+    """The real 6070 (fault_6070_unclosed.xml) is malformed XML, so only its words and
+    element are compared."""
+    customer = await _customer(us_api)
+    item = await _item(us_api, "Garden Supplies", 29)
+    r = await us_api.post("invoice", {"CustomerRef": {"value": customer["Id"]}, "Line": [
+        {"DetailType": "SalesItemLineDetail", "Amount": 58,
+         "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 3, "UnitPrice": 29}}]})
+    real = xml_tree(text("fault_6070_unclosed.xml").replace("</Fault>", "</Error></Fault>"))
+    error = real["IntuitResponse"]["Fault"]["Error"]
+    assert r.status_code == 400
+    got = r.json()["Fault"]["Error"][0]
+    assert (got["code"], got["element"], got["Message"], got["Detail"]) == (
+        error["@code"], error["@element"], error["Message"]["#text"], error["Detail"]["#text"])

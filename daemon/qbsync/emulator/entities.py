@@ -705,12 +705,11 @@ class Writer:
         price = dec(detail.get("UnitPrice"), "Line.SalesItemLineDetail.UnitPrice")
         if qty is not None and price is not None and (qty != 0 or price != 0):
             expected = money(qty * price)
-            if amount != expected:
+            if amount != expected:  # QuickBooks' words (QuickBooks-V3-PHP-SDK issue 445)
                 raise faults.fault(
                     6070,
-                    "Amount calculation incorrect",
-                    f"Line {n}: Amount is not equal to UnitPrice * Qty. Supplied value:{amount}, "
-                    f"expected: {expected} (= round({qty} x {price}, 2))",
+                    "Amount calculation incorrect in the request.",
+                    f"Amount is not equal to UnitPrice * Qty. Supplied value:{amount}",
                     "Line.Amount",
                 )
         line["Amount"] = as_json_number(amount)
