@@ -49,7 +49,9 @@ NOT_MODELLED = {
     "$.Preferences.VendorAndPurchasesPrefs": "preferences qbsync never reads",
     "$.Preferences.AccountingInfoPrefs.*": "preferences qbsync never reads",
     "$.Preferences.ProductAndServicesPrefs.*": "preferences qbsync never reads",
-    "$.Preferences.SalesFormsPrefs.*": "preferences qbsync never reads (but CustomTxnNumbers)",
+    # all sales-form preferences but CustomTxnNumbers, which qbsync reads
+    "$.Preferences.SalesFormsPrefs.[!C]*": "preferences qbsync never reads",
+    "$.Preferences.SalesFormsPrefs.CustomField": "preferences qbsync never reads",
     "$.Preferences.TaxPrefs.TaxGroupCodeRef": "US manual sales tax default code",
     "$.Header.Customer": "the report's customer filter, echoed only when asked for",
     "*.Rows.Row<Income>.Rows.Row<Section>": "sub-accounts in reports",
@@ -75,7 +77,7 @@ OPTIONAL = {
 #: Values that must be equal, not only of the same kind.
 VALUES = ("$.Fault.type", "$.Fault.Error<*>.code", "$.fault.type", "$.fault.error<*>.code",
           "*.Fault.type", "*.Fault.Error<*>.code", "$.error", "$.token_type",
-          "$.CDCResponse<*>.QueryResponse<Deleted>.status")
+          "*.(rows)<Deleted>.status")
 
 #: Paths qbsync reads (the client, sync, batch, drift, realm and admin modules and the SQL
 #: that digests objects and reports): none may be ignored or optional.
@@ -92,7 +94,9 @@ DAEMON_READS = (
     "$.QueryResponse.(rows)", "$.BatchItemResponse<Fault>.bId",
     "$.BatchItemResponse<Fault>.Fault.Error<*>.code", "$.CDCResponse<*>.QueryResponse",
     "$.Fault.Error<*>.code", "$.Fault.Error<*>.Message", "$.Fault.Error<*>.Detail",
-    "$.Rows.Row<Income>.Summary.ColData<*>.value", "$.Preferences.SalesFormsPrefs",
+    "$.Rows.Row<Income>.Summary.ColData<*>.value",
+    "$.Preferences.SalesFormsPrefs.CustomTxnNumbers",
+    "$.CDCResponse<*>.QueryResponse<*>.(rows)<Deleted>.status",
     "$.Preferences.CurrencyPrefs.HomeCurrency.value", "$.CompanyInfo.CompanyName",
     "$.access_token", "$.refresh_token", "$.expires_in", "$.x_refresh_token_expires_in",
     "$.error", "$.token_endpoint", "$.revocation_endpoint", "$.authorization_endpoint",
@@ -479,7 +483,7 @@ CASES = [
     Case("batch_faults_6140.json", 200, batch_faults_6140,
          {"$.time": "the quoted capture leaves the envelope's time out"}),
     Case("cdc_response.json", 200, cdc_response,
-         {"$.CDCResponse<*>.QueryResponse<*>.(rows)<*>": "Intuit's sample shortens live "
+         {"$.CDCResponse<*>.QueryResponse<*>.(rows)<[*]>": "Intuit's sample shortens live "
                                                           "objects to their Id"}),
     Case("cdc_empty.json", 200, cdc_empty),
     Case("report_profitandloss.json", 200, report_profitandloss),
