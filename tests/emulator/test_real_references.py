@@ -579,3 +579,17 @@ async def test_amount_fault_in_quickbooks_words(us_api: Api) -> None:
     got = r.json()["Fault"]["Error"][0]
     assert (got["code"], got["element"], got["Message"], got["Detail"]) == (
         error["@code"], error["@element"], error["Message"]["#text"], error["Detail"]["#text"])
+
+
+async def test_too_long_fault_like_quickbooks(us_api: Api) -> None:
+    """ruckus/quickbooks-ruby PR 436 quotes a real 2050 without the Fault's type."""
+    customer = await _customer(us_api)
+    item = await _item(us_api)
+    us_api.emu.company(us_api.realm).settings.custom_txn_numbers = True
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 1,
+            "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}}}
+    r = await us_api.post("invoice", {"DocNumber": "X" * 22, "Line": [line],
+                                      "CustomerRef": {"value": customer["Id"]}})
+    assert r.status_code == 400
+    got = r.json()["Fault"]
+    assert SHAPES.diff(load("fault_2050.json"), {"Fault": {"Error": got["Error"]}}) == []

@@ -387,3 +387,9 @@ def test_voids_are_recognised_as_quickbooks_shows_them() -> None:
     assert marked_voided("Invoice", stub) is stub
     customer = {"DisplayName": "x", "PrivateNote": "Voided", "TotalAmt": 0}
     assert marked_voided("Customer", customer) is customer
+
+
+def test_too_long_fault() -> None:
+    err = e.error_from_response(400, body_of("fault_2050.json"))
+    assert type(err) is e.ValidationFault
+    assert (err.code, err.element) == ("2050", "Description")
