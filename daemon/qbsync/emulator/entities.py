@@ -284,7 +284,7 @@ class Writer:
             lines.append(line)
         obj["Line"] = lines
         obj["TotalAmt"] = obj["Balance"] = 0
-        obj["TxnTaxDetail"] = {"TotalTax": 0}
+        obj["TxnTaxDetail"] = {"TotalTax": 0, "TaxLine": []}
         note = old.get("PrivateNote")
         obj["PrivateNote"] = f"Voided - {note}" if note and note != "Voided" else "Voided"
         self._bump(old, obj)

@@ -244,8 +244,7 @@ def company_info(realm_id: str, name: str, country: str, ts: str) -> dict[str, A
 
 def preferences(custom_txn_numbers: bool, currency: str, us: bool, ts: str) -> dict[str, Any]:
     return {
-        # no BookCloseDate: the books were never closed (QuickBooks' JSON leaves out what is unset)
-        "AccountingInfoPrefs": {"TrackDepartments": False},
+        "AccountingInfoPrefs": {"TrackDepartments": False, "BookCloseDate": None},
         "ProductAndServicesPrefs": {"ForSales": True, "QuantityOnHand": True},
         "SalesFormsPrefs": {
             "CustomTxnNumbers": custom_txn_numbers,
