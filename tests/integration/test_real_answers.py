@@ -15,6 +15,8 @@ import pytest
 from qbsync import db as qdb
 from qbsync import drift
 from qbsync.digest import digest
+from tests.daemon_support import Shop, drained, running
+from tests.integration.test_drift import invoice_id, invoiced, open_drift, poll
 from tests.qbo_shapes import load
 from tests.support import conn_url
 
@@ -85,3 +87,21 @@ async def test_a_void_made_in_quickbooks_is_seen_as_a_void(db: psycopg.Connectio
     change = db.execute("SELECT change FROM qbsync.drift_log WHERE qbo_id = %s",
                         (voided["Id"],)).fetchone()
     assert change == ("voided",)
+
+
+async def test_a_harmless_edit_of_an_invoice_qbsync_voided_is_no_drift(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """qbsync's own void is recorded as the void QuickBooks shows in CDC: a later memo edit
+    in QuickBooks changes nothing that matters, so no drift is raised."""
+    order_id = invoiced(shop, dixis_db)
+    async with running(shop) as daemon:
+        await drained(shop.url)
+        dixis_db.execute("UPDATE dixis.orders SET status = 'cancelled' WHERE id = %s",
+                         (order_id,))
+        dixis_db.commit()
+        await drained(shop.url)
+        qbo_id = invoice_id(dixis_db, order_id)
+        shop.emu.edit_entity(shop.realm_id, "Invoice", qbo_id,
+                             {"CustomerMemo": {"value": "cancelled by the customer"}})
+        assert await poll(daemon, shop) == 0
+    assert open_drift(dixis_db) == []
