@@ -69,7 +69,7 @@ OPTIONAL = {
     "*.CurrencyRef": "on transactions in a 2024 capture, not in Intuit's 2015 samples",
     "*.Deposit": "in Intuit's 2015 invoice samples, not in a 2024 capture",
     "*.TxnTaxDetail.TaxLine": "real answers hold TaxLine when tax was charged only; the "
-                              "emulator's tax model (owned by the tax-code work) sends []",
+                              "emulator's tax model sends [] when none was",
     "*.TxnTaxDetail.TxnTaxCodeRef": "only when tax was charged",
     "$.Preferences.TaxPrefs.PartnerTaxEnabled": "Automated Sales Tax companies only",
 }
