@@ -91,6 +91,21 @@ def _lines(obj: dict[str, Any]) -> list[dict[str, Any]] | None:
     return out or None
 
 
+def marked_voided(qbo_type: str, obj: Any) -> Any:
+    """The object with ``Voided: true`` when it is a voided transaction as QuickBooks returns
+    one: nothing marks it but its zero total and the "Voided" it puts before PrivateNote
+    (Intuit's invoice and payment void samples, tests/fixtures/qbo). Drift detection and the
+    digest of a void read ``Voided``; qbsync.reconcile recognises the same two signs."""
+    if (qbo_type not in TRANSACTION_TYPES or not isinstance(obj, dict) or "Voided" in obj
+            or obj.get("status") == "Deleted"):
+        return obj
+    note, total = obj.get("PrivateNote"), obj.get("TotalAmt")
+    if (isinstance(note, str) and note.startswith("Voided") and isinstance(total, int | float)
+            and not isinstance(total, bool) and total == 0):
+        return {**obj, "Voided": True}
+    return obj
+
+
 def digest(qbo_type: str, obj: Any) -> dict[str, Any] | None:
     """qbsync.qbo_digest(qbo_type, obj), or None when PostgreSQL should compute it."""
     if not isinstance(obj, dict):

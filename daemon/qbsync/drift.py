@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from .digest import marked_voided
 from .qbo.client import QboClient
 from .queries import load as load_queries
 
@@ -49,6 +50,9 @@ async def poll(pool: asyncpg.Pool, client: QboClient, realm_id: str,
     for qbo_type, objects in changes.items():
         if not objects:
             continue
+        # a void made in QuickBooks shows only as a zeroed "Voided" object: marked, so that
+        # qbsync.record_drift sees a void (which only an accept resolves), not an edit
+        objects = [marked_voided(qbo_type, obj) for obj in objects]
         found += await pool.fetchval(Q.record_drift, realm_id, qbo_type, objects)
         if len(objects) >= CDC_CAP:
             # Capped: what lies beyond the newest object seen comes with the next poll.

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from . import fastjson
-from .digest import digest
+from .digest import digest, marked_voided
 from .errors import QbsyncError
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
@@ -544,7 +544,9 @@ class Pusher:
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             raise qbo_failure(row.label, exc, op, self.time_scale) from exc
-        result = self.result(info.qbo_type, {"Id": existing.qbo_id, **obj}, {}, op, started)
+        # QuickBooks' void answer has no Voided field: marked as drift marks a void seen in CDC
+        obj = marked_voided(info.qbo_type, {"Id": existing.qbo_id, **obj})
+        result = self.result(info.qbo_type, obj, {}, op, started)
         result["qbo_status"] = done
         result["doc_number"] = result["doc_number"] or existing.doc_number
         return Pushed(result)

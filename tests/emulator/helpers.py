@@ -8,6 +8,8 @@ import httpx
 
 from qbsync.emulator import Emulator
 
+from ..qbo_shapes import xml_tree
+
 SERVICE_ITEM = {"Type": "Service", "IncomeAccountRef": {"value": "1"}}
 
 
@@ -80,3 +82,11 @@ def fault_of(r: httpx.Response) -> dict[str, Any]:
     data = r.json()
     assert "Fault" in data, r.text
     return data["Fault"]["Error"][0]
+
+
+def throttle_fault(r: httpx.Response) -> tuple[str, str, str]:
+    """(Fault type, Error code, Message) of a 429, which QuickBooks answers in XML."""
+    assert r.status_code == 429
+    assert "xml" in r.headers["content-type"], r.text
+    fault = xml_tree(r.text)["IntuitResponse"]["Fault"]
+    return fault["@type"], fault["Error"]["@code"], fault["Error"]["Message"]["#text"]

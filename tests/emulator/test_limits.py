@@ -14,7 +14,7 @@ import pytest
 
 from qbsync.emulator import Emulator
 
-from .helpers import Api
+from .helpers import Api, throttle_fault
 
 FROZEN = 1e-6  # one emulated second lasts ~11 real days
 
@@ -25,11 +25,9 @@ def frozen() -> Emulator:
 
 
 def assert_throttled(r: httpx.Response) -> None:
-    assert r.status_code == 429
-    fault = r.json()["Fault"]
-    assert fault["type"] == "SERVICE"
-    assert fault["Error"][0]["code"] == "3001"
-    assert "ThrottleExceeded" in fault["Error"][0]["Message"]
+    ftype, code, message = throttle_fault(r)
+    assert (ftype, code) == ("SERVICE", "3001")
+    assert "ThrottleExceeded" in message
 
 
 async def test_ten_per_second(frozen: Emulator) -> None:

@@ -10,6 +10,9 @@ import pytest
 
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 
+#: the body of a refused grant, as Intuit answers it (tests/fixtures/qbo/oauth_invalid_grant.json)
+INVALID_GRANT = {"error": "invalid_grant", "error_description": "Token invalid"}
+
 BASIC = (
     "Basic " + base64.b64encode(f"{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}".encode()).decode()
 )
@@ -96,7 +99,7 @@ async def test_authorize_creates_company_and_code_exchange(
         http, grant_type="authorization_code", code=params["code"], redirect_uri=REDIRECT
     )
     assert r.status_code == 400
-    assert r.json() == {"error": "invalid_grant"}
+    assert r.json() == INVALID_GRANT
 
 
 async def test_authorize_realm_param_and_redirect_mismatch(
@@ -146,7 +149,7 @@ async def test_refresh_rotates_and_superseded_token_is_refused(
     assert second["x_refresh_token_expires_in"] == 8726400
     r = await token(http, grant_type="refresh_token", refresh_token=first["refresh_token"])
     assert r.status_code == 400
-    assert r.json() == {"error": "invalid_grant"}
+    assert r.json() == INVALID_GRANT
     r = await token(http, grant_type="refresh_token", refresh_token=second["refresh_token"])
     assert r.status_code == 200
     assert r.json()["refresh_token"] not in (first["refresh_token"], second["refresh_token"])
@@ -186,7 +189,7 @@ async def test_refresh_token_expiry(emu: Emulator, http: httpx.AsyncClient) -> N
     emu.advance_time(8726400 + 1)
     r = await token(http, grant_type="refresh_token", refresh_token=tok["refresh_token"])
     assert r.status_code == 400
-    assert r.json() == {"error": "invalid_grant"}
+    assert r.json() == INVALID_GRANT
 
 
 async def test_time_scale_shortens_token_lifetime() -> None:

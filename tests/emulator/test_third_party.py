@@ -29,6 +29,9 @@ from quickbooks.objects.item import Item
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 from qbsync.emulator.server import EmulatorServer
 
+#: the body of a refused grant, as Intuit answers it (tests/fixtures/qbo/oauth_invalid_grant.json)
+INVALID_GRANT = {"error": "invalid_grant", "error_description": "Token invalid"}
+
 REDIRECT = "http://localhost:5000/callback"
 
 
@@ -75,7 +78,7 @@ def test_intuit_oauth_flow_refresh_and_revoke(server: EmulatorServer) -> None:
     with pytest.raises(AuthClientError) as exc:
         auth.refresh(refresh_token=old_refresh)
     assert exc.value.status_code == 400
-    assert exc.value.response.json() == {"error": "invalid_grant"}
+    assert exc.value.response.json() == INVALID_GRANT
     assert auth.revoke() is True
     with pytest.raises(AuthClientError):
         auth.refresh()

@@ -118,7 +118,8 @@ async def test_reconciliation_finds_the_planted_differences_and_fixes_them(
         await drained(shop.url)
         run = await reconcile(dixis_db)
         assert results(dixis_db, run, problems_only=True) == []
-    invoices = [i for i in shop.invoices() if not i.get("Voided")]
+    invoices = [i for i in shop.invoices()
+                if not str(i.get("PrivateNote") or "").startswith("Voided")]
     assert len(invoices) == 6
     assert sorted(i["DocNumber"] for i in invoices) == sorted(
         {i["DocNumber"] for i in invoices})  # no number twice

@@ -4,8 +4,8 @@
 * objects changed at or after ``changedSince`` are returned in their current state; deleted
   transactions come back as ``{"domain", "status": "Deleted", "Id",
   "MetaData": {"LastUpdatedTime"}}`` stubs (the shape SDK issue reports show);
-  voided invoices and payments come back in full (amounts 0, ``PrivateNote`` "Voided",
-  ``Voided: true``);
+  voided invoices and payments come back in full (amounts 0, ``PrivateNote`` "Voided";
+  nothing else marks them, as in real answers);
 * a customer merged into another (:meth:`Emulator.merge_customers`) comes back as a Deleted
   stub, the customer it was merged into and every moved transaction as updated; an invoice
   or credit memo whose payments changed is updated too (new Balance / LinkedTxn);

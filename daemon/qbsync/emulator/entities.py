@@ -17,7 +17,11 @@ Decisions where the fact sheet is silent ([U]):
   QBO; SubTotal lines sent by the client are dropped and recomputed.
 * Deleting a Customer or Item -> 500 "Unsupported Operation" (they are made inactive instead).
 * Void: line Amounts, Qty, TotalAmt, Balance and tax become 0 and PrivateNote becomes
-  "Voided" (prefixing any existing note); the invoice remains readable and queryable.
+  "Voided" (prefixing any existing note); the invoice remains readable and queryable. As in
+  Intuit's void sample, nothing else marks it: there is no ``Voided`` field (the company
+  remembers which transactions it voided).
+* A company in one currency: transactions carry ``CurrencyRef`` but no ``ExchangeRate`` /
+  ``HomeTotalAmt`` / ``HomeBalance`` (real single-currency answers have none).
 
 Payments (ReceivePayment), refunds, payment methods ([U] unless the fact sheet says otherwise):
 
@@ -44,9 +48,9 @@ Payments (ReceivePayment), refunds, payment methods ([U] unless the fact sheet s
   ``LinkedTxn``, naming the payments. (The UI helper :meth:`Emulator.delete_entity` unapplies
   them instead.)
 * Payment void: ``operation=void`` or, as Intuit documents and python-quickbooks sends, a
-  sparse update with ``include=void``. Line amounts, TotalAmt and UnappliedAmt become 0,
-  PrivateNote gets "Voided", ``Voided: true``, balances are restored; a voided payment cannot
-  be updated (6000). Delete restores balances and leaves a CDC stub.
+  sparse update with ``include=void``. The lines go (``Line: []``, as in Intuit's sample),
+  TotalAmt and UnappliedAmt become 0, PrivateNote gets "Voided", balances are restored; a
+  voided payment cannot be updated (6000). Delete restores balances and leaves a CDC stub.
 * RefundReceipt: built like an Invoice (same line, tax and total rules, 6070, 6140 per
   entity with ``TxnType=RefundReceipt``, auto-numbering when custom numbers are off);
   ``CustomerRef`` optional (as on sales receipts), ``DepositToAccountRef`` (the account
@@ -279,13 +283,13 @@ class Writer:
                 line["SalesItemLineDetail"] = detail
             lines.append(line)
         obj["Line"] = lines
-        obj["TotalAmt"] = obj["Balance"] = obj["HomeTotalAmt"] = obj["HomeBalance"] = 0
+        obj["TotalAmt"] = obj["Balance"] = 0
         obj["TxnTaxDetail"] = {"TotalTax": 0, "TaxLine": []}
         note = old.get("PrivateNote")
         obj["PrivateNote"] = f"Voided - {note}" if note and note != "Voided" else "Voided"
-        obj["Voided"] = True
         self._bump(old, obj)
         self.c.put(entity, obj, old)
+        self.c.voided.add((entity, obj["Id"]))
         return obj
 
     def merge_customers(self, from_id: str, into_id: str) -> dict[str, Any]:
@@ -391,6 +395,12 @@ class Writer:
                 self.c, "Customer", obj["ParentRef"], "ParentRef", "DisplayName"
             )
         obj.setdefault("Active", True)
+        # what QuickBooks fills in on every customer (Intuit's Customer samples)
+        obj.setdefault("Job", False)
+        obj.setdefault("BillWithParent", False)
+        obj.setdefault("Taxable", bool(obj.get("DefaultTaxCodeRef")))
+        obj.setdefault("PreferredDeliveryMethod", "Print")
+        obj.setdefault("PrintOnCheckName", str(obj.get("CompanyName") or name)[:110])
         if old is not None:
             obj["CurrencyRef"] = old.get("CurrencyRef")
         else:
@@ -464,6 +474,10 @@ class Writer:
                 obj[field] = as_json_number(value) if value is not None else None
         check_date(obj, "InvStartDate")
         obj.setdefault("Active", True)
+        # what QuickBooks fills in on every item (Intuit's Item samples)
+        obj.setdefault("UnitPrice", 0)
+        obj.setdefault("PurchaseCost", 0)
+        obj.setdefault("Taxable", False)
         obj["TrackQtyOnHand"] = type_ == "Inventory" or (
             old is not None and bool(old.get("TrackQtyOnHand"))
         )
@@ -554,9 +568,13 @@ class Writer:
         elif old is not None:
             self._open_balance(entity, obj, old["Id"])
         obj["CurrencyRef"] = {"value": settings.currency}
-        obj.setdefault("ExchangeRate", 1)
-        obj.setdefault("EmailStatus", "NotSet")
+        obj.pop("ExchangeRate", None)  # one currency: as in real single-currency answers
+        if not refund:  # Intuit's RefundReceipt sample has no EmailStatus
+            obj.setdefault("EmailStatus", "NotSet")
         obj.setdefault("PrintStatus", "NotSet")
+        obj.setdefault("ApplyTaxAfterDiscount", False)
+        if entity == "Invoice":
+            obj.setdefault("LinkedTxn", [])  # real invoices list none as []
         return obj
 
     def _lines(self, entity: str, obj: dict[str, Any], lines: list[Any], calc: str) -> None:
@@ -658,7 +676,6 @@ class Writer:
         obj["TxnTaxDetail"] = detail
         total = as_json_number(result.total_amt)
         obj["TotalAmt"] = total
-        obj["HomeTotalAmt"] = total
         obj["Balance"] = total
         if entity == "CreditMemo":
             obj["RemainingCredit"] = total
@@ -688,12 +705,11 @@ class Writer:
         price = dec(detail.get("UnitPrice"), "Line.SalesItemLineDetail.UnitPrice")
         if qty is not None and price is not None and (qty != 0 or price != 0):
             expected = money(qty * price)
-            if amount != expected:
+            if amount != expected:  # QuickBooks' words (QuickBooks-V3-PHP-SDK issue 445)
                 raise faults.fault(
                     6070,
-                    "Amount calculation incorrect",
-                    f"Line {n}: Amount is not equal to UnitPrice * Qty. Supplied value:{amount}, "
-                    f"expected: {expected} (= round({qty} x {price}, 2))",
+                    "Amount calculation incorrect in the request.",
+                    f"Amount is not equal to UnitPrice * Qty. Supplied value:{amount}",
                     "Line.Amount",
                 )
         line["Amount"] = as_json_number(amount)
@@ -800,6 +816,8 @@ class Writer:
         by = self.c.applied.get((entity, id_))
         if not by:
             obj.pop("LinkedTxn", None)
+            if entity == "Invoice":
+                obj["LinkedTxn"] = []
             return
         paid = sum(by.values(), Decimal(0))
         total = dec(obj.get("TotalAmt"), "TotalAmt") or Decimal(0)
@@ -856,18 +874,18 @@ class Writer:
 
     def _void_payment(self, old: dict[str, Any]) -> dict[str, Any]:
         obj = {k: v for k, v in old.items() if k not in SYSTEM_FIELDS}
-        obj["Line"] = [{**ln, "Amount": 0} for ln in old.get("Line") or ()]
-        obj["TotalAmt"] = obj["UnappliedAmt"] = obj["HomeTotalAmt"] = 0
+        obj["Line"] = []
+        obj["TotalAmt"] = obj["UnappliedAmt"] = 0
         note = old.get("PrivateNote")
         obj["PrivateNote"] = f"Voided - {note}" if note and note != "Voided" else "Voided"
-        obj["Voided"] = True
         self._bump(old, obj)
         self.c.put("Payment", obj, old)
+        self.c.voided.add(("Payment", obj["Id"]))
         self._relink(old["Id"], payment_links(old), {})
         return obj
 
     def _payment(self, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-        if old is not None and old.get("Voided"):
+        if old is not None and ("Payment", old["Id"]) in self.c.voided:
             raise faults.business(
                 f"Payment Id={old['Id']} is voided and cannot be changed.", "Payment"
             )
@@ -934,10 +952,9 @@ class Writer:
             )
         obj["Line"] = lines
         obj["TotalAmt"] = as_json_number(total)
-        obj["HomeTotalAmt"] = obj["TotalAmt"]
         obj["UnappliedAmt"] = as_json_number(total - applied)
         obj["CurrencyRef"] = {"value": self.c.settings.currency}
-        obj.setdefault("ExchangeRate", 1)
+        obj.pop("ExchangeRate", None)  # one currency: as in real single-currency answers
         obj.setdefault("ProcessPayment", False)
         return obj
 
@@ -981,7 +998,7 @@ class Writer:
         target = self.c.get(ttype, tid)
         if target is None:
             raise faults.invalid_reference("Line.LinkedTxn.TxnId", tid)
-        if target.get("Voided"):
+        if (ttype, tid) in self.c.voided:
             raise faults.business(
                 f"Line {n}: {ttype} Id={tid} is voided and cannot take a payment.",
                 "Line.LinkedTxn.TxnId",

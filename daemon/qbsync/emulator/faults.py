@@ -1,10 +1,12 @@
 """QuickBooks error envelopes.
 
-Two shapes exist (fact sheet section 3):
+Three shapes exist, each as real answers show it (tests/fixtures/qbo, SOURCES.md):
 
 * the API ``Fault`` envelope: ``{"Fault": {"Error": [{"Message", "Detail", "code", "element"}],
   "type": ...}, "time": ...}`` with ``code`` a string;
-* the gateway authentication shape used for 401/403 (lower-case keys, epoch-millisecond time).
+* the gateway authentication shape used for 401/403 (lower-case keys, epoch-millisecond time);
+* the throttle answer (429, code 3001), which QuickBooks sends as XML even when the client
+  asked for JSON.
 """
 
 from __future__ import annotations
@@ -161,14 +163,24 @@ def system_error(detail: str = "System Failure Error", status: int = 500) -> QBO
     )
 
 
-def throttled() -> QBOFault:
-    return fault(
-        3001,
-        "message=ThrottleExceeded; errorCode=003001; statusCode=429",
-        "The request limit was reached. Try again later",
-        status=429,
-        type_="SERVICE",
-    )
+THROTTLE_MESSAGE = "message=ThrottleExceeded; errorCode=003001; statusCode=429"
+THROTTLE_DETAIL = "The request limit was reached.  Try again later"
+XML = "application/xml;charset=UTF-8"
+
+
+def throttled_xml(ts: float | None = None) -> bytes:
+    """The 429 body, in XML whatever the client asked for (as QuickBooks answers it)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<IntuitResponse time="{qbo_time(ts)}" xmlns="http://schema.intuit.com/finance/v3">\n'
+        '  <Fault type="SERVICE">\n'
+        '    <Error code="3001">\n'
+        f"      <Message>{THROTTLE_MESSAGE}</Message>\n"
+        f"      <Detail>{THROTTLE_DETAIL}</Detail>\n"
+        "    </Error>\n"
+        "  </Fault>\n"
+        "</IntuitResponse>\n"
+    ).encode()
 
 
 def query_parse_error(detail: str) -> QBOFault:
@@ -183,18 +195,21 @@ def query_validation_error(detail: str) -> QBOFault:
 
 
 def auth_body(code: str, detail: str, ts_ms: int | None = None) -> dict[str, Any]:
-    """The lower-case gateway body for 401 (3200) and 403 (3100)."""
+    """The lower-case gateway body for 401 (3200) and 403 (3100). A real 403 says nothing
+    more than its message (``detail`` null, type ``SERVICE``): ``detail`` only goes into 401s."""
     if code == "3100":
         message = "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403"
-        ftype = "AUTHORIZATION"
+        ftype = "SERVICE"
+        text: str | None = None
     else:
         message = "message=AuthenticationFailed; errorCode=003200; statusCode=401"
         ftype = "AUTHENTICATION"
+        text = detail
     return {
         "warnings": None,
         "intuitObject": None,
         "fault": {
-            "error": [{"message": message, "detail": detail, "code": code, "element": None}],
+            "error": [{"message": message, "detail": text, "code": code, "element": None}],
             "type": ftype,
         },
         "report": None,

@@ -22,13 +22,20 @@ if TYPE_CHECKING:
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = faults.dumps(body)
+    await _send(send, status, faults.dumps(body), "application/json;charset=UTF-8")
+
+
+async def _send_throttled(send: Send, now: float) -> None:
+    await _send(send, 429, faults.throttled_xml(now), faults.XML)
+
+
+async def _send(send: Send, status: int, data: bytes, content_type: str) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json;charset=UTF-8"),
+                (b"content-type", content_type.encode()),
                 (b"content-length", str(len(data)).encode()),
                 (b"intuit_tid", b"emulator-injected"),
             ],
@@ -101,7 +108,7 @@ class Gate:
         if limited:
             assert realm is not None
             if emu.limits.acquire(realm, entity == "batch") is not None:
-                await _send_json(send, 429, faults.throttled().body(emu.clock.now()))
+                await _send_throttled(send, emu.clock.now())
                 emu.counters.record(method, route, 429, realm)
                 return
         try:
@@ -133,6 +140,9 @@ class Gate:
                             type_="SERVICE",
                         ).body(emu.clock.now()),
                     )
+            elif rule.kind == "429":
+                status[0] = 429
+                await _send_throttled(send, emu.clock.now())
             else:
                 status[0] = int(rule.kind)
                 await _send_json(send, int(rule.kind), self._injected_body(rule.kind))
@@ -144,8 +154,6 @@ class Gate:
 
     def _injected_body(self, kind: str) -> dict[str, Any]:
         now = self.emu.clock.now()
-        if kind == "429":
-            return faults.throttled().body(now)
         if kind == "401":
             return faults.auth_body("3200", "Token invalid (injected)")
         if kind == "503":

@@ -5,7 +5,7 @@ Durations here (latency, hang) are *real* seconds, not emulated ones.
 Kinds:
 
 * ``"500"``, ``"503"``: a SystemFault envelope with that HTTP status;
-* ``"429"``: the throttle fault (code 3001, type SERVICE);
+* ``"429"``: the throttle fault (code 3001, type SERVICE), in XML as QuickBooks sends it;
 * ``"401"``: the gateway 3200 AuthenticationFailed body;
 * ``"timeout"``: hang ``hang_seconds`` then answer 504 (``then="504"``), or close the
   connection without any answer (``then="drop"``, alias ``"never"``);

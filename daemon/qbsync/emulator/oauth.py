@@ -354,7 +354,8 @@ def routes(emu: Emulator) -> list[Route]:
         else:
             return _oauth_error("unsupported_grant_type")
         if result is None:
-            return _oauth_error("invalid_grant")
+            # the description Intuit's own client tests record for a refused grant
+            return _oauth_error("invalid_grant", description="Token invalid")
         result.pop("realmId", None)
         return JSONResponse(result, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

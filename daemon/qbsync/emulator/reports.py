@@ -8,7 +8,8 @@ Rules (the fact sheet gives the shape, not the arithmetic):
 * ``accounting_method=Cash``: income is recognised when money moves: a payment dated in the
   period recognises each linked invoice's income in proportion ``applied / TotalAmt`` (and
   removes a linked credit memo's in the same proportion); refund receipts count negative at
-  their TxnDate; unapplied payment amounts and unpaid invoices count nothing;
+  their TxnDate; unapplied payment amounts and unpaid invoices count nothing (voided
+  transactions hold zero amounts and no payment lines, so they count nothing either);
 * default period: 1 January of the current (emulated) year to today;
 * income is reported net of tax, per the Item's ``IncomeAccountRef``; for TaxInclusive
   invoices the net of each tax code is ``gross - round(gross x rate / (100 + rate), 2)``,
@@ -16,7 +17,8 @@ Rules (the fact sheet gives the shape, not the arithmetic):
 * discounts appear as negative income on the discount line's ``DiscountAccountRef`` (default:
   the seeded "Discounts given" account), sized so that the income rows of a transaction add
   up to ``TotalAmt - TotalTax``; credit memos count negative; voided invoices count 0;
-* there is no cost data, so Cost of Goods Sold and Expenses are 0.
+* there is no cost data, so there is no Cost of Goods Sold and the Expenses section has no
+  rows and an empty total, as QuickBooks shows a section without data.
 """
 
 from __future__ import annotations
@@ -80,8 +82,6 @@ def txn_income(company: Company, txn: dict[str, Any]) -> dict[str, Decimal]:
             out[account] += share
     undiscounted = sum(out.values(), Decimal(0))
     net_total = _d(txn.get("TotalAmt")) - _d((txn.get("TxnTaxDetail") or {}).get("TotalTax"))
-    if txn.get("Voided"):
-        return {}
     if undiscounted != net_total:
         out[discount_account] += net_total - undiscounted
     return dict(out)
@@ -89,7 +89,7 @@ def txn_income(company: Company, txn: dict[str, Any]) -> dict[str, Decimal]:
 
 def _cash_receipts(company: Company, start: str, end: str, totals: dict[str, Decimal]) -> None:
     for payment in company.entities["Payment"].values():
-        if payment.get("Voided") or not start <= str(payment.get("TxnDate", ""))[:10] <= end:
+        if not start <= str(payment.get("TxnDate", ""))[:10] <= end:
             continue
         for line in payment.get("Line") or ():
             amount = _d(line.get("Amount"))
@@ -172,19 +172,19 @@ def profit_and_loss(company: Company, params: dict[str, str], clock: Clock) -> d
         "type": "Section",
         "group": "Income",
     }
-    zero = Decimal(0)
+    # no expense data: as in Intuit's sample, a section without rows totals "" (not 0.00)
     expenses: dict[str, Any] = {
         "Header": {"ColData": [{"value": "Expenses"}, {"value": ""}]},
-        "Rows": {"Row": []},
-        "Summary": {"ColData": [{"value": "Total Expenses"}, {"value": _money(zero)}]},
+        "Summary": {"ColData": [{"value": "Total Expenses"}, {"value": ""}]},
         "type": "Section",
         "group": "Expenses",
     }
+    header: dict[str, Any] = {"Time": clock.iso(), "ReportName": "ProfitAndLoss"}
+    if params.get("date_macro"):  # echoed only when asked for, like the other parameters
+        header["DateMacro"] = params["date_macro"]
     return {
         "Header": {
-            "Time": clock.iso(),
-            "ReportName": "ProfitAndLoss",
-            "DateMacro": params.get("date_macro", ""),
+            **header,
             "ReportBasis": method,
             "StartPeriod": start,
             "EndPeriod": end,

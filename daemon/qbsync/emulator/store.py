@@ -41,10 +41,9 @@ ZERO = Decimal(0)
 
 
 def payment_links(payment: dict[str, Any]) -> dict[tuple[str, str], Decimal]:
-    """``(TxnType, TxnId) -> amount`` applied by a (stored, normalised) Payment."""
+    """``(TxnType, TxnId) -> amount`` applied by a (stored, normalised) Payment; a voided
+    payment has no lines."""
     out: dict[tuple[str, str], Decimal] = {}
-    if payment.get("Voided"):
-        return out
     for line in payment.get("Line") or ():
         amount = Decimal(str(line.get("Amount") or 0))
         for link in line.get("LinkedTxn") or ():
@@ -83,6 +82,9 @@ class Company:
     requestids_running: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     #: (TxnType, TxnId) of an invoice/credit memo -> {Payment Id: amount applied} (derived)
     applied: dict[tuple[str, str], dict[str, Decimal]] = field(default_factory=dict)
+    #: (entity, Id) of the voided transactions: real answers carry no mark of it but the
+    #: zeroed amounts and the "Voided" note, so the company remembers
+    voided: set[tuple[str, str]] = field(default_factory=set)
 
     @classmethod
     def new(cls, realm_id: str, settings: CompanySettings, ts: str) -> Company:
@@ -214,6 +216,7 @@ class Company:
 
     def remove(self, entity: str, id_: str, tombstone: dict[str, Any]) -> None:
         obj = self.entities[entity].pop(id_)
+        self.voided.discard((entity, id_))
         if obj.get("DocNumber") and entity in self.docnums:
             self._unindex_docnum(entity, obj["DocNumber"], id_)
         name_field = NAME_FIELD.get(entity)
@@ -234,6 +237,7 @@ class Company:
             "next_docnum": self.next_docnum,
             "deleted": self.deleted,
             "requestids": {k: list(v) for k, v in self.requestids.items()},
+            "voided": sorted([entity, id_] for entity, id_ in self.voided),
         }
 
     @classmethod
@@ -244,6 +248,14 @@ class Company:
         c.next_docnum = dict(data["next_docnum"])
         c.deleted = {k: dict(v) for k, v in data["deleted"].items()}
         c.requestids = {k: (int(v[0]), str(v[1])) for k, v in data["requestids"].items()}
+        c.voided = {(str(e), str(i)) for e, i in data.get("voided", ())}
+        # snapshots written when voided transactions were marked "Voided": true
+        for name, objs in c.entities.items():
+            for obj in objs.values():
+                if obj.pop("Voided", None):
+                    c.voided.add((name, obj["Id"]))
+                    if name == "Payment":
+                        obj["Line"] = []
         # snapshots written before an entity type existed
         for name in ALL_ENTITIES:
             c.entities.setdefault(name, {})

@@ -7,7 +7,8 @@ class                  retryable        reaction
 =====================  ===============  ==================================================
 ``Throttled``          yes (no try)     back off ``retry_after`` s, every process of the realm
 ``AuthError``          yes (no try)     refresh the access token (the client does it once)
-``Forbidden``          no               wrong realm / scope / cluster: operator must act
+``Forbidden``          no               wrong realm / scope / cluster (130, even with a
+                                        401): operator must act
 ``TransientError``     yes              server or network trouble before anything happened
 ``UnknownOutcome``     yes, carefully   the write may have happened: look it up first
 ``ValidationFault``    no               QuickBooks refuses the body: row goes dead
@@ -251,7 +252,10 @@ def _from_json(data: Mapping[str, Any]) -> tuple[tuple[FaultItem, ...], str | No
     return tuple(items), ftype
 
 
-_XML_ERROR = re.compile(r"<(?:\w+:)?Error\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?Error\s*>)", re.S)
+# An <Error> runs to its closing tag, or (QuickBooks sometimes leaves it unclosed, e.g. a
+# 6070 answer quoted in QuickBooks-V3-PHP-SDK issue 445) to the next <Error> or </Fault>.
+_XML_ERROR = re.compile(r"<(?:\w+:)?Error\b([^>]*?)(/?)>", re.S)
+_XML_ERROR_END = re.compile(r"<(?:\w+:)?Error\b|</(?:\w+:)?(?:Error|Fault)\s*>", re.S)
 _XML_FAULT_TYPE = re.compile(r"<(?:\w+:)?Fault\b[^>]*?\btype\s*=\s*[\"']([^\"']*)[\"']", re.S)
 
 
@@ -270,7 +274,10 @@ def _from_xml(text: str) -> tuple[tuple[FaultItem, ...], str | None]:
     # expat parser would take entity-expansion risks for no gain.
     items: list[FaultItem] = []
     for m in _XML_ERROR.finditer(text):
-        attrs, inner = m[1], m[2] or ""
+        attrs, inner = m[1], ""
+        if not m[2]:  # not self-closing
+            end = _XML_ERROR_END.search(text, m.end())
+            inner = text[m.end():end.start() if end else len(text)]
         message = _xml_child(inner, "Message")
         code = _xml_attr(attrs, "code") or _code_in(message)
         items.append(FaultItem(code=code or None, message=message,
@@ -325,10 +332,13 @@ def classify(status: int | None, code: str | None, fault_type: str | None = None
              *, write: bool = False) -> type[QboError]:
     """The error class for an HTTP status and QuickBooks fault code."""
     if status == 429 or code == "3001":
-        return Throttled
+        return Throttled  # also when it comes with 403 (quickbooks-ruby issue 338)
+    if code in _FORBIDDEN_CODES and (status is None or status < 500):
+        # before 401: a wrong cluster (130) comes with 401, and no new token cures it
+        return Forbidden
     if status == 401 or code in _AUTH_CODES:
         return AuthError
-    if status == 403 or code in _FORBIDDEN_CODES:
+    if status == 403:
         return Forbidden
     if code == "5010":
         return StaleObject
