@@ -598,9 +598,10 @@ def verify(rig: Rig, plan: list[Event], log: Log, converged: bool,
     for key, body in item_bodies.items():
         item = by_id.get(mapped[("product", key)])
         want = body if isinstance(body, dict) else json.loads(body) if body else None
+        # QuickBooks gives an item sent without a UnitPrice the price 0
         if want is None or item is None or any(
                 str(item.get(f)) != str(want.get(f)) for f in ("Name", "Description")) or \
-                _amount(item.get("UnitPrice")) != _amount(want.get("UnitPrice")):
+                _amount(item.get("UnitPrice")) != _amount(want.get("UnitPrice") or 0):
             stale_items.append(key)
     check("customers created in QuickBooks", len(customers), "> 0", customers)
     check("customer names in QuickBooks twice", sum(c > 1 for c in cust_names.values()), "0",
