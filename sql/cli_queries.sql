@@ -106,6 +106,25 @@ SELECT * FROM qbsync.report_comparison WHERE report_id = %s;
 -- name: request_connection_test
 SELECT qbsync.request_connection_test() AS id;
 
+-- ---- the company's settings (psycopg) --------------------------------------------------------
+
+-- name: request_settings_refresh
+SELECT qbsync.request_settings_refresh() AS id;
+
+-- name: realm_settings_list
+SELECT s.name, s.value, s.source, s.updated_at
+FROM qbsync.realm_settings s
+WHERE s.realm_id = (SELECT realm_id FROM qbsync.connections WHERE active)
+ORDER BY s.name;
+
+-- name: missing_settings
+SELECT setting, rows_waiting, some_keys, waiting_since, set_it FROM qbsync.missing_settings;
+
+-- name: settings_lookup
+SELECT c.realm_id, l.looked_up_at, l.refused, l.ties, l.skipped
+FROM qbsync.connections c LEFT JOIN qbsync.realm_lookups l USING (realm_id)
+WHERE c.active;
+
 -- ---- notices, drift, reconciliation (psycopg) ------------------------------------------------
 
 -- name: acknowledge

@@ -71,12 +71,14 @@ JOIN qbsync.realm_settings s ON s.realm_id = $1 AND s.name = a.target
 WHERE NOT EXISTS (SELECT 1 FROM qbsync.realm_settings o
                   WHERE o.realm_id = $1 AND o.name = a.name);
 
--- name: save_realm_setting
-INSERT INTO qbsync.realm_settings AS s (realm_id, name, value, source)
-VALUES ($1, $2, $3::jsonb, 'lookup')
-ON CONFLICT (realm_id, name) DO UPDATE
-    SET value = excluded.value, updated_at = now()
-    WHERE s.source = 'lookup';
+-- name: store_lookup
+SELECT qbsync.store_lookup($1, $2::text::jsonb, $3::text[], $4::text::jsonb)::text;
+
+-- name: wait_for_settings
+SELECT qbsync.wait_for_settings($1, $2, $3, $4::text[], $5);
+
+-- name: release_setting_waits
+SELECT qbsync.release_setting_waits($1);
 
 -- name: active_connection
 SELECT realm_id, api_base_url, status, company_name
@@ -95,7 +97,8 @@ SELECT qbsync.snapshot_settled($1::text::pg_snapshot);
 -- name: queue_depth
 SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
        count(*) FILTER (WHERE state = 'running') AS running,
-       count(*) FILTER (WHERE state = 'dead') AS dead
+       count(*) FILTER (WHERE state = 'dead') AS dead,
+       count(*) FILTER (WHERE state = 'waiting') AS waiting
 FROM qbsync.outbox;
 
 -- name: maintain_log_partitions

@@ -16,6 +16,11 @@ no transaction open, and records the outcome:
   per type), then the mapped objects that query did not return, read by Id (deleted? dated
   elsewhere?), stored in ``qbsync.reconcile_items``; ``qbsync.finish_reconcile`` compares
   them with the shop's ledger. The result holds the run id and the totals per type.
+* ``refresh_settings`` (``SELECT qbsync.request_settings_refresh ()``): the company's
+  settings are looked up again, as at daemon start (the caller's ``refresh_settings``); rows
+  waiting for a setting found go on at once. The result says what was saved or removed,
+  what is still missing (and how many rows wait for it), what QuickBooks refused, and
+  tax-rate ties.
 
 The request ends ``done`` with its result, or ``failed`` with QuickBooks' own message
 (``QboError.describe()``), e.g. ``QuickBooks 3200 AuthenticationFailed: ...``.
@@ -27,6 +32,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -57,10 +63,12 @@ async def handle_pending_requests(
     worker: str = "qbsync",
     limit: int = 5,
     request_timeout: float = REQUEST_TIMEOUT,
+    refresh_settings: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> int:
     """Claim and answer up to ``limit`` pending admin requests; returns how many were handled
     (done or failed). Database errors propagate (the caller's loop reconnects); QuickBooks
-    errors and timeouts fail the request, with QuickBooks' message, and never escape."""
+    errors and timeouts fail the request, with QuickBooks' message, and never escape.
+    ``refresh_settings`` looks the company's settings up again and returns the summary."""
     rows = await pool.fetch(Q.claim_admin_requests, worker, limit)
     for row in rows:
         request_id, kind = row["id"], row["kind"]
@@ -73,6 +81,8 @@ async def handle_pending_requests(
                     result = await _connection_test(client, realm_id)
                 elif kind == "reconcile":
                     result = await _reconcile(pool, client, realm_id, request_id, params)
+                elif kind == "refresh_settings" and refresh_settings is not None:
+                    result = {"realm_id": realm_id, **await refresh_settings()}
                 else:
                     raise RequestFailed(f"unknown admin request kind {kind!r}")
         except QboError as exc:

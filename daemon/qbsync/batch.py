@@ -51,6 +51,7 @@ from .sync import (
     mapping_failure,
     parse_body,
     qbo_failure,
+    setting_failure,
     unchanged,
 )
 from .tokens import ReconnectRequired
@@ -165,8 +166,16 @@ class BatchPusher:
         by_id = {r.id: r for r in rows}
         one_by_one = [i for i, b in bodies.items()
                       if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
-        batchable = [i for i in bodies if i not in one_by_one]
-        needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
+        batchable: list[int] = []
+        needs: dict[int, set[Ref]] = {}
+        for i in (i for i in bodies if i not in one_by_one):
+            refs_i, names = collect(bodies[i])  # each body walked once
+            missing = p.realm.missing(names)
+            if missing:  # waits before anything is created for it, as one by one
+                out[i] = setting_failure(by_id[i].label, p.realm.realm_id, missing)
+            else:
+                needs[i] = refs_i
+                batchable.append(i)
         refs: set[Ref] = set().union(*needs.values())
         # the references and the rows themselves, in one lookup; the dependencies created
         # (or found created) meanwhile are added from what _dependencies saw
@@ -190,8 +199,8 @@ class BatchPusher:
                 continue
             try:
                 body = substitute(bodies[i], ids, p.realm.settings, realm_id=p.realm.realm_id)
-            except UnresolvedSetting as exc:
-                out[i] = PushFailed("permanent", f"{row.label}: {exc}", None, "map")
+            except UnresolvedSetting as exc:  # a setting removed while the push ran
+                out[i] = setting_failure(row.label, p.realm.realm_id, [exc.name])
                 continue
             hashed = body_hash(info.qbo_type, body)
             skipped = unchanged(row, known, hashed)

@@ -135,3 +135,7 @@ from .cli_admin import ADMIN_COMMANDS  # noqa: E402  # uses the helpers defined 
 
 for _admin_command in ADMIN_COMMANDS:
     main.add_command(_admin_command)
+
+from .cli_settings import settings_command  # noqa: E402  # uses the helpers defined above
+
+main.add_command(settings_command)

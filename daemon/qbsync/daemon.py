@@ -25,7 +25,7 @@ from .qbo.client import QboClient
 from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
-from .realm import Realm, prepare
+from .realm import Prepared, Realm, prepare
 from .sync import Pusher, PushFailed, Row, load_entities
 from .tokens import ReconnectRequired, TokenStore
 from .vault import Vault
@@ -137,13 +137,12 @@ async def start(
         client = QboClient(http, base_url=realm.api_base_url, realm_id=realm.realm_id,
                            tokens=tokens, minor_version=settings.minor_version,
                            limiter=limiter, timeout=settings.http_timeout)
-        warnings = await _prepare(pool, realm, client, stop)
-        if warnings is None:
+        prepared = await _prepare(pool, realm, client, stop)
+        if prepared is None:
             await http.aclose()
             await pool.close()
             return None
-        for warning in warnings:
-            log.warning(warning)
+        _report_lookup(realm, prepared)
         pusher = Pusher(pool, client, realm, await load_entities(pool),
                         skip_invoiced=settings.skip_invoiced_orders,
                         time_scale=settings.rate_time_scale,
@@ -167,11 +166,22 @@ async def start(
         raise
 
 
+def _report_lookup(realm: Realm, prepared: Prepared) -> None:
+    for warning in prepared.warnings:
+        log.warning(warning)
+    missing = prepared.stored.get("missing") or []
+    if missing:
+        log.warning("rows wait for settings QuickBooks company %s has no value for: %s "
+                    "(see qbsync.missing_settings)", realm.realm_id,
+                    ", ".join(f"{m['setting']} ({m['rows_waiting']} row(s))" for m in missing))
+
+
 async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
-                   stop: asyncio.Event) -> list[str] | None:
+                   stop: asyncio.Event) -> Prepared | None:
     """The company's references, read at start; a QuickBooks error a retry can cure (429,
     401, 5xx, no answer) or the database restarting is waited out rather than ending the
-    process, which would only be restarted into the same throttle. None when stopped
+    process, which would only be restarted into the same throttle. A look-up QuickBooks
+    refuses only leaves its own settings unresolved (realm.prepare). None when stopped
     meanwhile."""
     delay = 1.0
     while True:
@@ -215,6 +225,8 @@ async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
             depth = await daemon.pool.fetchrow(Q.queue_depth)
             await daemon.pool.execute(Q.heartbeat, settings.worker_name)
             await daemon.realm.reload_settings(daemon.pool)  # DBA overrides take effect
+            if depth["waiting"]:  # rows waiting for a setting whose recheck time came
+                await daemon.pool.fetchval(Q.release_setting_waits, daemon.realm.realm_id)
             if time.monotonic() - last_maintenance > 86400:
                 await daemon.pool.fetch(Q.maintain_log_partitions)
                 last_maintenance = time.monotonic()
@@ -225,7 +237,9 @@ async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
         status = (
             f"{'paused: ' + worker.paused_reason if worker.paused_reason else 'syncing'}; "
             f"queue {depth['pending']} pending, {depth['running']} running, "
-            f"{depth['dead']} dead; pushed {worker.stats.pushed}"
+            f"{depth['dead']} dead"
+            + (f", {depth['waiting']} waiting for settings" if depth["waiting"] else "")
+            + f"; pushed {worker.stats.pushed}"
             + (f", last push {time.strftime('%H:%M:%S', time.localtime(last))}" if last else "")
         )
         sdnotify.notify(STATUS=status)
@@ -237,6 +251,12 @@ async def _duties(daemon: Daemon, stop: asyncio.Event) -> None:
     settings = daemon.settings
     realm_id = daemon.realm.realm_id
     last_fold = last_drift = time.monotonic()
+
+    async def refresh() -> dict[str, Any]:
+        prepared = await prepare(daemon.pool, daemon.realm, daemon.client)
+        _report_lookup(daemon.realm, prepared)
+        return prepared.summary()
+
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.poll_interval)
@@ -245,7 +265,8 @@ async def _duties(daemon: Daemon, stop: asyncio.Event) -> None:
         now = time.monotonic()
         try:
             await admin.handle_pending_requests(daemon.pool, daemon.client, realm_id,
-                                                worker=settings.worker_name)
+                                                worker=settings.worker_name,
+                                                refresh_settings=refresh)
             if now - last_fold >= STATS_FOLD_INTERVAL:
                 last_fold = now
                 await daemon.pool.fetchval(Q.fold_stats)

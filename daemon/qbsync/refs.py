@@ -19,6 +19,10 @@ Ref = tuple[str, str]
 class UnresolvedSetting(QbsyncError):
     """A mapping used a {"$setting": name} the realm has no value for."""
 
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
 
 def collect(body: Any) -> tuple[set[Ref], set[str]]:
     """All shop references and setting names used anywhere in a mapping's output."""
@@ -67,10 +71,9 @@ def substitute(
                 if name not in settings:
                     raise UnresolvedSetting(
                         f'setting "{name}" has no value for QuickBooks company {realm_id}: '
-                        "reconnect, or set it with INSERT INTO qbsync.realm_settings "
-                        f"(realm_id, name, value, source) VALUES ('{realm_id}', '{name}', "
-                        """'{"value": "<Id>"}', 'override')"""
-                    )
+                        "look it up again (qbsync settings --refresh) or set it with "
+                        f"""SELECT qbsync.override_setting ('{name}', '{{"value": "<Id>"}}')""",
+                        name)
                 return settings[name]
             return {k: walk(v) for k, v in node.items() if not k.startswith("$")}
         if isinstance(node, list):

@@ -104,7 +104,7 @@ UNCHANGED = "skip.unchanged"
 class PushFailed(Exception):
     """How a push failed, in the terms of qbsync.fail(): kind decides the row's fate."""
 
-    kind: str  # retry | permanent | throttled | auth | paused | waiting
+    kind: str  # retry | permanent | throttled | auth | paused | waiting | setting
     message: str
     code: str | None = None
     operation: str = "push"
@@ -180,6 +180,19 @@ def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 
     if isinstance(exc, TransientError | TimeoutError):
         return PushFailed("retry", message, code, operation, None, details)
     return PushFailed("permanent", message, code, operation, None, details)
+
+
+def setting_failure(label: str, realm_id: str, names: list[str]) -> PushFailed:
+    """The row waits, burning no try, for settings the company has no value for (kind
+    "setting": recorded by qbsync.wait_for_settings, not qbsync.fail)."""
+    which = ", ".join(f'"{n}"' for n in names)
+    return PushFailed(
+        "setting",
+        f"{label}: waits for the QuickBooks setting {which} (company {realm_id} has no value "
+        "for it); it goes on once the setting is set: qbsync settings --refresh looks it up "
+        f"again, or SELECT qbsync.override_setting ('{names[0]}', "
+        """'{"value": "<QuickBooks Id>"}') sets it""",
+        None, "wait.setting", details={"settings": names})
 
 
 def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
@@ -268,10 +281,11 @@ class Pusher:
         op = body.pop("$op", "upsert")
         own = (row.entity, row.key)
         refs: set[Ref] | None
+        names: set[str] | None = set()
         try:  # the row's own mapping and its references' in one lookup
-            refs = collect(body)[0] if op == "upsert" else set()
+            refs, names = collect(body) if op == "upsert" else (set(), set())
         except QbsyncError:  # a malformed reference: _resolve raises it, after the checks below
-            refs = None
+            refs = names = None
         found = await self.mapped({own, *(refs or ())})
         existing = found.get(own)
         if op in ("void", "delete"):
@@ -284,7 +298,7 @@ class Pusher:
                 f"{row.label} already has invoice {existing.doc_number or existing.qbo_id} "
                 f"(QuickBooks Id {existing.qbo_id}); resync with force to push it again"
             )
-        body = await self._resolve(body, (own,), row.label, refs, found)
+        body = await self._resolve(body, (own,), row.label, refs, found, names)
         hashed = body_hash(info.qbo_type, body)
         skipped = unchanged(row, existing, hashed)
         if skipped is not None:
@@ -352,16 +366,21 @@ class Pusher:
         }
 
     async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str,
-                       refs: set[Ref] | None = None, found: dict[Ref, Mapped] | None = None
-                       ) -> dict[str, Any]:
+                       refs: set[Ref] | None = None, found: dict[Ref, Mapped] | None = None,
+                       names: set[str] | None = None) -> dict[str, Any]:
         """The body with its references replaced by QuickBooks Ids (created first where
-        missing). `refs`: the body's references, if already collected; `found`:
-        entity_map's rows for them, if just looked up."""
-        if refs is None:
+        missing). `refs` and `names`: the body's references and settings, if already
+        collected; `found`: entity_map's rows for them, if just looked up. A setting the
+        company lacks makes the row wait before anything is created for it."""
+        if refs is None or names is None:
             try:
-                refs, _ = collect(body)
+                refs, names = collect(body)
             except ValueError as exc:
                 raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
+        missing = self.realm.missing(names)
+        if missing:
+            whose = label if len(chain) < 2 else f"{label}: its {chain[-1][0]} {chain[-1][1]}"
+            raise setting_failure(whose, self.realm.realm_id, missing)
         mapped = found if found is not None else await self.mapped(refs)
         ids = {ref: m.qbo_id for ref, m in mapped.items()
                if ref in refs and m.qbo_status == "active"}
@@ -369,8 +388,8 @@ class Pusher:
             ids[ref] = await self._ensure_dependency(ref, chain, label)
         try:
             return substitute(body, ids, self.realm.settings, realm_id=self.realm.realm_id)
-        except UnresolvedSetting as exc:
-            raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
+        except UnresolvedSetting as exc:  # a setting removed while the push ran
+            raise setting_failure(label, self.realm.realm_id, [exc.name]) from exc
 
     async def _ensure_dependency(self, ref: Ref, chain: tuple[Ref, ...], label: str) -> str:
         entity, key = ref

@@ -353,7 +353,8 @@ class Worker:
                 outcomes = await self.batches.push(rows)
         except PushFailed as failure:
             outcomes = {r.id: PushFailed(failure.kind, f"{r.label}: {failure.message}",
-                                         failure.code, failure.operation, failure.retry_after)
+                                         failure.code, failure.operation, failure.retry_after,
+                                         failure.details)
                         for r in rows}
         except TimeoutError:
             outcomes = {}
@@ -392,6 +393,11 @@ class Worker:
                         self.stats.skipped += 1
                     state = ("done" if isinstance(outcome, Pushed) else "skipped") \
                         if held else "lost"
+                elif outcome.kind == "setting":
+                    # a gap in the company's configuration: the row waits, burning no try
+                    state = await self.pool.fetchval(
+                        Q.wait_for_settings, row.id, self.config.worker_id, realm,
+                        outcome.details.get("settings") or [], outcome.message)
                 else:
                     state = await self.pool.fetchval(Q.fail, row.id, self.config.worker_id,
                                                      realm, outcome.as_error())
@@ -420,6 +426,10 @@ class Worker:
             if outcome.kind == "paused":
                 self.paused_reason = outcome.message
                 sdnotify.notify(STATUS=f"paused: {outcome.message}")
+            if outcome.kind == "setting" and state == "pending":
+                # set while the row was mapped: read the company's settings again now
+                with contextlib.suppress(*DB_ERRORS):
+                    await self.pusher.realm.reload_settings(self.pool)
         else:
             log.info("%s: %s", row.label, state, extra=extra)
 

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from qbsync.emulator import Emulator
+from tests.qbo_fixtures import rows
 
 from .helpers import Api, fault_of, line
 
@@ -123,3 +124,66 @@ async def test_us_mode(emu: Emulator, http: httpx.AsyncClient) -> None:
     assert r.json()["TaxCode"]["Id"] == "TAX"
     info = (await api.get(f"companyinfo/{realm}")).json()["CompanyInfo"]
     assert info["Country"] == "US"
+
+
+# --- tax codes as real companies return them (tests/fixtures/qbo/taxcode_*.json) ----------
+
+def _sales_rates(code: dict[str, Any]) -> list[str]:
+    details = (code.get("SalesTaxRateList") or {}).get("TaxRateDetail") or []
+    return [d["TaxRateRef"]["value"] for d in details]
+
+
+async def test_tax_codes_have_the_shape_of_a_real_companys(api: Api) -> None:
+    codes = (await api.query("SELECT * FROM TaxCode")).json()["QueryResponse"]["TaxCode"]
+    rates = {r["Id"]: r for r in
+             (await api.query("SELECT * FROM TaxRate")).json()["QueryResponse"]["TaxRate"]}
+    [real] = [c for c in rows("taxcode_query_us_user_defined.json", "TaxCode")
+              if c["Id"] == "10"]  # a captured user-defined single-rate code
+    by_id = {c["Id"]: c for c in codes}
+    for code in codes:
+        # the captured code's fields, including TaxGroup true on a single-rate code
+        assert set(real) - {"TaxCodeConfigType"} <= set(code), code["Id"]
+        assert code["TaxGroup"] is True, code["Id"]
+        assert code["TaxCodeConfigType"] == real["TaxCodeConfigType"] == "USER_DEFINED"
+        detail = code["SalesTaxRateList"]["TaxRateDetail"][0]
+        assert {"TaxRateRef", "TaxTypeApplicable", "TaxOrder"} <= set(detail)
+        assert all(r in rates for r in _sales_rates(code))
+    single = [c for c in codes if len(_sales_rates(c)) == 1 and c["Active"] and not c["Hidden"]]
+    assert [c["Name"] for c in single] == ["ΦΠΑ 24%", "ΦΠΑ 13%", "ΦΠΑ 6%", "ΦΠΑ 0%"]
+    [group] = [c for c in codes if len(_sales_rates(c)) == 2]
+    assert sum(rates[r]["RateValue"] for r in _sales_rates(group)) == 14.5
+    assert by_id["5"]["Active"] is False
+    assert by_id["7"]["Hidden"] is True
+    assert _sales_rates(by_id["7"]) == _sales_rates(by_id["1"])  # hidden, same rate as 24 %
+
+
+async def test_us_pseudo_codes_match_the_captured_ones(emu: Emulator,
+                                                       http: httpx.AsyncClient) -> None:
+    realm = emu.create_company("US Shop", tax_mode="us")
+    api = Api(http, emu, realm)
+    captured = {c["Id"]: c for c in rows("taxcode_query_us_user_defined.json", "TaxCode")
+                if "SalesTaxRateList" not in c}
+    codes = (await api.query("SELECT * FROM TaxCode")).json()["QueryResponse"]["TaxCode"]
+    assert sorted(c["Id"] for c in codes) == sorted(captured) == ["CustomSalesTax", "NON", "TAX"]
+    for code in codes:
+        real = captured[code["Id"]]
+        assert {k: code[k] for k in ("Name", "Taxable", "TaxGroup", "Active", "SyncToken")} == \
+            {k: real[k] for k in ("Name", "Taxable", "TaxGroup", "Active", "SyncToken")}
+        assert "SalesTaxRateList" not in code
+
+
+async def test_a_group_code_charges_each_of_its_rates(api: Api) -> None:
+    c = await api.customer("Ξενοδοχείο")
+    room = await api.item("Διανυκτέρευση")
+    r = await api.invoice(c["Id"], [line(room["Id"], 2, 50, "6")])
+    inv = r.json()["Invoice"]
+    # 100 net: 13 % VAT 13.00 and 1.5 % levy 1.50, one tax line each
+    assert _tax_by_rate(inv) == {13: (13, 100), 1.5: (1.5, 100)}
+    assert inv["TotalAmt"] == 114.5
+    r = await api.invoice(c["Id"], [line(room["Id"], 1, 114.5, "6")],
+                          GlobalTaxCalculation="TaxInclusive")
+    inv = r.json()["Invoice"]
+    # 114.50 gross at 14.5 %: 14.50 tax in all, on a net of 100.00
+    assert _tax_by_rate(inv) == {13: (13, 100), 1.5: (1.5, 100)}
+    assert inv["TxnTaxDetail"]["TotalTax"] == 14.5
+    assert inv["TotalAmt"] == 114.5

@@ -745,10 +745,8 @@ class Writer:
                     "Line.SalesItemLineDetail.TaxCodeRef",
                 )
             detail["TaxCodeRef"] = {"value": code_value}
-            rate_id, rate = (
-                ("1", Decimal(str(self.c.settings.us_tax_rate)))
-                if code_value == "TAX"
-                else ("", Decimal(0))
+            code_rates = (
+                [("1", Decimal(str(self.c.settings.us_tax_rate)))] if code_value == "TAX" else []
             )
         else:
             if not present(code_value):
@@ -763,12 +761,12 @@ class Writer:
             assert norm is not None
             code_value = norm["value"]
             detail["TaxCodeRef"] = norm
-            rate_id, rate = tax.rate_of_code(self.c.entities["TaxCode"][code_value], rates)
+            code_rates = tax.rates_of_code(self.c.entities["TaxCode"][code_value], rates)
         if item is None:
             return Decimal(0)
         group = groups.get(code_value)
         if group is None:
-            group = groups[code_value] = tax.TaxGroup(code_value, rate_id, rate)
+            group = groups[code_value] = tax.TaxGroup(code_value, code_rates)
         group.amount += amount
         return amount
 

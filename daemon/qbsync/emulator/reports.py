@@ -67,7 +67,9 @@ def txn_income(company: Company, txn: dict[str, Any]) -> dict[str, Decimal]:
     for code, lines in groups.items():
         gross = sum((a for _, a in lines), Decimal(0))
         if calc == "TaxInclusive" and code in codes:
-            _, rate = tax.rate_of_code(codes[code], company.entities["TaxRate"])
+            rate = sum((r for _, r in tax.rates_of_code(codes[code],
+                                                         company.entities["TaxRate"])),
+                       Decimal(0))
             net = gross - money(gross * rate / (100 + rate))
         else:
             net = gross

@@ -90,112 +90,109 @@ def payment_methods(ts: str) -> list[dict[str, Any]]:
     ]
 
 
+def _rate(id_: str, name: str, desc: str, rate: float, ts: str, *, active: bool = True,
+          special: str | None = None) -> dict[str, Any]:
+    return {
+        "Name": name,
+        "Description": desc,
+        "Active": active,
+        "RateValue": rate,
+        "AgencyRef": {"value": "1"},
+        "SpecialTaxType": special or ("NONE" if rate else "ZERO_RATE"),
+        "DisplayType": "ReadOnly",
+        "EffectiveTaxRate": [{"RateValue": rate, "EffectiveDate": "2016-06-01"}],
+        "domain": "QBO",
+        "sparse": False,
+        "Id": id_,
+        "SyncToken": "0",
+        "MetaData": _meta(ts),
+    }
+
+
+def _code(id_: str, name: str, desc: str, rate_ids: list[tuple[str, str]], ts: str, *,
+          active: bool = True, hidden: bool = False) -> dict[str, Any]:
+    """A user-defined sales tax code as real companies return it: ``TaxGroup`` is true
+    whether it has one rate or several (see tests/fixtures/qbo/taxcode_*.json)."""
+    return {
+        "Name": name,
+        "Description": desc,
+        "Active": active,
+        "Hidden": hidden,
+        "Taxable": True,
+        "TaxGroup": True,
+        "SalesTaxRateList": {
+            "TaxRateDetail": [
+                {
+                    "TaxRateRef": {"value": rid, "name": rname},
+                    "TaxTypeApplicable": "TaxOnAmount",
+                    "TaxOrder": 0,
+                }
+                for rid, rname in rate_ids
+            ]
+        },
+        "PurchaseTaxRateList": {"TaxRateDetail": []},
+        "TaxCodeConfigType": "USER_DEFINED",
+        "domain": "QBO",
+        "sparse": False,
+        "Id": id_,
+        "SyncToken": "0",
+        "MetaData": _meta(ts),
+    }
+
+
+#: Tax codes besides the four VAT rates, modelled on what real companies hold: a
+#: superseded code made inactive, a two-rate group code, and a hidden code (QuickBooks hides
+#: some codes from its lists; a hidden code is not offered for new transactions).
+INACTIVE_TAX_CODE_ID = "5"
+GROUP_TAX_CODE_ID = "6"
+HIDDEN_TAX_CODE_ID = "7"
+
+
 def global_tax(ts: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """TaxCodes and TaxRates of the Greek-VAT ("global" model) company."""
     codes, rates = [], []
     for id_, name, desc, rate in GREEK_VAT:
-        rates.append(
-            {
-                "Name": f"VAT {rate:g}% (sales)",
-                "Description": desc,
-                "Active": True,
-                "RateValue": rate,
-                "AgencyRef": {"value": "1"},
-                "SpecialTaxType": "NONE" if rate else "ZERO_RATE",
-                "DisplayType": "ReadOnly",
-                "EffectiveTaxRate": [{"RateValue": rate, "EffectiveDate": "2016-06-01"}],
-                "domain": "QBO",
-                "sparse": False,
-                "Id": id_,
-                "SyncToken": "0",
-                "MetaData": _meta(ts),
-            }
-        )
-        codes.append(
-            {
-                "Name": name,
-                "Description": desc,
-                "Active": True,
-                "Hidden": False,
-                "Taxable": rate > 0,
-                "TaxGroup": False,
-                "SalesTaxRateList": {
-                    "TaxRateDetail": [
-                        {
-                            "TaxRateRef": {"value": id_, "name": f"VAT {rate:g}% (sales)"},
-                            "TaxTypeApplicable": "TaxOnAmount",
-                            "TaxOrder": 0,
-                        }
-                    ]
-                },
-                "PurchaseTaxRateList": {"TaxRateDetail": []},
-                "TaxCodeConfigType": "SYSTEM_GENERATED",
-                "domain": "QBO",
-                "sparse": False,
-                "Id": id_,
-                "SyncToken": "0",
-                "MetaData": _meta(ts),
-            }
-        )
+        rate_name = f"VAT {rate:g}% (sales)"
+        rates.append(_rate(id_, rate_name, desc, rate, ts))
+        codes.append(_code(id_, name, desc, [(id_, rate_name)], ts))
     # an inactive code, to exercise 610 on tax references
-    codes.append(
-        {
-            "Name": "ΦΠΑ 23% (old)",
-            "Description": "Superseded standard rate 23%",
-            "Active": False,
-            "Hidden": False,
-            "Taxable": True,
-            "TaxGroup": False,
-            "SalesTaxRateList": {"TaxRateDetail": [{"TaxRateRef": {"value": "5"}}]},
-            "PurchaseTaxRateList": {"TaxRateDetail": []},
-            "domain": "QBO",
-            "sparse": False,
-            "Id": "5",
-            "SyncToken": "0",
-            "MetaData": _meta(ts),
-        }
-    )
-    rates.append(
-        {
-            "Name": "VAT 23% (old)",
-            "Active": False,
-            "RateValue": 23.0,
-            "domain": "QBO",
-            "Id": "5",
-            "SyncToken": "0",
-            "MetaData": _meta(ts),
-        }
-    )
+    rates.append(_rate("5", "VAT 23% (old)", "Superseded standard rate 23%", 23.0, ts,
+                       active=False))
+    codes.append(_code(INACTIVE_TAX_CODE_ID, "ΦΠΑ 23% (old)", "Superseded standard rate 23%",
+                       [("5", "VAT 23% (old)")], ts, active=False))
+    # a group of two rates: 13 % VAT and a 1.5 % levy, 14.5 % in all
+    rates.append(_rate("6", "Τέλος 1.5%", "Levy 1.5% (sales)", 1.5, ts))
+    codes.append(_code(GROUP_TAX_CODE_ID, "ΦΠΑ 13% + Τέλος 1.5%", "VAT 13% and levy 1.5%",
+                       [("2", "VAT 13% (sales)"), ("6", "Τέλος 1.5%")], ts))
+    # hidden: same rate as code 1, which must not make 24 % ambiguous
+    codes.append(_code(HIDDEN_TAX_CODE_ID, "ΦΠΑ 24% (κρυφός)", "Hidden copy of 24%",
+                       [("1", "VAT 24% (sales)")], ts, hidden=True))
     return codes, rates
 
 
+def _pseudo_code(id_: str, taxable: bool, group: bool, ts: str) -> dict[str, Any]:
+    # As in captured US responses: no rates, TaxGroup false for TAX/NON and true for
+    # CustomSalesTax, and a numeric SyncToken (tests/fixtures/qbo/taxcode_query_us_*.json).
+    return {
+        "Name": id_,
+        "Description": id_,
+        "Taxable": taxable,
+        "TaxGroup": group,
+        "Active": True,
+        "domain": "QBO",
+        "sparse": False,
+        "Id": id_,
+        "SyncToken": 0,
+        "MetaData": _meta(ts),
+    }
+
+
 def us_tax(ts: str, rate: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """US pseudo tax codes TAX / NON plus one combined sales-tax rate."""
+    """US pseudo tax codes TAX / NON / CustomSalesTax plus one combined sales-tax rate."""
     codes = [
-        {
-            "Name": "TAX",
-            "Description": "TAX",
-            "Taxable": True,
-            "TaxGroup": False,
-            "Active": True,
-            "domain": "QBO",
-            "sparse": False,
-            "Id": "TAX",
-            "SyncToken": "0",
-            "MetaData": _meta(ts),
-        },
-        {
-            "Name": "NON",
-            "Description": "NON",
-            "Taxable": False,
-            "TaxGroup": False,
-            "Active": True,
-            "domain": "QBO",
-            "sparse": False,
-            "Id": "NON",
-            "SyncToken": "0",
-            "MetaData": _meta(ts),
-        },
+        _pseudo_code("TAX", True, False, ts),
+        _pseudo_code("NON", False, False, ts),
+        _pseudo_code("CustomSalesTax", True, True, ts),
     ]
     rates = [
         {

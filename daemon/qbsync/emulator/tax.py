@@ -11,6 +11,9 @@ Rule (chosen for the emulator, the fact sheet leaves the exact arithmetic open):
   ``round(gross_sum x rate / (100 + rate), 2)``; ``TotalAmt = sum of line Amounts`` (less
   discount); the net of a code is ``gross - tax``;
 * ``NotApplicable``: no tax;
+* a group code (several sales rates) charges each of its rates on the same base; with
+  ``TaxInclusive`` the code's whole rate comes out of the gross amount and its rates share
+  that tax (the last one takes the rounding cent);
 * US mode: lines coded ``TAX`` are taxed at the company's single combined rate (TaxRate Id "1"),
   ``NON`` lines are not; ``GlobalTaxCalculation`` is ignored.
 
@@ -31,10 +34,16 @@ HUNDRED = Decimal("100")
 
 @dataclass
 class TaxGroup:
+    """The lines of one tax code: its sales rates (TaxRate Id, percent; a group code has
+    several) and the amount they sum to."""
+
     code_id: str
-    rate_id: str
-    rate: Decimal
+    rates: list[tuple[str, Decimal]]
     amount: Decimal = ZERO
+
+    @property
+    def rate(self) -> Decimal:
+        return sum((r for _, r in self.rates), ZERO)
 
 
 @dataclass
@@ -68,29 +77,34 @@ def compute(groups: list[TaxGroup], discount: Decimal, calculation: str) -> TaxR
     gross_total = ZERO
     for g, base in zip(groups, bases, strict=True):
         if calculation == "NotApplicable":
-            tax, net = ZERO, base
+            taxes, net = [ZERO for _ in g.rates], base
         elif calculation == "TaxInclusive":
+            # the code's whole rate comes out of the gross amount; its rates share it (the
+            # last takes the cent the rounding leaves)
             tax = money(base * g.rate / (HUNDRED + g.rate))
             net = base - tax
+            taxes = [money(net * r / HUNDRED) for _, r in g.rates[:-1]]
+            taxes += [tax - sum(taxes, ZERO)] if g.rates else []
         else:
-            tax = money(base * g.rate / HUNDRED)
+            taxes = [money(base * r / HUNDRED) for _, r in g.rates]
             net = base
-        total_tax += tax
-        gross_total += net + tax
+        total_tax += sum(taxes, ZERO)
+        gross_total += net + sum(taxes, ZERO)
         net_by_code[g.code_id] = net_by_code.get(g.code_id, ZERO) + net
         if calculation != "NotApplicable":
-            tax_lines.append(
-                {
-                    "Amount": as_json_number(tax),
-                    "DetailType": "TaxLineDetail",
-                    "TaxLineDetail": {
-                        "TaxRateRef": {"value": g.rate_id},
-                        "PercentBased": True,
-                        "TaxPercent": as_json_number(g.rate),
-                        "NetAmountTaxable": as_json_number(net),
-                    },
-                }
-            )
+            for (rate_id, rate), tax in zip(g.rates, taxes, strict=True):
+                tax_lines.append(
+                    {
+                        "Amount": as_json_number(tax),
+                        "DetailType": "TaxLineDetail",
+                        "TaxLineDetail": {
+                            "TaxRateRef": {"value": rate_id},
+                            "PercentBased": True,
+                            "TaxPercent": as_json_number(rate),
+                            "NetAmountTaxable": as_json_number(net),
+                        },
+                    }
+                )
     return TaxResult(
         total_amt=gross_total,
         total_tax=total_tax,
@@ -100,11 +114,12 @@ def compute(groups: list[TaxGroup], discount: Decimal, calculation: str) -> TaxR
     )
 
 
-def rate_of_code(code: dict[str, Any], rates: dict[str, dict[str, Any]]) -> tuple[str, Decimal]:
-    """(TaxRate Id, percent) of a global-model TaxCode's first sales rate."""
+def rates_of_code(code: dict[str, Any], rates: dict[str, dict[str, Any]]
+                  ) -> list[tuple[str, Decimal]]:
+    """(TaxRate Id, percent) of each sales rate of a global-model TaxCode."""
     details = (code.get("SalesTaxRateList") or {}).get("TaxRateDetail") or []
-    if not details:
-        return "", ZERO
-    rate_id = str(details[0]["TaxRateRef"]["value"])
-    rate = rates.get(rate_id, {}).get("RateValue", 0)
-    return rate_id, Decimal(str(rate))
+    out = []
+    for detail in details:
+        rate_id = str(detail["TaxRateRef"]["value"])
+        out.append((rate_id, Decimal(str(rates.get(rate_id, {}).get("RateValue", 0)))))
+    return out
