@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from .errors import MalformedOutput
 from .qbo.errors import (
     DuplicateDocNumber,
     DuplicateName,
@@ -166,7 +167,13 @@ class BatchPusher:
         one_by_one = [i for i, b in bodies.items()
                       if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
         batchable = [i for i in bodies if i not in one_by_one]
-        needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
+        needs: dict[int, set[Ref]] = {}
+        for i in batchable:  # each body walked once
+            try:
+                needs[i] = collect(bodies[i])[0]
+            except MalformedOutput:  # out of the batch: the single path says where
+                one_by_one.append(i)
+        batchable = [i for i in batchable if i in needs]
         refs: set[Ref] = set().union(*needs.values())
         # the references and the rows themselves, in one lookup; the dependencies created
         # (or found created) meanwhile are added from what _dependencies saw
@@ -353,9 +360,12 @@ class BatchPusher:
                     continue
                 if rec["error_code"] or rec["body"] is None:
                     continue
-                body = parse_body(f"{entity} {key}", rec["body"]) or {}
-                if collect(body)[0]:
-                    continue  # a dependency with dependencies of its own: one by one
+                try:
+                    body = parse_body(f"{entity} {key}", rec["body"]) or {}
+                    if collect(body)[0]:
+                        continue  # a dependency with dependencies of its own: one by one
+                except (PushFailed, MalformedOutput):
+                    continue  # malformed: the rows that need it fail, saying where
                 try:
                     body = substitute(body, {}, p.realm.settings, realm_id=p.realm.realm_id)
                 except UnresolvedSetting:
