@@ -74,13 +74,16 @@ class _Number(str):
 
 
 def _checked(text: str, value: Any) -> Any:
-    tree = json.loads(text, parse_float=_Number, parse_int=_Number, parse_constant=_Number)
-    if type(tree) is _Number:
-        problem = number_problem(tree)
-        if problem:
-            raise MalformedOutput(problem)
-    elif isinstance(tree, dict | list):
-        _check(tree)
+    try:
+        tree = json.loads(text, parse_float=_Number, parse_int=_Number, parse_constant=_Number)
+        if type(tree) is _Number:
+            problem = number_problem(tree)
+            if problem:
+                raise MalformedOutput(problem)
+        elif isinstance(tree, dict | list):
+            _check(tree)
+    except RecursionError:  # jsonb nests thousands of levels deep; orjson reads 1,024
+        raise MalformedOutput("nested too deeply to read") from None
     return loads(text) if value is _UNREAD else value
 
 

@@ -24,6 +24,9 @@ REF_FIELDS = frozenset({"$ref", "name", "type"})
 # What to_jsonb makes of a NaN or infinite numeric or float8: strings, which QuickBooks
 # refuses where it wants a number.
 NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+# QuickBooks objects nest a few levels (a group line's lines: 6); far deeper output is a
+# mistake, and would exhaust Python's recursion on the way (jsonb takes thousands)
+MAX_DEPTH = 64
 # The number fields of the objects qbsync pushes (where such a string is a mistake; in a
 # text field it may be a name)
 NUMBER_FIELDS = frozenset({
@@ -42,41 +45,42 @@ def collect(body: Any) -> tuple[set[Ref], set[str]]:
     """All shop references and setting names used anywhere in a mapping's output, checked
     on the way (one walk): MalformedOutput, naming the JSON path, for a `$ref`, `$id` or
     `$setting` of the wrong shape or type or with keys it does not take, a key starting
-    with "$" that is none of them (`$op` only at the top), or NaN/Infinity in a number
-    field. What substitute() then replaces is well formed."""
+    with "$" that is none of them (`$op` only at the top), NaN/Infinity in a number field,
+    or nesting deeper than MAX_DEPTH. What substitute() then replaces is well formed."""
     refs: set[Ref] = set()
     settings: set[str] = set()
     if isinstance(body, dict):
         if "$ref" in body or "$id" in body or "$setting" in body:
             raise MalformedOutput("the body itself is a reference: a mapping returns the "
                                   "QuickBooks object")
-        _walk(body, refs, settings, True)
+        _walk(body, refs, settings)
     elif isinstance(body, list):
-        _walk_list(body, refs, settings)
+        _walk_list(body, refs, settings, 0)
     return refs, settings
 
 
 # The walk is on every push's path: plain loops, the common case first (zero-cost `try`).
-def _walk(node: dict[str, Any], refs: set[Ref], settings: set[str], top: bool = False
-          ) -> None:
+def _walk(node: dict[str, Any], refs: set[Ref], settings: set[str], depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise MalformedOutput(f"nested more than {MAX_DEPTH} levels deep")
     for key, value in node.items():
         # `key < "%"` first: almost free, and false for every key not starting with "$"
         # or a character below it
-        if key < "%" and key[:1] == "$" and not (top and key == "$op"):
-            raise MalformedOutput(f'unknown key "{key}" (qbsync reads "$ref", "$id" and '
-                                  '"$setting" objects, and "$op" at the top)', key)
+        if key < "%" and key[:1] == "$" and not (depth == 0 and key == "$op"):
+            raise MalformedOutput(f"unknown key {_shown(key)} (qbsync reads \"$ref\", \"$id\" "
+                                  'and "$setting" objects, and "$op" at the top)', key)
         kind = value.__class__
         if kind is dict:
             try:
                 if "$ref" in value or "$id" in value or "$setting" in value:
                     _directive(value, refs, settings)
                 else:
-                    _walk(value, refs, settings)
+                    _walk(value, refs, settings, depth + 1)
             except MalformedOutput as exc:
                 raise exc.inside(key) from None
         elif kind is list:
             try:
-                _walk_list(value, refs, settings)
+                _walk_list(value, refs, settings, depth + 1)
             except MalformedOutput as exc:
                 raise exc.inside(key) from None
         elif kind is str and key in NUMBER_FIELDS and value in NON_FINITE:
@@ -84,7 +88,9 @@ def _walk(node: dict[str, Any], refs: set[Ref], settings: set[str], top: bool = 
                                   "infinite value in the shop's data)", key)
 
 
-def _walk_list(node: list[Any], refs: set[Ref], settings: set[str]) -> None:
+def _walk_list(node: list[Any], refs: set[Ref], settings: set[str], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise MalformedOutput(f"nested more than {MAX_DEPTH} levels deep")
     for index, value in enumerate(node):
         kind = value.__class__
         if kind is dict:
@@ -92,12 +98,12 @@ def _walk_list(node: list[Any], refs: set[Ref], settings: set[str]) -> None:
                 if "$ref" in value or "$id" in value or "$setting" in value:
                     _directive(value, refs, settings)
                 else:
-                    _walk(value, refs, settings)
+                    _walk(value, refs, settings, depth + 1)
             except MalformedOutput as exc:
                 raise exc.inside(index) from None
         elif kind is list:
             try:
-                _walk_list(value, refs, settings)
+                _walk_list(value, refs, settings, depth + 1)
             except MalformedOutput as exc:
                 raise exc.inside(index) from None
 
@@ -131,7 +137,7 @@ def _named_ref(node: dict[str, Any]) -> Ref:
     if extra:
         why = ('a reference may carry only "name" and "type"; qbsync sets "value"'
                if kind == "$ref" else "it takes no other key")
-        raise MalformedOutput(f'"{extra[0]}" beside "{kind}" ({why})')
+        raise MalformedOutput(f'{_shown(extra[0])} beside "{kind}" ({why})')
     value = node[kind]
     if kind == "$setting":
         raise MalformedOutput(f'"$setting" must name a setting (a non-empty string), not '
@@ -149,7 +155,11 @@ def _named_ref(node: dict[str, Any]) -> Ref:
 
 
 def _shown(value: Any) -> str:
-    text = fastjson.dumps(value)
+    """A value for a message: its JSON, cut short."""
+    try:
+        text = fastjson.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # nested beyond the encoders' limits
+        text = f"a deeply nested {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -94,3 +94,11 @@ def test_digits_counts_what_a_number_needs_written_out() -> None:
     assert fastjson.digits("0.0") == 1
     assert fastjson.digits("NaN") is None
     assert fastjson.digits("Infinity") is None
+
+
+def test_a_body_nested_deeper_than_the_parsers_read_fails_the_row() -> None:
+    text = '{"Line": ' + "[" * 5000 + "1" + "]" * 5000 + "}"  # jsonb takes it
+    with pytest.raises(PushFailed) as info:
+        parse_body("order 7", text)
+    assert info.value.kind == "permanent"
+    assert "nested too deeply" in info.value.message

@@ -109,3 +109,11 @@ def test_substitute_replaces_what_collect_accepted() -> None:
         "LinkedTxn": [{"TxnId": "130", "TxnType": "Invoice"}],
         "TaxCodeRef": {"value": "3"},
     }
+
+
+def test_output_nested_far_deeper_than_quickbooks_objects_is_refused() -> None:
+    deep: Any = {"Amount": 1}
+    for _ in range(70):
+        deep = {"Line": [deep]}
+    with pytest.raises(QbsyncError, match="nested more than 64 levels deep"):
+        collect(deep)
