@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from .errors import MalformedOutput
 from .qbo.errors import (
     DuplicateDocNumber,
     DuplicateName,
@@ -168,8 +169,12 @@ class BatchPusher:
                       if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
         batchable: list[int] = []
         needs: dict[int, set[Ref]] = {}
-        for i in (i for i in bodies if i not in one_by_one):
-            refs_i, names = collect(bodies[i])  # each body walked once
+        for i in [i for i in bodies if i not in one_by_one]:  # each body walked once
+            try:
+                refs_i, names = collect(bodies[i])
+            except MalformedOutput:  # out of the batch: the single path says where
+                one_by_one.append(i)
+                continue
             missing = p.realm.missing(names)
             if missing:  # waits before anything is created for it, as one by one
                 out[i] = setting_failure(by_id[i].label, p.realm.realm_id, missing)
@@ -362,9 +367,12 @@ class BatchPusher:
                     continue
                 if rec["error_code"] or rec["body"] is None:
                     continue
-                body = parse_body(f"{entity} {key}", rec["body"]) or {}
-                if collect(body)[0]:
-                    continue  # a dependency with dependencies of its own: one by one
+                try:
+                    body = parse_body(f"{entity} {key}", rec["body"]) or {}
+                    if collect(body)[0]:
+                        continue  # a dependency with dependencies of its own: one by one
+                except (PushFailed, MalformedOutput):
+                    continue  # malformed: the rows that need it fail, saying where
                 try:
                     body = substitute(body, {}, p.realm.settings, realm_id=p.realm.realm_id)
                 except UnresolvedSetting:

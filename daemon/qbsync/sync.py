@@ -23,7 +23,7 @@ import orjson
 
 from . import fastjson
 from .digest import digest, marked_voided
-from .errors import QbsyncError
+from .errors import MalformedOutput
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
@@ -36,7 +36,7 @@ from .qbo.errors import (
 )
 from .queries import load as load_queries
 from .realm import Realm
-from .refs import Ref, UnresolvedSetting, collect, substitute
+from .refs import Ref, UnresolvedSetting, collect, substitute, where
 from .tokens import ReconnectRequired
 
 Q = load_queries()
@@ -52,6 +52,9 @@ WAIT_FOR_TRANSACTION = 5.0  # seconds before a row waiting for another row's pus
 # SQLSTATE classes after which the same mapping call may well succeed: connection,
 # resources, lock/serialization, operator intervention.
 TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
+# last_error_code of a row whose mapping output is malformed (beside the mapping's own
+# QB001 and QB002)
+MALFORMED = "QB003"
 
 
 @dataclass(frozen=True)
@@ -203,13 +206,28 @@ def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
     return PushFailed(kind, f"{label}: {text}", sqlstate, "map")
 
 
+def malformed(label: str, exc: MalformedOutput) -> PushFailed:
+    """Mapping output qbsync cannot send: no try can change it, so the row fails at once,
+    saying where and what."""
+    at = f" at {exc.path}" if exc.parts else ""
+    return PushFailed("permanent", f"{label}: mapping output{at}: {exc.problem}", MALFORMED,
+                      "map")
+
+
 def parse_body(label: str, text: str | None) -> dict[str, Any] | None:
+    """The mapping's body; a PushFailed (permanent) when it is not a JSON object or has a
+    number QuickBooks cannot be sent exactly (fastjson.loads_exact)."""
     if text is None:
         return None
-    body = fastjson.loads(text)
+    try:
+        body = fastjson.loads_exact(text)
+    except MalformedOutput as exc:
+        raise malformed(label, exc) from exc
     if not isinstance(body, dict):
-        raise PushFailed("permanent", f"{label}: mapping returned {type(body).__name__}, "
-                         "not a JSON object", None, "map")
+        kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"
+                }.get(type(body), "a number")
+        raise malformed(label, MalformedOutput(f"the mapping returned {kind}, not a JSON "
+                                               "object (SQL NULL means nothing to push)"))
     return body
 
 
@@ -284,7 +302,7 @@ class Pusher:
         names: set[str] | None = set()
         try:  # the row's own mapping and its references' in one lookup
             refs, names = collect(body) if op == "upsert" else (set(), set())
-        except QbsyncError:  # a malformed reference: _resolve raises it, after the checks below
+        except MalformedOutput:  # _resolve raises it, after the checks below
             refs = names = None
         found = await self.mapped({own, *(refs or ())})
         existing = found.get(own)
@@ -370,16 +388,18 @@ class Pusher:
                        names: set[str] | None = None) -> dict[str, Any]:
         """The body with its references replaced by QuickBooks Ids (created first where
         missing). `refs` and `names`: the body's references and settings, if already
-        collected; `found`: entity_map's rows for them, if just looked up. A setting the
-        company lacks makes the row wait before anything is created for it."""
+        collected; `found`: entity_map's rows for them, if just looked up. Malformed output
+        fails the row; a setting the company lacks makes it wait before anything is created
+        for it."""
+        whose = label if len(chain) < 2 else f"{label}: its {chain[-1][0]} {chain[-1][1]}"
         if refs is None or names is None:
             try:
                 refs, names = collect(body)
-            except ValueError as exc:
-                raise PushFailed("permanent", f"{label}: {exc}", None, "map") from exc
+            except MalformedOutput as exc:
+                raise malformed(whose, exc) from exc
+        await self._known_entities(body, refs, whose)
         missing = self.realm.missing(names)
         if missing:
-            whose = label if len(chain) < 2 else f"{label}: its {chain[-1][0]} {chain[-1][1]}"
             raise setting_failure(whose, self.realm.realm_id, missing)
         mapped = found if found is not None else await self.mapped(refs)
         ids = {ref: m.qbo_id for ref, m in mapped.items()
@@ -390,6 +410,19 @@ class Pusher:
             return substitute(body, ids, self.realm.settings, realm_id=self.realm.realm_id)
         except UnresolvedSetting as exc:  # a setting removed while the push ran
             raise setting_failure(label, self.realm.realm_id, [exc.name]) from exc
+
+    async def _known_entities(self, body: dict[str, Any], refs: set[Ref], label: str) -> None:
+        """Every reference names a registered entity (re-read once: a DBA may have defined
+        it after start); else the row fails before any dependency is created."""
+        unknown = {entity for entity, _ in refs if entity not in self.entities}
+        if unknown:
+            self.entities = await load_entities(self.pool)
+            unknown -= self.entities.keys()
+        if unknown:
+            entity = min(unknown)
+            raise malformed(label, MalformedOutput(
+                f'reference to unknown entity "{entity}" (not in qbsync.entities; register '
+                "it with qbsync.define_entity)", *where(body, entity)))
 
     async def _ensure_dependency(self, ref: Ref, chain: tuple[Ref, ...], label: str) -> str:
         entity, key = ref
