@@ -333,7 +333,7 @@ class Company:
     def __init__(self) -> None:
         self.accounts = [load("account_create.json")["Account"]]
 
-    async def query(self, select: str) -> list[dict[str, Any]]:
+    async def query_all(self, select: str) -> list[dict[str, Any]]:
         if "PaymentMethod" in select:
             return load("paymentmethod_query.json")["QueryResponse"]["PaymentMethod"]
         if "Account" in select:
@@ -345,7 +345,9 @@ class Company:
 
 
 async def test_settings_from_real_answers() -> None:
-    found = await look_up_references(Company())
+    lookup = await look_up_references(Company())
+    assert lookup.refused == {}
+    found = lookup.found
     assert found["custom_txn_numbers"] is False
     assert found["payment_method:american_express"] == {"value": "6", "name": "American Express"}
     assert found["payment_method:cash"] == {"value": "1", "name": "Cash"}
