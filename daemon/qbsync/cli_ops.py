@@ -112,12 +112,16 @@ def emulator_settings(url: str | None, database_url: str | None) -> dict[str, An
 @click.option("--realm", "realm_id", help="Company (realm ID); default: the active one.")
 @click.option("--no-revoke", is_flag=True, help="Only mark it disconnected here, without "
               "revoking the grant at Intuit (e.g. Intuit unreachable or keys lost).")
+@click.option("--emulator", metavar="URL", help="The company is on a local emulator on a "
+              "loopback address (what `qbsync connect --emulator URL` connected).")
 @database_option
 @operator_errors
-def disconnect_command(realm_id: str | None, no_revoke: bool, database_url: str | None) -> None:
+def disconnect_command(realm_id: str | None, no_revoke: bool, emulator: str | None,
+                       database_url: str | None) -> None:
     """Revoke a company's grant at Intuit and mark it disconnected (the row stays for
     history; its tokens are replaced by an encrypted empty payload)."""
-    settings = load_settings(database_url=database_url)
+    settings = load_settings(database_url=database_url,
+                             **emulator_settings(emulator, database_url))
     result = run_async(connecting.disconnect(settings, realm_id=realm_id,
                                                revoke=not no_revoke))
     click.echo(f"company {result.company_name or ''} (realm {result.realm_id}): "

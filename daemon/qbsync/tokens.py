@@ -110,6 +110,7 @@ class TokenStore:
         self._generation: int | None = None
         self._lock = asyncio.Lock()
         self._unreadable: str | None = None  # the key id it could not decrypt with
+        self._readable_said = False  # tokens_readable called since this store read them
         self.api_base_url: str | None = None
         self.environment: str | None = None
         self.refreshes = 0  # token endpoint calls made by this store (tests, stats)
@@ -171,12 +172,16 @@ class TokenStore:
                                        self.holder or "", key_id, list(self.vault.key_ids),
                                        message)
             raise TokensUnreadable(self.realm_id, message, key_id) from None
-        if self._unreadable is not None:
+        if self._unreadable is not None or not self._readable_said:
+            # Once after a failure, and at the first read of this process: a notice left
+            # by this daemon before a restart, or by a daemon now gone, is settled.
+            if self._unreadable is not None:
+                log.info("the tokens of QuickBooks company %s decrypt again; resuming",
+                         self.realm_id)
             self._unreadable = None
-            log.info("the tokens of QuickBooks company %s decrypt again; resuming",
-                     self.realm_id)
             with contextlib.suppress(asyncpg.PostgresError, OSError):
                 await conn.execute(Q.tokens_readable, self.realm_id, self.holder or "")
+                self._readable_said = True
         return tokens
 
     def _adopt(self, row: asyncpg.Record | None) -> TokenSet:

@@ -154,7 +154,8 @@ def api_base_for(stored: str, configured: str, policy: EndpointPolicy, *, realm_
             f"qbsync.connections.api_base_url of company {realm_id} is {shown(wanted)!r}, "
             f"which is not an API endpoint these settings allow ({choices}): connect the "
             "company again with `qbsync connect`, or set api_base_url (and quickbooks_hosts "
-            f"or {ALLOW_LOCAL_HINT} as needed) to choose it")
+            f"or {ALLOW_LOCAL_HINT} as needed) to choose it; for the local emulator, give "
+            "the command --emulator URL")
     policy.check(wanted, f"qbsync.connections.api_base_url of company {realm_id}")
     return wanted
 
