@@ -103,9 +103,10 @@ def emulator_settings(url: str | None, database_url: str | None) -> dict[str, An
     if not url:
         return {}
     try:
-        return connecting.emulator_overrides(url, load_settings(database_url=database_url))
+        connecting.emulator_base(url)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--emulator") from None
+    return connecting.emulator_overrides(url, load_settings(database_url=database_url))
 
 
 @click.command("disconnect")

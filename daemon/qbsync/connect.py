@@ -136,12 +136,9 @@ def discovery_for(environment: str, api_base_url: str, settings: Settings) -> st
     return oauth.DISCOVERY_PRODUCTION
 
 
-def emulator_overrides(url: str, settings: Settings, *,
-                       transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
-    """Settings that point `qbsync connect` / `qbsync run` at a local emulator: its API and
-    discovery document, loopback allowed, the emulator's own client id and secret when none
-    is set, and its clock's time scale unless rate_time_scale is set. ConfigError unless
-    ``url`` is http(s) on a loopback address."""
+def emulator_base(url: str) -> str:
+    """The ``--emulator`` URL without a trailing slash; ConfigError unless it is http(s)
+    on a loopback address (a token goes there over plain http)."""
     base = url.strip().rstrip("/")
     try:
         parsed = httpx.URL(base)
@@ -151,6 +148,15 @@ def emulator_overrides(url: str, settings: Settings, *,
             or not is_loopback_host(parsed.host or "") or parsed.path not in ("", "/"):
         raise ConfigError(f"--emulator {url}: the emulator must be on a loopback address, "
                           "e.g. http://127.0.0.1:8765")
+    return base
+
+
+def emulator_overrides(url: str, settings: Settings, *,
+                       transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+    """Settings that point `qbsync connect` / `run` / `disconnect` at a local emulator: its
+    API and discovery document, loopback allowed, the emulator's own client id and secret
+    when none is set, and its clock's time scale unless rate_time_scale is set."""
+    base = emulator_base(url)
     overrides: dict[str, Any] = {
         "api_base_url": base, "oauth_discovery_url": base + EMULATOR_DISCOVERY,
         "allow_local_quickbooks": True,
