@@ -53,7 +53,7 @@ async def shop(dixis_db: psycopg.Connection, emu: Emulator) -> Shop:
 @pytest.fixture
 def daemon_member(dixis_db: psycopg.Connection) -> Iterator[str]:
     """A login role that is only a member of qbsync_daemon (unique to this test run)."""
-    role = f"qbsync_sec_daemon_{os.getpid()}"
+    role = f"sec_daemon_member_{os.getpid()}"  # not qbsync_*: tests list those
     with psycopg.connect(url_for("postgres"), autocommit=True) as admin:
         admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         admin.execute(f'CREATE ROLE "{role}" LOGIN IN ROLE qbsync_daemon')
