@@ -29,6 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = os.environ.get("QBSYNC_BENCH_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def emulator_env(base_url: str) -> dict[str, str]:
+    """The settings (QBSYNC_* variables) that point a `qbsync run` process at a local
+    emulator: its API and discovery document, and loopback http allowed (qbsync sends a
+    token over http to a loopback address only with allow_local_quickbooks)."""
+    return {
+        "QBSYNC_API_BASE_URL": base_url,
+        "QBSYNC_OAUTH_DISCOVERY_URL": f"{base_url}/.well-known/openid_configuration",
+        "QBSYNC_ALLOW_LOCAL_QUICKBOOKS": "1",
+    }
+
+
 def with_dbname(url: str, dbname: str) -> str:
     """The same server and user as `url`, another database."""
     return make_conninfo(url, dbname=dbname)

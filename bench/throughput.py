@@ -57,6 +57,7 @@ from common import (  # bench/ is not a package
     cpu_seconds,
     create_database,
     drop_database,
+    emulator_env,
     machine_info,
     markdown_table,
     report_out,
@@ -173,8 +174,7 @@ class Rig:
             "QBSYNC_CLIENT_ID": DEFAULT_CLIENT_ID,
             "QBSYNC_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
             "QBSYNC_TOKEN_KEYS": self.token_keys,
-            "QBSYNC_OAUTH_DISCOVERY_URL":
-                f"{self.server.base_url}/.well-known/openid_configuration",
+            **emulator_env(self.server.base_url),
             "QBSYNC_RATE_LIMITS": "false",   # the emulator's limits are off too
             "QBSYNC_LOG_LEVEL": "WARNING",
             "QBSYNC_WORKER_NAME": "bench-daemon",

@@ -201,7 +201,8 @@ SELECT qbsync.mark_disconnected($1, $2, $3);
 SELECT realm_id, key_id, tokens, token_generation FROM qbsync.connections ORDER BY realm_id;
 
 -- name: live_daemons
-SELECT worker_id, started_at FROM qbsync.workers
+-- key_ids NULL: a daemon that did not record its key ring (older than 0011_keys.sql)
+SELECT worker_id, started_at, key_ids FROM qbsync.workers
 WHERE heartbeat_at > now() - interval '2 minutes'
 ORDER BY started_at;
 

@@ -10,6 +10,9 @@ SELECT qbsync.register_worker($1, $2, $3);
 -- name: unregister_worker
 SELECT qbsync.unregister_worker($1);
 
+-- name: register_worker_keys
+SELECT qbsync.register_worker_keys($1, $2::text[]);
+
 -- name: claim
 SELECT id, entity, key, attempts, request_id, force, origin, enqueued_at
 FROM qbsync.claim($1, $2, make_interval(secs => $3));
@@ -179,3 +182,9 @@ SELECT qbsync.store_refreshed_tokens($1, $2, $3, $4, $5);
 
 -- name: mark_needs_reconnect
 SELECT qbsync.mark_needs_reconnect($1, $2);
+
+-- name: tokens_unreadable
+SELECT qbsync.tokens_unreadable($1, $2, $3, $4::text[], $5);
+
+-- name: tokens_readable
+SELECT qbsync.tokens_readable($1, $2);

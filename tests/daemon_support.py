@@ -21,7 +21,10 @@ from qbsync.qbo.oauth import TokenSet
 from qbsync.tokens import save_connection
 from qbsync.vault import Vault, generate_key
 
-EMULATOR_URL = "http://qbo.emulator"
+# A loopback address (the endpoint policy accepts http only there, with
+# allow_local_quickbooks); requests reach the in-process emulator through its ASGI transport,
+# and one that escaped it would meet the closed discard port at once.
+EMULATOR_URL = "http://127.0.0.1:9"
 
 
 @dataclass
@@ -57,7 +60,9 @@ def settings_for(url: str, token_keys: str, **overrides: Any) -> Settings:
         "client_id": DEFAULT_CLIENT_ID,
         "client_secret": DEFAULT_CLIENT_SECRET,
         "token_keys": token_keys,
+        "api_base_url": EMULATOR_URL,
         "oauth_discovery_url": f"{EMULATOR_URL}/.well-known/openid_configuration",
+        "allow_local_quickbooks": True,
         "rate_limits": False,
         "poll_interval": 0.5,
         "lease_seconds": 30,
@@ -80,7 +85,8 @@ async def connect_shop(url: str, emu: Emulator, *, custom_txn_numbers: bool = Tr
                               company_name="Dixis Α.Ε.", environment="emulator")
     finally:
         await conn.close()
-    return Shop(url, emu, realm_id, settings_for(url, keys, **overrides))
+    return Shop(url, emu, realm_id, settings_for(url, keys, api_base_url=api_base_url,
+                                                 **overrides))
 
 
 async def connect_quick_retry_shop(url: str, emu: Emulator) -> Shop:

@@ -24,7 +24,9 @@ def daemon_env(db_url: str, emulator_url: str, token_keys: str, **settings: obje
         "QBSYNC_CLIENT_ID": DEFAULT_CLIENT_ID,
         "QBSYNC_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
         "QBSYNC_TOKEN_KEYS": token_keys,
+        "QBSYNC_API_BASE_URL": emulator_url,
         "QBSYNC_OAUTH_DISCOVERY_URL": f"{emulator_url}/.well-known/openid_configuration",
+        "QBSYNC_ALLOW_LOCAL_QUICKBOOKS": "1",  # the emulator listens on 127.0.0.1
         "QBSYNC_RATE_LIMITS": "false",
         "QBSYNC_POLL_INTERVAL": "0.2",
         "QBSYNC_LEASE_SECONDS": "10",

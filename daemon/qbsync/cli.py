@@ -82,17 +82,22 @@ def migrate_command(database_url: str | None) -> None:
 
 
 @main.command("run")
+@click.option("--emulator", metavar="URL", help="Sync to a local emulator on a loopback "
+              "address (what `qbsync connect --emulator URL` connected): its API, OAuth "
+              "endpoints and time scale, and its client id/secret when none is set.")
 @database_option
 @operator_errors
-def run_command(database_url: str | None) -> None:
+def run_command(emulator: str | None, database_url: str | None) -> None:
     """Run the sync daemon until SIGTERM/SIGINT (systemd: Type=notify, watchdog).
 
     Settings come from QBSYNC_* variables, systemd credentials and the TOML file
     (QBSYNC_CONFIG, default /etc/qbsync/qbsync.toml); see systemd/qbsync.toml.example.
     """
+    from .cli_ops import emulator_settings
     from .daemon import main as run_daemon  # the daemon's imports are not needed elsewhere
 
-    sys.exit(run_daemon(load_settings(database_url=database_url)))
+    sys.exit(run_daemon(load_settings(database_url=database_url,
+                                      **emulator_settings(emulator, database_url))))
 
 
 @main.group("shop")

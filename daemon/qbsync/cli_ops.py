@@ -19,7 +19,7 @@ from . import demo as demo_mod
 from . import keys
 from .cli import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, database_option, operator_errors
 from .config import load_settings
-from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from .errors import ConfigError
 from .vault import generate_key
 
 T = TypeVar("T")
@@ -49,8 +49,9 @@ def _has_gui() -> bool:
 @click.command("connect")
 @click.option("--sandbox", "where", flag_value="sandbox", help="Intuit's sandbox companies.")
 @click.option("--production", "where", flag_value="production", help="Intuit production.")
-@click.option("--emulator", metavar="URL", help="A local emulator (`qbsync emulator`), e.g. "
-              "http://127.0.0.1:8765; its default client id/secret are used when none is set.")
+@click.option("--emulator", metavar="URL", help="A local emulator (`qbsync emulator`) on a "
+              "loopback address, e.g. http://127.0.0.1:8765; its default client id/secret "
+              "are used when none is set, its time scale unless rate_time_scale is set.")
 @click.option("--port", type=click.IntRange(0, 65535), default=connecting.DEFAULT_PORT,
               show_default=True, help="Local port of the redirect http://localhost:PORT/callback "
               "(register that exact URI in the Intuit app; 0 = any free port).")
@@ -71,12 +72,8 @@ def connect_command(where: str | None, emulator: str | None, port: int, no_brows
     """
     if where and emulator:
         raise click.UsageError("--emulator cannot be combined with --sandbox/--production")
-    overrides: dict[str, str] = {}
-    if emulator:
-        settings = load_settings(database_url=database_url)
-        if not settings.client_id and settings.client_secret is None:
-            overrides = {"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET}
-    settings = load_settings(database_url=database_url, **overrides)
+    settings = load_settings(database_url=database_url,
+                             **emulator_settings(emulator, database_url))
     target = connecting.target_for(settings, sandbox=where == "sandbox",
                                    production=where == "production", emulator=emulator)
 
@@ -100,16 +97,32 @@ def connect_command(where: str | None, emulator: str | None, port: int, no_brows
                "((re)start `qbsync run` to sync to it)")
 
 
+def emulator_settings(url: str | None, database_url: str | None) -> dict[str, Any]:
+    """The overrides of ``--emulator URL`` (none without it); a URL that is not on a
+    loopback address is a usage error."""
+    if not url:
+        return {}
+    try:
+        connecting.emulator_base(url)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--emulator") from None
+    return connecting.emulator_overrides(url, load_settings(database_url=database_url))
+
+
 @click.command("disconnect")
 @click.option("--realm", "realm_id", help="Company (realm ID); default: the active one.")
 @click.option("--no-revoke", is_flag=True, help="Only mark it disconnected here, without "
               "revoking the grant at Intuit (e.g. Intuit unreachable or keys lost).")
+@click.option("--emulator", metavar="URL", help="The company is on a local emulator on a "
+              "loopback address (what `qbsync connect --emulator URL` connected).")
 @database_option
 @operator_errors
-def disconnect_command(realm_id: str | None, no_revoke: bool, database_url: str | None) -> None:
+def disconnect_command(realm_id: str | None, no_revoke: bool, emulator: str | None,
+                       database_url: str | None) -> None:
     """Revoke a company's grant at Intuit and mark it disconnected (the row stays for
     history; its tokens are replaced by an encrypted empty payload)."""
-    settings = load_settings(database_url=database_url)
+    settings = load_settings(database_url=database_url,
+                             **emulator_settings(emulator, database_url))
     result = run_async(connecting.disconnect(settings, realm_id=realm_id,
                                                revoke=not no_revoke))
     click.echo(f"company {result.company_name or ''} (realm {result.realm_id}): "
@@ -135,10 +148,14 @@ def keygen_command(key_id: str | None) -> None:
 @click.command("rotate-key")
 @click.option("--new-key-id", metavar="ID", help="The new key's id: refuse unless it is the "
               "ring's primary (first) key.")
-@click.option("--dry-run", is_flag=True, help="Check every row decrypts; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Check every row decrypts and every running "
+              "daemon holds the new key; change nothing.")
+@click.option("--force", is_flag=True, help="Re-encrypt even while running daemons lack the "
+              "new key (they pause their company, losing no try, until restarted with it).")
 @database_option
 @operator_errors
-def rotate_key_command(new_key_id: str | None, dry_run: bool, database_url: str | None) -> None:
+def rotate_key_command(new_key_id: str | None, dry_run: bool, force: bool,
+                       database_url: str | None) -> None:
     """Re-encrypt every company's tokens under the primary (first) token key.
 
     \b
@@ -150,8 +167,10 @@ def rotate_key_command(new_key_id: str | None, dry_run: bool, database_url: str 
     4. once it reports every row under `new`, drop the old key from the ring, restart.
 
     Each row is re-encrypted under the realm's refresh lock and row lock, token_generation
-    unchanged. Refuses (changing nothing) when a row's key is not in the ring or a row does
-    not decrypt. Exit 0: every row is under the new key; 1: refused or incomplete.
+    unchanged. Refuses (changing nothing) when a row's key is not in the ring, a row does
+    not decrypt, or a running daemon does not hold the new key (it records its key ids in
+    qbsync.workers at start; --force overrides, naming them). Exit 0: every row is under
+    the new key; 1: refused or incomplete.
     """
     settings = load_settings(database_url=database_url)
 
@@ -161,15 +180,22 @@ def rotate_key_command(new_key_id: str | None, dry_run: bool, database_url: str 
         click.echo(f"[{done}/{total}] realm {realm}: {old} -> {primary}")
 
     result = run_async(keys.rotate(settings, new_key_id=new_key_id, dry_run=dry_run,
-                                     progress=progress))
-    for daemon in result.live_daemons:
-        click.echo(f"note: daemon {daemon} is running: it must have been restarted with the "
-                   f"new ring (key {result.primary!r} first)", err=True)
+                                     force=force, progress=progress))
+    for daemon in result.lacking:
+        click.secho(f"warning (--force): daemon {daemon} does not hold key {primary!r}: it "
+                    "pauses its company with a tokens_unreadable notice until restarted with "
+                    "the new ring", fg="yellow", err=True)
+    for daemon in result.not_primary:
+        click.echo(f"note: daemon {daemon} holds {primary!r} but encrypts with another key: "
+                   f"restart it with {primary!r} first in its ring, or its refreshes undo the "
+                   "rotation", err=True)
     by_key = ", ".join(f"{k}: {n}" for k, n in result.by_key.items()) or "no rows"
     if dry_run:
         click.echo(f"dry run: {result.total} connection(s), all decrypt; "
                    f"{result.total - result.already} to re-encrypt under {result.primary!r} "
-                   f"(rows by key: {by_key})")
+                   f"(rows by key: {by_key}); {len(result.live_daemons)} running daemon(s)"
+                   + (f", {len(result.lacking)} without the new key" if result.lacking else
+                      ", all holding the new key"))
         return
     click.echo(f"re-encrypted {result.reencrypted} of {result.total} connection(s) under key "
                f"{result.primary!r} ({result.already} already were); rows by key: {by_key}")

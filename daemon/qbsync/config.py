@@ -19,19 +19,29 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from .errors import ConfigError
 from .logs import register_secret, scrub
+from .qbo.endpoints import DEFAULT_MAX_RESPONSE_BYTES, EndpointPolicy, normalise_host
+from .qbo.oauth import EndpointSettings
 from .vault import key_ring_entries, parse_key_ring
 
 DEFAULT_CONFIG_FILE = Path("/etc/qbsync/qbsync.toml")
@@ -146,15 +156,51 @@ class Settings(BaseSettings):
         "AES-256 keys, standard base64; commas or newlines); the first encrypts, all decrypt "
         "(rotation); prefer the systemd credential qbsync-token-keys",
     )
+    # Checked before the URLs below (validators see the fields defined before them).
+    quickbooks_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="hosts besides Intuit's own that may get the QuickBooks token and the "
+        "client secret over https (e.g. a forwarding proxy); a list, or commas in the "
+        "environment",
+    )
+    allow_local_quickbooks: bool = Field(
+        default=False,
+        description="accept QuickBooks and OAuth URLs on a loopback address (127.0.0.1, ::1, "
+        "localhost), over http too: for the local emulator, the demo and tests only",
+    )
     api_base_url: str = Field(
         default=INTUIT_API,
         description="QuickBooks Accounting API base URL (sandbox: "
-        "https://sandbox-quickbooks.api.intuit.com; or the local emulator)",
+        "https://sandbox-quickbooks.api.intuit.com; the local emulator needs "
+        "allow_local_quickbooks); a company's stored URL may only choose this one or "
+        "Intuit's production or sandbox API",
     )
     oauth_discovery_url: str = Field(
         default=INTUIT_DISCOVERY,
-        description="Intuit OpenID discovery document giving the OAuth endpoints (sandbox: "
-        "https://developer.intuit.com/.well-known/openid_sandbox_configuration/)",
+        description="OpenID discovery document giving the OAuth endpoints (sandbox: "
+        "https://developer.intuit.com/.well-known/openid_sandbox_configuration/); empty = "
+        "no discovery: the endpoints set below, else Intuit's documented ones",
+    )
+    oauth_authorization_endpoint: str = Field(
+        default="",
+        description="OAuth authorization endpoint; empty = from the discovery document, "
+        "else Intuit's https://appcenter.intuit.com/connect/oauth2",
+    )
+    oauth_token_endpoint: str = Field(
+        default="",
+        description="OAuth token endpoint; empty = from the discovery document, else "
+        "Intuit's https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    )
+    oauth_revocation_endpoint: str = Field(
+        default="",
+        description="OAuth token revocation endpoint; empty = from the discovery document, "
+        "else Intuit's https://developer.api.intuit.com/v2/oauth2/tokens/revoke",
+    )
+    max_response_bytes: int = Field(
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        ge=64 * 1024,
+        description="largest answer read from QuickBooks or its OAuth server, in bytes; a "
+        "longer one is cut off and the attempt retried",
     )
     minor_version: int = Field(
         default=75,
@@ -231,8 +277,9 @@ class Settings(BaseSettings):
     rate_time_scale: float = Field(
         default=1.0,
         gt=0,
-        description="how many times faster than real time the limit windows run; 1 for "
-        "QuickBooks, the emulator's --time-scale for tests and benchmarks against it",
+        description="how many times faster than real time QuickBooks' clock runs (limit "
+        "windows, token lifetimes, the token refresh margin); 1 for QuickBooks, the "
+        "emulator's --time-scale for tests and benchmarks against it",
     )
 
     # --- behaviour ------------------------------------------------------------------------
@@ -282,17 +329,29 @@ class Settings(BaseSettings):
                 raise ValueError("must be a QuickBooks realm ID (digits only)")
         return value
 
-    @field_validator("api_base_url", "oauth_discovery_url")
+    @field_validator("quickbooks_hosts", mode="before")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")) or len(value) <= len("https://"):
-            raise ValueError("must be an http:// or https:// URL")
+    def _host_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment: commas or white space
+            value = [h for h in value.replace(",", " ").split() if h]
+        if isinstance(value, list | tuple):
+            return tuple(normalise_host(str(h)) for h in value)
         return value
 
-    @field_validator("api_base_url")
+    @field_validator("api_base_url", "oauth_discovery_url", "oauth_authorization_endpoint",
+                     "oauth_token_endpoint", "oauth_revocation_endpoint")
     @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _allowed_endpoint(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name != "api_base_url":
+            return value  # unset: discovered, or Intuit's documented endpoint
+        if not value.startswith(("https://", "http://")) or len(value) <= len("https://"):
+            raise ValueError("must be an http:// or https:// URL")
+        policy = EndpointPolicy.of(info.data.get("quickbooks_hosts") or (),
+                                   bool(info.data.get("allow_local_quickbooks")))
+        why = policy.refusal(value)
+        if why is not None:
+            raise ValueError(f"refused: {why}")
+        return value.rstrip("/") if info.field_name == "api_base_url" else value
 
     @field_validator("token_keys")
     @classmethod
@@ -372,6 +431,19 @@ class Settings(BaseSettings):
             for entry in key_ring_entries(self.token_keys.get_secret_value()):
                 values.append(entry.partition(":")[2].strip())  # each key, as written
         return [v for v in values if v]
+
+    def endpoint_policy(self) -> EndpointPolicy:
+        """The hosts that may get a QuickBooks token or the client secret."""
+        return EndpointPolicy.of(self.quickbooks_hosts, self.allow_local_quickbooks)
+
+    def oauth_sources(self, discovery_url: str | None = None) -> EndpointSettings:
+        """Where the OAuth endpoints come from: those set directly, else the discovery
+        document (``discovery_url`` when a connect target names another one)."""
+        return EndpointSettings(
+            discovery_url=self.oauth_discovery_url if discovery_url is None else discovery_url,
+            authorization_endpoint=self.oauth_authorization_endpoint,
+            token_endpoint=self.oauth_token_endpoint,
+            revocation_endpoint=self.oauth_revocation_endpoint)
 
     def token_key_ring(self) -> dict[str, bytes]:
         """``token_keys`` parsed: key id -> raw key bytes, in order (the first encrypts)."""

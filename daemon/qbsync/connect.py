@@ -1,6 +1,8 @@
 """Connect a QuickBooks company (OAuth 2.0 authorization code flow) and disconnect it.
 
-``connect``: discover Intuit's endpoints, send the operator's browser to the authorization
+``connect``: find the OAuth endpoints (set directly, else discovered, else Intuit's
+documented ones; every one checked against the endpoint policy of
+`qbsync.qbo.endpoints`), send the operator's browser to the authorization
 URL (scope ``com.intuit.quickbooks.accounting``, a random ``state``), catch the redirect on
 ``http://localhost:PORT/callback`` with a one-shot local HTTP server (or take the redirect
 address pasted into the terminal), check ``state``, exchange the code, read CompanyInfo
@@ -10,7 +12,11 @@ demo and the tests drive the same flow headlessly (:func:`headless_browser`).
 ``disconnect``: revoke the grant at Intuit with the refresh token, then mark the
 connection ``disconnected`` and inactive and overwrite its ciphertext with an encrypted
 empty payload (the row stays for history; no token remains). Both happen under the
-realm's refresh lock, so a daemon's refresh cannot rotate the token being revoked.
+realm's refresh lock, so a daemon's refresh cannot rotate the token being revoked. The
+row's stored API URL only chooses among the endpoints the settings allow.
+
+``--emulator URL`` (`emulator_overrides`): the settings that point `connect` and `run` at a
+local emulator on a loopback address, with its clock's time scale.
 
 Tokens are never printed or logged.
 """
@@ -38,6 +44,7 @@ from .config import Settings
 from .errors import ConfigError, QbsyncError
 from .qbo import oauth
 from .qbo.client import QboClient
+from .qbo.endpoints import api_base_for, http_client, is_loopback_host
 from .qbo.errors import QboError
 from .queries import load as load_daemon_queries
 from .queries import load_cli
@@ -118,14 +125,65 @@ def target_for(settings: Settings, *, sandbox: bool = False, production: bool = 
 
 
 def discovery_for(environment: str, api_base_url: str, settings: Settings) -> str:
-    """The discovery document of a stored connection (for revoke)."""
-    if environment == "production":
-        return oauth.DISCOVERY_PRODUCTION
+    """The discovery document of a stored connection (for revoke); ``api_base_url`` must
+    have passed `api_base_for` (the row alone decides nothing)."""
+    if settings.oauth_discovery_url != oauth.DISCOVERY_PRODUCTION:
+        return settings.oauth_discovery_url  # set on purpose (or "" for none)
     if environment == "sandbox":
         return oauth.DISCOVERY_SANDBOX
     if environment == "emulator":
         return api_base_url.rstrip("/") + EMULATOR_DISCOVERY
-    return settings.oauth_discovery_url
+    return oauth.DISCOVERY_PRODUCTION
+
+
+def emulator_base(url: str) -> str:
+    """The ``--emulator`` URL without a trailing slash; ConfigError unless it is http(s)
+    on a loopback address (a token goes there over plain http)."""
+    base = url.strip().rstrip("/")
+    try:
+        parsed = httpx.URL(base)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or parsed.userinfo \
+            or not is_loopback_host(parsed.host or "") or parsed.path not in ("", "/"):
+        raise ConfigError(f"--emulator {url}: the emulator must be on a loopback address, "
+                          "e.g. http://127.0.0.1:8765")
+    return base
+
+
+def emulator_overrides(url: str, settings: Settings, *,
+                       transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+    """Settings that point `qbsync connect` / `run` / `disconnect` at a local emulator: its
+    API and discovery document, loopback allowed, the emulator's own client id and secret
+    when none is set, and its clock's time scale unless rate_time_scale is set."""
+    base = emulator_base(url)
+    overrides: dict[str, Any] = {
+        "api_base_url": base, "oauth_discovery_url": base + EMULATOR_DISCOVERY,
+        "allow_local_quickbooks": True,
+        # its endpoints come from its discovery document, not from endpoints set for Intuit
+        "oauth_authorization_endpoint": "", "oauth_token_endpoint": "",
+        "oauth_revocation_endpoint": ""}
+    if not settings.client_id and settings.client_secret is None:
+        from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+        overrides.update(client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET)
+    if "rate_time_scale" not in settings.model_fields_set:
+        scale = emulator_time_scale(base, transport=transport)
+        if scale is not None:
+            overrides["rate_time_scale"] = scale
+    return overrides
+
+
+def emulator_time_scale(base: str, *, transport: httpx.BaseTransport | None = None
+                        ) -> float | None:
+    """The emulator's clock speed (its /_emulator/state); None when it does not say."""
+    try:
+        with httpx.Client(transport=transport, timeout=10, follow_redirects=False) as http:
+            resp = http.get(base + "/_emulator/state")
+        scale = float(resp.json()["time_scale"]) if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return scale if scale is not None and scale > 0 else None
 
 
 def client_credentials(settings: Settings) -> oauth.ClientCredentials:
@@ -145,16 +203,13 @@ def vault_for(settings: Settings) -> Vault:
     return Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
 
 
-async def endpoints_for(http: httpx.AsyncClient, discovery_url: str) -> oauth.OAuthEndpoints:
-    """Discovered endpoints; Intuit's known ones when its own discovery is unreachable."""
-    known = {oauth.DISCOVERY_PRODUCTION: oauth.PRODUCTION, oauth.DISCOVERY_SANDBOX: oauth.SANDBOX}
-    try:
-        return await oauth.discover(http, discovery_url)
-    except (QboError, oauth.OAuthError):
-        fallback = known.get(discovery_url.rstrip("/") + "/")
-        if fallback is None:
-            raise
-        return fallback
+async def endpoints_for(http: httpx.AsyncClient, settings: Settings,
+                        discovery_url: str) -> oauth.OAuthEndpoints:
+    """The OAuth endpoints: set directly in the settings, else from ``discovery_url``, else
+    Intuit's documented ones; each checked against the endpoint policy."""
+    return await oauth.resolve_endpoints(http, settings.oauth_sources(discovery_url),
+                                         settings.endpoint_policy(),
+                                         max_bytes=settings.max_response_bytes)
 
 
 # --- the redirect catcher ---------------------------------------------------------------
@@ -315,10 +370,12 @@ async def connect(
     """
     client = client_credentials(settings)
     vault = vault_for(settings)
+    policy = settings.endpoint_policy()
+    policy.check(target.api_base_url, "the QuickBooks API URL")  # before the browser
     await _check_schema(settings)  # fail before the operator goes through the browser
     state = secrets.token_urlsafe(24)
-    async with httpx.AsyncClient(transport=transport, timeout=settings.http_timeout) as http:
-        endpoints = await endpoints_for(http, target.discovery_url)
+    async with http_client(policy, transport=transport, timeout=settings.http_timeout) as http:
+        endpoints = await endpoints_for(http, settings, target.discovery_url)
         try:
             server = CallbackServer(state, port).start()
         except OSError as exc:
@@ -338,10 +395,13 @@ async def connect(
         finally:
             server.stop()
         tokens = await oauth.exchange_code(http, client, redirect.code, server.redirect_uri,
-                                           endpoints=endpoints)
+                                           endpoints=endpoints,
+                                           time_scale=settings.rate_time_scale,
+                                           max_bytes=settings.max_response_bytes)
         api = QboClient(http, base_url=target.api_base_url, realm_id=redirect.realm_id,
                         tokens=_FixedToken(tokens.access_token),
-                        minor_version=settings.minor_version, timeout=settings.http_timeout)
+                        minor_version=settings.minor_version, timeout=settings.http_timeout,
+                        max_response_bytes=settings.max_response_bytes)
         info = await api.company_info()
     name = info.get("CompanyName") or info.get("LegalName")
     conn = await open_db(settings)
@@ -427,19 +487,26 @@ async def _revoke(conn: asyncpg.Connection, vault: Vault, client: oauth.ClientCr
                   transport: httpx.AsyncBaseTransport | None) -> tuple[bool, str]:
     row = await conn.fetchrow(Q.connection_tokens, realm)
     assert row is not None
+    retry = "nothing changed (retry, or --no-revoke to only mark it disconnected here)"
+    policy = settings.endpoint_policy()
+    try:  # the row chooses at most among the endpoints the settings allow
+        api_base = api_base_for(row["api_base_url"], settings.api_base_url, policy,
+                                realm_id=realm)
+    except ConfigError as exc:
+        raise QbsyncError(f"{exc}; {retry}") from None
     payload = vault.decrypt(realm, row["tokens"], row["key_id"])
     token = payload.get("refresh_token")
     if not token:
         return False, "no token stored to revoke"
-    discovery = discovery_for(row["environment"], row["api_base_url"], settings)
-    retry = "nothing changed (retry, or --no-revoke to only mark it disconnected here)"
-    async with httpx.AsyncClient(transport=transport, timeout=settings.http_timeout) as http:
+    discovery = discovery_for(row["environment"], api_base, settings)
+    async with http_client(policy, transport=transport, timeout=settings.http_timeout) as http:
         try:
-            endpoints = await endpoints_for(http, discovery)
+            endpoints = await endpoints_for(http, settings, discovery)
         except QbsyncError as exc:
             raise QbsyncError(f"cannot find Intuit's revoke endpoint: {exc}; {retry}") from None
         try:
-            await oauth.revoke(http, client, str(token), endpoints=endpoints)
+            await oauth.revoke(http, client, str(token), endpoints=endpoints,
+                               max_bytes=settings.max_response_bytes)
         except oauth.OAuthError as exc:
             if exc.status == 401 or exc.error == "invalid_client" or exc.status is None:
                 raise QbsyncError(f"revoking at Intuit failed: {exc}; {retry}") from None

@@ -22,12 +22,13 @@ from .db import Listener, wait_for_pool
 from .errors import ConfigError
 from .qbo import oauth
 from .qbo.client import QboClient
+from .qbo.endpoints import api_base_for, http_client
 from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
 from .sync import Pusher, PushFailed, Row, load_entities
-from .tokens import ReconnectRequired, TokenStore
+from .tokens import ReconnectRequired, TokenStore, TokensUnreadable
 from .vault import Vault
 from .worker import DB_ERRORS, Worker, WorkerConfig
 
@@ -79,12 +80,11 @@ async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings,
 
 async def _endpoints(http: httpx.AsyncClient, settings: Settings) -> oauth.OAuthEndpoints:
     try:
-        return await oauth.discover(http, settings.oauth_discovery_url)
+        return await oauth.resolve_endpoints(http, settings.oauth_sources(),
+                                             settings.endpoint_policy(),
+                                             max_bytes=settings.max_response_bytes)
     except (QboError, oauth.OAuthError) as exc:
-        if settings.oauth_discovery_url.rstrip("/") == oauth.DISCOVERY_PRODUCTION.rstrip("/"):
-            log.warning("OpenID discovery failed (%s); using Intuit's known endpoints", exc)
-            return oauth.PRODUCTION
-        raise ConfigError(f"oauth_discovery_url: {exc}") from exc
+        raise ConfigError(f"oauth_discovery_url: {exc}") from None
 
 
 async def start(
@@ -112,13 +112,24 @@ async def start(
         if row is None:
             await pool.close()
             return None
-        http = httpx.AsyncClient(transport=transport, timeout=settings.http_timeout)
-        endpoints = await _endpoints(http, settings)
-        realm = Realm(row["realm_id"], row["api_base_url"], row["company_name"])
+        policy = settings.endpoint_policy()
+        # The row may only choose among the endpoints the settings allow (a member of
+        # qbsync_daemon can update it): refused here, before any request.
+        api_base = api_base_for(row["api_base_url"], settings.api_base_url, policy,
+                                realm_id=row["realm_id"])
+        http = http_client(policy, transport=transport, timeout=settings.http_timeout)
+        try:
+            endpoints = await _endpoints(http, settings)
+        except BaseException:
+            await http.aclose()
+            raise
+        realm = Realm(row["realm_id"], api_base, row["company_name"])
         tokens = TokenStore(
             pool, vault, realm.realm_id, http=http, endpoints=endpoints,
             client=oauth.ClientCredentials(settings.client_id,
                                            settings.client_secret.get_secret_value()),
+            time_scale=settings.rate_time_scale, holder=settings.worker_name,
+            max_response_bytes=settings.max_response_bytes,
         )
         limiter = None
         if settings.rate_limits:
@@ -136,9 +147,17 @@ async def start(
                             freed, settings.worker_name)
         client = QboClient(http, base_url=realm.api_base_url, realm_id=realm.realm_id,
                            tokens=tokens, minor_version=settings.minor_version,
-                           limiter=limiter, timeout=settings.http_timeout)
-        prepared = await _prepare(pool, realm, client, stop)
+                           limiter=limiter, timeout=settings.http_timeout,
+                           max_response_bytes=settings.max_response_bytes)
+        # Registered before the first token read: `qbsync rotate-key` sees this daemon and
+        # the key ids it holds from here on.
+        await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,
+                           os.getpid())
+        await pool.execute(Q.register_worker_keys, settings.worker_name, list(vault.key_ids))
+        prepared = await _prepare(pool, realm, client, stop, worker=settings.worker_name)
         if prepared is None:
+            with contextlib.suppress(*DB_ERRORS):
+                await pool.execute(Q.unregister_worker, settings.worker_name)
             await http.aclose()
             await pool.close()
             return None
@@ -158,8 +177,6 @@ async def start(
                          wakeup_notify=settings.wakeup_notify),
             on_dead=_report_dead(realm.realm_id),
         )
-        await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,
-                           os.getpid())
         return Daemon(settings, pool, worker.listener, http, tokens, client, realm, worker)
     except BaseException:
         await pool.close()
@@ -177,12 +194,13 @@ def _report_lookup(realm: Realm, prepared: Prepared) -> None:
 
 
 async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
-                   stop: asyncio.Event) -> Prepared | None:
+                   stop: asyncio.Event, *, worker: str | None = None) -> Prepared | None:
     """The company's references, read at start; a QuickBooks error a retry can cure (429,
     401, 5xx, no answer) or the database restarting is waited out rather than ending the
-    process, which would only be restarted into the same throttle. A look-up QuickBooks
-    refuses only leaves its own settings unresolved (realm.prepare). None when stopped
-    meanwhile."""
+    process, which would only be restarted into the same throttle. So are stored tokens
+    this daemon's key ring cannot decrypt (a notice says so; the tokens may be re-encrypted
+    under a key it holds). A look-up QuickBooks refuses only leaves its own settings
+    unresolved (realm.prepare). None when stopped meanwhile."""
     delay = 1.0
     while True:
         try:
@@ -192,9 +210,14 @@ async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
                 raise
             log.warning("reading QuickBooks company %s failed (%s); retrying in %.0f s",
                         realm.realm_id, exc, delay)
+        except TokensUnreadable as exc:
+            sdnotify.notify(STATUS=f"paused: {exc}")
         except DB_ERRORS as exc:
             log.warning("saving QuickBooks company %s's references failed (%s); retrying in "
                         "%.0f s", realm.realm_id, exc, delay)
+        if worker is not None:  # still alive, for `qbsync rotate-key`
+            with contextlib.suppress(*DB_ERRORS):
+                await pool.execute(Q.heartbeat, worker)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         if stop.is_set():

@@ -9,7 +9,11 @@ Order of operations (a daemon keeps syncing throughout):
    encrypt every refreshed pair under ``new``.
 3. ``qbsync rotate-key --new-key-id new`` re-encrypts every connection row still under
    another key. It refuses, before changing anything, when the ring's primary is not
-   ``new``, when a row's key is not in the ring, or when any row does not decrypt.
+   ``new``, when a row's key is not in the ring, when any row does not decrypt, or when a
+   live daemon (``qbsync.workers``: heartbeat within 2 minutes) does not hold ``new``
+   (``key_ids``, which each daemon records at start; NULL for one too old to say).
+   ``--force`` re-encrypts anyway: such a daemon then pauses its company with a
+   ``tokens_unreadable`` notice, burning no try, until it is restarted with the new ring.
 4. When it reports every row under ``new``, drop the old key from the ring and restart.
 
 Each row is re-encrypted in its own transaction that holds the realm's refresh lock (the
@@ -18,8 +22,8 @@ realm))``) and the row lock (``FOR UPDATE``), and writes only if ``token_generat
 unchanged. The generation is NOT bumped: it means "the tokens changed", and they did not.
 A daemon that saw the generation move after its access token was rejected would adopt the
 stored (same, rejected) token instead of refreshing. A daemon still running with only the
-old key would fail at its next refresh, when it reads the row again: that is why step 2
-comes first.
+old key cannot read the row at its next refresh: that is why step 2 comes first, and why
+rotate-key checks the daemons' key ids.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class Rotation:
     already: int = 0  # rows already under the primary key
     by_key: dict[str, int] = field(default_factory=dict)  # after the run
     live_daemons: list[str] = field(default_factory=list)
+    lacking: list[str] = field(default_factory=list)  # live daemons without the new key
+    not_primary: list[str] = field(default_factory=list)  # hold it, but encrypt with another
 
     @property
     def complete(self) -> bool:
@@ -118,8 +124,32 @@ async def _rekey_row(conn: asyncpg.Connection, vault: Vault, realm: str) -> str 
         return str(row["key_id"])
 
 
+def check_daemons(result: Rotation, daemons: list[asyncpg.Record], force: bool) -> None:
+    """Sort the live daemons by what they hold; refuse (unless ``force``) when one lacks
+    the new key: it could not read the tokens once they are re-encrypted."""
+    primary = result.primary
+    for d in daemons:
+        ring = list(d["key_ids"]) if d["key_ids"] is not None else None
+        label = f"{d['worker_id']} (started {d['started_at']:%Y-%m-%d %H:%M}"
+        label += f", keys {', '.join(ring)})" if ring is not None else \
+            ", key ids unknown: started before daemons recorded them)"
+        result.live_daemons.append(label)
+        if ring is None or primary not in ring:
+            result.lacking.append(label)
+        elif ring[0] != primary:
+            result.not_primary.append(label)
+    if result.lacking and not force:
+        raise RotateError(
+            f"refused: {len(result.lacking)} running daemon(s) do not hold key {primary!r}: "
+            f"{'; '.join(result.lacking)}. Deploy the ring with {primary!r} first (e.g. "
+            f"QBSYNC_TOKEN_KEYS={primary}:…,<old>:…) and restart them, then run rotate-key "
+            "again; nothing changed. --force re-encrypts anyway: those daemons then pause "
+            "their company (a tokens_unreadable notice, no try lost) until restarted with "
+            "the new ring")
+
+
 async def rotate(settings: Settings, *, new_key_id: str | None = None, dry_run: bool = False,
-                 progress: Progress | None = None) -> Rotation:
+                 force: bool = False, progress: Progress | None = None) -> Rotation:
     """Re-encrypt every connection's tokens under the ring's primary key (module docstring)."""
     vault = vault_for(settings)
     check_primary(vault, new_key_id)
@@ -128,8 +158,7 @@ async def rotate(settings: Settings, *, new_key_id: str | None = None, dry_run: 
     try:
         rows = await conn.fetch(Q.connection_keys)
         result.total = len(rows)
-        result.live_daemons = [f"{r['worker_id']} (started {r['started_at']:%Y-%m-%d %H:%M})"
-                               for r in await conn.fetch(Q.live_daemons)]
+        check_daemons(result, list(await conn.fetch(Q.live_daemons)), force)
         preflight(vault, list(rows))
         todo = [r["realm_id"] for r in rows if r["key_id"] != vault.primary]
         result.already = result.total - len(todo)

@@ -175,9 +175,9 @@ def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 
     if isinstance(exc, Throttled):
         return PushFailed("throttled", message, code, operation, exc.retry_after / time_scale,
                           details)
-    if isinstance(exc, ReconnectRequired):
-        return PushFailed("paused", f"{label}: {exc}", None, operation, 300.0 / time_scale,
-                          details)
+    if isinstance(exc, ReconnectRequired):  # also TokensUnreadable (a shorter retry_after)
+        return PushFailed("paused", f"{label}: {exc}", None, operation,
+                          exc.retry_after / time_scale, details)
     if isinstance(exc, AuthError):
         return PushFailed("auth", message, code, operation, 5.0 / time_scale, details)
     if isinstance(exc, TransientError | TimeoutError):

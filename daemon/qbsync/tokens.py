@@ -2,7 +2,9 @@
 
 :class:`TokenStore` is the daemon's :class:`qbsync.qbo.client.TokenProvider` for one realm.
 It keeps the access token in memory and refreshes it when it expires within 5 minutes or
-when QuickBooks rejects it.
+when QuickBooks rejects it. Against an emulator running ``time_scale`` times faster than
+real time, token lifetimes and the margin shrink alike (5 minutes are 5 s at 60x): with
+the margin left at 5 real minutes, every request would refresh first.
 
 Refreshes are single-flight, in one process (an asyncio lock) and across processes (a
 session advisory lock per realm, taken on a pooled connection with no transaction open
@@ -14,6 +16,12 @@ access token is used, because Intuit may invalidate the old refresh token immedi
 A refresh token that Intuit rejects (``invalid_grant``) marks the connection
 ``needs_reconnect`` (the stored tokens are kept) and raises :class:`ReconnectRequired`:
 the daemon pauses the realm instead of failing rows.
+
+Stored tokens this daemon's key ring cannot decrypt (``qbsync rotate-key`` moved them to a
+key it lacks) raise :class:`TokensUnreadable`, a pause of the same kind: the daemon keeps
+running and burns no try, an admin notice (kind ``tokens_unreadable``) names the daemon
+and the key it needs, and the first successful read (the tokens re-encrypted under a key
+it holds, or the daemon restarted with the new ring) closes the notice and resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -34,18 +43,33 @@ from .qbo import oauth
 from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
 from .queries import load as load_queries
 from .queries import load_cli
-from .vault import Vault
+from .vault import Vault, VaultError
 
-REFRESH_MARGIN = 300.0  # seconds before expiry when the access token is refreshed
+REFRESH_MARGIN = 300.0  # QuickBooks seconds before expiry when the access token is refreshed
 Q = load_queries()
+log = logging.getLogger(__name__)
 
 
 class ReconnectRequired(QbsyncError):
     """The company must be connected again (``qbsync connect``); its rows wait meanwhile."""
 
+    retry_after: float = 300.0  # QuickBooks seconds until a row paused by it is tried again
+
     def __init__(self, realm_id: str, message: str) -> None:
         super().__init__(message)
         self.realm_id = realm_id
+
+
+class TokensUnreadable(ReconnectRequired):
+    """This daemon's key ring cannot decrypt the stored tokens: the realm is paused here
+    (no try burnt) until they decrypt again; another daemon holding the key may push the
+    rows meanwhile, hence the short retry."""
+
+    retry_after = 10.0
+
+    def __init__(self, realm_id: str, message: str, key_id: str) -> None:
+        super().__init__(realm_id, message)
+        self.key_id = key_id
 
 
 def _utcnow() -> datetime:
@@ -65,7 +89,10 @@ class TokenStore:
         client: ClientCredentials,
         endpoints: OAuthEndpoints = oauth.PRODUCTION,
         refresh_margin: float = REFRESH_MARGIN,
+        time_scale: float = 1.0,
         clock: Callable[[], datetime] = _utcnow,
+        holder: str | None = None,
+        max_response_bytes: int = oauth.DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.pool = pool
         self.vault = vault
@@ -73,11 +100,17 @@ class TokenStore:
         self.http = http
         self.client = client
         self.endpoints = endpoints
-        self.refresh_margin = refresh_margin
+        self.time_scale = time_scale
+        # real seconds: the margin is a span of the server's clock, like the token's life
+        self.refresh_margin = refresh_margin / time_scale
         self.clock = clock
+        self.holder = holder  # the daemon's worker name, for the tokens_unreadable notice
+        self.max_response_bytes = max_response_bytes
         self._tokens: TokenSet | None = None
         self._generation: int | None = None
         self._lock = asyncio.Lock()
+        self._unreadable: str | None = None  # the key id it could not decrypt with
+        self._readable_said = False  # tokens_readable called since this store read them
         self.api_base_url: str | None = None
         self.environment: str | None = None
         self.refreshes = 0  # token endpoint calls made by this store (tests, stats)
@@ -92,7 +125,7 @@ class TokenStore:
     async def load(self) -> TokenSet:
         """Read the stored tokens (no lock: a plain read of the latest committed pair)."""
         row = await self.pool.fetchrow(Q.read_tokens, self.realm_id)
-        return self._adopt(row)
+        return await self._readable(self.pool, row)
 
     async def access_token(self) -> str:
         tokens = self._tokens
@@ -114,6 +147,42 @@ class TokenStore:
 
     def _expiring(self, tokens: TokenSet) -> bool:
         return tokens.expires_within(self.refresh_margin, self.clock())
+
+    async def _readable(self, conn: asyncpg.Pool | asyncpg.Connection,
+                        row: asyncpg.Record | None) -> TokenSet:
+        """`_adopt`, turning a decryption failure into a pause with a notice (once), and
+        closing that notice at the first success after it."""
+        try:
+            tokens = self._adopt(row)
+        except VaultError as exc:
+            assert row is not None
+            self._tokens = None  # nothing cached may outlive the row it came from
+            key_id = str(row["key_id"])
+            message = (f"daemon {self.holder or '(unnamed)'} cannot decrypt the tokens of "
+                       f"QuickBooks company {self.realm_id}: {exc}. The company is paused in "
+                       "this daemon (no row loses a try); restart it with a token_keys ring "
+                       f"holding key {key_id!r} (new key first, e.g. "
+                       f"QBSYNC_TOKEN_KEYS={key_id}:…,{self.vault.primary}:…); it resumes by "
+                       "itself once the tokens decrypt")
+            if self._unreadable != key_id:
+                self._unreadable = key_id
+                log.error("%s", message)
+                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                    await conn.execute(Q.tokens_unreadable, self.realm_id,
+                                       self.holder or "", key_id, list(self.vault.key_ids),
+                                       message)
+            raise TokensUnreadable(self.realm_id, message, key_id) from None
+        if self._unreadable is not None or not self._readable_said:
+            # Once after a failure, and at the first read of this process: a notice left
+            # by this daemon before a restart, or by a daemon now gone, is settled.
+            if self._unreadable is not None:
+                log.info("the tokens of QuickBooks company %s decrypt again; resuming",
+                         self.realm_id)
+            self._unreadable = None
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await conn.execute(Q.tokens_readable, self.realm_id, self.holder or "")
+                self._readable_said = True
+        return tokens
 
     def _adopt(self, row: asyncpg.Record | None) -> TokenSet:
         if row is None:
@@ -141,14 +210,16 @@ class TokenStore:
             await conn.execute(Q.refresh_lock, self.realm_id)
             try:
                 row = await conn.fetchrow(Q.read_tokens, self.realm_id)
-                stored = self._adopt(row)
+                stored = await self._readable(conn, row)
                 assert row is not None
                 moved = known_generation is not None and row["token_generation"] != known_generation
                 if (moved or stored.access_token != rejected) and not self._expiring(stored):
                     return stored.access_token  # another process refreshed: use its pair
                 try:
                     fresh = await oauth.refresh(self.http, self.client, stored.refresh_token,
-                                                endpoints=self.endpoints, now=self.clock())
+                                                endpoints=self.endpoints, now=self.clock(),
+                                                time_scale=self.time_scale,
+                                                max_bytes=self.max_response_bytes)
                 except InvalidGrant as exc:
                     await self._needs_reconnect(conn, exc)
                     raise ReconnectRequired(

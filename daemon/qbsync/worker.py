@@ -30,6 +30,7 @@ import asyncpg
 from . import sdnotify
 from .batch import BatchPusher
 from .db import CONNECTION_ERRORS, Listener
+from .errors import QbsyncError
 from .outcomes import OutcomeGroups
 from .queries import load as load_queries
 from .sync import Pushed, Pusher, PushFailed, Row, Skipped
@@ -456,6 +457,11 @@ class Worker:
     async def _check_unpause(self) -> None:
         record = await self.pool.fetchrow(Q.active_connection, self.realm_id)
         if record and record["status"] == "connected":
+            try:  # the tokens must be usable too: a key ring may lack their key
+                await self.pusher.client.tokens.access_token()
+            except (QbsyncError, *DB_ERRORS) as exc:
+                log.debug("company %s stays paused: %s", self.realm_id, exc)
+                return
             log.info("company %s is connected again; resuming", self.realm_id)
             self.paused_reason = None
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from qbsync.emulator import Emulator
 from qbsync.emulator.server import EmulatorServer
 from qbsync.vault import Vault, generate_key, parse_key_ring
+from tests.support import INVOICED, conn_url
 
 QBSYNC = str(Path(sys.executable).with_name("qbsync"))
 OLD = generate_key("k1")
@@ -114,7 +117,8 @@ def test_connect_disconnect_rotate(tmp_path: Path, db_url: str, emu: Emulator,
 
     # disconnect (with the new key only: every row is under it now).
     gone = run({**env, "QBSYNC_TOKEN_KEYS": NEW, "QBSYNC_CLIENT_ID": "qbsync-emulator-client",
-                "QBSYNC_CLIENT_SECRET": "qbsync-emulator-secret"}, "disconnect")
+                "QBSYNC_CLIENT_SECRET": "qbsync-emulator-secret"}, "disconnect", "--emulator",
+               server.base_url)
     assert gone.returncode == 0, gone.stderr
     assert "grant revoked at Intuit" in gone.stdout
     assert grant.revoked
@@ -154,3 +158,50 @@ def test_unmigrated_database_is_a_clear_error(tmp_path: Path, empty_db_url: str)
     assert result.returncode == 1
     assert "qbsync migrate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_with_the_emulator_url_alone(tmp_path: Path, dixis_db: psycopg.Connection) -> None:
+    """`qbsync connect --emulator URL`, then `qbsync run --emulator URL`: nothing else set
+    but the database and the key (as for connect). The daemon takes the emulator's API,
+    OAuth endpoints, client id and time scale, and syncs."""
+    emu = Emulator(limits=False, time_scale=60)
+    with EmulatorServer(emu) as srv:
+        realm = emu.create_company("Dixis Α.Ε.", custom_txn_numbers=True)
+        url = conn_url(dixis_db)
+        env = cli_env(tmp_path, database_url=url, token_keys=OLD)
+        code, _, err = cli_connect(env, srv)
+        assert code == 0, err
+        dixis_db.execute("SELECT dixis.generate(6)")
+        dixis_db.commit()
+        log = tmp_path / "run.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([QBSYNC, "run", "--emulator", srv.base_url], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while dixis_db.execute("SELECT qbsync.backlog()").fetchone() != (0,):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                dixis_db.commit()
+                time.sleep(0.2)
+            window = dixis_db.execute("SELECT minute_window FROM qbsync.rate_limits "
+                                      "WHERE realm_id = %s", (realm,)).fetchone()
+        finally:
+            proc.terminate()
+            assert proc.wait(60) == 0, log.read_text()
+        invoiced = dixis_db.execute(f"SELECT count(*) FROM dixis.orders WHERE {INVOICED}"
+                                    ).fetchone()
+        assert invoiced is not None
+        assert len(emu.entities(realm, "Invoice")) == invoiced[0] > 0
+        assert window == (timedelta(seconds=1),)  # a minute at the emulator's 60x
+
+
+@pytest.mark.parametrize("where", ["http://10.1.2.3:8765", "https://evil.example",
+                                   "http://localhost.evil.example:8765"])
+def test_emulator_url_must_be_loopback(tmp_path: Path, db_url: str, where: str) -> None:
+    env = cli_env(tmp_path, database_url=db_url, token_keys=OLD)
+    for command in (["run"], ["connect", "--no-browser", "--port", "0"], ["disconnect"]):
+        result = run(env, *command, "--emulator", where)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "loopback address" in result.stderr
+        assert "Traceback" not in result.stderr

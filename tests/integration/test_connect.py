@@ -37,9 +37,11 @@ def server(emu: Emulator) -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
+def settings(db_url: str, server: EmulatorServer) -> Settings:
+    # the emulator listens on a loopback address: allowed with allow_local_quickbooks
     return Settings(database_url=db_url, client_id=DEFAULT_CLIENT_ID,
-                    client_secret=DEFAULT_CLIENT_SECRET, token_keys=generate_key("k1"))
+                    client_secret=DEFAULT_CLIENT_SECRET, token_keys=generate_key("k1"),
+                    api_base_url=server.base_url, allow_local_quickbooks=True)
 
 
 def target(srv: EmulatorServer) -> Target:
@@ -209,7 +211,8 @@ async def test_unmigrated_database_fails_before_the_browser(server: EmulatorServ
                                                             empty_db_url: str) -> None:
     opened: list[str] = []
     bare = Settings(database_url=empty_db_url, client_id=DEFAULT_CLIENT_ID,
-                    client_secret=DEFAULT_CLIENT_SECRET, token_keys=generate_key("k1"))
+                    client_secret=DEFAULT_CLIENT_SECRET, token_keys=generate_key("k1"),
+                    allow_local_quickbooks=True)
     with pytest.raises(QbsyncError, match="qbsync migrate"):
         await connect(bare, target(server), open_url=opened.append, port=0)
     assert opened == []

@@ -18,8 +18,8 @@ from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 from qbsync.keys import RotateError, rotate
 from qbsync.qbo import oauth
 from qbsync.qbo.client import QboClient
-from qbsync.tokens import TokenStore, save_connection
-from qbsync.vault import Vault, VaultError, generate_key
+from qbsync.tokens import TokenStore, TokensUnreadable, save_connection
+from qbsync.vault import Vault, generate_key
 from tests.daemon_support import connect_shop, drained, running
 from tests.support import conn_url
 
@@ -156,10 +156,10 @@ async def test_refreshes_keep_working_across_rotations(env: Env) -> None:
         assert (await api.company_info())["CompanyName"] == "Shop A"
 
         # Why the new ring must reach the daemons first: one with only the old key cannot
-        # read the re-encrypted row.
+        # read the re-encrypted row (it pauses the company: tests/security/test_key_rotation).
         stale = TokenStore(env.pool, Vault.parse(OLD), realm, http=http, client=CLIENT,
                            endpoints=ENDPOINTS)
-        with pytest.raises(VaultError, match="not configured"):
+        with pytest.raises(TokensUnreadable, match="not configured"):
             await stale.load()
 
 

@@ -256,7 +256,8 @@ def test_several_errors_are_reported_together() -> None:
 
 
 def test_realm_id_and_urls_are_normalised() -> None:
-    s = load_settings(realm_id=" 123 ", api_base_url="http://127.0.0.1:8080/")
+    s = load_settings(realm_id=" 123 ", api_base_url="http://127.0.0.1:8080/",
+                      allow_local_quickbooks=True)
     assert s.realm_id == "123"
     assert s.api_base_url == "http://127.0.0.1:8080"
 

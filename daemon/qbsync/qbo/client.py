@@ -12,6 +12,12 @@ client never see each other's timing. Errors carry ``response_ms`` and ``intuit_
 
 Errors are the classes of :mod:`qbsync.qbo.errors`. The access token never appears in an
 exception, a log line or a repr.
+
+An answer is read up to ``max_response_bytes`` and no further: a longer one fails the
+attempt as retryable (`TransientError`; `UnknownOutcome` for a write, which QuickBooks may
+have applied). The daemon gives the client an HTTP client from
+`qbsync.qbo.endpoints.http_client`, which refuses hosts outside the endpoint policy and
+follows no redirect.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from urllib.parse import quote
 import httpx
 
 from .. import fastjson
+from .endpoints import DEFAULT_MAX_RESPONSE_BYTES, ResponseTooLarge, read_capped
 from .errors import (
     AuthError,
     QboError,
@@ -86,6 +93,7 @@ class QboClient:
         minor_version: int = 75,
         limiter: RequestLimiter | None = None,
         timeout: float = 60.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
@@ -94,6 +102,7 @@ class QboClient:
         self.minor_version = minor_version
         self.limiter = limiter
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self._prefix = f"{self.base_url}/v3/company/{quote(realm_id, safe='')}"
 
     def __repr__(self) -> str:
@@ -263,20 +272,20 @@ class QboClient:
         attempts = 0
         while True:
             attempts += 1
-            resp, elapsed, token = await self._send(method, url, query, json, write, kind,
-                                                    request_id)
+            resp, body, elapsed, token = await self._send(method, url, query, json, write,
+                                                          kind, request_id)
             tid = resp.headers.get("intuit_tid")
             _last_call.set(CallInfo(method, path, resp.status_code, elapsed, tid, request_id,
                                     attempts))
             data: Any = None
             if 200 <= resp.status_code < 300:
                 try:
-                    data = fastjson.loads(resp.content)
+                    data = fastjson.loads(body)
                 except ValueError:
                     data = None
             if isinstance(data, dict) and not parse_fault(data)[0]:
                 return data  # a success, its body read once
-            error = error_from_response(resp.status_code, resp.content, resp.headers,
+            error = error_from_response(resp.status_code, body, resp.headers,
                                         write=write, reason=resp.reason_phrase)
             if error is None:
                 error = TransientError(
@@ -294,9 +303,10 @@ class QboClient:
 
     async def _send(self, method: str, url: str, query: Mapping[str, str], json: Any,
                     write: bool, kind: str, request_id: str | None
-                    ) -> tuple[httpx.Response, int, str]:
-        """One HTTP exchange under a rate-limit permit; (response, milliseconds on the wire,
-        not counting the wait for the permit, the access token sent).
+                    ) -> tuple[httpx.Response, bytes, int, str]:
+        """One HTTP exchange under a rate-limit permit; (response, its body read up to
+        max_response_bytes, milliseconds on the wire, not counting the wait for the permit,
+        the access token sent).
 
         The token is read once the permit is granted, not before the wait: a request that
         queued for its slot while the tokens were refreshed (by this task's neighbours or
@@ -309,12 +319,13 @@ class QboClient:
             content = fastjson.dumps_bytes(json)
         started = time.perf_counter()
         failure: QboError | None = None
+        body = b""
         try:
             if self.limiter is None:
                 token = await self.tokens.access_token()
                 headers["Authorization"] = f"Bearer {token}"
-                resp = await self.http.request(method, url, params=query, content=content,
-                                               headers=headers, timeout=self.timeout)
+                resp = await self._exchange(method, url, query, content, headers, None)
+                body = await read_capped(resp, self.max_response_bytes, f"{method} {url}")
             else:
                 limiter = self.limiter
                 async with limiter.permit(kind) as permit:
@@ -329,9 +340,16 @@ class QboClient:
                     token = await self.tokens.access_token()
                     headers["Authorization"] = f"Bearer {token}"
                     started = time.perf_counter()
-                    resp = await self.http.request(method, url, params=query, content=content,
-                                                   headers=headers, timeout=self.timeout,
-                                                   extensions={"trace": trace})
+                    resp = await self._exchange(method, url, query, content, headers,
+                                                {"trace": trace})
+                    body = await read_capped(resp, self.max_response_bytes,
+                                             f"{method} {url}")
+        except ResponseTooLarge as exc:
+            # Retryable; a write's answer was cut off after QuickBooks took it: unknown.
+            failure = (UnknownOutcome if write else TransientError)(
+                f"{exc}; {'the write may have been applied' if write else 'retried later'}",
+                request_id=request_id,
+                response_ms=int((time.perf_counter() - started) * 1000))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             failure = _transport_error(TransientError, exc, "could not send the request",
                                        request_id, started)
@@ -345,7 +363,16 @@ class QboClient:
             # Raised outside the except block: no __context__ either. httpx exceptions hold
             # the request, and with it the Authorization header.
             raise failure
-        return resp, int((time.perf_counter() - started) * 1000), token
+        return resp, body, int((time.perf_counter() - started) * 1000), token
+
+    async def _exchange(self, method: str, url: str, query: Mapping[str, str],
+                        content: bytes | None, headers: dict[str, str],
+                        extensions: dict[str, Any] | None) -> httpx.Response:
+        """Send the request; the answer's headers are in, its body is left to read."""
+        request = self.http.build_request(method, url, params=query, content=content,
+                                          headers=headers, timeout=self.timeout,
+                                          extensions=extensions)
+        return await self.http.send(request, stream=True)
 
 
 def _transport_error(cls: type[QboError], exc: Exception, what: str, request_id: str | None,
