@@ -151,6 +151,10 @@ BEGIN
         EXECUTE format('CREATE TABLE qbsync.%I PARTITION OF qbsync.integration_logs '
                        'FOR VALUES FROM (%L) TO (%L)',
                        v_name, v_month, (v_month + interval '1 month')::date);
+        IF current_user <> 'qbsync_owner' THEN
+            -- made by a DBA: the daemon's rotate_logs must be able to drop it one day
+            EXECUTE format('ALTER TABLE qbsync.%I OWNER TO qbsync_owner', v_name);
+        END IF;
         IF v_moved IS NOT NULL THEN
             INSERT INTO qbsync.integration_logs OVERRIDING SYSTEM VALUE
             SELECT * FROM jsonb_populate_recordset(NULL::qbsync.integration_logs, v_moved);

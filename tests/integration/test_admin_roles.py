@@ -47,7 +47,8 @@ def refused(conn: psycopg.Connection, role: str, query: str) -> None:
 
 def test_roles_are_nologin_groups(conn: psycopg.Connection) -> None:
     rows = conn.execute("SELECT rolname, rolcanlogin, rolsuper FROM pg_roles"
-                        " WHERE rolname LIKE 'qbsync\\_%' ORDER BY 1").fetchall()
+                        " WHERE rolname IN ('qbsync_admin', 'qbsync_daemon', 'qbsync_owner',"
+                        " 'qbsync_reader') ORDER BY 1").fetchall()
     assert rows == [("qbsync_admin", False, False), ("qbsync_daemon", False, False),
                     ("qbsync_owner", False, False), ("qbsync_reader", False, False)]
 
