@@ -82,9 +82,14 @@ def rows(url: str, query: str) -> list[str]:
         return [r[0] for r in conn.execute(query.encode())]
 
 
-def test_every_qbsync_object_belongs_to_the_owner_role(db_url: str) -> None:
-    assert rows(db_url, NOT_OWNED) == []
-    assert rows(db_url, SUPERUSER_DEFINERS) == []
+@pytest.mark.parametrize("database", ["db_url", "dixis_url"])
+def test_every_qbsync_object_belongs_to_the_owner_role(request: pytest.FixtureRequest,
+                                                       database: str) -> None:
+    """A migrated database, and one with the Dixis shop installed (track() generated its
+    capture functions and views)."""
+    url = request.getfixturevalue(database)
+    assert rows(url, NOT_OWNED) == []
+    assert rows(url, SUPERUSER_DEFINERS) == []
 
 
 def test_owner_role_is_nologin_without_powers_or_members(db_url: str) -> None:
@@ -241,6 +246,28 @@ def test_every_run_hands_new_objects_to_the_owner_role(db_url: str) -> None:
     assert rows(db_url, NOT_OWNED) == ["view qbsync_capture.changes_by_hand"]
     assert migrate(db_url) == []
     assert rows(db_url, NOT_OWNED) == []
+
+
+LATER = """
+CREATE TABLE qbsync.later (id bigint GENERATED ALWAYS AS IDENTITY, note text);
+CREATE VIEW qbsync.later_notes AS SELECT note FROM qbsync.later;
+CREATE SEQUENCE qbsync_capture.later_seq;
+CREATE TYPE qbsync.later_kind AS ENUM ('a', 'b');
+CREATE FUNCTION qbsync.later_count() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS 'SELECT count(*) FROM qbsync.later';
+"""
+
+
+def test_objects_of_later_migrations_belong_to_the_owner_role(empty_db_url: str,
+                                                              tmp_path: Path) -> None:
+    """A migration written after this one, run as the migrating superuser like all of them:
+    what it creates belongs to qbsync_owner when it is recorded."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(sql_path("migrations"), migrations)
+    (migrations / "9999_later.sql").write_text(LATER)
+    migrate(empty_db_url, directory=migrations)
+    assert rows(empty_db_url, NOT_OWNED) == []
+    assert rows(empty_db_url, SUPERUSER_DEFINERS) == []
 
 
 def test_objects_of_strangers_are_refused_not_adopted(db_url: str) -> None:
