@@ -35,6 +35,37 @@ SELECT version, name, checksum FROM qbsync.schema_migrations;
 -- name: migrations_record
 INSERT INTO qbsync.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
 
+-- The role that owns qbsync's objects (migrate.ensure_owner_role): NOLOGIN, no members.
+-- name: owner_role_state
+SELECT r.rolcanlogin, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication,
+       r.rolbypassrls,
+       ARRAY(SELECT m.member::regrole::text FROM pg_auth_members m
+             WHERE m.roleid = r.oid AND m.member <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+             ORDER BY 1) AS members,
+       pg_has_role(r.oid, 'pg_read_all_stats', 'MEMBER') AS reads_stats,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS migrator_is_superuser,
+       pg_has_role(current_user, r.oid, 'MEMBER') AS migrator_is_member
+FROM pg_roles r WHERE r.rolname = %s;
+
+-- name: owner_role_create
+-- the role name is an identifier, composed in migrate.py
+CREATE ROLE {role} NOLOGIN;
+
+-- name: owner_role_read_stats
+-- qbsync.xmin_holders (queue_health) lists every session's long transaction, as only
+-- pg_read_all_stats members may see them
+GRANT pg_read_all_stats TO {role};
+
+-- name: owner_role_join
+-- a migrating role that is not a superuser must be a member to hand objects to the role
+GRANT {role} TO CURRENT_USER;
+
+-- name: ownership_function_exists
+SELECT to_regprocedure('qbsync.reassert_ownership()') IS NOT NULL;
+
+-- name: ownership_reassert
+SELECT count(*) FROM qbsync.reassert_ownership();
+
 -- ---- status, logs (psycopg) ------------------------------------------------------------------
 
 -- name: dashboard

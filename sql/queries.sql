@@ -105,7 +105,8 @@ SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
 FROM qbsync.outbox;
 
 -- name: maintain_log_partitions
-SELECT action, partition_name FROM qbsync.maintain_log_partitions();
+-- with the settings' retention only (the daemon may not pass its own)
+SELECT action, partition_name FROM qbsync.rotate_logs();
 
 -- name: heartbeat
 UPDATE qbsync.workers SET heartbeat_at = now() WHERE worker_id = $1;

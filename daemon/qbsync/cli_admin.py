@@ -143,7 +143,10 @@ def status_command(as_json: bool, database_url: str | None) -> None:
         click.echo(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False,
                               indent=2))
         return
-    click.echo(table(("", "value"), [(label, row[name]) for name, label in _DASHBOARD_LABELS]))
+    # an unknown count says why (the mapping has no <entity>_unsynced_count(), or it failed)
+    shown = {**row, "orders_pending": row["orders_pending"] if row["orders_pending"] is not None
+             else row.get("orders_pending_note")}
+    click.echo(table(("", "value"), [(label, shown[name]) for name, label in _DASHBOARD_LABELS]))
     if entities:
         click.echo()
         click.echo(table(("entity", "pending", "running", "dead", "ready now",

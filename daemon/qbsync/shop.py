@@ -63,6 +63,9 @@ def install_shop(conn: psycopg.Connection, name: str = "dixis", *, track: bool =
             if not (directory / file).is_file():
                 raise QbsyncError(f"sample shop {name}: {directory / file} is missing")
             conn.execute(_read(name, file))  # type: ignore[arg-type]  # our own file
+        # the capture functions and views track() generated belong to qbsync's owner role
+        if track and _exists(conn, Q.function_exists, "qbsync.reassert_ownership"):
+            conn.execute(Q.ownership_reassert)
 
 
 def generate(conn: psycopg.Connection, orders: int, *, seed: float = 0.42,
