@@ -74,6 +74,10 @@ DEFINERS = {
     "qbsync.enqueue_sync(text,text,text[],boolean)",            # functions that ask the
     "qbsync.settle_drift(bigint,text)",                         # mapping as the caller
     "qbsync.log_write_back_failure(text,text,text,text,text)",
+    "qbsync.notice_setting_waits(text,text[],boolean)",  # notices of rows waiting for a
+    "qbsync.settings_changed()",                         # setting; releasing them when one
+    "qbsync.override_setting(text,jsonb,text)",          # is set; a DBA's own value; the
+    "qbsync.request_settings_refresh()",                 # admin request to look them up
 }
 
 
