@@ -17,10 +17,18 @@ from click.core import ParameterSource
 from . import connect as connecting
 from . import demo as demo_mod
 from . import keys
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, database_option, operator_errors
+from .cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    database_option,
+    describe_error,
+    operator_errors,
+    require_schema,
+)
 from .config import load_settings
 from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-from .vault import generate_key
+from .vault import VaultError, generate_key
 
 T = TypeVar("T")
 
@@ -34,9 +42,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         click.secho(f"qbsync: cannot reach the database: {exc}", fg="red", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except asyncpg.PostgresError as exc:
-        hint = " (run `qbsync migrate` first?)" if isinstance(
-            exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError) else ""
-        click.secho(f"qbsync: {exc}{hint}", fg="red", err=True)
+        click.secho(f"qbsync: {describe_error(exc)}", fg="red", err=True)
         sys.exit(EXIT_FAILURE)
 
 
@@ -71,6 +77,7 @@ def connect_command(where: str | None, emulator: str | None, port: int, no_brows
     """
     if where and emulator:
         raise click.UsageError("--emulator cannot be combined with --sandbox/--production")
+    require_schema(database_url)
     overrides: dict[str, str] = {}
     if emulator:
         settings = load_settings(database_url=database_url)
@@ -109,6 +116,7 @@ def connect_command(where: str | None, emulator: str | None, port: int, no_brows
 def disconnect_command(realm_id: str | None, no_revoke: bool, database_url: str | None) -> None:
     """Revoke a company's grant at Intuit and mark it disconnected (the row stays for
     history; its tokens are replaced by an encrypted empty payload)."""
+    require_schema(database_url)
     settings = load_settings(database_url=database_url)
     result = run_async(connecting.disconnect(settings, realm_id=realm_id,
                                                revoke=not no_revoke))
@@ -125,7 +133,10 @@ def keygen_command(key_id: str | None) -> None:
     To rotate, put it FIRST in the ring, keep the old key after it:
     QBSYNC_TOKEN_KEYS=new:…,old:… ; see `qbsync rotate-key --help`.
     """
-    entry = generate_key(key_id)
+    try:
+        entry = generate_key(key_id)
+    except VaultError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key-id") from None
     click.echo(entry)
     if sys.stdout.isatty():
         click.echo("Keep it secret: store it as the systemd credential qbsync-token-keys.",
@@ -153,6 +164,7 @@ def rotate_key_command(new_key_id: str | None, dry_run: bool, database_url: str 
     unchanged. Refuses (changing nothing) when a row's key is not in the ring or a row does
     not decrypt. Exit 0: every row is under the new key; 1: refused or incomplete.
     """
+    require_schema(database_url)
     settings = load_settings(database_url=database_url)
 
     primary = connecting.vault_for(settings).primary
