@@ -31,7 +31,9 @@ from .errors import (
     ConfigError,
     DatabaseUnreachable,
     QbsyncError,
+    describe_db_error,
     exit_code,
+    one_line,
 )
 from .migrate import LiveDaemon, Migration, discover, migrate, refuse_live_daemons
 
@@ -93,28 +95,6 @@ def jsonable(value: Any) -> Any:
 
 # --- errors: one line, a stable exit code -------------------------------------------------------
 
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
-def describe_error(exc: BaseException) -> str:
-    """A database error as one line: its message, DETAIL and HINT; never the PL/pgSQL
-    CONTEXT lines, nor the LINE/caret excerpt psycopg adds."""
-    diag = getattr(exc, "diag", None)  # psycopg
-    primary = getattr(diag, "message_primary", None) if diag is not None else None
-    detail = getattr(diag, "message_detail", None) if diag is not None else None
-    hint = getattr(diag, "message_hint", None) if diag is not None else None
-    if diag is None:  # asyncpg errors carry the same as attributes
-        primary = getattr(exc, "message", None)
-        detail, hint = getattr(exc, "detail", None), getattr(exc, "hint", None)
-    if not primary:
-        primary = _one_line(str(exc)) or type(exc).__name__
-    parts = [_one_line(primary)]
-    parts += [f"DETAIL: {_one_line(detail)}"] if detail else []
-    parts += [f"HINT: {_one_line(hint)}"] if hint else []
-    return " — ".join(parts)
-
-
 # SQLSTATE classes of a connection that failed or was refused (psycopg gives none for a
 # connection libpq could not open at all)
 _UNREACHABLE = ("08", "28", "3D", "57P01", "57P02", "57P03", "53300")
@@ -132,11 +112,11 @@ def unreachable(exc: BaseException) -> bool:
 def fail(exc: BaseException) -> NoReturn:
     """Print `exc` as one line and exit with its code."""
     if unreachable(exc):
-        message, code = f"cannot reach the database: {describe_error(exc)}", EXIT_UNAVAILABLE
+        message, code = f"cannot reach the database: {describe_db_error(exc)}", EXIT_UNAVAILABLE
     elif isinstance(exc, QbsyncError):
-        message, code = _one_line(str(exc)), exit_code(exc)
+        message, code = one_line(exc), exit_code(exc)
     else:
-        message, code = describe_error(exc), EXIT_FAILURE
+        message, code = describe_db_error(exc), EXIT_FAILURE
     click.secho(f"qbsync: {message}", fg="red", err=True)
     sys.exit(code)
 

@@ -22,12 +22,12 @@ from .cli import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     database_option,
-    describe_error,
     operator_errors,
     require_schema,
 )
 from .config import load_settings
 from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from .errors import describe_db_error
 from .vault import VaultError, generate_key
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         click.secho(f"qbsync: cannot reach the database: {exc}", fg="red", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except asyncpg.PostgresError as exc:
-        click.secho(f"qbsync: {describe_error(exc)}", fg="red", err=True)
+        click.secho(f"qbsync: {describe_db_error(exc)}", fg="red", err=True)
         sys.exit(EXIT_FAILURE)
 
 

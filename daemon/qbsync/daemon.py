@@ -382,4 +382,3 @@ def refuse_settings(exc: ConfigError) -> int:
             fmt = str(read_toml(path).get("log_format", "")).lower() if path else ""
     logs.configure("INFO", fmt if fmt in ("json", "text") else "text")
     return fatal(exc)
-

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class QbsyncError(Exception):
     """Base class: the message is meant for the operator, as is."""
@@ -49,3 +51,23 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, DatabaseUnreachable):
         return EXIT_UNAVAILABLE
     return EXIT_FAILURE
+
+
+def one_line(text: Any) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A database error as one line: its message, DETAIL and HINT; never the PL/pgSQL
+    CONTEXT lines, nor the LINE/caret excerpt psycopg adds (psycopg's and asyncpg's)."""
+    diag = getattr(exc, "diag", None)  # psycopg
+    if diag is not None:
+        primary = diag.message_primary
+        detail, hint = diag.message_detail, diag.message_hint
+    else:  # asyncpg errors carry the same as attributes
+        primary = getattr(exc, "message", None)
+        detail, hint = getattr(exc, "detail", None), getattr(exc, "hint", None)
+    parts = [one_line(primary or exc) or type(exc).__name__]
+    parts += [f"DETAIL: {one_line(detail)}"] if detail else []
+    parts += [f"HINT: {one_line(hint)}"] if hint else []
+    return " — ".join(parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from . import __version__
-from .errors import MigrationError
+from .errors import MigrationError, describe_db_error
 from .queries import load_cli
 from .resources import sql_path
 
@@ -115,7 +115,8 @@ def migrate(
                         conn.execute(Q.migrations_record,
                                      (m.version, m.name, m.checksum, __version__))
                 except psycopg.Error as exc:
-                    raise MigrationError(f"migration {m.name} failed: {exc}") from exc
+                    raise MigrationError(
+                        f"migration {m.name} failed: {describe_db_error(exc)}") from exc
             return todo
         finally:
             conn.execute(Q.migrations_unlock)

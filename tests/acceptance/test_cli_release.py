@@ -300,3 +300,36 @@ def test_run_and_the_cli_never_import_the_emulator(empty_db_url: str,
     assert result["loaded"] == [], done.stderr
     if args[0] == "run":
         assert result["code"] == 5  # it got as far as the schema check
+
+
+BLOCKED = """
+import sys
+class NoEmulatorExtra:  # as if qbsync was installed without qbsync[emulator]
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("starlette", "uvicorn"):
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoEmulatorExtra())
+from qbsync.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("args", [("emulator",), ("demo", "--orders", "1")])
+def test_without_the_extra_the_emulator_commands_say_how_to_get_it(
+        args: tuple[str, ...]) -> None:
+    done = subprocess.run([sys.executable, "-c", BLOCKED, *args], capture_output=True,
+                          text=True, timeout=120, env=clean_env(), check=False)
+    assert done.returncode == 1
+    assert "pip install 'qbsync[emulator]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_wrong_setting_stops_run_with_one_json_line() -> None:
+    done = run("run", env=clean_env(log_format="json", concurrency="99"))
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    record = json.loads(lines[0])
+    assert record["level"] == "CRITICAL"
+    assert record["msg"].startswith("qbsync cannot run: invalid configuration: concurrency: ")
+    assert record["exit_code"] == 2
