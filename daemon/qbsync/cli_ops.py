@@ -25,9 +25,9 @@ from .cli import (
     operator_errors,
     require_schema,
 )
-from .config import load_settings
+from .config import check_conninfo, load_settings
 from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-from .errors import describe_db_error
+from .errors import ConfigError, describe_db_error
 from .vault import VaultError, generate_key
 
 T = TypeVar("T")
@@ -223,6 +223,12 @@ def demo_command(orders: int, time_scale: float, no_limits: bool, demo_db: str, 
     """
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", demo_db):
         raise click.BadParameter("use lower-case letters, digits and _", param_hint="--demo-db")
+    if database_url:  # unparsable: exit 2, as every command says it
+        try:
+            check_conninfo(database_url)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: database_url: {exc} (command-line "
+                              "option)") from None
     source = click.get_current_context().get_parameter_source("database_url")
     opts = demo_mod.DemoOptions(
         orders=orders, time_scale=time_scale, limits=not no_limits, database_url=database_url,

@@ -228,7 +228,7 @@ def test_logs_since(db_url: str) -> None:
 # --- errors: one line, exit codes ---------------------------------------------------------------
 
 @pytest.mark.parametrize("command", [("status",), ("migrate",), ("run",), ("logs", "-f"),
-                                     ("shop", "install")])
+                                     ("shop", "install"), ("demo",)])
 @pytest.mark.parametrize("url", ["postgresql://[bad", "port=notaport dbname=x", "http://x"])
 def test_an_unparsable_database_url_is_a_usage_error(command: tuple[str, ...],
                                                      url: str) -> None:
