@@ -17,6 +17,8 @@ SELECT pg_advisory_lock(hashtext('qbsync.migrate'));
 SELECT pg_advisory_unlock(hashtext('qbsync.migrate'));
 
 -- name: migrations_bootstrap
+-- qbsync_version: the qbsync release that applied the migration, named when a database is
+-- newer than the qbsync reading it (NULL for rows of qbsync 0.1.0, which did not record it).
 CREATE SCHEMA IF NOT EXISTS qbsync;
 CREATE TABLE IF NOT EXISTS qbsync.schema_migrations (
     version    int PRIMARY KEY,
@@ -25,6 +27,7 @@ CREATE TABLE IF NOT EXISTS qbsync.schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now(),
     applied_by text NOT NULL DEFAULT current_user
 );
+ALTER TABLE qbsync.schema_migrations ADD COLUMN IF NOT EXISTS qbsync_version text;
 
 -- name: migrations_table_exists
 SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL;
@@ -33,7 +36,37 @@ SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL;
 SELECT version, name, checksum FROM qbsync.schema_migrations;
 
 -- name: migrations_record
-INSERT INTO qbsync.schema_migrations (version, name, checksum) VALUES (%s, %s, %s);
+INSERT INTO qbsync.schema_migrations (version, name, checksum, qbsync_version)
+VALUES (%s, %s, %s, %s);
+
+-- name: workers_table_exists
+SELECT to_regclass('qbsync.workers') IS NOT NULL;
+
+-- name: migrations_live_daemons
+-- Daemons with a heartbeat in the last 2 minutes (qbsync.dashboard's daemons_alive): they
+-- heartbeat every 5 s and unregister when they stop, so a row this fresh is a running
+-- daemon or one killed less than 2 minutes ago.
+SELECT worker_id, hostname, pid,
+       extract(epoch FROM now() - heartbeat_at)::int AS heartbeat_age
+FROM qbsync.workers
+WHERE heartbeat_at > now() - interval '2 minutes'
+ORDER BY worker_id;
+
+-- ---- the schema version every command checks first (psycopg; qbsync.schema) ----------------
+-- Plain SQL over the bookkeeping table, so that it reads any schema version, the oldest
+-- included (to_jsonb: qbsync 0.1.0's table has no qbsync_version column).
+
+-- name: schema_access
+SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL AS present,
+       coalesce(has_table_privilege(to_regclass('qbsync.schema_migrations'), 'SELECT'), false)
+           AS readable,
+       current_user AS role;
+
+-- name: schema_versions
+SELECT version, name, checksum, applied_at, applied_by,
+       to_jsonb(m) ->> 'qbsync_version' AS qbsync_version
+FROM qbsync.schema_migrations m
+ORDER BY version;
 
 -- The role that owns qbsync's objects (migrate.ensure_owner_role): NOLOGIN, no members.
 -- name: owner_role_state
@@ -79,12 +112,13 @@ ORDER BY name;
 
 -- name: sync_logs_page
 -- A NULL filter matches everything (the planner folds it away: the values are known).
-SELECT at, entity, key, operation, status, message, code, ms
+SELECT at, entity, key, operation, status, message, code, ms, id
 FROM qbsync.sync_logs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(operation)s::text IS NULL OR operation = %(operation)s::text)
   AND (%(entity)s::text IS NULL OR entity = %(entity)s::text)
   AND (%(key)s::text IS NULL OR key = %(key)s::text)
+  AND (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: sync_logs_count
@@ -95,7 +129,28 @@ FROM (SELECT 1 FROM qbsync.sync_logs
         AND (%(operation)s::text IS NULL OR operation = %(operation)s::text)
         AND (%(entity)s::text IS NULL OR entity = %(entity)s::text)
         AND (%(key)s::text IS NULL OR key = %(key)s::text)
+        AND (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)
       LIMIT %(cap)s) s;
+
+-- name: sync_logs_after
+-- logs --follow: the filtered rows after a position (at, id), oldest first.
+SELECT at, entity, key, operation, status, message, code, ms, id
+FROM qbsync.sync_logs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(operation)s::text IS NULL OR operation = %(operation)s::text)
+  AND (%(entity)s::text IS NULL OR entity = %(entity)s::text)
+  AND (%(key)s::text IS NULL OR key = %(key)s::text)
+  AND at >= %(after_at)s::timestamptz
+  AND (at, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+ORDER BY at, id
+LIMIT %(limit)s;
+
+-- name: failed_rows
+SELECT entity, key, last_error, last_error_code, attempts, max_attempts, last_attempt_at,
+       enqueued_at, origin, force, queued_again, retry_with, outbox_id
+FROM qbsync.failed
+WHERE (%(entity)s::text IS NULL OR entity = %(entity)s::text)
+LIMIT %(limit)s;
 
 -- ---- resync, sync, retry-dead (psycopg) ------------------------------------------------------
 
@@ -137,6 +192,10 @@ SELECT * FROM qbsync.report_comparison WHERE report_id = %s;
 -- name: request_connection_test
 SELECT qbsync.request_connection_test() AS id;
 
+-- name: withdraw_request
+-- Ctrl-C while waiting: 'withdrawn', or the state of a request a daemon took already.
+SELECT qbsync.withdraw_request(%s) AS state;
+
 -- ---- the company's settings (psycopg) --------------------------------------------------------
 
 -- name: request_settings_refresh
@@ -165,7 +224,9 @@ SELECT qbsync.acknowledge(%s) AS ok;
 SELECT qbsync.acknowledge_all() AS n;
 
 -- name: open_notices
-SELECT id, severity, kind, message, occurrences, last_seen_at FROM qbsync.open_notices;
+SELECT id, severity, kind, message, occurrences, last_seen_at, created_at, entity, key,
+       realm_id, details
+FROM qbsync.open_notices;
 
 -- name: resolve_drift
 SELECT qbsync.resolve_drift(%s, %s) AS r;

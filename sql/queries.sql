@@ -4,6 +4,20 @@
 -- qbsync function called here is granted to qbsync_daemon. What operators run (CLI, demo,
 -- sample shops) is in cli_queries.sql.
 
+-- name: schema_access
+-- The schema version, checked at start and while running (qbsync.schema): the same plain
+-- SQL as cli_queries.sql's, which reads any schema version.
+SELECT to_regclass('qbsync.schema_migrations') IS NOT NULL AS present,
+       coalesce(has_table_privilege(to_regclass('qbsync.schema_migrations'), 'SELECT'), false)
+           AS readable,
+       current_user AS role;
+
+-- name: schema_versions
+SELECT version, name, checksum, applied_at, applied_by,
+       to_jsonb(m) ->> 'qbsync_version' AS qbsync_version
+FROM qbsync.schema_migrations m
+ORDER BY version;
+
 -- name: register_worker
 SELECT qbsync.register_worker($1, $2, $3);
 

@@ -1,3 +1,3 @@
 """qbsync: keep a shop's PostgreSQL database and its QuickBooks Online company in step."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

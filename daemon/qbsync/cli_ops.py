@@ -17,10 +17,17 @@ from click.core import ParameterSource
 from . import connect as connecting
 from . import demo as demo_mod
 from . import keys
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, database_option, operator_errors
-from .config import load_settings
-from .errors import ConfigError
-from .vault import generate_key
+from .cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    database_option,
+    operator_errors,
+    require_schema,
+)
+from .config import check_conninfo, load_settings
+from .errors import ConfigError, describe_db_error
+from .vault import VaultError, generate_key
 
 T = TypeVar("T")
 
@@ -34,9 +41,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         click.secho(f"qbsync: cannot reach the database: {exc}", fg="red", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     except asyncpg.PostgresError as exc:
-        hint = " (run `qbsync migrate` first?)" if isinstance(
-            exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError) else ""
-        click.secho(f"qbsync: {exc}{hint}", fg="red", err=True)
+        click.secho(f"qbsync: {describe_db_error(exc)}", fg="red", err=True)
         sys.exit(EXIT_FAILURE)
 
 
@@ -72,6 +77,7 @@ def connect_command(where: str | None, emulator: str | None, port: int, no_brows
     """
     if where and emulator:
         raise click.UsageError("--emulator cannot be combined with --sandbox/--production")
+    require_schema(database_url)
     settings = load_settings(database_url=database_url,
                              **emulator_settings(emulator, database_url))
     target = connecting.target_for(settings, sandbox=where == "sandbox",
@@ -121,6 +127,7 @@ def disconnect_command(realm_id: str | None, no_revoke: bool, emulator: str | No
                        database_url: str | None) -> None:
     """Revoke a company's grant at Intuit and mark it disconnected (the row stays for
     history; its tokens are replaced by an encrypted empty payload)."""
+    require_schema(database_url)
     settings = load_settings(database_url=database_url,
                              **emulator_settings(emulator, database_url))
     result = run_async(connecting.disconnect(settings, realm_id=realm_id,
@@ -138,7 +145,10 @@ def keygen_command(key_id: str | None) -> None:
     To rotate, put it FIRST in the ring, keep the old key after it:
     QBSYNC_TOKEN_KEYS=new:…,old:… ; see `qbsync rotate-key --help`.
     """
-    entry = generate_key(key_id)
+    try:
+        entry = generate_key(key_id)
+    except VaultError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key-id") from None
     click.echo(entry)
     if sys.stdout.isatty():
         click.echo("Keep it secret: store it as the systemd credential qbsync-token-keys.",
@@ -172,6 +182,7 @@ def rotate_key_command(new_key_id: str | None, dry_run: bool, force: bool,
     qbsync.workers at start; --force overrides, naming them). Exit 0: every row is under
     the new key; 1: refused or incomplete.
     """
+    require_schema(database_url)
     settings = load_settings(database_url=database_url)
 
     primary = connecting.vault_for(settings).primary
@@ -237,6 +248,12 @@ def demo_command(orders: int, time_scale: float, no_limits: bool, demo_db: str, 
     """
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", demo_db):
         raise click.BadParameter("use lower-case letters, digits and _", param_hint="--demo-db")
+    if database_url:  # unparsable: exit 2, as every command says it
+        try:
+            check_conninfo(database_url)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: database_url: {exc} (command-line "
+                              "option)") from None
     source = click.get_current_context().get_parameter_source("database_url")
     opts = demo_mod.DemoOptions(
         orders=orders, time_scale=time_scale, limits=not no_limits, database_url=database_url,

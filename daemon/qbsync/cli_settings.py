@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_FAILURE, database_option, operator_errors
+from .cli import EXIT_FAILURE, database_option, json_option, operator_errors, print_json
 from .cli_admin import _connect, _failed, _wait_for_request, table
 from .queries import load_cli
 
@@ -62,38 +62,55 @@ def _print_summary(result: dict[str, Any]) -> None:
               metavar="SECONDS",
               help="With --refresh: how long to wait for the daemon (0: just ask; exit 4 "
                    "on timeout).")
+@json_option
 @database_option
 @operator_errors
-def settings_command(refresh: bool, wait: float, database_url: str | None) -> None:
+def settings_command(refresh: bool, wait: float, as_json: bool,
+                     database_url: str | None) -> None:
     """The company's settings (tax codes, income account, payment methods, deposit
-    accounts) and the rows waiting for one it lacks; --refresh looks them up again."""
+    accounts) and the rows waiting for one it lacks; --refresh looks them up again.
+
+    Exit 1 while any row waits for a setting."""
+    out: dict[str, Any] = {}
     with _connect(database_url) as conn:
         if refresh:
             row = conn.execute(Q.request_settings_refresh).fetchone()
             assert row is not None
             request_id = int(row["id"])
             if wait == 0:
-                click.echo(f"settings refresh requested (admin request {request_id})")
+                if as_json:
+                    print_json({"request_id": request_id})
+                else:
+                    click.echo(f"settings refresh requested (admin request {request_id})")
                 return
-            done = _wait_for_request(conn, request_id, wait, "settings refresh")
+            done = _wait_for_request(conn, request_id, wait, "settings refresh", database_url)
             if done["state"] == "failed":
                 _failed(f"settings refresh failed: {done['error']}")
-            _print_summary(done["result"] or {})
+            out["refresh"] = done["result"] or {}
+            if not as_json:
+                _print_summary(out["refresh"])
         else:
             looked = conn.execute(Q.settings_lookup).fetchone()
             if looked is None:
                 _failed("no active QuickBooks company: run `qbsync connect` first")
                 return
             settings = conn.execute(Q.realm_settings_list).fetchall()
-            click.echo(table(("setting", "value", "source", "updated"),
-                             [(s["name"], _value(s["value"]), s["source"], s["updated_at"])
-                              for s in settings]))
-            when = looked["looked_up_at"]
-            click.echo(f"last looked up in QuickBooks: {when:%Y-%m-%d %H:%M:%S}" if when
-                       else "never looked up in QuickBooks yet (the daemon does at start)")
-            for group, answer in (looked["refused"] or {}).items():
-                click.secho(f"QuickBooks refused the {group} look-up: {answer}", fg="yellow")
+            out.update(realm_id=looked["realm_id"], looked_up_at=looked["looked_up_at"],
+                       refused=looked["refused"] or {}, settings=settings)
+            if not as_json:
+                click.echo(table(("setting", "value", "source", "updated"),
+                                 [(s["name"], _value(s["value"]), s["source"], s["updated_at"])
+                                  for s in settings]))
+                when = looked["looked_up_at"]
+                click.echo(f"last looked up in QuickBooks: {when:%Y-%m-%d %H:%M:%S}" if when
+                           else "never looked up in QuickBooks yet (the daemon does at start)")
+                for group, answer in out["refused"].items():
+                    click.secho(f"QuickBooks refused the {group} look-up: {answer}",
+                                fg="yellow")
         missing = conn.execute(Q.missing_settings).fetchall()
-    _print_missing(missing)
+    if as_json:
+        print_json({**out, "missing": missing})
+    else:
+        _print_missing(missing)
     if missing:
         sys.exit(EXIT_FAILURE)

@@ -316,6 +316,12 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _conninfo(cls, value: str) -> str:
+        check_conninfo(value)
+        return value
+
     @field_validator("realm_id", mode="before")
     @classmethod
     def _realm_digits(cls, value: Any) -> Any:
@@ -452,6 +458,73 @@ class Settings(BaseSettings):
         return parse_key_ring(self.token_keys.get_secret_value())
 
 
+def check_conninfo(value: str) -> None:
+    """A libpq URL or key=value string libpq can parse, with numeric ports; ValueError
+    saying what is wrong (never echoing a password)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(value)
+    except ProgrammingError as exc:
+        raise ValueError(f"not a libpq connection string or URL: {scrub(str(exc).strip())}"
+                         ) from None
+    port = str(params.get("port") or "")
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise ValueError(f"port {port!r} is not a number")
+
+
+# Variables with the QBSYNC_ prefix that are not settings: the config file's path, and the
+# test suite's own (QBSYNC_TEST_*).
+NOT_SETTINGS = (CONFIG_ENV,)
+RESERVED_PREFIXES = ("QBSYNC_TEST_",)
+
+
+def environment_warnings(environ: dict[str, str] | None = None) -> list[str]:
+    """One line for each QBSYNC_* variable that is no setting (a typo is otherwise silently
+    ignored), naming the closest setting when there is one."""
+    import difflib
+
+    env = os.environ if environ is None else environ
+    names = {f"{ENV_PREFIX}{n.upper()}" for n in Settings.model_fields} | set(NOT_SETTINGS)
+    out = []
+    for var in sorted(env):
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in names \
+                or upper.startswith(RESERVED_PREFIXES):
+            continue
+        close = difflib.get_close_matches(upper, sorted(names), n=1, cutoff=0.75)
+        out.append(f"environment variable {var} is not a qbsync setting; ignored"
+                   + (f" (did you mean {close[0]}?)" if close else ""))
+    return out
+
+
+def setting_sources(overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    """Where each setting's effective value comes from, in precedence order: "command-line
+    option", "environment QBSYNC_X", "credential <path>", "file <path>" or "default"."""
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    toml_file = config_file()
+    in_file = set(read_toml(toml_file)) if toml_file is not None else set()
+    env = {k.upper() for k in os.environ}
+    directory = credentials_dir()
+    sources: dict[str, str] = {}
+    for name in Settings.model_fields:
+        var = f"{ENV_PREFIX}{name.upper()}"
+        credential = directory / CREDENTIALS[name] if directory and name in CREDENTIALS \
+            else None
+        if name in given:
+            sources[name] = "command-line option"
+        elif var in env:
+            sources[name] = f"environment {var}"
+        elif credential is not None and credential.exists():
+            sources[name] = f"credential {credential}"
+        elif name in in_file:
+            sources[name] = f"file {toml_file}"
+        else:
+            sources[name] = "default"
+    return sources
+
+
 def _origin(name: str, overrides: dict[str, Any], toml_file: Path | None) -> str:
     """Where a setting's value came from, for error messages."""
     if name in overrides:
@@ -479,6 +552,8 @@ def _describe(err: Any, overrides: dict[str, Any], toml_file: Path | None) -> st
     if name in Settings.SECRETS or err["type"] in {"missing"}:
         return f"{name}: {msg} ({origin})"
     value = err.get("input")
+    if isinstance(value, str):
+        value = scrub(value)  # a password in database_url
     shown = repr(value) if isinstance(value, str | int | float | bool) else type(value).__name__
     return f"{name}: {msg}; got {shown} ({origin})"
 

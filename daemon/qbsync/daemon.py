@@ -16,10 +16,18 @@ from typing import Any
 import asyncpg
 import httpx
 
-from . import admin, drift, logs, sdnotify, sentry
-from .config import Settings
+from . import admin, drift, logs, schema, sdnotify, sentry
+from .config import Settings, environment_warnings
 from .db import Listener, wait_for_pool
-from .errors import ConfigError
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_SCHEMA,
+    ConfigError,
+    DatabaseUnreachable,
+    QbsyncError,
+    exit_code,
+)
+from .migrate import Migration, discover
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client
@@ -49,6 +57,11 @@ class Daemon:
     client: QboClient
     realm: Realm
     worker: Worker
+    # the migrations this daemon's code was built for, read once at start (a package
+    # upgraded on disk meanwhile does not change what the loaded code expects)
+    shipped: tuple[Migration, ...] = ()
+    # why it stopped by itself (the schema changed under it): run() returns its exit code
+    failure: QbsyncError | None = None
 
     async def close(self) -> None:
         with contextlib.suppress(*DB_ERRORS):
@@ -101,10 +114,17 @@ async def start(
         raise ConfigError("token_keys is not set (QBSYNC_TOKEN_KEYS or the systemd credential "
                           "qbsync-token-keys): stored tokens cannot be decrypted without it")
     vault = Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
-    pool = await wait_for_pool(settings.database_url, stop, size=settings.concurrency + 4)
+    shipped = tuple(discover())
+    try:
+        pool = await wait_for_pool(settings.database_url, stop, size=settings.concurrency + 4)
+    except (asyncpg.PostgresError, OSError) as exc:  # what waiting cannot cure
+        raise DatabaseUnreachable(f"cannot reach the database: {exc}") from exc
     if pool is None:
         return None
     try:
+        # before anything else: a missing schema or one of another version is one clear
+        # line (and exit 5), not the first query's error
+        (await schema.read_status_async(pool, shipped)).check()
         partitions = await pool.fetch(Q.maintain_log_partitions)
         for p in partitions:
             log.info("log partition %s %s", p["partition_name"], p["action"])
@@ -177,7 +197,8 @@ async def start(
                          wakeup_notify=settings.wakeup_notify),
             on_dead=_report_dead(realm.realm_id),
         )
-        return Daemon(settings, pool, worker.listener, http, tokens, client, realm, worker)
+        return Daemon(settings, pool, worker.listener, http, tokens, client, realm, worker,
+                      shipped)
     except BaseException:
         await pool.close()
         raise
@@ -245,6 +266,8 @@ async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
         if time.monotonic() - worker.loop_alive < stale_after:
             sdnotify.notify(WATCHDOG=1)  # only while the loop really turns
         try:
+            if await _schema_moved(daemon, stop):
+                return
             depth = await daemon.pool.fetchrow(Q.queue_depth)
             await daemon.pool.execute(Q.heartbeat, settings.worker_name)
             await daemon.realm.reload_settings(daemon.pool)  # DBA overrides take effect
@@ -266,6 +289,23 @@ async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
             + (f", last push {time.strftime('%H:%M:%S', time.localtime(last))}" if last else "")
         )
         sdnotify.notify(STATUS=status)
+
+
+async def _schema_moved(daemon: Daemon, stop: asyncio.Event) -> bool:
+    """Stop-migrate-start, the daemon's side: `qbsync migrate --force` (or a migration run
+    while this daemon's heartbeat was late) changed the schema under it. Its functions may
+    now mean something else, so it stops claiming at once, lets in-flight pushes record
+    their outcome, and exits 5 for systemd to restart it into the start-up check."""
+    status = await schema.read_status_async(daemon.pool, daemon.shipped)
+    error = status.problem()
+    if error is None:
+        return False
+    log.critical("the database schema changed under this daemon: %s; stopped claiming",
+                 error, extra={"exit_code": EXIT_SCHEMA})
+    sdnotify.notify(STATUS=f"stopped: {error}")
+    daemon.failure = error
+    stop.set()
+    return True
 
 
 async def _duties(daemon: Daemon, stop: asyncio.Event) -> None:
@@ -327,7 +367,7 @@ async def run(
         if on_ready:
             on_ready(daemon)
         await daemon.worker.run(stop)
-        return 0
+        return exit_code(daemon.failure) if daemon.failure else 0
     finally:
         sdnotify.notify(STOPPING=1)
         stop.set()
@@ -346,12 +386,43 @@ def _stop_before_start(signum: int, _frame: object) -> None:
 
 
 def main(settings: Settings) -> int:
+    """`qbsync run`: every line it writes is a log record in the configured format, the
+    fatal one included (JSON mode: every line is JSON); returns the exit code."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_before_start)
     logs.configure(settings.log_level, settings.log_format)
-    sentry.init_sentry(settings)
+    for warning in environment_warnings():
+        log.warning(warning)
     try:
+        sentry.init_sentry(settings)
         return asyncio.run(run(settings))
     except ReconnectRequired as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_FAILURE
+    except QbsyncError as exc:
+        return fatal(exc)
+    except Exception:
+        log.critical("qbsync stopped on an unexpected error", exc_info=True,
+                     extra={"exit_code": EXIT_FAILURE})
+        return EXIT_FAILURE
+
+
+def fatal(exc: QbsyncError) -> int:
+    """The one line saying why the daemon cannot run; returns its exit code."""
+    code = exit_code(exc)
+    log.critical("qbsync cannot run: %s", exc, extra={"exit_code": code})
+    return code
+
+
+def refuse_settings(exc: ConfigError) -> int:
+    """Settings that do not load: the fatal line in the log format the environment or the
+    config file asks for (they could not be validated), else text."""
+    fmt = os.environ.get("QBSYNC_LOG_FORMAT", "").strip().lower()
+    if fmt not in ("json", "text"):
+        with contextlib.suppress(QbsyncError, OSError):
+            from .config import config_file, read_toml
+
+            path = config_file()
+            fmt = str(read_toml(path).get("log_format", "")).lower() if path else ""
+    logs.configure("INFO", fmt if fmt in ("json", "text") else "text")
+    return fatal(exc)

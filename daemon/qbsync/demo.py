@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import asyncpg
@@ -30,13 +30,17 @@ from psycopg.conninfo import conninfo_to_dict
 from . import daemon, logs, shop
 from .config import Settings, load_settings
 from .connect import EMULATOR_DISCOVERY, Target, connect, headless_browser
-from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
-from .emulator.server import EmulatorServer
+from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from .emulator.defaults import EXTRA_HINT
 from .errors import ConfigError, QbsyncError
 from .migrate import migrate
 from .pgcluster import TempCluster
 from .queries import load_cli
 from .vault import generate_key
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
+    from .emulator.server import EmulatorServer
 
 DEMO_DB = "qbsync_demo"
 DEMO_MARK = "qbsync demo database: dropped and recreated by `qbsync demo`"
@@ -257,6 +261,11 @@ def _check(stop: asyncio.Event) -> None:
 
 async def run_demo(opts: DemoOptions, echo: Echo) -> int:
     """The whole demo; returns the exit code (0: every order synced, none dead)."""
+    try:  # the extra qbsync[emulator]; checked before anything is created
+        from .emulator import Emulator
+        from .emulator.server import EmulatorServer
+    except ImportError as exc:
+        raise QbsyncError(f"{EXTRA_HINT} ({exc})") from None
     stop = asyncio.Event()
     _install_signals(stop)
     logs.configure("ERROR", "text")  # the daemon's warnings would drown the progress line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 class QbsyncError(Exception):
@@ -46,3 +47,59 @@ class MalformedOutput(QbsyncError):
 
     def __str__(self) -> str:
         return f"at {self.path}: {self.problem}" if self.parts else self.problem
+
+
+class SchemaError(QbsyncError):
+    """The database's qbsync schema is missing, or not the version this qbsync needs.
+
+    ``kind``: missing, unreadable, older, newer or changed (`qbsync.schema`).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class DatabaseUnreachable(QbsyncError):
+    """The database refused or did not answer the connection."""
+
+
+# Exit codes of every command, `qbsync run` included (`qbsync --help` lists them).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the operation ran and failed
+EXIT_USAGE = 2  # a wrong option, argument or setting
+EXIT_UNAVAILABLE = 3  # the database could not be reached
+EXIT_TIMEOUT = 4  # --wait ran out before the daemon answered
+EXIT_SCHEMA = 5  # no qbsync schema, or not the version this qbsync needs
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error qbsync raised on purpose."""
+    if isinstance(exc, SchemaError):
+        return EXIT_SCHEMA
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, DatabaseUnreachable):
+        return EXIT_UNAVAILABLE
+    return EXIT_FAILURE
+
+
+def one_line(text: Any) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A database error as one line: its message, DETAIL and HINT; never the PL/pgSQL
+    CONTEXT lines, nor the LINE/caret excerpt psycopg adds (psycopg's and asyncpg's)."""
+    diag = getattr(exc, "diag", None)  # psycopg
+    if diag is not None:
+        primary = diag.message_primary
+        detail, hint = diag.message_detail, diag.message_hint
+    else:  # asyncpg errors carry the same as attributes
+        primary = getattr(exc, "message", None)
+        detail, hint = getattr(exc, "detail", None), getattr(exc, "hint", None)
+    parts = [one_line(primary or exc) or type(exc).__name__]
+    parts += [f"DETAIL: {one_line(detail)}"] if detail else []
+    parts += [f"HINT: {one_line(hint)}"] if hint else []
+    return " — ".join(parts)

@@ -10,6 +10,12 @@ sits on the handler (so records of every library, propagated to the root, are sc
 also on the ``httpx``/``httpcore`` loggers themselves (so their request URLs are scrubbed
 before any other handler or integration sees them).
 
+Under systemd (stderr is the journal stream that ``JOURNAL_STREAM`` names) every line starts
+with its syslog priority, ``<3>`` for an error ... ``<7>`` for debug (sd-daemon(3)): journald
+strips it into the entry's PRIORITY, so ``journalctl -p warning`` works; text lines then
+carry no timestamp of their own (the journal stamps each entry). httpx logs each request at
+INFO; here those lines are DEBUG, shown only with log_level DEBUG.
+
 Extra fields (``logger.info("pushed", extra={"realm_id": r, "qbo_id": i})``) become JSON keys
 or ``key=value`` suffixes. QuickBooks error codes survive: a ``code`` whose value is a short
 number (``"6240"``) or a SQLSTATE (``"QB001"``) is an error code, not an OAuth authorization
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -282,10 +289,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2025-01-02T03:04:05.678+00:00 INFO qbsync.worker: pushed realm_id=1 qbo_id=42``."""
+    """``2025-01-02T03:04:05.678+00:00 INFO qbsync.worker: pushed realm_id=1 qbo_id=42``;
+    without the timestamp when `timestamps` is false (the journal stamps its entries)."""
+
+    def __init__(self, *, timestamps: bool = True) -> None:
+        super().__init__()
+        self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_iso(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if self.timestamps:
+            line = f"{_iso(record)} {line}"
         extras = " ".join(f"{k}={_text_value(v)}" for k, v in extra_fields(record).items())
         if extras:
             line = f"{line} {extras}"
@@ -308,8 +322,55 @@ def _text_value(value: Any) -> str:
     return str(value)
 
 
+# syslog priorities (sd-daemon(3)'s <N> prefixes) of the logging levels
+PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+              logging.DEBUG: 7}
+
+
+def priority(levelno: int) -> int:
+    """The syslog priority of a level (a custom level: the next more severe one's)."""
+    return next((p for level, p in sorted(PRIORITIES.items()) if levelno <= level), 2)
+
+
+class JournalFormatter(logging.Formatter):
+    """Another formatter's lines, each prefixed with ``<priority>`` (every line of a
+    traceback too: journald makes each line an entry of its own)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def is_journal(stream: IO[str]) -> bool:
+    """Whether `stream` is the journal connection systemd gave this service: JOURNAL_STREAM
+    holds "device:inode" of it (systemd.exec(5)); a redirected stderr is not."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor (StringIO, closed)
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+class _RequestsAtDebug(logging.Filter):
+    """httpx's per-request lines ("HTTP Request: POST ... 200 OK") are INFO: make them DEBUG.
+    (The logger's level, set by `configure`, keeps them from being made at all above DEBUG.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 _HANDLER_MARK = "_qbsync_handler"
 _FILTER = ScrubFilter()
+_DEMOTE = _RequestsAtDebug()
 
 
 def scrub_filter() -> ScrubFilter:
@@ -322,9 +383,11 @@ def configure(
     fmt: Literal["json", "text"] | str = "text",
     stream: IO[str] | None = None,
     scrubbed_loggers: Iterable[str] = SCRUBBED_LOGGERS,
+    journal: bool | None = None,
 ) -> logging.Handler:
     """Log to `stream` (default stderr) at `level` in `fmt` ("json" or "text"), every record
-    scrubbed. Replaces a handler installed by an earlier call; leaves others alone."""
+    scrubbed. Replaces a handler installed by an earlier call; leaves others alone.
+    `journal` (default: `is_journal(stream)`): lines for journald, see the module's doc."""
     if fmt not in ("json", "text"):
         raise ValueError(f"log format must be 'json' or 'text', not {fmt!r}")
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
@@ -333,8 +396,13 @@ def configure(
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    out = stream if stream is not None else sys.stderr
+    if journal is None:
+        journal = is_journal(out)
+    handler = logging.StreamHandler(out)
+    formatter: logging.Formatter = (JsonFormatter() if fmt == "json"
+                                    else TextFormatter(timestamps=not journal))
+    handler.setFormatter(JournalFormatter(formatter) if journal else formatter)
     handler.addFilter(_FILTER)
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
@@ -345,5 +413,11 @@ def configure(
             lib.addFilter(_FILTER)
     # httpcore logs every connection step at DEBUG; keep it quiet unless asked for.
     logging.getLogger("httpcore").setLevel(max(numeric, logging.INFO))
+    # httpx's request lines: DEBUG (see _RequestsAtDebug); above DEBUG its warnings only.
+    httpx_logger = logging.getLogger("httpx")
+    httpx_logger.setLevel(logging.DEBUG if numeric <= logging.DEBUG
+                          else max(numeric, logging.WARNING))
+    if _DEMOTE not in httpx_logger.filters:
+        httpx_logger.addFilter(_DEMOTE)
     logging.captureWarnings(True)
     return handler

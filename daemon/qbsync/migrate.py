@@ -25,7 +25,8 @@ from typing import LiteralString
 import psycopg
 from psycopg import errors, sql
 
-from .errors import MigrationError
+from . import __version__
+from .errors import MigrationError, describe_db_error
 from .queries import load_cli
 from .resources import sql_path
 
@@ -176,8 +177,13 @@ def migrate(
     *,
     directory: Path | None = None,
     on_apply: Callable[[Migration], None] | None = None,
+    before_apply: Callable[[psycopg.Connection, list[Migration]], None] | None = None,
 ) -> list[Migration]:
-    """Bring the database up to date; returns the migrations applied (empty: up to date)."""
+    """Bring the database up to date; returns the migrations applied (empty: up to date).
+
+    `before_apply(conn, todo)` runs under the migration lock when there is something to
+    apply, before the first migration; raising stops the run with nothing applied (`qbsync
+    migrate` refuses there while daemons are alive: `refuse_live_daemons`)."""
     migrations = discover(directory)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(Q.migrations_lock)
@@ -186,6 +192,8 @@ def migrate(
             with conn.transaction():
                 conn.execute(Q.migrations_bootstrap)
             todo = pending(conn, migrations)
+            if todo and before_apply:
+                before_apply(conn, todo)
             for m in todo:
                 if on_apply:
                     on_apply(m)
@@ -193,15 +201,64 @@ def migrate(
                     with conn.transaction():
                         conn.execute(m.sql)  # type: ignore[arg-type]  # file text, not input
                         _reassert_ownership(conn)
-                        conn.execute(Q.migrations_record, (m.version, m.name, m.checksum))
+                        conn.execute(Q.migrations_record,
+                                     (m.version, m.name, m.checksum, __version__))
                 except psycopg.Error as exc:
-                    raise MigrationError(f"migration {m.name} failed: {exc}") from exc
+                    raise MigrationError(
+                        f"migration {m.name} failed: {describe_db_error(exc)}") from exc
             try:
                 with conn.transaction():
                     _reassert_ownership(conn)
             except psycopg.Error as exc:
-                raise MigrationError(f"cannot give qbsync's objects to {OWNER_ROLE}: {exc}") \
-                    from exc
+                raise MigrationError(f"cannot give qbsync's objects to {OWNER_ROLE}: "
+                                     f"{describe_db_error(exc)}") from exc
             return todo
         finally:
             conn.execute(Q.migrations_unlock)
+
+
+# --- stop, migrate, start -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LiveDaemon:
+    worker_id: str
+    hostname: str
+    pid: int
+    heartbeat_age: int  # seconds since its last heartbeat
+
+    def __str__(self) -> str:
+        return (f"{self.worker_id} (host {self.hostname}, pid {self.pid}, heartbeat "
+                f"{self.heartbeat_age} s ago)")
+
+
+def live_daemons(conn: psycopg.Connection) -> list[LiveDaemon]:
+    """Daemons registered in qbsync.workers with a recent heartbeat (none before 0001)."""
+    exists = conn.execute(Q.workers_table_exists).fetchone()
+    if not exists or not exists[0]:
+        return []
+    return [LiveDaemon(*row) for row in conn.execute(Q.migrations_live_daemons).fetchall()]
+
+
+def refuse_live_daemons(
+    force: bool, on_forced: Callable[[list[LiveDaemon]], None] | None = None
+) -> Callable[[psycopg.Connection, list[Migration]], None]:
+    """A `before_apply` for `migrate`: upgrades are stop, migrate, start. A daemon running
+    while functions change under it could call them with the old semantics, so this refuses
+    while one is alive, naming each; `force` goes ahead (a daemon that was killed and no
+    longer heartbeats is gone within 2 minutes anyway), telling `on_forced` whom it
+    overrode. A running daemon stops by itself once it sees the new schema."""
+
+    def check(conn: psycopg.Connection, todo: list[Migration]) -> None:
+        alive = live_daemons(conn)
+        if not alive:
+            return
+        if force:
+            if on_forced:
+                on_forced(alive)
+            return
+        raise MigrationError(
+            f"{len(alive)} daemon(s) running: {'; '.join(map(str, alive))}. Stop them "
+            f"(systemctl stop qbsync), then migrate ({len(todo)} migration(s) pending: "
+            f"{', '.join(m.name for m in todo)}), then start them; --force migrates anyway")
+
+    return check

@@ -417,7 +417,9 @@ class Worker:
             log.warning("lease on %s was lost (another daemon took it over); outcome not "
                         "recorded here", row.label, extra=extra)
         elif isinstance(outcome, PushFailed):
-            level = logging.ERROR if state == "dead" else logging.WARNING
+            # a row waiting for another's push (a payment for its invoice) is routine
+            level = logging.ERROR if state == "dead" else \
+                logging.INFO if outcome.kind == "waiting" else logging.WARNING
             log.log(level, "%s (%s, row %s)", outcome.message, state, row.id,
                     extra={**extra, "code": outcome.code, "kind": outcome.kind})
             if state == "dead":

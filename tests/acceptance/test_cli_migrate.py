@@ -60,7 +60,12 @@ def test_migrate_from_installed_wheel(empty_db_url: str, tmp_path: Path) -> None
     wheel = next(wheels.glob("qbsync-*.whl"))
     with zipfile.ZipFile(wheel) as zipped:
         shipped = set(zipped.namelist())
-    assert {"qbsync/sql/queries.sql", "qbsync/sql/cli_queries.sql"} <= shipped
+    assert {"qbsync/sql/queries.sql", "qbsync/sql/cli_queries.sql",
+            "qbsync/systemd/qbsync.service", "qbsync/systemd/qbsync.toml.example"} <= shipped
+    data = next(n.split("/", 1)[0] for n in shipped if n.endswith(".data/data/share/doc/"
+                                                                    "qbsync/README.md"))
+    assert f"{data}/data/share/doc/qbsync/CHANGELOG.md" in shipped
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in shipped)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     # Dependencies come from this venv (read-only, via a .pth); qbsync itself only from the wheel.
@@ -76,6 +81,15 @@ def test_migrate_from_installed_wheel(empty_db_url: str, tmp_path: Path) -> None
     result = run(str(env_dir / "bin" / "qbsync"), "migrate", "--database-url", empty_db_url,
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    # the unit and the example configuration come from the wheel, and the unit's
+    # Documentation= names the README the wheel installed
+    example = run(str(env_dir / "bin" / "qbsync"), "config", "example", cwd=tmp_path)
+    assert example.stdout == (ROOT / "systemd" / "qbsync.toml.example").read_text()
+    unit = run(str(env_dir / "bin" / "qbsync"), "systemd-unit", cwd=tmp_path).stdout
+    assert f"ExecStart={env_dir / 'bin' / 'qbsync'} run" in unit.splitlines()
+    readme = env_dir / "share" / "doc" / "qbsync" / "README.md"
+    assert f"Documentation=file://{readme.resolve()}" in unit.splitlines()
+    assert readme.read_text() == (ROOT / "README.md").read_text()
     with psycopg.connect(empty_db_url) as conn:
         count = conn.execute("SELECT count(*) FROM qbsync.schema_migrations").fetchone()
     assert count == (len(list((ROOT / "sql" / "migrations").glob("*.sql"))),)

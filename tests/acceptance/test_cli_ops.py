@@ -74,7 +74,9 @@ def test_keygen_prints_a_usable_key(tmp_path: Path) -> None:
     entry = result.stdout.strip()
     assert entry.startswith("k9:")
     assert len(parse_key_ring(entry)["k9"]) == 32
-    assert run(cli_env(tmp_path), "keygen", "--key-id", "bad id!").returncode == 1
+    bad = run(cli_env(tmp_path), "keygen", "--key-id", "bad id!")
+    assert bad.returncode == 2  # a usage error
+    assert "key id 'bad id!' is invalid" in bad.stderr
 
 
 def test_connect_disconnect_rotate(tmp_path: Path, db_url: str, emu: Emulator,
@@ -134,12 +136,12 @@ def test_connect_names_a_missing_setting(tmp_path: Path, db_url: str,
                                          server: EmulatorServer) -> None:
     result = run(cli_env(tmp_path, database_url=db_url), "connect", "--emulator",
                  server.base_url, "--port", "0", "--no-browser")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration error
     assert "token_keys is not set" in result.stderr
     assert "Traceback" not in result.stderr
     result = run(cli_env(tmp_path, database_url=db_url, token_keys=OLD), "connect",
                  "--production", "--no-browser", "--port", "0")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "client_id is not set" in result.stderr
 
 
@@ -155,8 +157,8 @@ def test_disconnect_unreachable_database(tmp_path: Path) -> None:
 
 def test_unmigrated_database_is_a_clear_error(tmp_path: Path, empty_db_url: str) -> None:
     result = run(cli_env(tmp_path, token_keys=OLD, database_url=empty_db_url), "rotate-key")
-    assert result.returncode == 1
-    assert "qbsync migrate" in result.stderr
+    assert result.returncode == 5  # no qbsync schema
+    assert "the database has no qbsync schema: run `qbsync migrate`" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -336,3 +336,70 @@ def test_loaded_secrets_are_scrubbed_from_logs() -> None:
     load_settings(client_secret="cs-registered-1", token_keys=f"k1:{KEY1}")
     assert logs.scrub("x cs-registered-1 y") == f"x {MASK} y"
     assert KEY1 not in logs.scrub(f"key {KEY1}")
+
+
+# --- operators' aids: misspelled variables, where each value came from ------------------------
+
+
+def test_a_misspelled_variable_is_reported_with_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic-settings ignores an unknown QBSYNC_* variable: a typo would silently leave
+    the default in effect."""
+    monkeypatch.setenv("QBSYNC_CONCURENCY", "4")
+    monkeypatch.setenv("QBSYNC_TOKEN_KEY", "k1:x")
+    monkeypatch.setenv("QBSYNC_NOTHING_LIKE_IT", "1")
+    monkeypatch.setenv("QBSYNC_TEST_PGHOST", "elsewhere")  # the test suite's own
+    monkeypatch.setenv("QBSYNC_LOG_LEVEL", "debug")  # a real one
+    warnings = config.environment_warnings()
+    assert warnings == [
+        "environment variable QBSYNC_CONCURENCY is not a qbsync setting; ignored (did you "
+        "mean QBSYNC_CONCURRENCY?)",
+        "environment variable QBSYNC_NOTHING_LIKE_IT is not a qbsync setting; ignored",
+        "environment variable QBSYNC_TOKEN_KEY is not a qbsync setting; ignored (did you "
+        "mean QBSYNC_TOKEN_KEYS?)",
+    ]
+    assert load_settings().concurrency == 10  # what the typo would silently have meant
+
+
+def test_the_config_file_variable_is_not_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_toml(tmp_path, monkeypatch, "")
+    assert config.environment_warnings() == []
+
+
+def test_each_setting_says_where_its_value_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = write_toml(tmp_path, monkeypatch, "concurrency = 4\nclaim_batch = 7\n")
+    creds = credentials(tmp_path, monkeypatch, client_secret="cs-from-credential")
+    monkeypatch.setenv("QBSYNC_CLAIM_BATCH", "9")
+    sources = config.setting_sources({"database_url": "dbname=x", "realm_id": None})
+    assert sources["database_url"] == "command-line option"
+    assert sources["claim_batch"] == "environment QBSYNC_CLAIM_BATCH"
+    assert sources["client_secret"] == f"credential {creds / 'qbsync-client-secret'}"
+    assert sources["concurrency"] == f"file {toml}"
+    assert sources["realm_id"] == "default"  # a None override is no override
+    assert sources["lease_seconds"] == "default"
+    assert set(sources) == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize("url", ["postgresql://[bad", "not a url", "http://example.test",
+                                 "postgresql://u@h:notaport/db"])
+def test_an_unparsable_database_url_is_a_configuration_error(url: str) -> None:
+    message = error_of(database_url=url)
+    assert message.startswith("invalid configuration: database_url: ")
+    assert "(command-line option)" in message
+
+
+def test_a_database_url_error_never_shows_its_password() -> None:
+    message = error_of(database_url="postgresql://u:pw-secret-1@h:nope/db")
+    assert "pw-secret-1" not in message
+    assert "port 'nope' is not a number" in message
+
+
+@pytest.mark.parametrize("url", ["", "dbname=shop host=/run/postgresql",
+                                 "postgresql://qbsync@db.example:5432,db2:5433/shop"])
+def test_good_database_urls_pass(url: str) -> None:
+    assert load_settings(database_url=url).database_url == url

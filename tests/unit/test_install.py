@@ -21,7 +21,15 @@ PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;]+)(?: ;[^\\]*)? \\$", re.MULTILINE
 
 
 def runtime_requirements() -> list[Requirement]:
-    return [Requirement(spec) for spec in PYPROJECT["project"]["dependencies"]]
+    """The daemon's and the CLI's dependencies, and the emulator extra's (the demo's)."""
+    return [Requirement(spec) for spec in PYPROJECT["project"]["dependencies"]
+            + PYPROJECT["project"]["optional-dependencies"]["emulator"]]
+
+
+def extra(name: str) -> list[Requirement]:
+    """An extra's requirements, without qbsync's own extras it names (qbsync[emulator])."""
+    reqs = [Requirement(s) for s in PYPROJECT["project"]["optional-dependencies"][name]]
+    return [r for r in reqs if canonicalize_name(r.name) != "qbsync"]
 
 
 def pins(lock: Path) -> dict[str, Version]:
@@ -56,7 +64,7 @@ def test_lock_satisfies_pyproject(name: str) -> None:
     locked = pins(LOCKS[name])
     wanted = runtime_requirements()
     if name == "test":
-        wanted += [Requirement(s) for s in PYPROJECT["project"]["optional-dependencies"]["test"]]
+        wanted += extra("test")
     for req in wanted:
         version = locked.get(canonicalize_name(req.name))
         assert version is not None, f"{name}.txt lacks {req.name}: run requirements/lock"
@@ -75,9 +83,19 @@ def readme_commands() -> list[str]:
 def test_readme_installs_from_the_locks() -> None:
     demo, suite = readme_commands()
     assert "-r requirements/demo.txt" in demo
+    assert "-e '.[emulator]'" in demo  # the demo runs the emulator: the extra
     assert demo.endswith("qbsync demo")
     assert "-r requirements/test.txt" in suite
     assert suite.endswith("pytest")
+
+
+def test_the_emulator_is_an_extra_the_test_extra_includes() -> None:
+    """`qbsync run` and the operator commands install without Starlette and uvicorn."""
+    runtime = {canonicalize_name(Requirement(s).name)
+               for s in PYPROJECT["project"]["dependencies"]}
+    assert not runtime & {"starlette", "uvicorn"}
+    assert {canonicalize_name(r.name) for r in extra("emulator")} == {"starlette", "uvicorn"}
+    assert "qbsync[emulator]" in PYPROJECT["project"]["optional-dependencies"]["test"]
 
 
 def test_ci_runs_the_readmes_test_command() -> None:

@@ -1,12 +1,15 @@
 """Logging: JSON lines and text output, extra fields, and secrets scrubbed from every part of
-a record in both formats (message, arguments, extras, exceptions, httpx's own lines)."""
+a record in both formats (message, arguments, extras, exceptions, httpx's own lines); lines
+for journald under systemd; httpx's request lines at DEBUG."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +26,9 @@ def restore_logging() -> Iterator[None]:
     handlers, level = root.handlers[:], root.level
     saved = {n: logging.getLogger(n).filters[:] for n in logs.SCRUBBED_LOGGERS}
     httpcore_level = logging.getLogger("httpcore").level
+    httpx_level = logging.getLogger("httpx").level
     yield
+    logging.getLogger("httpx").setLevel(httpx_level)
     root.handlers[:] = handlers
     root.setLevel(level)
     for name, filters in saved.items():
@@ -205,9 +210,9 @@ def test_bad_arguments() -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_httpx_request_lines_are_scrubbed(fmt: str) -> None:
-    """httpx logs every request URL (INFO "HTTP Request: ..."): the OAuth callback's code and
-    a token in the query string must not reach the output."""
-    out = capture(fmt, "INFO")
+    """httpx logs every request URL ("HTTP Request: ...", shown at DEBUG): the OAuth
+    callback's code and a token in the query string must not reach the output."""
+    out = capture(fmt, "DEBUG")
     # A handler on httpx's own logger, as another library or a test harness might add:
     # it sees the record before the root handler, so the logger-level filter must act.
     direct = io.StringIO()
@@ -227,3 +232,88 @@ def test_httpx_request_lines_are_scrubbed(fmt: str) -> None:
         assert "AB11httpxcode" not in text
         assert "eyJhttpx" not in text
         assert "state=s" in text
+
+
+def _get(url: str) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+    with httpx.Client(transport=transport) as client:
+        client.get(url)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_httpx_request_lines_are_debug(fmt: str) -> None:
+    """One line per QuickBooks request is noise at INFO: httpx's lines are DEBUG."""
+    quiet = capture(fmt, "INFO")
+    _get("https://example.test/quiet")
+    logging.getLogger("qbsync.test").info("kept")
+    assert "example.test" not in quiet.getvalue()
+    assert "kept" in quiet.getvalue()
+    loud = capture(fmt, "DEBUG")
+    _get("https://example.test/loud")
+    line = next(x for x in loud.getvalue().splitlines() if "example.test/loud" in x)
+    if fmt == "json":
+        assert json.loads(line)["level"] == "DEBUG"
+    else:
+        assert " DEBUG httpx: HTTP Request: GET" in line
+
+
+def _journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> io.TextIOWrapper:
+    """A stream systemd would have connected to the journal: JOURNAL_STREAM names it."""
+    stream = (tmp_path / "journal").open("w+", encoding="utf-8")
+    info = os.fstat(stream.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+    return stream
+
+
+def test_journald_lines_carry_their_priority_and_no_timestamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = _journal(tmp_path, monkeypatch)
+    configure("DEBUG", "text", stream=stream)
+    log = logging.getLogger("qbsync.worker")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    log.critical("c")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed")
+    stream.seek(0)
+    lines = stream.read().splitlines()
+    assert lines[:5] == ["<7>DEBUG qbsync.worker: d", "<6>INFO qbsync.worker: i",
+                         "<4>WARNING qbsync.worker: w", "<3>ERROR qbsync.worker: e",
+                         "<2>CRITICAL qbsync.worker: c"]
+    # every line of a traceback is its own journal entry: each keeps the priority
+    assert lines[5] == "<3>ERROR qbsync.worker: failed"
+    assert len(lines) > 6
+    assert all(line.startswith("<3>") for line in lines[5:])
+    assert lines[-1] == "<3>RuntimeError: boom"
+
+
+def test_journald_json_lines_are_json_after_the_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """journald strips the <N> prefix (SyslogLevelPrefix=yes): each entry is pure JSON."""
+    stream = _journal(tmp_path, monkeypatch)
+    configure("INFO", "json", stream=stream)
+    logging.getLogger("qbsync.daemon").warning("w", extra={"entity": "order"})
+    stream.seek(0)
+    line = stream.read().strip()
+    assert line.startswith("<4>{")
+    assert json.loads(line[3:])["entity"] == "order"
+
+
+def test_a_stream_that_is_not_the_journal_keeps_timestamps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JOURNAL_STREAM is inherited by children whose stderr is redirected: only the very
+    stream it names is the journal."""
+    _journal(tmp_path, monkeypatch)
+    other = capture("text", "INFO")
+    logging.getLogger("qbsync.test").info("plain")
+    line = other.getvalue().strip()
+    assert not line.startswith("<")
+    assert line.endswith(" INFO qbsync.test: plain")
+    assert line[:4].isdigit()  # the timestamp

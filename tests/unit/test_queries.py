@@ -20,7 +20,7 @@ LOADERS = {"load": DAEMON_FILE, "load_cli": CLI_FILE}
 FILES = {DAEMON_FILE: load, CLI_FILE: load_cli}
 # Modules whose SQL lives in the .sql files (others are being moved separately).
 MOVED = ("admin", "cli_admin", "cli_ops", "connect", "demo", "keys", "tokens", "drift",
-         "daemon", "realm", "shop", "migrate", "queries")
+         "daemon", "realm", "shop", "migrate", "queries", "schema", "cli", "cli_config")
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|SET|CREATE|DROP|COMMENT ON)\s")
 QBO_QUERY = re.compile(r"\bFROM [A-Z][A-Za-z]*\b")  # QuickBooks' query language: FROM Account
 

@@ -8,10 +8,32 @@ Typical in-process use::
     async with emu.client() as http:
         r = await http.get(f"/v3/company/{realm}/companyinfo/{realm}",
                            headers={"Authorization": f"Bearer {tokens['access_token']}"})
+
+It needs the ``qbsync[emulator]`` extra (Starlette, uvicorn). Importing this package loads
+neither: `Emulator`, `FaultRule` and `LimitConfig` are imported on first use, so that the
+daemon and the operator commands, which only need the default client id and secret, run
+without the extra.
 """
 
-from .core import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
-from .injection import FaultRule
-from .limits import LimitConfig
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+if TYPE_CHECKING:
+    from .core import Emulator
+    from .injection import FaultRule
+    from .limits import LimitConfig
 
 __all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "Emulator", "FaultRule", "LimitConfig"]
+
+_LAZY = {"Emulator": ".core", "FaultRule": ".injection", "LimitConfig": ".limits"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(module, __name__), name)

@@ -1,13 +1,16 @@
-"""``qbsync emulator`` / ``python -m qbsync.emulator``: run the emulator with uvicorn."""
+"""``qbsync emulator`` / ``python -m qbsync.emulator``: run the emulator with uvicorn.
+
+The command is part of every `qbsync`; the emulator itself (Starlette, uvicorn: the
+``qbsync[emulator]`` extra) is imported only when it runs.
+"""
 
 from __future__ import annotations
 
 import json
 
 import click
-import uvicorn
 
-from .core import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
+from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, EXTRA_HINT
 
 
 @click.command("emulator")
@@ -76,7 +79,13 @@ def emulator_command(
     no_limits: bool,
     log_level: str,
 ) -> None:
-    """Run the local QuickBooks Online emulator (API v3 + OAuth 2.0)."""
+    """Run the local QuickBooks Online emulator (API v3 + OAuth 2.0; needs qbsync[emulator])."""
+    try:
+        import uvicorn
+
+        from .core import Emulator
+    except ImportError as exc:
+        raise click.ClickException(f"{EXTRA_HINT} ({exc})") from None
     emu = Emulator(
         time_scale=time_scale,
         client_id=client_id,

@@ -21,14 +21,12 @@ from . import control, faults, oauth
 from .api import V3
 from .clock import Clock
 from .counters import Counters
+from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from .entities import SYSTEM_FIELDS, Writer
 from .gate import Gate
 from .injection import FaultRule, Injector
 from .limits import LimitConfig, Limits
 from .store import BY_PATH, WRITABLE, Company, CompanySettings
-
-DEFAULT_CLIENT_ID = "qbsync-emulator-client"
-DEFAULT_CLIENT_SECRET = "qbsync-emulator-secret"  # noqa: S105 - public test value
 
 
 class Emulator:
