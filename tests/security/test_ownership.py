@@ -78,6 +78,7 @@ DEFINERS = {
     "qbsync.settings_changed()",                         # setting; releasing them when one
     "qbsync.override_setting(text,jsonb,text)",          # is set; a DBA's own value; the
     "qbsync.request_settings_refresh()",                 # admin request to look them up
+    "qbsync.withdraw_request(bigint)",           # an admin request, before a daemon takes it
 }
 
 
