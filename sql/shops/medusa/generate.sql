@@ -93,6 +93,7 @@ DECLARE
     v_title text[];
     v_ptitle text[];
     v_pid text[];
+    v_handle text[];
     v_sku text[];
     v_eur numeric[];
     v_usd numeric[];
@@ -285,12 +286,13 @@ BEGIN
            array_agg(pv.title ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(p.title ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(p.id ORDER BY pv.created_at, p.handle, pv.variant_rank),
+           array_agg(p.handle ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(pv.sku ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(e.amount ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(u.amount ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(t.value ORDER BY pv.created_at, p.handle, pv.variant_rank),
            array_agg(t.id ORDER BY pv.created_at, p.handle, pv.variant_rank)
-    INTO v_id, v_title, v_ptitle, v_pid, v_sku, v_eur, v_usd, v_type, v_typeid
+    INTO v_id, v_title, v_ptitle, v_pid, v_handle, v_sku, v_eur, v_usd, v_type, v_typeid
     FROM medusa.product_variant pv
     JOIN medusa.product p ON p.id = pv.product_id AND p.deleted_at IS NULL AND p.status = 'published'
     JOIN medusa.product_type t ON t.id = p.type_id
@@ -412,7 +414,7 @@ BEGIN
     SELECT i.g, i.display_id, i.line_no, i.vi, q.qty,
            o.created_at, o.region,
            v_id[i.vi] AS variant_id, v_title[i.vi] AS variant_title, v_ptitle[i.vi] AS product_title,
-           v_pid[i.vi] AS product_id, v_sku[i.vi] AS sku, v_type[i.vi] AS type, v_typeid[i.vi] AS type_id,
+           v_pid[i.vi] AS product_id, v_handle[i.vi] AS handle, v_sku[i.vi] AS sku, v_type[i.vi] AS type, v_typeid[i.vi] AS type_id,
            CASE WHEN o.region = 'us' THEN v_usd[i.vi] ELSE v_eur[i.vi] END AS unit_price,
            o.region <> 'us' AS incl,
            CASE WHEN o.region = 'us' THEN 0
@@ -569,7 +571,7 @@ BEGIN
                                         requires_shipping, is_discountable, is_tax_inclusive,
                                         unit_price, raw_unit_price, metadata, created_at, updated_at)
     SELECT l.line_id, l.product_title, l.variant_title, l.variant_id, l.product_id, l.product_title,
-           NULL, l.type, l.type_id, NULL, l.sku, l.variant_title, true, true, l.incl,
+           NULL, l.type, l.type_id, l.handle, l.sku, l.variant_title, true, true, l.incl,
            l.unit_price, medusa.generate_raw(l.unit_price), '{}', l.created_at, l.created_at
     FROM gen_lines l ORDER BY l.display_id, l.line_no;
     GET DIAGNOSTICS c_items = ROW_COUNT;
@@ -750,11 +752,12 @@ BEGIN
     FROM gen_pay p LEFT JOIN medusa.refund_reason rr ON rr.id = p.reason_id
     WHERE p.new_version ORDER BY p.display_id;
     INSERT INTO medusa.order_credit_line (id, order_id, reference, reference_id, amount, raw_amount,
-                                          version, created_at, updated_at)
+                                          version, metadata, created_at, updated_at)
     SELECT medusa.generate_id('ordcl', coalesce(p.refunded_at, p.captured_at), 'credit' || p.display_id),
            p.order_id, coalesce(rr.label, 'payment_collection'), coalesce(rr.code, p.collection_id),
            coalesce(p.refund_amount, 0), medusa.generate_raw(coalesce(p.refund_amount, 0)), 2,
-           coalesce(p.refunded_at, p.captured_at), coalesce(p.refunded_at, p.captured_at)
+           '{"created_in_version": 2}', coalesce(p.refunded_at, p.captured_at),
+           coalesce(p.refunded_at, p.captured_at)
     FROM gen_pay p LEFT JOIN medusa.refund_reason rr ON rr.id = p.reason_id
     WHERE p.new_version ORDER BY p.display_id;
 

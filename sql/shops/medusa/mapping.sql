@@ -768,6 +768,23 @@ BEGIN
 END
 $$;
 
+-- Why the order's invoice is refused (its QB001 message without the order's name), or NULL:
+-- its payments and refunds are refused for the same reason.
+CREATE OR REPLACE FUNCTION medusa_qbsync.invoice_refusal(o medusa."order")
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM qbsync_map."order"(o.id);
+    RETURN NULL;
+EXCEPTION WHEN SQLSTATE 'QB001' THEN
+    RETURN CASE WHEN starts_with(SQLERRM, medusa_qbsync.order_label(o) || ': ')
+                THEN substr(SQLERRM, length(medusa_qbsync.order_label(o)) + 3)
+                ELSE SQLERRM END;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION qbsync_map.order_keys()
 RETURNS SETOF text
 LANGUAGE sql STABLE
@@ -880,7 +897,9 @@ BEGIN
         RETURN NULL;                           -- no invoice to apply it to
     END IF;
     v_label := format('payment %s (capture of %s)', key, medusa_qbsync.order_label(o));
-    v_bad := medusa_qbsync.order_problem(o);
+    -- the order itself must be invoiceable (the same checks, named after the payment): a
+    -- payment whose invoice is refused would wait for it forever
+    v_bad := medusa_qbsync.invoice_refusal(o);
     IF v_bad IS NULL THEN
         v_amount := medusa_qbsync.movement_cents('capture', o.id, key);
         SELECT round(sum(l.exact), 2) INTO v_invoice FROM medusa_qbsync.invoice_lines(o) l;
@@ -983,15 +1002,8 @@ BEGIN
     END IF;
     SELECT * INTO r FROM medusa.refund WHERE id = key;
     v_label := format('refund %s (%s)', key, medusa_qbsync.order_label(o));
-    v_bad := medusa_qbsync.order_problem(o);
-    IF v_bad IS NULL THEN
-        -- the order itself must be invoiceable (the same checks, named after the refund)
-        BEGIN
-            PERFORM qbsync_map."order"(o.id);
-        EXCEPTION WHEN SQLSTATE 'QB001' THEN
-            v_bad := SQLERRM;
-        END;
-    END IF;
+    -- the order itself must be invoiceable (the same checks, named after the refund)
+    v_bad := medusa_qbsync.invoice_refusal(o);
     IF v_bad IS NULL THEN
         v_amount := medusa_qbsync.movement_cents('refund', o.id, key);
         SELECT round(sum(l.exact), 2) INTO v_invoice FROM medusa_qbsync.invoice_lines(o) l;
