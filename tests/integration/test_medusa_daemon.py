@@ -102,6 +102,8 @@ async def test_generated_orders_are_one_invoice_each_to_the_cent(
     for (entity, key), error in failed.items():
         assert "is in USD but the QuickBooks company keeps its books in EUR" in error, error
         assert state(conn, entity, key) == (None, "failed", error)  # written back
+    # the dashboard counts the orders still without an invoice: those
+    assert conn.execute("SELECT orders_pending FROM qbsync.dashboard").fetchone() == (len(usd),)
 
 
 async def test_cancel_void_refund_and_a_deleted_capture(shop: Shop,
