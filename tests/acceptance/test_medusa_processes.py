@@ -107,6 +107,12 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     receipts = collections.Counter(r.get("DocNumber")
                                    for r in emu.entities(shop.realm_id, "RefundReceipt"))
     assert [n for n, c in receipts.items() if c > 1] == []
+    refunds = conn.execute(
+        "SELECT count(*) FROM medusa.refund r JOIN medusa.payment p ON p.id = r.payment_id "
+        "JOIN medusa.order_payment_collection opc ON opc.payment_collection_id = "
+        f"p.payment_collection_id WHERE opc.order_id IN ({INVOICED})").fetchone()
+    assert refunds == (sum(receipts.values()),)
+    assert refunds != (0,)
     dead = conn.execute("SELECT entity, last_error FROM qbsync.outbox").fetchall()
     assert dead  # the dollar orders, 4 % of them
     assert all("is in USD but the QuickBooks company keeps its books in EUR" in error
