@@ -334,6 +334,7 @@ BEGIN
            6900000000 + floor(random() * 99999999)::bigint AS phone,
            t0 + random() * interval '365 days' AS created_at
     FROM generate_series(1, n_cust) AS g;
+    ANALYZE gen_customers;
 
     INSERT INTO medusa.customer (id, first_name, last_name, email, phone, company_name, has_account,
                                  created_at, updated_at)
@@ -390,6 +391,7 @@ BEGIN
                random() AS reason_roll
         FROM generate_series(1, n_orders) AS g
     ) s;
+    ANALYZE gen_orders;
 
     -- Lines: draws in one nested-loop scan over the fresh temp table; distinct variants.
     DROP TABLE IF EXISTS gen_items;
@@ -400,12 +402,14 @@ BEGIN
            1 + (floor(o.pick * n_var)::int + (n - 1) * 7) % n_var AS vi
     FROM (SELECT go.g, go.display_id, go.n_lines, random() AS pick FROM gen_orders go) o
     CROSS JOIN LATERAL generate_series(1, o.n_lines) AS n;
+    ANALYZE gen_items;
     -- quantities: one draw per line, in a scan of its own
     DROP TABLE IF EXISTS gen_qty;
     CREATE TEMP TABLE gen_qty AS
     SELECT i.g, i.line_no,
            CASE WHEN r < 0.75 THEN 1 WHEN r < 0.93 THEN 2 ELSE 3 END AS qty
     FROM (SELECT gi.g, gi.line_no, random() AS r FROM gen_items gi) i;
+    ANALYZE gen_qty;
 
     ---------------------------------------------------------------------------------------
     -- Amounts (no random() from here on: joins may reorder rows freely).
@@ -427,6 +431,7 @@ BEGIN
     FROM gen_items i
     JOIN gen_qty q ON q.g = i.g AND q.line_no = i.line_no
     JOIN gen_orders o ON o.g = i.g;
+    ANALYZE gen_lines;
 
     DROP TABLE IF EXISTS gen_amounts;
     CREATE TEMP TABLE gen_amounts AS
@@ -445,6 +450,7 @@ BEGIN
            CASE WHEN o.region = 'us' THEN 0 ELSE 24 END::numeric AS ship_rate
     FROM gen_orders o JOIN gen_lines l ON l.g = o.g
     GROUP BY o.g, o.display_id, o.region, o.outcome, o.created_at, o.promo_roll;
+    ANALYZE gen_amounts;
 
     -- Adjustments, net of VAT as Medusa's promotion module stores them.
     DROP TABLE IF EXISTS gen_adj;
@@ -456,6 +462,7 @@ BEGIN
     SELECT l.g, l.line_no, 'SPRING5', promo_spring,
            medusa.generate_js(5 * (l.unit_price * l.qty / (1 + l.rate / 100)) / a.items_net)
     FROM gen_lines l JOIN gen_amounts a ON a.g = l.g WHERE a.spring;
+    ANALYZE gen_adj;
 
     -- Medusa's totals, with its own arithmetic (net subtotal by division, discounts off the
     -- net, tax added back), unrounded: what its order summary and payment collection hold.
@@ -468,9 +475,13 @@ BEGIN
     FROM gen_amounts a
     JOIN (SELECT l.g,
                  sum((CASE WHEN l.incl THEN l.unit_price * l.qty / (1 + l.rate / 100) ELSE l.unit_price * l.qty END
-                      - coalesce((SELECT sum(j.amount) FROM gen_adj j WHERE j.g = l.g AND j.line_no = l.line_no), 0))
+                      - coalesce(j.amount, 0))
                      * (1 + l.rate / 100)) AS total
-          FROM gen_lines l GROUP BY l.g) it ON it.g = a.g;
+          FROM gen_lines l
+          LEFT JOIN (SELECT g, line_no, sum(amount) AS amount FROM gen_adj GROUP BY g, line_no) j
+            ON j.g = l.g AND j.line_no = l.line_no
+          GROUP BY l.g) it ON it.g = a.g;
+    ANALYZE gen_totals;
 
     DROP TABLE IF EXISTS gen_pay;
     CREATE TEMP TABLE gen_pay AS
@@ -492,6 +503,7 @@ BEGIN
            medusa.generate_id('pay_col', o.created_at, 'paycol' || o.display_id) AS collection_id,
            medusa.generate_id('pay', o.created_at, 'payment' || o.display_id) AS payment_id
     FROM gen_orders o JOIN gen_totals t ON t.g = o.g;
+    ANALYZE gen_pay;
 
     ---------------------------------------------------------------------------------------
     -- Guests: a customer row per e-mail, created by its first checkout.
@@ -533,6 +545,7 @@ BEGIN
            CASE o.region WHEN 'gr' THEN postcodes[1 + o.g % cardinality(postcodes)] WHEN 'us' THEN '10118'
                 ELSE eu_postcodes[o.eu_country] END AS postcode
     FROM gen_orders o JOIN buyer b ON b.g = o.g;
+    ANALYZE gen_who;
 
     INSERT INTO medusa.order_address (id, customer_id, company, first_name, last_name, address_1,
                                       city, country_code, postal_code, phone, created_at, updated_at)

@@ -342,8 +342,10 @@ BEGIN ATOMIC
                -(a.amount * (1 + s.rate / 100)),
                s.rate
         FROM ship s
+        -- (version + 0: the unique index on (version, shipping_method_id) would be walked by
+        -- version alone, every order's adjustments of that version)
         JOIN medusa.order_shipping_method_adjustment a
-          ON a.shipping_method_id = s.id AND a.version = o.version AND a.deleted_at IS NULL
+          ON a.shipping_method_id = s.id AND a.version + 0 = o.version AND a.deleted_at IS NULL
     ),
     nat AS (
         SELECT l.*, row_number() OVER (ORDER BY l.sec, l.at, l.grp, l.sub, l.tie) AS n,
@@ -838,6 +840,7 @@ AS $$
         SELECT x.id, x.amount, x.created_at
         FROM medusa.order_payment_collection opc
         JOIN medusa.payment p ON p.payment_collection_id = opc.payment_collection_id
+                             AND p.deleted_at IS NULL
         JOIN LATERAL (
             SELECT c.id, c.amount, c.created_at FROM medusa.capture c
             WHERE kind = 'capture' AND c.payment_id = p.id AND c.deleted_at IS NULL
@@ -1057,14 +1060,14 @@ BEGIN
                                             v_label, coalesce(v_sum::text, 'nothing'), v_amount));
     END IF;
 
-    -- MED-12-R1: the refund's rank among its order's refunds (soft-deleted ones included, so
-    -- that a number never moves); left to QuickBooks when it would not fit 21 characters
+    -- MED-12-R1: the refund's rank among its order's refunds (Medusa offers no way to delete
+    -- one, so the numbers do not move); left to QuickBooks beyond 21 characters
     SELECT count(*) INTO v_n
-    FROM medusa.payment pay
-    JOIN medusa.refund x ON x.payment_id = pay.id
-    WHERE pay.payment_collection_id IN (SELECT opc.payment_collection_id
-                                      FROM medusa.order_payment_collection opc
-                                      WHERE opc.order_id = o.id)
+    FROM medusa.order_payment_collection opc
+    JOIN medusa.payment pay ON pay.payment_collection_id = opc.payment_collection_id
+                           AND pay.deleted_at IS NULL
+    JOIN medusa.refund x ON x.payment_id = pay.id AND x.deleted_at IS NULL
+    WHERE opc.order_id = o.id AND opc.deleted_at IS NULL
       AND (x.created_at, x.id) <= (r.created_at, r.id);
     v_doc := medusa_qbsync.doc_number(o) || '-R' || v_n;
     v_slug := medusa_qbsync.provider_slug(p.provider_id);
