@@ -30,14 +30,25 @@ def _install_dixis(host: str, port: int, user: str, dbname: str, **_: Any) -> No
         shop.install_shop(conn, "dixis", track=True)
 
 
+def _install_medusa(host: str, port: int, user: str, dbname: str, **_: Any) -> None:
+    from qbsync import shop
+
+    with psycopg.connect(f"postgresql://{user}@{host}:{port}/{dbname}") as conn:
+        shop.install_shop(conn, "medusa", track=True)
+
+
 core_server = factories.postgresql_noproc(
     host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=RUN_DB, load=[_migrate]
 )
 dixis_server = factories.postgresql_noproc(
     dbname=f"{RUN_DB}_dixis", depends_on="core_server", load=[_install_dixis]
 )
+medusa_server = factories.postgresql_noproc(
+    dbname=f"{RUN_DB}_medusa", depends_on="core_server", load=[_install_medusa]
+)
 db = factories.postgresql("core_server")
 dixis_db = factories.postgresql("dixis_server")
+medusa_db = factories.postgresql("medusa_server")
 
 
 @pytest.fixture

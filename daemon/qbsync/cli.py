@@ -318,7 +318,7 @@ def run_command(emulator: str | None, database_url: str | None) -> None:
 
 @main.group("shop")
 def shop_group() -> None:
-    """Sample shops (the Dixis marketplace) for demos, tests and benchmarks."""
+    """Sample shops (the Dixis marketplace, a Medusa store) for demos, tests and benchmarks."""
 
 
 @shop_group.command("install")
@@ -334,14 +334,15 @@ def shop_install(name: str, no_track: bool, database_url: str | None) -> None:
 
 
 @shop_group.command("generate")
+@click.argument("name", type=click.Choice(shop.SHOPS), default="dixis")
 @click.option("--orders", type=click.IntRange(1, 10_000_000), default=300, show_default=True)
 @click.option("--seed", type=float, default=0.42, show_default=True)
 @database_option
 @operator_errors
-def shop_generate(orders: int, seed: float, database_url: str | None) -> None:
-    """Fill the Dixis shop with realistic Greek customers, products and orders."""
+def shop_generate(name: str, orders: int, seed: float, database_url: str | None) -> None:
+    """Fill an installed sample shop with realistic customers, products and orders."""
     with connect_checked(database_url) as conn:
-        counts = shop.generate(conn, orders, seed=seed)
+        counts = shop.generate(conn, orders, seed=seed, name=name)
     click.echo(", ".join(f"{n} {what}" for what, n in counts.items()))
 
 

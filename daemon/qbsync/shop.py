@@ -1,4 +1,6 @@
-"""Sample shops shipped with qbsync (today: Dixis), for the demo, tests and benchmarks.
+"""Sample shops shipped with qbsync, for the demo, tests and benchmarks: Dixis (a Greek
+marketplace qbsync defines) and Medusa (the open-source commerce platform, its schema as its
+own migrations create it).
 
 A shop is a directory `sql/shops/<name>/` holding, in load order:
 
@@ -23,7 +25,7 @@ from .errors import QbsyncError
 from .queries import load_cli
 from .resources import sql_path
 
-SHOPS: tuple[str, ...] = ("dixis",)
+SHOPS: tuple[str, ...] = ("dixis", "medusa")
 Q = load_cli()
 
 
@@ -70,8 +72,8 @@ def install_shop(conn: psycopg.Connection, name: str = "dixis", *, track: bool =
 
 def generate(conn: psycopg.Connection, orders: int, *, seed: float = 0.42,
              name: str = "dixis") -> dict[str, int]:
-    """Append `orders` generated orders (and about orders/3 customers; the catalogue on the
-    first call) to an installed sample shop; returns the counts created.
+    """Append `orders` generated orders (and about orders/3 customers; the catalogue, or the
+    Medusa store, on the first call) to an installed sample shop; returns the counts created.
 
     Deterministic for a seed in [-1, 1]. Runs in its own transaction (a savepoint when the
     caller already has one open).
