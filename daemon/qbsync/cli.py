@@ -365,3 +365,8 @@ from .cli_config import CONFIG_COMMANDS  # noqa: E402  # uses the helpers define
 
 for _config_command in CONFIG_COMMANDS:
     main.add_command(_config_command)
+
+from .cli_kit import KIT_COMMANDS  # noqa: E402  # uses the helpers defined above
+
+for _kit_command in KIT_COMMANDS:
+    main.add_command(_kit_command)
