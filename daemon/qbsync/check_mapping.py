@@ -46,7 +46,7 @@ from .check_rules import (
     path_of,
     reference_types,
 )
-from .errors import MalformedOutput, QbsyncError
+from .errors import MalformedOutput, QbsyncError, describe_db_error
 from .queries import load_cli
 from .reads import Analyser, Catalog, clean
 from .refs import collect
@@ -316,21 +316,22 @@ class Check:
         self.tax, source = self._tax_context(company)
         self.functions = self.cur.execute(Q.check_mapping_functions).fetchall()
         selected = self.wanted or sorted(self.types)
-        reports = []
+        reports: list[EntityReport] = []
+        self.entity_reports: dict[str, EntityReport] = {}
+        self.extra_reports: list[EntityReport] = []
         for entity in selected:
             report = EntityReport(entity, self.types[entity])
             report.findings, report.functions = check_functions(
                 entity, report.qbo_type, [f for f in self.functions
                                           if f["name"].startswith(entity)])
             reports.append(report)
-            self.entity_reports = {r.entity: r for r in reports}
+            self.entity_reports[entity] = report
             if any(f["function"] == fn_name(entity, "", ("text",)) and f["status"] != "ok"
                    for f in report.functions):
                 continue  # nothing to map
-            keys = self._keys(report)
-            report.keys_checked = len(keys)
-            self._map(entity, keys, None)
-        self.entity_reports = {r.entity: r for r in reports}
+            keys = self._guarded(report, f"listing the keys of {entity}", self._keys, report)
+            report.keys_checked = len(keys or [])
+            self._map(entity, keys or [], None)
         self._dependencies()
         self._references()
         self._settings()
@@ -339,7 +340,26 @@ class Check:
         return Report({"realm_id": self.realm,
                        "company_name": company["company_name"] if company else None,
                        "country": company["country"] if company else None},
-                      self.tax.model, source, reports, self.results)
+                      self.tax.model, source, reports + self.extra_reports, self.results)
+
+    def _guarded(self, report: EntityReport, what: str, step: Any, *args: Any) -> Any:
+        """A step that runs shop code (a _keys() or _key_exists() that may be broken): its
+        error becomes a finding of the entity, and the check goes on."""
+        try:
+            with self.conn.transaction():   # a savepoint: the snapshot stays usable
+                return step(*args)
+        except psycopg.Error as exc:
+            report.findings.append(Finding("function", ERROR, f"{what} failed: "
+                                           f"{describe_db_error(exc)}"))
+            return None
+
+    def _report_for(self, entity: str) -> EntityReport:
+        """The entity's report; one (checked for nothing else) when the entity was not
+        selected but its keys are referenced."""
+        if entity not in self.entity_reports:
+            self.entity_reports[entity] = EntityReport(entity, self.types[entity])
+            self.extra_reports.append(self.entity_reports[entity])
+        return self.entity_reports[entity]
 
     def _tax_context(self, company: dict[str, Any] | None) -> tuple[TaxContext, str]:
         codes = None
@@ -484,9 +504,7 @@ class Check:
             if not todo:
                 return
             for target, keys in sorted(todo.items()):
-                report = self.entity_reports.get(target)
-                if report is not None:
-                    report.dependencies += len(keys)
+                self._report_for(target).dependencies += len(keys)
                 self._map(target, sorted(keys), keys)
 
     def _references(self) -> None:
@@ -499,7 +517,12 @@ class Check:
         active: dict[str, set[str]] = {}
         for target, keys in sorted(wanted.items()):
             ordered = sorted(keys)
-            row = self.cur.execute(Q.check_unknown_keys, (target, ordered)).fetchone()
+            if target not in self.types:
+                continue
+            row = self._guarded(self._report_for(target),
+                                f"checking the keys references name of {target}",
+                                lambda t=target, o=ordered: self.cur.execute(
+                                    Q.check_unknown_keys, (t, o)).fetchone())
             unknown[target] = set(row["unknown_keys"] if row else [])
             if self.realm and self.types[target] in DEPENDENCY_TYPES:
                 active[target] = {r["key"] for r in self.cur.execute(
@@ -612,6 +635,8 @@ class Check:
     # -- capture ---------------------------------------------------------------------------
 
     def _capture(self, report: EntityReport) -> None:
+        if not report.functions:   # referenced, not selected: its own checks were not asked
+            return
         body = next((f for f in self.functions if f["name"] == report.entity
                      and tuple(f["args"]) == ("text",)), None)
         if body is None:

@@ -77,7 +77,8 @@ INSERT INTO tinyshop.products (title, sku, price_cents, tax_class, attributes) V
     ('Olive oil 1L', 'OIL-1', 1290, 'reduced', '{"description": "Koroneiki, cold pressed"}'),
     ('Thyme honey 450g', 'HONEY-450', 990, 'reduced', '{}'),
     ('Olive wood board', NULL, 2450, 'standard', '{"description": "Handmade\\tin Crete"}');
-INSERT INTO tinyshop.orders (user_id, reference, state, placed_at, billing, shipping_cents, total_cents, deleted_at) VALUES
+INSERT INTO tinyshop.orders (user_id, reference, state, placed_at, billing, shipping_cents,
+                             total_cents, deleted_at) VALUES
     (1, 'TS-1001', 'completed', '2026-03-02 10:00+02',
      '{"email": "maria@example.gr", "first_name": "Maria", "last_name": "Papadopoulou"}',
      490, 4020, NULL),
