@@ -440,7 +440,9 @@ SELECT m.entity, m.key, m.doc_number, m.qbo_type FROM qbsync.entity_map m
 WHERE m.realm_id = %s AND m.doc_number = ANY(%s) AND m.qbo_status <> 'deleted';
 
 -- name: check_ledger
-SELECT entity, key, amount FROM qbsync.shop_ledger(%s, %s);
+-- The shop's figures of the keys checked only (the ledger lists the whole period).
+SELECT l.entity, l.key, l.amount FROM qbsync.shop_ledger(%s, %s) AS l
+WHERE (l.entity, l.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]));
 
 -- name: check_tracked
 SELECT tbl::oid::bigint AS rel, tbl::text AS name, entity, columns FROM qbsync.tracked;

@@ -469,11 +469,11 @@ class Check:
             result.status = "error"
             result.findings.append(Finding("malformed", ERROR, exc.problem, exc.path))
             return
-        item.refs = list(_directives(body, ("$ref", "$id")))
-        item.settings = [(path, str(name)) for path, _, name, _ in
-                         _directives(body, ("$setting",))]
+        found = list(_directives(body, ("$ref", "$id", "$setting")))
+        item.refs = [d for d in found if d[1] != "$setting"]
+        item.settings = [(path, name) for path, kind, name, _ in found if kind == "$setting"]
         tax = self.tax if self.tax.model else TaxContext(
-            _model_of(body, self.tax), self.tax.aliases, self.tax.codes)
+            _model_of(item.settings, self.tax), self.tax.aliases, self.tax.codes)
         result.findings += check_body(item.qbo_type, body, tax)
         result.findings += reference_types(body, self.types)
         doc = body.get("DocNumber")
@@ -623,7 +623,8 @@ class Check:
         first = min(item.txn_date for item in dated if item.txn_date)
         last = max(item.txn_date for item in dated if item.txn_date)
         ledger = {(r["entity"], r["key"]): r["amount"] for r in self.cur.execute(
-            Q.check_ledger, (first, last)).fetchall()}
+            Q.check_ledger, (first, last, [i.result.entity for i in dated],
+                             [i.result.key for i in dated])).fetchall()}
         for item in dated:
             amount = ledger.get((item.result.entity, item.result.key))
             if amount is not None and item.total is not None and Decimal(amount) != item.total:
@@ -790,10 +791,10 @@ def _directives(body: Any, kinds: tuple[str, ...]
     yield from walk(body, ())
 
 
-def _model_of(body: dict[str, Any], tax: TaxContext) -> str | None:
+def _model_of(settings: list[tuple[str, str]], tax: TaxContext) -> str | None:
     """The tax model a body's own tax codes imply, when the company's is unknown."""
     kinds = set()
-    for _, _kind, name, _ in _directives(body, ("$setting",)):
+    for _, name in settings:
         target = (tax.aliases or {}).get(name, name)
         if target.startswith("tax_code:"):
             kinds.add("us" if target.partition(":")[2] in US_CODES else "vat")

@@ -574,3 +574,36 @@ def test_the_dixis_mapping_passes(dixis_db: psycopg.Connection) -> None:
     # the deliberate gaps are notes, from the mapping's qbsync:uncaptured lines
     notes = findings(report, "info")
     assert {("order", "", "capture"), ("refund", "", "capture")} <= notes
+
+
+def test_as_the_daemons_login_role(dixis_db: psycopg.Connection) -> None:
+    """Run as the daemon's login role, the check maps with exactly the daemon's rights: with
+    the grants the README lists it passes; a grant the daemon lacks is the mapping error the
+    daemon would meet, on the keys that need it."""
+    role = f"kit_daemon_{os.getpid()}"
+    dixis_db.execute("SELECT dixis.generate(30, 0.3)")
+    dixis_db.execute(f"CREATE ROLE {role} LOGIN IN ROLE qbsync_daemon")
+    dixis_db.execute(f"GRANT USAGE ON SCHEMA dixis TO {role}")
+    dixis_db.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA dixis TO {role}")
+    dixis_db.commit()
+    url = conn_url(dixis_db).replace("postgresql://postgres@", f"postgresql://{role}@")
+    env = {k: None for k in os.environ if k.startswith("QBSYNC_")}
+    try:
+        done = CliRunner().invoke(main, ["check-mapping", "--json", "--database-url", url],
+                                  env=env)
+        assert done.exit_code == 0, done.stdout[-2000:] + done.stderr
+        dixis_db.execute(f"REVOKE SELECT ON dixis.categories FROM {role}")
+        dixis_db.commit()
+        done = CliRunner().invoke(main, ["check-mapping", "--json", "--database-url", url],
+                                  env=env)
+        assert done.exit_code == 1
+        report = json.loads(done.stdout)
+        denied = {(k["entity"], f["rule"]) for k in report["keys"] for f in k["findings"]
+                  if "permission denied for table categories" in f["message"]}
+        assert ("order", "map_error") in denied
+        assert ("product", "map_error") in denied
+    finally:
+        dixis_db.rollback()
+        dixis_db.execute(f"DROP OWNED BY {role}")
+        dixis_db.execute(f"DROP ROLE {role}")
+        dixis_db.commit()
