@@ -253,7 +253,9 @@ def required(qbo_type: str, body: dict[str, Any]) -> list[Finding]:
             need("CustomerRef")
         if qbo_type == "RefundReceipt":
             need("DepositToAccountRef", " (the account the money is paid out of)")
-        if not isinstance(body.get("Line"), list) or not body["Line"]:
+        if present(body.get("Line")) and not isinstance(body["Line"], list):
+            out.append(Finding("required", ERROR, "Line must be an array of lines", "Line"))
+        elif not body.get("Line"):
             need("Line", " (at least one)")
         out += _line_shapes(body)
     elif qbo_type == "Payment":

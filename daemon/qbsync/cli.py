@@ -318,7 +318,8 @@ def run_command(emulator: str | None, database_url: str | None) -> None:
 
 @main.group("shop")
 def shop_group() -> None:
-    """Sample shops (the Dixis marketplace) for demos, tests and benchmarks."""
+    """Sample shops (the Dixis marketplace) for demos, tests and benchmarks; `new`: a
+    starting mapping for a shop of your own."""
 
 
 @shop_group.command("install")

@@ -12,7 +12,7 @@ import click
 
 from . import kit
 from .check_mapping import UnknownEntity, check_mapping
-from .check_rules import ERROR, INFO, WARNING, Finding
+from .check_rules import ERROR, INFO, WARNING
 from .cli import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -55,8 +55,10 @@ def check_mapping_command(entities: tuple[str, ...], sample: int | None,
     own output checks, references, settings, the contract's functions, and capture rules
     that cover the columns the mapping reads.
 
-    The mapping runs with the rights of the role connecting (as the daemon's does), in one
-    read-only snapshot. Exit 1 when anything is an error (warnings and notes do not fail).
+    The mapping runs with the rights of the role connecting, in one read-only snapshot:
+    run it as the daemon's login role to map with exactly the daemon's rights (a grant it
+    lacks shows as a map_error). Exit 1 when anything is an error (warnings and notes do not
+    fail).
     """
     keys = [k for chunk in key_lists for k in chunk.split(",") if k] if key_lists else None
     if keys is not None and len(entities) != 1:
@@ -163,4 +165,3 @@ def shop_new(name: str, directory: Path | None, entities: str, tax_model: str,
 
 
 KIT_COMMANDS: tuple[click.Command, ...] = (check_mapping_command,)
-__all__ = ["KIT_COMMANDS", "Finding"]
