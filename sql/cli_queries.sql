@@ -376,3 +376,160 @@ SELECT to_regproc(%s) IS NOT NULL;
 
 -- name: schema_exists
 SELECT to_regnamespace(%s) IS NOT NULL;
+
+-- ---- qbsync check-mapping (psycopg; qbsync.check_mapping, qbsync.reads) ----------------------
+-- The mapping runs through the same invoker functions the daemon and the admin functions
+-- use (map_many, keys_of, unknown_keys, shop_ledger), with the rights of the role running
+-- the check, in one read-only snapshot; nothing is written.
+
+-- name: check_snapshot
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- name: check_entities
+SELECT entity, qbo_type FROM qbsync.entities ORDER BY entity;
+
+-- name: check_company
+SELECT realm_id, company_name, company_info->>'Country' AS country
+FROM qbsync.connections WHERE active;
+
+-- name: check_realm_settings
+SELECT name, value FROM qbsync.realm_settings WHERE realm_id = %s;
+
+-- name: check_aliases
+SELECT name, target FROM qbsync.setting_aliases;
+
+-- name: check_mapping_functions
+-- Every function of schema qbsync_map, with what qbsync's calls depend on: the argument
+-- types, the result, whether it returns a set, the columns of a RETURNS TABLE.
+SELECT p.proname AS name, p.prokind::text AS kind,
+       array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t) AS args,
+       format_type(p.prorettype, NULL) AS returns, p.proretset AS retset,
+       CASE WHEN p.proargmodes IS NULL THEN '{}'::text[]
+            ELSE array(SELECT u.n || ' ' || format_type(u.t, NULL)
+                       FROM unnest(p.proallargtypes, p.proargmodes::text[], p.proargnames)
+                            AS u(t, m, n)
+                       WHERE u.m IN ('o', 't', 'b')) END AS out_columns,
+       p.oid::bigint AS oid
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'qbsync_map'
+ORDER BY p.proname;
+
+-- name: check_keys
+SELECT k FROM qbsync.keys_of(%s) AS k;
+
+-- name: check_keys_sample
+-- A random sample (setseed first for a repeatable one) and how many keys there are.
+SELECT k, count(*) OVER () AS total FROM qbsync.keys_of(%s) AS k ORDER BY random() LIMIT %s;
+
+-- name: check_setseed
+SELECT setseed(%s);
+
+-- name: check_unknown_keys
+SELECT qbsync.unknown_keys(%s, %s);
+
+-- name: check_map_many
+SELECT key, body::text AS body, error_code, error_message FROM qbsync.map_many(%s, %s);
+
+-- name: check_active_map
+-- Keys of an entity the active company already has an object for.
+SELECT key FROM qbsync.entity_map
+WHERE realm_id = %s AND entity = %s AND key = ANY(%s) AND qbo_status = 'active';
+
+-- name: check_doc_numbers_used
+SELECT m.entity, m.key, m.doc_number, m.qbo_type FROM qbsync.entity_map m
+WHERE m.realm_id = %s AND m.doc_number = ANY(%s) AND m.qbo_status <> 'deleted';
+
+-- name: check_ledger
+-- The shop's figures of the keys checked only (the ledger lists the whole period).
+SELECT l.entity, l.key, l.amount FROM qbsync.shop_ledger(%s, %s) AS l
+WHERE (l.entity, l.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]));
+
+-- name: check_tracked
+SELECT tbl::oid::bigint AS rel, tbl::text AS name, entity, columns FROM qbsync.tracked;
+
+-- name: check_enqueue_triggers
+-- The shop's own triggers that enqueue through qbsync.enqueue (a fan-out track() cannot
+-- express): on UPDATE OF which columns (all when none is listed).
+SELECT t.tgrelid::bigint AS rel, t.tgname AS name, (t.tgtype & 16) <> 0 AS on_update,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = t.tgrelid AND a.attnum = ANY(t.tgattr)) AS columns,
+       p.prosrc AS source
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE NOT t.tgisinternal AND p.prosrc ~ 'qbsync\.enqueue';
+
+-- name: check_relations
+SELECT c.oid::bigint AS oid, n.nspname, c.relname, c.relkind::text AS relkind,
+       c.reltype::bigint AS reltype,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum) AS columns,
+       array(SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp)';
+
+-- name: check_functions
+SELECT p.oid::bigint AS oid, n.nspname, p.proname, l.lanname, p.prosrc,
+       p.prosqlbody IS NOT NULL AS sql_body,
+       pg_get_function_arguments(p.oid) AS arguments, pg_get_function_result(p.oid) AS result,
+       p.proargnames AS arg_names, p.proargmodes::text[] AS arg_modes,
+       array(SELECT t::bigint FROM unnest(p.proargtypes) AS t) AS arg_types,
+       (SELECT substr(c, length('search_path=') + 1) FROM unnest(p.proconfig) AS c
+        WHERE c LIKE 'search\_path=%%') AS search_path,
+       obj_description(p.oid, 'pg_proc') AS comment
+FROM pg_proc p
+JOIN pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'
+  AND p.prokind IN ('f', 'p');
+
+-- name: check_search_path
+SELECT current_setting('search_path') AS search_path;
+
+-- name: check_depends
+-- What functions depend on: the relations and columns they read, the functions they call.
+SELECT d.refclassid::regclass::text AS kind, d.refobjid::bigint AS ref, a.attname::text
+FROM pg_depend d
+LEFT JOIN pg_attribute a ON d.refclassid = 'pg_class'::regclass
+                        AND a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                        AND d.refobjsubid > 0
+WHERE d.classid = 'pg_proc'::regclass AND d.objid = ANY(%s)
+  AND d.refclassid IN ('pg_class'::regclass, 'pg_proc'::regclass);
+
+-- name: check_view_depends
+-- The same for views: what their rules read.
+SELECT d.refclassid::regclass::text AS kind, d.refobjid::bigint AS ref, a.attname::text
+FROM pg_rewrite r
+JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+LEFT JOIN pg_attribute a ON d.refclassid = 'pg_class'::regclass
+                        AND a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                        AND d.refobjsubid > 0
+WHERE r.ev_class = ANY(%s) AND d.refobjid <> r.ev_class
+  AND d.refclassid IN ('pg_class'::regclass, 'pg_proc'::regclass);
+
+-- name: check_probe_savepoint
+SAVEPOINT qbsync_probe;
+
+-- name: check_probe_rollback
+ROLLBACK TO SAVEPOINT qbsync_probe;
+
+-- name: check_set_search_path
+SELECT set_config('search_path', %s, true);
+
+-- name: check_probe_function
+-- A string-bodied SQL function compiled again with an SQL-standard body, whose pg_depend
+-- PostgreSQL fills (qbsync.reads); in a savepoint rolled back right after. The braces are
+-- filled by psycopg.sql composition: the probe's name, the function's own arguments, result
+-- and body.
+CREATE FUNCTION pg_temp.{name}({arguments}) RETURNS {result} LANGUAGE sql STABLE
+BEGIN ATOMIC
+{body}
+;
+END;
+
+-- name: check_probe_oid
+SELECT p.oid::bigint FROM pg_proc p
+WHERE p.proname = %s AND p.pronamespace = pg_my_temp_schema();

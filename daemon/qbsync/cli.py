@@ -318,7 +318,8 @@ def run_command(emulator: str | None, database_url: str | None) -> None:
 
 @main.group("shop")
 def shop_group() -> None:
-    """Sample shops (the Dixis marketplace, a Medusa store) for demos, tests and benchmarks."""
+    """Sample shops (the Dixis marketplace, a Medusa store) for demos, tests and benchmarks;
+    `new`: a starting mapping for a shop of your own."""
 
 
 @shop_group.command("install")
@@ -366,3 +367,8 @@ from .cli_config import CONFIG_COMMANDS  # noqa: E402  # uses the helpers define
 
 for _config_command in CONFIG_COMMANDS:
     main.add_command(_config_command)
+
+from .cli_kit import KIT_COMMANDS  # noqa: E402  # uses the helpers defined above
+
+for _kit_command in KIT_COMMANDS:
+    main.add_command(_kit_command)

@@ -43,6 +43,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("connect", "--emulator", "http://127.0.0.1:9", "--no-browser"), ("disconnect",),
     ("rotate-key", "--dry-run"), ("shop", "install"), ("shop", "generate", "--orders", "1"),
     ("migrate", "--status"), ("settings",), ("settings", "--refresh", "--wait", "5"),
+    ("check-mapping",),
 ]
 # `run` is a real process below; `demo` makes its own database; `migrate` is the cure.
 NOT_CHECKED_HERE = {"run", "demo", "migrate", "emulator", "keygen", "config", "systemd-unit"}

@@ -42,7 +42,9 @@ AS $$
     SELECT CASE
         WHEN key ~ '^[0-9]{1,18}$'
             THEN EXISTS (SELECT 1 FROM dixis.products p WHERE p.id = key::bigint)
-        ELSE key IN ('fee:shipping', 'fee:cod', 'fee:discount')
+        -- fee:refund too: product_keys() leaves it out (a catalogue sync does not create
+        -- it), but refunds reference it and the daemon creates it on demand
+        ELSE key IN ('fee:shipping', 'fee:cod', 'fee:discount', 'fee:refund')
     END
 $$;
 

@@ -143,6 +143,8 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of customer covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured dixis.orders.* -- a guest is the billing details of the order that first needs it; a later order's details do not rewrite the guest
 DECLARE
     v_first text; v_last text; v_email text; v_phone text; v_company text; v_afm text;
     v_addr text; v_city text; v_postcode text; v_country text;
@@ -570,6 +572,9 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of order covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured dixis.products.vat_rate dixis.products.category_id dixis.categories.vat_rate -- an invoice keeps the VAT it was billed with (order_items.vat_rate; the catalogue's rate only for lines without one)
+-- qbsync:uncaptured dixis.orders.paid_at -- paying an order enqueues its payment only (track.sql); paid_at matters here only to an order that ended cancelled or refunded, and that ending is captured
 DECLARE
     o dixis.orders;
     v_number text;            -- DX-2026-000123
@@ -703,6 +708,8 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of payment covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured dixis.orders.customer_id dixis.orders.billing_email dixis.orders.billing_first_name dixis.orders.billing_last_name dixis.orders.created_at dixis.orders.total -- billing edits enqueue the invoice only (track.sql); a paid order's customer and total do not change
 DECLARE
     o dixis.orders;
     v_number text;
@@ -813,6 +820,8 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of refund covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured dixis.orders.* dixis.order_items.* dixis.products.* dixis.categories.* -- a refund receipt records the money given back as it was given; its order's delivery is looked at again by the trigger order_refunds_changed
 DECLARE
     r dixis.refunds;
     o dixis.orders;

@@ -1,0 +1,167 @@
+"""The mapping kit for DBAs: `qbsync shop new NAME` writes a starting mapping to fill in,
+`qbsync check-mapping` runs a mapping over the shop's keys and checks every body against
+what QuickBooks enforces and qbsync knows, without contacting QuickBooks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import kit
+from .check_mapping import UnknownEntity, check_mapping
+from .check_rules import ERROR, INFO, WARNING
+from .cli import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    connect_checked,
+    database_option,
+    json_option,
+    operator_errors,
+    print_json,
+    shop_group,
+)
+from .cli_admin import table
+
+
+@click.command("check-mapping")
+@click.option("--entity", "entities", multiple=True, metavar="ENTITY",
+              help="Check this entity (repeatable; default: every registered entity). The "
+                   "customers and items its bodies reference are mapped and checked too.")
+@click.option("--sample", type=click.IntRange(1), metavar="N",
+              help="N keys per entity, picked at random from its _keys() (default: all).")
+@click.option("--keys", "key_lists", multiple=True, metavar="KEY[,KEY...]",
+              help="Check these keys of the one --entity (comma-separated, repeatable).")
+@click.option("--seed", type=click.FloatRange(-1, 1), default=0.0, show_default=True,
+              help="Seed of the --sample (the same seed picks the same keys).")
+@click.option("--tax-model", type=click.Choice(["vat", "us"]),
+              help="The company's tax model when no company is connected: vat (a tax code "
+                   "on every sales line) or us (TAX or NON). A connected company's wins.")
+@click.option("--no-capture", is_flag=True,
+              help="Skip the check of the capture rules against the columns the mapping "
+                   "reads.")
+@json_option
+@database_option
+@operator_errors
+def check_mapping_command(entities: tuple[str, ...], sample: int | None,
+                          key_lists: tuple[str, ...], seed: float, tax_model: str | None,
+                          no_capture: bool, as_json: bool, database_url: str | None) -> None:
+    """Run the mapping functions over the shop's keys (a --sample, all of them, or the
+    --keys given) and check every body against what QuickBooks enforces and qbsync knows,
+    without contacting QuickBooks: required fields, lengths and characters, e-mails, line
+    amounts (6070) and totals, tax codes, unique DocNumbers, money in cents, the daemon's
+    own output checks, references, settings, the contract's functions, and capture rules
+    that cover the columns the mapping reads.
+
+    The mapping runs with the rights of the role connecting, in one read-only snapshot:
+    run it as the daemon's login role to map with exactly the daemon's rights (a grant it
+    lacks shows as a map_error). Exit 1 when anything is an error (warnings and notes do not
+    fail).
+    """
+    keys = [k for chunk in key_lists for k in chunk.split(",") if k] if key_lists else None
+    if keys is not None and len(entities) != 1:
+        raise click.UsageError("--keys goes with exactly one --entity")
+    if keys is not None and sample is not None:
+        raise click.UsageError("--keys and --sample exclude each other")
+    with connect_checked(database_url, autocommit=True) as conn:
+        try:
+            report = check_mapping(conn, entities=list(entities) or None, sample=sample,
+                                   keys=keys, seed=seed, tax_model=tax_model,
+                                   capture=not no_capture)
+        except UnknownEntity as exc:
+            click.secho(f"qbsync: {exc}", fg="red", err=True)
+            sys.exit(EXIT_USAGE)
+    if as_json:
+        print_json(report.as_json())
+    else:
+        _print(report.as_json())
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)
+
+
+_MARK = {ERROR: "ERROR", WARNING: "warning", INFO: "note"}
+
+
+def _print(report: dict[str, Any]) -> None:
+    company = report["company"]
+    if company["realm_id"]:
+        click.echo(f"QuickBooks company {company['realm_id']}"
+                   + (f" ({company['company_name']})" if company["company_name"] else "")
+                   + ": settings checked against its values (qbsync.realm_settings)")
+    else:
+        click.echo("no QuickBooks company connected: setting names checked, not values")
+    click.echo(f"tax model: {report['tax_model'] or 'unknown'}, from {report['tax_model_source']}")
+    click.echo()
+    click.echo(table(("entity", "QuickBooks", "keys", "checked", "as dependency", "errors",
+                      "warnings"), [
+        (e["entity"], e["qbo_type"], e["keys_total"], e["keys_checked"],
+         e["dependencies_checked"],
+         _count(report, e["entity"], ERROR), _count(report, e["entity"], WARNING))
+        for e in report["entities"]]))
+    lines = []
+    for e in report["entities"]:
+        for f in e["findings"]:
+            lines.append((_MARK[f["level"]], e["entity"], f["rule"], f["path"], f["message"]))
+    if lines:
+        click.echo()
+        click.echo(table(("", "entity", "rule", "where", "finding"), lines, max_width=200))
+    keyed = [(k, f) for k in report["keys"] for f in k["findings"]]
+    if keyed:
+        click.echo()
+        click.echo(table(("", "entity", "key", "rule", "at", "finding"), [
+            (_MARK[f["level"]], k["entity"], k["key"]
+             + (f" (for {k['dependency_of']})" if k["dependency_of"] else ""),
+             f["rule"], f["path"], f["message"]) for k, f in keyed], max_width=200))
+    s = report["summary"]
+    click.echo()
+    verdict = "ok" if report["ok"] else "FAILED"
+    click.echo(f"check-mapping {verdict}: {s['errors']} error(s), {s['warnings']} warning(s), "
+               f"{s['info']} note(s); {s['keys']} key(s) mapped, {s['keys_with_errors']} with "
+               f"errors; {s['seconds']:.2f} s")
+
+
+def _count(report: dict[str, Any], entity: str, level: str) -> int:
+    n = sum(1 for e in report["entities"] if e["entity"] == entity
+            for f in e["findings"] if f["level"] == level)
+    return n + sum(1 for k in report["keys"] if k["entity"] == entity
+                   for f in k["findings"] if f["level"] == level)
+
+
+@shop_group.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the files (default: ./NAME).")
+@click.option("--entities", default=",".join(kit.DEFAULT_ENTITIES), show_default=True,
+              metavar="LIST",
+              help="Which entities to map, comma-separated, of: "
+                   f"{', '.join(kit.ENTITIES)}.")
+@click.option("--tax-model", type=click.Choice(["vat", "us"]), default="vat",
+              show_default=True,
+              help="vat: a tax code per VAT rate on every line (prices may include VAT); "
+                   "us: TAX or NON per line, QuickBooks computes the sales tax.")
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@operator_errors
+def shop_new(name: str, directory: Path | None, entities: str, tax_model: str,
+             force: bool) -> None:
+    """Write a starting mapping for a shop of your own into a directory: per entity the
+    body function, _keys(), _key_exists(), _outcome(), the define_entity and track()
+    calls, with the places to fill in marked FILL; install.sql; and test.sql, plain SQL
+    checks to run with psql. Then: fill, install, `qbsync check-mapping`."""
+    try:
+        chosen = kit.parse_entities(entities)
+        written = kit.write(name, directory or Path(name), chosen, tax_model, force=force)
+    except kit.KitUsage as exc:
+        raise click.UsageError(str(exc)) from None
+    where = directory or Path(name)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"\nnext: fill the places marked FILL (grep -n FILL {where}/*.sql), then\n"
+               f"  psql -v ON_ERROR_STOP=1 -f {where}/install.sql\n"
+               f"  psql -v ON_ERROR_STOP=1 -f {where}/test.sql\n"
+               f"  qbsync check-mapping --sample 200\n"
+               f"({where}/README.md says more)")
+
+
+KIT_COMMANDS: tuple[click.Command, ...] = (check_mapping_command,)
