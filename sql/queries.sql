@@ -11,7 +11,8 @@ SELECT qbsync.register_worker($1, $2, $3);
 SELECT qbsync.unregister_worker($1);
 
 -- name: claim
-SELECT id, entity, key, attempts, request_id, force, origin, enqueued_at
+SELECT id, entity, key, attempts, request_id, force, origin, enqueued_at, interruptions,
+       outcome_unknown, lookup_due, last_error_code
 FROM qbsync.claim($1, $2, make_interval(secs => $3));
 
 -- name: extend_leases

@@ -2,11 +2,13 @@
 minute per realm): used when the backlog is large, e.g. a backfill.
 
 Batches cannot chain (an item cannot see what an earlier item created), so dependencies go
-first, in batches of their own. Anything that needs care — a void, a row whose earlier try
-may have reached QuickBooks (it must be looked up first), a duplicate-name or stale-token
-fault, a dependency that would not batch — takes the one-by-one path of `Pusher.push`,
-which knows how to handle it. The batch requestid is derived from its rows' request ids,
-so a retried batch is deduplicated by QuickBooks like a single request.
+first, in batches of their own. Anything that needs care — a void, a row whose earlier
+attempt may have reached QuickBooks (Row.may_exist: it must be looked up first), a row due
+for its final lookup, a duplicate-name or stale-token fault, a dependency that would not
+batch — takes the one-by-one path of `Pusher.push`, which knows how to handle it. The batch
+requestid is derived from its rows' request ids and the bodies they send, so a resent batch
+is deduplicated by QuickBooks like a single request, and a batch of the same rows with a
+changed body (after retry_dead) is never answered with the old batch's replay.
 
 Under a rate limiter a batch slot is worth 30 operations and a plain request one, and plain
 requests have a budget of their own (what the batches leave of the 500 a minute): so only
@@ -48,6 +50,7 @@ from .sync import (
     Row,
     Skipped,
     body_hash,
+    dependency_request_id,
     mapping_failure,
     parse_body,
     qbo_failure,
@@ -141,12 +144,14 @@ class BatchPusher:
         p = self.pusher
         out: dict[int, Outcome] = {}
         bodies: dict[int, dict[str, Any]] = {}
-        for entity, group in by_entity((r.entity, r) for r in rows):
+        # due for their final lookup: the one-by-one path, not even mapped here (a row whose
+        # daemon keeps stopping may be one whose mapping stops it)
+        lookups = [r.id for r in rows if r.lookup_due]
+        for entity, group in by_entity((r.entity, r) for r in rows if not r.lookup_due):
             try:
                 await p.entity(entity, group[0].label)
             except PushFailed as failure:
-                out.update({r.id: PushFailed(failure.kind, f"{r.label}: {failure.message}")
-                            for r in group})
+                out.update({r.id: failure.copy_for(r) for r in group})
                 continue
             mapped = await p.pool.fetch(Q.map_many, entity, [r.key for r in group])
             for row, rec in zip(group, mapped, strict=True):
@@ -163,8 +168,8 @@ class BatchPusher:
                 else:
                     bodies[row.id] = body
         by_id = {r.id: r for r in rows}
-        one_by_one = [i for i, b in bodies.items()
-                      if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
+        one_by_one = lookups + [i for i, b in bodies.items()
+                                if b.get("$op", "upsert") != "upsert" or by_id[i].may_exist]
         batchable = [i for i in bodies if i not in one_by_one]
         needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
         refs: set[Ref] = set().union(*needs.values())
@@ -232,15 +237,19 @@ class BatchPusher:
         p = self.pusher
         items = [{"bId": f"r{n}", "operation": op, qbo_type: payload}
                  for n, (_, qbo_type, op, payload, _) in enumerate(chunk)]
+        # the rows and the bodies they send: QuickBooks answers a repeated requestid with
+        # the first answer, whatever the new body
         request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
-            sorted(f"{row.request_id}:{op}" for row, _, op, _, _ in chunk)))
+            sorted(f"{row.request_id}:{op}:{hashed}" for row, _, op, _, hashed in chunk)))
         try:
             async with self.turns.turn(0):  # after every dependency batch
                 started = time.perf_counter()
                 answers = await p.client.batch(items, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             for row, _, op, _, _ in chunk:
-                out[row.id] = qbo_failure(row.label, exc, f"{op} (batch)", p.time_scale)
+                out[row.id] = failure = qbo_failure(row.label, exc, f"{op} (batch)",
+                                                    p.time_scale)
+                failure.settled = op == "update"  # the object is linked: nothing to look up
             return []
         again = []
         for (row, qbo_type, op, payload, hashed), answer in zip(chunk, answers, strict=True):
@@ -253,7 +262,9 @@ class BatchPusher:
             elif isinstance(error, RESOLVED_ONE_BY_ONE):
                 again.append(row.id)
             else:
-                out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
+                out[row.id] = failure = qbo_failure(row.label, error, f"{op} (batch)",
+                                                    p.time_scale)
+                failure.settled = op == "update"
         return again
 
     async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped],
@@ -374,9 +385,10 @@ class BatchPusher:
         items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
                  for n, (_, qbo_type, body, _) in enumerate(chunk)]
         # "batch/": a batch of one must not share the requestid of that object's single
-        # create, or QuickBooks answers one with the other's replay
+        # create, or QuickBooks answers one with the other's replay; the bodies' hashes: nor
+        # a batch of the same objects with other bodies
         request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, "batch/" + p.realm.realm_id + "/"
-                                + ",".join(f"{e}/{k}" for (e, k), _, _, _ in chunk))
+                                + ",".join(f"{e}/{k}/{h}" for (e, k), _, _, h in chunk))
         try:
             async with self.turns.turn(priority):
                 started = time.perf_counter()
@@ -404,7 +416,7 @@ class BatchPusher:
         whose one-by-one push handles it and says why."""
         p = self.pusher
         entity, key = ref
-        request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, f"{p.realm.realm_id}/{entity}/{key}")
+        request_id = dependency_request_id(p.realm.realm_id, entity, key, hashed)
         started = time.perf_counter()
         try:
             obj = await p.client.create(qbo_type, body, request_id=str(request_id))
