@@ -2,10 +2,13 @@
 minute per realm): used when the backlog is large, e.g. a backfill.
 
 Batches cannot chain (an item cannot see what an earlier item created), so dependencies go
-first, in batches of their own. Anything that needs care — a void, a row whose earlier
-attempt may have reached QuickBooks (Row.may_exist: it must be looked up first), a row due
-for its final lookup, a duplicate-name or stale-token fault, a dependency that would not
-batch — takes the one-by-one path of `Pusher.push`, which knows how to handle it. The batch
+first, in batches of their own. Invoices and credit memos whose earlier attempt may have
+reached QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon
+held) are looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an
+update of what was found) or a create. Anything else that needs care — a void, such a row
+that cannot be looked up by DocNumber, a row due for its final lookup, a duplicate-name or
+stale-token fault, a dependency that would not batch — takes the one-by-one path of
+`Pusher.push`, which knows how to handle it. The batch
 requestid is derived from its rows' request ids and the bodies they send, so a resent batch
 is deduplicated by QuickBooks like a single request, and a batch of the same rows with a
 changed body (after retry_dead) is never answered with the old batch's replay.
@@ -31,6 +34,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from .qbo.client import quote_value
 from .qbo.errors import (
     DuplicateDocNumber,
     DuplicateName,
@@ -62,6 +66,11 @@ Q = load_queries()
 Outcome = Pushed | Skipped | PushFailed
 # a dependency to create: its reference, QuickBooks type, body to send, body hash
 Creatable = tuple[Ref, str, dict[str, Any], str]
+# one operation of a batch: the row, QuickBooks type, create | update | adopt, the body
+# (for an adoption, an update of the object found), the hash of the row's body
+Op = tuple[Row, str, str, dict[str, Any], str]
+# sales forms looked up by DocNumber before a batch (when QuickBooks keeps custom numbers)
+BY_DOC_NUMBER = ("Invoice", "CreditMemo")
 BATCH_NAMESPACE = uuid.UUID("0b6f0d5e-8f8e-4f0a-9d77-3c2a1e5b7a10")
 # Faults the one-by-one path resolves (adopt, disambiguate, re-read the SyncToken).
 RESOLVED_ONE_BY_ONE = (DuplicateName, DuplicateDocNumber, StaleObject)
@@ -168,8 +177,7 @@ class BatchPusher:
                 else:
                     bodies[row.id] = body
         by_id = {r.id: r for r in rows}
-        one_by_one = lookups + [i for i, b in bodies.items()
-                                if b.get("$op", "upsert") != "upsert" or by_id[i].may_exist]
+        one_by_one = lookups + [i for i, b in bodies.items() if b.get("$op", "upsert") != "upsert"]
         batchable = [i for i in bodies if i not in one_by_one]
         needs = {i: collect(bodies[i])[0] for i in batchable}  # each body walked once
         refs: set[Ref] = set().union(*needs.values())
@@ -181,7 +189,8 @@ class BatchPusher:
         existing.update(await self._dependencies(refs, existing, uses))
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
-        ops: list[tuple[Row, str, str, dict[str, Any], str]] = []
+        ops: list[Op] = []
+        to_find: list[Op] = []  # creates that may exist already: looked up first
         for i in batchable:
             row = by_id[i]
             info = p.entities[row.entity]
@@ -203,18 +212,29 @@ class BatchPusher:
             if skipped is not None:
                 out[i] = skipped  # e.g. a customer its order's batch just created
             elif known and known.qbo_status == "active":
+                # (after an update whose outcome is unknown, its SyncToken may be stale:
+                # QuickBooks says 5010, and the one-by-one path re-reads it)
                 ops.append((row, info.qbo_type, "update",
                             {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
                              "sparse": True}, hashed))
-            else:
+            elif not row.may_exist:
                 ops.append((row, info.qbo_type, "create",
                             p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
+            elif info.qbo_type in BY_DOC_NUMBER and p.realm.custom_txn_numbers \
+                    and body.get("DocNumber"):
+                to_find.append((row, info.qbo_type, "create",
+                                p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
+            else:
+                one_by_one.append(i)  # looked up one by one (a name, the marker)
+        looked: set[int] = set()  # rows whose object QuickBooks was just asked for
+        if to_find:
+            ops += await self._look_up(to_find, one_by_one, looked)
         sends = []
         for chunk in chunks(ops, self.size):
             if len(chunk) < self.min_fill:
                 one_by_one += [row.id for row, _, _, _, _ in chunk]
             else:
-                sends.append(self._send(chunk, out))
+                sends.append(self._send(chunk, out, looked))
         for again in await gather_all(sends):
             one_by_one += again
 
@@ -231,16 +251,62 @@ class BatchPusher:
         await asyncio.gather(*(single(i) for i in one_by_one))
         return out
 
-    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any], str]],
-                    out: dict[int, Outcome]) -> list[int]:
-        """One batch request; fills `out`, returns the rows to retry one by one."""
+    async def _look_up(self, to_find: list[Op], one_by_one: list[int], looked: set[int]
+                       ) -> list[Op]:
+        """Creates whose earlier attempt may have reached QuickBooks, looked up by
+        DocNumber, up to a batch's worth a query: what is found is adopted (updated with the
+        row's body, as the one-by-one path does), the rest created. A row whose number
+        QuickBooks has twice, or whose query failed, goes one by one."""
         p = self.pusher
-        items = [{"bId": f"r{n}", "operation": op, qbo_type: payload}
+        ops: list[Op] = []
+        for qbo_type, group in by_entity((op[1], op) for op in to_find):
+            for chunk in chunks(group, self.size):
+                numbers = sorted({str(body["DocNumber"]) for _, _, _, body, _ in chunk})
+                try:
+                    found = await p.client.query(
+                        f"SELECT * FROM {qbo_type} WHERE DocNumber IN "
+                        f"({', '.join(quote_value(n) for n in numbers)}) "
+                        f"MAXRESULTS {len(numbers) + 10}")
+                except (QboError, ReconnectRequired, TimeoutError):
+                    one_by_one += [row.id for row, _, _, _, _ in chunk]
+                    continue
+                by_number: dict[str, list[dict[str, Any]]] = {}
+                for obj in found:
+                    by_number.setdefault(str(obj.get("DocNumber")), []).append(obj)
+                for row, _, _, body, hashed in chunk:
+                    same = by_number.get(str(body["DocNumber"]), [])
+                    if len(same) > 1:
+                        one_by_one.append(row.id)
+                        continue
+                    looked.add(row.id)
+                    if same:
+                        ops.append((row, qbo_type, "adopt",
+                                    {**body, "Id": same[0]["Id"],
+                                     "SyncToken": same[0]["SyncToken"]}, hashed))
+                    else:
+                        ops.append((row, qbo_type, "create", body, hashed))
+        return ops
+
+    async def _send(self, chunk: list[Op], out: dict[int, Outcome], looked: set[int]
+                    ) -> list[int]:
+        """One batch request; fills `out`, returns the rows to retry one by one. `looked`:
+        the rows whose object was just looked up (a create of one of them that fails
+        knowingly leaves nothing in QuickBooks)."""
+        p = self.pusher
+        items = [{"bId": f"r{n}", "operation": "update" if op == "adopt" else op,
+                  qbo_type: payload}
                  for n, (_, qbo_type, op, payload, _) in enumerate(chunk)]
         # the rows and the bodies they send: QuickBooks answers a repeated requestid with
         # the first answer, whatever the new body
-        request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
-            sorted(f"{row.request_id}:{op}:{hashed}" for row, _, op, _, hashed in chunk)))
+        request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(sorted(
+            f"{row.request_id}:{op}:{payload.get('Id', '') if op == 'adopt' else ''}:{hashed}"
+            for row, _, op, payload, hashed in chunk)))
+
+        def settled(row: Row, op: str, unknown: bool) -> bool:
+            """Nothing to look up before the row may go dead: the object is linked (an
+            update, an adoption), or was just looked for and this create did nothing."""
+            return op != "create" or (row.id in looked and not unknown)
+
         try:
             async with self.turns.turn(0):  # after every dependency batch
                 started = time.perf_counter()
@@ -249,7 +315,7 @@ class BatchPusher:
             for row, _, op, _, _ in chunk:
                 out[row.id] = failure = qbo_failure(row.label, exc, f"{op} (batch)",
                                                     p.time_scale)
-                failure.settled = op == "update"  # the object is linked: nothing to look up
+                failure.settled = settled(row, op, failure.unknown)
             return []
         again = []
         for (row, qbo_type, op, payload, hashed), answer in zip(chunk, answers, strict=True):
@@ -264,7 +330,7 @@ class BatchPusher:
             else:
                 out[row.id] = failure = qbo_failure(row.label, error, f"{op} (batch)",
                                                     p.time_scale)
-                failure.settled = op == "update"
+                failure.settled = settled(row, op, failure.unknown)
         return again
 
     async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped],

@@ -2,7 +2,9 @@
 -- failure; an attempt cut off by a daemon that stopped (killed, restarted under its name,
 -- or stopped before the push finished) spends none: it is an interruption, counted on its
 -- own and bounded by the setting max_interruptions, so that a row which crashes its daemon
--- cannot loop forever. An interrupted attempt's outcome is unknown, like a timeout's: the
+-- cannot loop forever. The count runs until an attempt of the row ends with an outcome
+-- recorded (a failure: the row did not stop its daemon then), so that the rows a daemon
+-- happened to hold when it was killed now and then do not add up to the bound. An interrupted attempt's outcome is unknown, like a timeout's: the
 -- row remembers that QuickBooks may hold its object (outcome_unknown), the next attempt
 -- looks the object up before creating it, and before such a row goes dead one more attempt
 -- only looks it up and adopts what QuickBooks has (lookup_due).
@@ -20,7 +22,7 @@ ALTER TABLE qbsync.outbox
 COMMENT ON COLUMN qbsync.outbox.attempts IS
     'tries: the number of the try under way while running, else the tries spent (attempts that ended in a recorded failure); retry_dead starts again from 0';
 COMMENT ON COLUMN qbsync.outbox.interruptions IS
-    'attempts cut off by a daemon that stopped (kill, restart, stop before the push finished): no try spent; at max_interruptions the row is looked up in QuickBooks and goes dead';
+    'attempts cut off by a daemon that stopped (kill, restart, stop before the push finished) since the row''s last recorded outcome: no try spent; at max_interruptions the row is looked up in QuickBooks and goes dead';
 COMMENT ON COLUMN qbsync.outbox.outcome_unknown IS
     'an attempt may have reached QuickBooks without qbsync learning its outcome (a lost answer, a timeout, an interruption): every later attempt looks the object up before creating it, retry_dead included';
 COMMENT ON COLUMN qbsync.outbox.lookup_due IS
@@ -33,14 +35,14 @@ UPDATE qbsync.outbox SET outcome_unknown = true
 WHERE attempts > 1 OR state <> 'pending';
 
 INSERT INTO qbsync.settings (name, value, description) VALUES
-    ('max_interruptions', '10',
-     'a row whose push was cut off this many times by a stopping daemon (a row that crashes it) is looked up in QuickBooks, then goes dead: "the daemon stopped N times while pushing this row"')
+    ('max_interruptions', '20',
+     'a row whose push was cut off this many times in a row by a stopping daemon (a row that crashes it) is looked up in QuickBooks, then goes dead: "the daemon stopped N times while pushing this row". Every row a daemon holds when it dies counts one: the bound is well above what kills and restarts cost a healthy row')
 ON CONFLICT (name) DO NOTHING;
 
 CREATE FUNCTION qbsync.max_interruptions() RETURNS int
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce((qbsync.setting('max_interruptions'))::int, 10) $$;
+AS $$ SELECT coalesce((qbsync.setting('max_interruptions'))::int, 20) $$;
 
 -- What the p_times-th interruption of a row means: NULL below the bound; 'interrupted' at
 -- or past it (the row is looked up in QuickBooks, then goes dead); 'interrupted-lookup'
@@ -162,8 +164,12 @@ $$;
 
 -- A running row's push was cut off by its daemon stopping (a release at shutdown, a
 -- restart under the same worker name): what the claim does for an expired lease, then the
--- row goes back to pending with its try given back. Its push may have been cut off after
--- QuickBooks applied it: the next push of the key must not be skipped as unchanged.
+-- row goes back to pending with its try given back, in its place in the queue (as an
+-- expired lease is taken before anything else: the interruption is not the row's doing;
+-- at the back of the queue, the rows a daemon held were taken last, by the batches still
+-- under way when the next kill came, and cut off again and again). Its push may have been
+-- cut off after QuickBooks applied it: the next push of the key must not be skipped as
+-- unchanged.
 CREATE FUNCTION qbsync.interrupt(p_row qbsync.outbox) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -179,7 +185,7 @@ BEGIN
                           THEN qbsync.interruption_message(entity, key, interruptions + 1, v_verdict)
                           ELSE last_error END
     WHERE id = p_row.id;
-    PERFORM qbsync.requeue(p_row, now(), 1, NULL, NULL);
+    PERFORM qbsync.requeue(p_row, least(p_row.enqueued_at, now()), 1, NULL, NULL);
     UPDATE qbsync.entity_map SET body_hash = NULL
     WHERE entity = p_row.entity AND key = p_row.key AND body_hash IS NOT NULL;
 END
@@ -245,8 +251,9 @@ $$;
 -- (sync.py, Pusher.final_lookup); that attempt's verdict is recorded here too (dead: its
 -- message after the error that made it due). Failed lookups are retried on the entity's
 -- last backoff, as many as it has tries; then the row goes dead saying QuickBooks may hold
--- it. Dead resets interruptions and lookup_due (retry_dead starts afresh); outcome_unknown
--- stays, so that a retried row looks the object up before creating it.
+-- it. A recorded outcome ends the row's run of interruptions (it did not stop its daemon
+-- this time). Dead resets lookup_due too (retry_dead starts afresh); outcome_unknown stays,
+-- so that a retried row looks the object up before creating it.
 -- Returns the row's new state ('pending' or 'dead'), or 'lost' if the lease was lost.
 CREATE OR REPLACE FUNCTION qbsync.fail(p_id bigint, p_worker text, p_realm text, p_error jsonb)
 RETURNS text
@@ -332,9 +339,10 @@ BEGIN
     ELSE
         PERFORM qbsync.requeue(v_row, v_now + v_delay,
                                CASE WHEN v_free THEN 1 ELSE 0 END, v_message, v_code);
-        IF v_unknown OR v_lookup THEN
+        IF v_unknown OR v_lookup OR v_row.interruptions > 0 THEN
             UPDATE qbsync.outbox
-            SET outcome_unknown = true, lookup_due = lookup_due OR v_lookup
+            SET outcome_unknown = outcome_unknown OR v_unknown OR v_lookup,
+                lookup_due = lookup_due OR v_lookup, interruptions = 0
             WHERE id = p_id;
         END IF;
     END IF;

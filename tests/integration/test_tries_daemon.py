@@ -257,3 +257,33 @@ async def test_a_changed_batch_after_retry_dead_gets_a_new_requestid(
     operations = {op for op, status, _, _ in history(dixis_db, str(orders[-1]))
                   if status == "success"}
     assert operations == {"create (batch)"}
+
+
+async def test_a_lost_batch_is_looked_up_and_adopted_in_batches(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """A batch of invoices is applied but its answer lost: their next attempt looks them up
+    by DocNumber in one query and adopts them in one batch, not one request or two per row."""
+    who, lines = a_catalogue(dixis_db)
+    dx.order(dixis_db, lines, customer_id=who)  # the customer and items reach QuickBooks
+    dixis_db.commit()
+    emu = shop.emu
+    settings = {"batch_threshold": 5, "concurrency": 1}
+    async with running(shop, **settings):
+        await drained(shop.url)
+    # ahead of the orders: a fresh daemon's first claim, made one by one, takes it
+    dixis_db.execute("SELECT qbsync.enqueue('customer', %s, true, 'test')", (str(who),))
+    dixis_db.commit()
+    orders = [dx.order(dixis_db, lines, customer_id=who) for _ in range(10)]
+    dixis_db.commit()
+    emu.inject_fault("drop", 1, method="POST", entity="batch")
+    async with running(shop, **settings):
+        await drained(shop.url)
+    assert dead_rows(dixis_db) == []
+    assert len(shop.invoices()) == 11
+    assert emu.request_count("POST", "/batch", "dropped") == 1
+    assert emu.request_count("POST", "/batch", 200) == 1
+    assert emu.request_count("POST", "/invoice") == 1  # the first order's create only
+    for order_id in orders:
+        steps = [(op, status) for op, status, _, _ in history(dixis_db, str(order_id))]
+        assert steps == [("create (batch)", "retry"), ("adopt (batch)", "success")]
+        assert order_status(dixis_db, order_id)[0] == "synced"

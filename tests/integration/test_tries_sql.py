@@ -74,11 +74,12 @@ def test_an_expired_lease_returns_the_row_without_a_try(q: psycopg.Connection) -
 def test_a_recorded_failure_counts_a_try_and_interruptions_do_not(
         q: psycopg.Connection) -> None:
     """5xx answers spend the entity's tries as before (3, backoff 30/120 s), however many
-    times the row's daemon was killed in between."""
+    times the row's daemon was killed in between (15 in all, 5 in a row at most: under the
+    bound of 20 that a run of interruptions has)."""
     for n in (1, 2, 3):
         row = claim(q)
         assert row is not None
-        for _ in range(3):  # killed three times during this try (9 in all: under the bound)
+        for _ in range(5):  # killed five times during this try
             expire(q)
             row = claim(q)
             assert row is not None
@@ -95,8 +96,8 @@ def test_a_recorded_failure_counts_a_try_and_interruptions_do_not(
     logged = q.execute("SELECT status, attempt, error_code, (details->>'interruptions')::int"
                        " FROM qbsync.integration_logs WHERE operation = 'push' ORDER BY id"
                        ).fetchall()
-    assert logged == [("retry", 1, "10000", 3), ("retry", 2, "10000", 6),
-                      ("dead", 3, "10000", 9)]
+    assert logged == [("retry", 1, "10000", 5), ("retry", 2, "10000", 5),
+                      ("dead", 3, "10000", 5)]
 
 
 def test_a_throttle_spends_no_try(q: psycopg.Connection) -> None:
@@ -144,6 +145,22 @@ def test_the_interruption_bound_sends_a_row_dead_after_its_lookup(
                        ).fetchone()
     assert notice is not None
     assert "the daemon stopped 3 times while pushing this row" in notice[0]
+
+
+def test_a_recorded_outcome_ends_a_run_of_interruptions(q: psycopg.Connection) -> None:
+    """The bound is on interruptions in a row: an attempt that ended with its outcome
+    recorded did not stop its daemon, whatever the rows it was held with."""
+    q.execute("UPDATE qbsync.settings SET value = '3' WHERE name = 'max_interruptions'")
+    for _ in range(2):
+        assert claim(q) is not None
+        for _ in range(2):
+            expire(q)
+            row = claim(q)
+            assert row is not None
+        assert (row["interruptions"], row["lookup_due"]) == (2, False)
+        assert fail(q, row["id"], "throttled", retry_after=0) == "pending"
+        assert state(q)[2] == 0
+        due(q)
 
 
 def test_a_lookup_cut_off_past_the_bound_is_not_tried_again(q: psycopg.Connection) -> None:
