@@ -5,12 +5,13 @@ Batches cannot chain (an item cannot see what an earlier item created), so depen
 first, in batches of their own. Invoices and credit memos whose earlier attempt may have
 reached QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon
 held) are looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an
-update of what was found) or a create. Anything else that needs care — a void, such a row
-that cannot be looked up by DocNumber, a row due for its final lookup, a duplicate-name or
-stale-token fault, a dependency that would not batch — takes the one-by-one path of
-`Pusher.push`, which knows how to handle it. The batch
-requestid is derived from its rows' request ids and the bodies they send, so a resent batch
-is deduplicated by QuickBooks like a single request, and a batch of the same rows with a
+update of what was found) or a create. Payments and refund receipts are created one by one
+(qbsync cannot look them up: see Pusher.create_request_id). Anything else that needs care
+— a void, a row that cannot be looked up by DocNumber, a row due for its final lookup, a
+duplicate-name or stale-token fault, a dependency that would not batch — takes the
+one-by-one path of `Pusher.push`, which knows how to handle it. The batch requestid is
+derived from its rows' request ids and the bodies they send, so a resent batch is
+deduplicated by QuickBooks like a single request, and a batch of the same rows with a
 changed body (after retry_dead) is never answered with the old batch's replay.
 
 Under a rate limiter a batch slot is worth 30 operations and a plain request one, and plain
@@ -217,6 +218,11 @@ class BatchPusher:
                 ops.append((row, info.qbo_type, "update",
                             {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
                              "sparse": True}, hashed))
+            elif not p.searchable(info.qbo_type, body):
+                # (a payment, a refund receipt) created under one requestid whatever its
+                # body, one by one: a lost batch's answer could not be looked up, and a
+                # create under another requestid would make a second one
+                one_by_one.append(i)
             elif not row.may_exist:
                 ops.append((row, info.qbo_type, "create",
                             p.creatable(row.entity, row.key, info.qbo_type, body), hashed))

@@ -353,12 +353,10 @@ class Pusher:
             obj = await self._update(info.qbo_type, existing, body, row, hashed)
         else:
             operation = "create"
-            # a requestid per body: a resend of this body is deduplicated, another body is
-            # not answered with this one's replay
             obj, operation = await self._create(
                 row.entity, row.key, info.qbo_type, body,
-                uuid.uuid5(row.request_id, f"create:{hashed}"), may_exist=row.may_exist,
-                label=row.label,
+                self.create_request_id(row, info.qbo_type, body, hashed),
+                may_exist=row.may_exist, label=row.label, hashed=hashed,
             )
         return Pushed(self.result(info.qbo_type, obj, body, operation, started,
                                   body_hash=hashed))
@@ -393,6 +391,11 @@ class Pusher:
             raise PushFailed("permanent", f"{label}: could not be looked up in QuickBooks "
                              f"({why or 'the mapping returned NULL'}): look for it there "
                              "before retry_dead", None, "lookup", settled=True)
+        if body is not None and not self.searchable(info.qbo_type, body):
+            raise PushFailed("permanent", f"{label}: qbsync cannot look a {info.qbo_type} up "
+                             "in QuickBooks: look for it there; retry_dead resends it under "
+                             "its requestid, which QuickBooks answers with what it made of "
+                             "it, if anything", None, "lookup", settled=True)
         started = time.perf_counter()
         try:
             found = await self._find_existing(
@@ -411,7 +414,7 @@ class Pusher:
                 obj = await self._adopt(
                     info.qbo_type, found,
                     self.creatable(row.entity, row.key, info.qbo_type, body),
-                    uuid.uuid5(row.request_id, f"create:{hashed}"))
+                    self.create_request_id(row, info.qbo_type, body, hashed))
                 result = self.result(info.qbo_type, obj, body, "adopt", started,
                                      body_hash=hashed)
                 result["message"] = note + " (looked up before giving up)"
@@ -425,6 +428,28 @@ class Pusher:
         result["message"] = f"{note} as it is (looked up before giving up; not brought up " \
                             f"to date: {why})"
         return Pushed(result)
+
+    @staticmethod
+    def searchable(qbo_type: str, body: dict[str, Any]) -> bool:
+        """Can _find_existing look the object up: a customer by DisplayName, an item by
+        Name, a sales form by DocNumber or qbsync's marker. (A payment or a refund receipt
+        has nothing qbsync can search it by.)"""
+        if qbo_type == "Customer":
+            return bool(body.get("DisplayName"))
+        if qbo_type == "Item":
+            return bool(body.get("Name"))
+        return qbo_type in ("Invoice", "CreditMemo")
+
+    def create_request_id(self, row: Row, qbo_type: str, body: dict[str, Any],
+                          hashed: str) -> uuid.UUID:
+        """A create's requestid: one per body, so that a resend of this body is
+        deduplicated and another body is not answered with this one's replay (an earlier
+        create whose outcome is unknown is looked up first). An object that cannot be
+        looked up keeps one requestid whatever its body: QuickBooks' replay is then what
+        finds an earlier create, and _create brings what it answers up to date."""
+        if self.searchable(qbo_type, body):
+            return uuid.uuid5(row.request_id, f"create:{hashed}")
+        return uuid.uuid5(row.request_id, "create")
 
     def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
                 operation: str, started: float, *, body_hash: str | None = None
@@ -580,16 +605,21 @@ class Pusher:
         return self._dependency_locks.setdefault(ref, asyncio.Lock())
 
     async def _create(self, entity: str, key: str, qbo_type: str, body: dict[str, Any],
-                      request_id: uuid.UUID, *, may_exist: bool, label: str
-                      ) -> tuple[dict[str, Any], str]:
+                      request_id: uuid.UUID, *, may_exist: bool, label: str,
+                      hashed: str | None = None) -> tuple[dict[str, Any], str]:
         body = self.creatable(entity, key, qbo_type, body)
         looked = False  # QuickBooks was asked, and had nothing
         try:
-            if may_exist:
+            if may_exist and self.searchable(qbo_type, body):
                 found = await self._find_existing(entity, key, qbo_type, body)
                 if found is not None:
                     return await self._adopt(qbo_type, found, body, request_id), "adopt"
                 looked = True
+            elif may_exist:
+                # Nothing to search it by: the create's one requestid answers with what an
+                # earlier create made, if any, in the body it had then; brought up to date.
+                obj = await self.client.create(qbo_type, body, request_id=str(request_id))
+                return await self._adopt(qbo_type, obj, body, request_id, hashed), "adopt"
             try:
                 return await self.client.create(qbo_type, body, request_id=str(request_id)), \
                     "create"
@@ -619,11 +649,13 @@ class Pusher:
             raise failure from exc
 
     async def _adopt(self, qbo_type: str, found: dict[str, Any], body: dict[str, Any],
-                     request_id: uuid.UUID) -> dict[str, Any]:
-        """Take over an object that is already ours in QuickBooks, bringing it up to date."""
+                     request_id: uuid.UUID, hashed: str | None = None) -> dict[str, Any]:
+        """Take over an object that is already ours in QuickBooks, bringing it up to date.
+        The requestid follows the create's, which is per body; `hashed` when it is not."""
         payload = {**body, "Id": found["Id"], "SyncToken": found["SyncToken"]}
-        return await self.client.update(
-            qbo_type, payload, request_id=str(uuid.uuid5(request_id, f"adopt:{found['Id']}")))
+        name = f"adopt:{found['Id']}" + (f":{hashed}" if hashed else "")
+        return await self.client.update(qbo_type, payload,
+                                        request_id=str(uuid.uuid5(request_id, name)))
 
     async def _update(self, qbo_type: str, existing: Mapped, body: dict[str, Any],
                       row: Row, hashed: str) -> dict[str, Any]:

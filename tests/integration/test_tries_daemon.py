@@ -109,8 +109,8 @@ async def test_a_row_whose_daemon_keeps_stopping_is_looked_up_then_dead(
 
     async def a_failed_once() -> bool:
         dixis_db.commit()
-        return dixis_db.execute("SELECT state::text, attempts, outcome_unknown"
-                                " FROM qbsync.outbox").fetchall() == [("pending", 1, True)]
+        return dixis_db.execute("SELECT state::text, attempts FROM qbsync.outbox"
+                                ).fetchall() == [("pending", 1)]
 
     async with running(shop):
         await eventually(a_failed_once, 30, "order A's lost answer recorded")
@@ -287,3 +287,44 @@ async def test_a_lost_batch_is_looked_up_and_adopted_in_batches(
         steps = [(op, status) for op, status, _, _ in history(dixis_db, str(order_id))]
         assert steps == [("create (batch)", "retry"), ("adopt (batch)", "success")]
         assert order_status(dixis_db, order_id)[0] == "synced"
+
+
+async def test_a_payment_whose_answer_was_lost_is_not_made_twice_nor_left_stale(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """A payment (which qbsync cannot look up) is created but its answer lost; then the shop
+    changes its reference. The next create goes under the payment's one requestid, so
+    QuickBooks answers with the payment it made, and the daemon brings it up to date."""
+    who, lines = a_catalogue(dixis_db)
+    order_id = dx.order(dixis_db, lines, customer_id=who)
+    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{3600}'"
+                     " WHERE entity = 'payment'")
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    dx.pay(dixis_db, order_id, reference="ch_first")
+    dixis_db.commit()
+    shop.emu.inject_fault("drop", 1, method="POST", entity="payment")
+
+    async def lost_once() -> bool:
+        dixis_db.commit()
+        return dixis_db.execute("SELECT state::text, attempts FROM qbsync.outbox"
+                                ).fetchall() == [("pending", 1)]
+
+    async with running(shop):
+        await eventually(lost_once, 30, "the payment's lost answer recorded")
+    [made] = shop.emu.entities(shop.realm_id, "Payment")
+    assert "ch_first" in made["PrivateNote"]
+    dixis_db.execute("UPDATE dixis.orders SET payment_reference = 'ch_second' WHERE id = %s",
+                     (order_id,))
+    dixis_db.execute("SELECT qbsync.collect_changes()")
+    dixis_db.execute("UPDATE qbsync.outbox SET next_attempt_at = now()")
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    [payment] = shop.emu.entities(shop.realm_id, "Payment")
+    assert payment["Id"] == made["Id"]
+    assert "ch_second" in payment["PrivateNote"]
+    assert dead_rows(dixis_db) == []
+    steps = dixis_db.execute("SELECT operation, status FROM qbsync.integration_logs"
+                             " WHERE model_type = 'payment' ORDER BY id").fetchall()
+    assert steps == [("create", "retry"), ("adopt", "success")]
