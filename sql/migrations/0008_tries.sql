@@ -4,10 +4,11 @@
 -- own and bounded by the setting max_interruptions, so that a row which crashes its daemon
 -- cannot loop forever. The count runs until an attempt of the row ends with an outcome
 -- recorded (a failure: the row did not stop its daemon then), so that the rows a daemon
--- happened to hold when it was killed now and then do not add up to the bound. An interrupted attempt's outcome is unknown, like a timeout's: the
--- row remembers that QuickBooks may hold its object (outcome_unknown), the next attempt
--- looks the object up before creating it, and before such a row goes dead one more attempt
--- only looks it up and adopts what QuickBooks has (lookup_due).
+-- happened to hold when it was killed now and then do not add up to the bound. An
+-- interrupted attempt's outcome is unknown, like a timeout's: the row remembers that
+-- QuickBooks may hold its object (outcome_unknown), the next attempt looks the object up
+-- before creating it, and before such a row goes dead one more attempt only looks it up
+-- and adopts what QuickBooks has (lookup_due).
 --
 -- attempts keeps its meaning while a row runs: the number of the try under way. The claim
 -- counts it, and every way an attempt ends without a recorded failure gives it back: a
@@ -164,12 +165,11 @@ $$;
 
 -- A running row's push was cut off by its daemon stopping (a release at shutdown, a
 -- restart under the same worker name): what the claim does for an expired lease, then the
--- row goes back to pending with its try given back, in its place in the queue (as an
--- expired lease is taken before anything else: the interruption is not the row's doing;
--- at the back of the queue, the rows a daemon held were taken last, by the batches still
--- under way when the next kill came, and cut off again and again). Its push may have been
--- cut off after QuickBooks applied it: the next push of the key must not be skipped as
--- unchanged.
+-- row goes back to pending with its try given back. It keeps its place in the queue, as an
+-- expired lease is taken before anything else: put at the back, the rows a killed daemon
+-- held were claimed last by its successor, into the batches still under way at the next
+-- kill, and cut off again and again. Its push may have been cut off after QuickBooks
+-- applied it: the next push of the key must not be skipped as unchanged.
 CREATE FUNCTION qbsync.interrupt(p_row qbsync.outbox) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
