@@ -308,10 +308,15 @@ class BatchPusher:
             f"{row.request_id}:{op}:{payload.get('Id', '') if op == 'adopt' else ''}:{hashed}"
             for row, _, op, payload, hashed in chunk)))
 
-        def settled(row: Row, op: str, unknown: bool) -> bool:
-            """Nothing to look up before the row may go dead: the object is linked (an
-            update, an adoption), or was just looked for and this create did nothing."""
-            return op != "create" or (row.id in looked and not unknown)
+        def failed(row: Row, op: str, error: Exception) -> PushFailed:
+            failure = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
+            # nothing to look up before the row may go dead: the object is linked (an
+            # update), or was just looked for and this create did nothing; an adoption that
+            # failed leaves an object QuickBooks has and the row is not linked to
+            failure.settled = op == "update" or (op == "create" and row.id in looked
+                                                 and not failure.unknown)
+            failure.unknown = failure.unknown or op == "adopt"
+            return failure
 
         try:
             async with self.turns.turn(0):  # after every dependency batch
@@ -319,9 +324,7 @@ class BatchPusher:
                 answers = await p.client.batch(items, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             for row, _, op, _, _ in chunk:
-                out[row.id] = failure = qbo_failure(row.label, exc, f"{op} (batch)",
-                                                    p.time_scale)
-                failure.settled = settled(row, op, failure.unknown)
+                out[row.id] = failed(row, op, exc)
             return []
         again = []
         for (row, qbo_type, op, payload, hashed), answer in zip(chunk, answers, strict=True):
@@ -334,9 +337,7 @@ class BatchPusher:
             elif isinstance(error, RESOLVED_ONE_BY_ONE):
                 again.append(row.id)
             else:
-                out[row.id] = failure = qbo_failure(row.label, error, f"{op} (batch)",
-                                                    p.time_scale)
-                failure.settled = settled(row, op, failure.unknown)
+                out[row.id] = failed(row, op, error)
         return again
 
     async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped],

@@ -609,16 +609,19 @@ class Pusher:
                       hashed: str | None = None) -> tuple[dict[str, Any], str]:
         body = self.creatable(entity, key, qbo_type, body)
         looked = False  # QuickBooks was asked, and had nothing
+        adopting = False  # QuickBooks has the object, not linked to the row yet
         try:
             if may_exist and self.searchable(qbo_type, body):
                 found = await self._find_existing(entity, key, qbo_type, body)
                 if found is not None:
+                    adopting = True
                     return await self._adopt(qbo_type, found, body, request_id), "adopt"
                 looked = True
             elif may_exist:
                 # Nothing to search it by: the create's one requestid answers with what an
                 # earlier create made, if any, in the body it had then; brought up to date.
                 obj = await self.client.create(qbo_type, body, request_id=str(request_id))
+                adopting = True
                 return await self._adopt(qbo_type, obj, body, request_id, hashed), "adopt"
             try:
                 return await self.client.create(qbo_type, body, request_id=str(request_id)), \
@@ -644,8 +647,12 @@ class Pusher:
         except PushFailed:
             raise
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            failure = qbo_failure(label, exc, "create", self.time_scale)
+            failure = qbo_failure(label, exc, "adopt" if adopting else "create",
+                                  self.time_scale)
             failure.settled = looked and not failure.unknown
+            # an object QuickBooks has and the row is not linked to: not dead before a
+            # final lookup has adopted it (as it is, if it cannot be updated)
+            failure.unknown = failure.unknown or adopting
             raise failure from exc
 
     async def _adopt(self, qbo_type: str, found: dict[str, Any], body: dict[str, Any],

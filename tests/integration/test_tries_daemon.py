@@ -94,6 +94,31 @@ async def test_a_lost_answer_on_the_last_try_is_adopted_not_failed(
     assert "looked up before giving up" in history(dixis_db, str(order_id))[-1][3]
 
 
+async def test_an_invoice_found_by_the_final_lookup_is_adopted_even_if_it_cannot_be_updated(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """One try: its create is applied, its answer lost. The final lookup finds the invoice;
+    bringing it up to date fails (a 500): it is adopted as it is, and the shop row says
+    synced with its Id, not failed."""
+    who, lines = a_catalogue(dixis_db)
+    order_id = dx.order(dixis_db, lines, customer_id=who)
+    dixis_db.execute("UPDATE qbsync.entities SET max_attempts = 1 WHERE entity = 'order'")
+    dixis_db.commit()
+    shop.emu.inject_fault("drop", 1, method="POST", entity="invoice")
+    shop.emu.inject_fault("500", 1, method="POST", entity="invoice")  # the adoption's update
+    async with running(shop):
+        await drained(shop.url)
+    [invoice] = shop.invoices()
+    assert order_status(dixis_db, order_id) == ("synced", invoice["Id"])
+    assert dead_rows(dixis_db) == []
+    *_, last = history(dixis_db, str(order_id))
+    assert last[:2] == ("adopt", "success")
+    assert "as it is" in last[3]
+    assert "10000" in last[3]
+    body_hash = dixis_db.execute(
+        "SELECT body_hash FROM qbsync.entity_map WHERE entity = 'order'").fetchone()
+    assert body_hash == (None,)  # the key's next push sends the shop's version
+
+
 async def test_a_row_whose_daemon_keeps_stopping_is_looked_up_then_dead(
         shop: Shop, dixis_db: psycopg.Connection) -> None:
     """max_interruptions = 2. Order A's invoice reached QuickBooks but its answer was lost;
