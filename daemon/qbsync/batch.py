@@ -37,10 +37,12 @@ from typing import Any, TypeVar
 
 from .qbo.client import quote_value
 from .qbo.errors import (
+    AuthError,
     DuplicateDocNumber,
     DuplicateName,
     QboError,
     StaleObject,
+    Throttled,
     error_from_batch_item,
 )
 from .queries import load as load_queries
@@ -453,7 +455,10 @@ class BatchPusher:
                             ) -> dict[Ref, Mapped]:
         """One batch request creating these dependencies (its turn: `priority`, above every
         invoice batch); an item QuickBooks refused is left to the row that needs it, whose
-        one-by-one push handles it and says why."""
+        one-by-one push handles it and says why. So is the whole chunk when the request
+        fails (a 5xx, a lost answer: a one-by-one create then meets 6240 and adopts): the
+        failure is not the rows' own, and failing them all would cost a try of each of the
+        up to 90 rows of the push. A throttle or a refused token is raised (it costs none)."""
         p = self.pusher
         items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
                  for n, (_, qbo_type, body, _) in enumerate(chunk)]
@@ -466,9 +471,11 @@ class BatchPusher:
             async with self.turns.turn(priority):
                 started = time.perf_counter()
                 answers = await p.client.batch(items, request_id=str(request_id))
-        except (QboError, ReconnectRequired, TimeoutError) as exc:
+        except (Throttled, AuthError, ReconnectRequired) as exc:
             raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
                               "create (batch)", p.time_scale) from exc
+        except (QboError, TimeoutError):
+            return {}
         done: list[dict[str, Any]] = []
         for ((entity, key), qbo_type, body, hashed), answer in zip(chunk, answers,
                                                                   strict=True):

@@ -353,3 +353,23 @@ async def test_a_payment_whose_answer_was_lost_is_not_made_twice_nor_left_stale(
     steps = dixis_db.execute("SELECT operation, status FROM qbsync.integration_logs"
                              " WHERE model_type = 'payment' ORDER BY id").fetchall()
     assert steps == [("create", "retry"), ("adopt", "success")]
+
+
+async def test_a_failed_dependency_batch_costs_the_rows_no_try(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """A fresh shop's first batch request creates customers and items; it fails with a 500.
+    Those dependencies are left to the rows that need them, created one by one in the same
+    attempt: not a try spent by every row of the push."""
+    dixis_db.execute("SELECT qbsync.untrack(tbl::text, entity) FROM qbsync.tracked"
+                     " WHERE entity NOT IN ('order', 'customer', 'product')")
+    dixis_db.execute("SELECT dixis.generate(60, 0.5)")
+    dixis_db.commit()
+    shop.emu.inject_fault("500", 1, method="POST", entity="batch")
+    async with running(shop, batch_threshold=20, batch_size=30):
+        await drained(shop.url)
+    assert shop.emu.request_count("POST", "/batch", 500) == 1
+    assert dead_rows(dixis_db) == []
+    tries = dixis_db.execute(
+        "SELECT status, max(attempt), count(*) FROM qbsync.integration_logs"
+        " WHERE model_type = 'order' AND status <> 'skipped' GROUP BY 1 ORDER BY 1").fetchall()
+    assert [(status, attempt) for status, attempt, _ in tries] == [("success", 1)]
