@@ -28,7 +28,8 @@ SELECT qbsync.unregister_worker($1);
 SELECT qbsync.register_worker_keys($1, $2::text[]);
 
 -- name: claim
-SELECT id, entity, key, attempts, request_id, force, origin, enqueued_at
+SELECT id, entity, key, attempts, request_id, force, origin, enqueued_at, interruptions,
+       outcome_unknown, lookup_due, last_error_code
 FROM qbsync.claim($1, $2, make_interval(secs => $3));
 
 -- name: extend_leases

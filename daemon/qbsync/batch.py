@@ -2,11 +2,17 @@
 minute per realm): used when the backlog is large, e.g. a backfill.
 
 Batches cannot chain (an item cannot see what an earlier item created), so dependencies go
-first, in batches of their own. Anything that needs care — a void, a row whose earlier try
-may have reached QuickBooks (it must be looked up first), a duplicate-name or stale-token
-fault, a dependency that would not batch — takes the one-by-one path of `Pusher.push`,
-which knows how to handle it. The batch requestid is derived from its rows' request ids,
-so a retried batch is deduplicated by QuickBooks like a single request.
+first, in batches of their own. Invoices and credit memos whose earlier attempt may have
+reached QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon
+held) are looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an
+update of what was found) or a create. Payments and refund receipts are created one by one
+(qbsync cannot look them up: see Pusher.create_request_id). Anything else that needs care
+— a void, a row that cannot be looked up by DocNumber, a row due for its final lookup, a
+duplicate-name or stale-token fault, a dependency that would not batch — takes the
+one-by-one path of `Pusher.push`, which knows how to handle it. The batch requestid is
+derived from its rows' request ids and the bodies they send, so a resent batch is
+deduplicated by QuickBooks like a single request, and a batch of the same rows with a
+changed body (after retry_dead) is never answered with the old batch's replay.
 
 Under a rate limiter a batch slot is worth 30 operations and a plain request one, and plain
 requests have a budget of their own (what the batches leave of the 500 a minute): so only
@@ -30,11 +36,14 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .errors import MalformedOutput
+from .qbo.client import quote_value
 from .qbo.errors import (
+    AuthError,
     DuplicateDocNumber,
     DuplicateName,
     QboError,
     StaleObject,
+    Throttled,
     error_from_batch_item,
 )
 from .queries import load as load_queries
@@ -49,6 +58,7 @@ from .sync import (
     Row,
     Skipped,
     body_hash,
+    dependency_request_id,
     mapping_failure,
     parse_body,
     qbo_failure,
@@ -61,6 +71,11 @@ Q = load_queries()
 Outcome = Pushed | Skipped | PushFailed
 # a dependency to create: its reference, QuickBooks type, body to send, body hash
 Creatable = tuple[Ref, str, dict[str, Any], str]
+# one operation of a batch: the row, QuickBooks type, create | update | adopt, the body
+# (for an adoption, an update of the object found), the hash of the row's body
+Op = tuple[Row, str, str, dict[str, Any], str]
+# sales forms looked up by DocNumber before a batch (when QuickBooks keeps custom numbers)
+BY_DOC_NUMBER = ("Invoice", "CreditMemo")
 BATCH_NAMESPACE = uuid.UUID("0b6f0d5e-8f8e-4f0a-9d77-3c2a1e5b7a10")
 # Faults the one-by-one path resolves (adopt, disambiguate, re-read the SyncToken).
 RESOLVED_ONE_BY_ONE = (DuplicateName, DuplicateDocNumber, StaleObject)
@@ -143,12 +158,14 @@ class BatchPusher:
         p = self.pusher
         out: dict[int, Outcome] = {}
         bodies: dict[int, dict[str, Any]] = {}
-        for entity, group in by_entity((r.entity, r) for r in rows):
+        # due for their final lookup: the one-by-one path, not even mapped here (a row whose
+        # daemon keeps stopping may be one whose mapping stops it)
+        lookups = [r.id for r in rows if r.lookup_due]
+        for entity, group in by_entity((r.entity, r) for r in rows if not r.lookup_due):
             try:
                 await p.entity(entity, group[0].label)
             except PushFailed as failure:
-                out.update({r.id: PushFailed(failure.kind, f"{r.label}: {failure.message}")
-                            for r in group})
+                out.update({r.id: failure.copy_for(r) for r in group})
                 continue
             mapped = await p.pool.fetch(Q.map_many, entity, [r.key for r in group])
             for row, rec in zip(group, mapped, strict=True):
@@ -165,8 +182,7 @@ class BatchPusher:
                 else:
                     bodies[row.id] = body
         by_id = {r.id: r for r in rows}
-        one_by_one = [i for i, b in bodies.items()
-                      if b.get("$op", "upsert") != "upsert" or by_id[i].attempts > 1]
+        one_by_one = lookups + [i for i, b in bodies.items() if b.get("$op", "upsert") != "upsert"]
         batchable: list[int] = []
         needs: dict[int, set[Ref]] = {}
         for i in [i for i in bodies if i not in one_by_one]:  # each body walked once
@@ -190,7 +206,8 @@ class BatchPusher:
         existing.update(await self._dependencies(refs, existing, uses))
         ids = {ref: m.qbo_id for ref, m in existing.items()
                if ref in refs and m.qbo_status == "active"}
-        ops: list[tuple[Row, str, str, dict[str, Any], str]] = []
+        ops: list[Op] = []
+        to_find: list[Op] = []  # creates that may exist already: looked up first
         for i in batchable:
             row = by_id[i]
             info = p.entities[row.entity]
@@ -212,18 +229,34 @@ class BatchPusher:
             if skipped is not None:
                 out[i] = skipped  # e.g. a customer its order's batch just created
             elif known and known.qbo_status == "active":
+                # (after an update whose outcome is unknown, its SyncToken may be stale:
+                # QuickBooks says 5010, and the one-by-one path re-reads it)
                 ops.append((row, info.qbo_type, "update",
                             {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
                              "sparse": True}, hashed))
-            else:
+            elif not p.searchable(info.qbo_type, body):
+                # (a payment, a refund receipt) created under one requestid whatever its
+                # body, one by one: a lost batch's answer could not be looked up, and a
+                # create under another requestid would make a second one
+                one_by_one.append(i)
+            elif not row.may_exist:
                 ops.append((row, info.qbo_type, "create",
                             p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
+            elif info.qbo_type in BY_DOC_NUMBER and p.realm.custom_txn_numbers \
+                    and body.get("DocNumber"):
+                to_find.append((row, info.qbo_type, "create",
+                                p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
+            else:
+                one_by_one.append(i)  # looked up one by one (a name, the marker)
+        looked: set[int] = set()  # rows whose object QuickBooks was just asked for
+        if to_find:
+            ops += await self._look_up(to_find, one_by_one, looked)
         sends = []
         for chunk in chunks(ops, self.size):
             if len(chunk) < self.min_fill:
                 one_by_one += [row.id for row, _, _, _, _ in chunk]
             else:
-                sends.append(self._send(chunk, out))
+                sends.append(self._send(chunk, out, looked))
         for again in await gather_all(sends):
             one_by_one += again
 
@@ -240,21 +273,74 @@ class BatchPusher:
         await asyncio.gather(*(single(i) for i in one_by_one))
         return out
 
-    async def _send(self, chunk: list[tuple[Row, str, str, dict[str, Any], str]],
-                    out: dict[int, Outcome]) -> list[int]:
-        """One batch request; fills `out`, returns the rows to retry one by one."""
+    async def _look_up(self, to_find: list[Op], one_by_one: list[int], looked: set[int]
+                       ) -> list[Op]:
+        """Creates whose earlier attempt may have reached QuickBooks, looked up by
+        DocNumber, up to a batch's worth a query: what is found is adopted (updated with the
+        row's body, as the one-by-one path does), the rest created. A row whose number
+        QuickBooks has twice, or whose query failed, goes one by one."""
         p = self.pusher
-        items = [{"bId": f"r{n}", "operation": op, qbo_type: payload}
+        ops: list[Op] = []
+        for qbo_type, group in by_entity((op[1], op) for op in to_find):
+            for chunk in chunks(group, self.size):
+                numbers = sorted({str(body["DocNumber"]) for _, _, _, body, _ in chunk})
+                try:
+                    found = await p.client.query(
+                        f"SELECT * FROM {qbo_type} WHERE DocNumber IN "
+                        f"({', '.join(quote_value(n) for n in numbers)}) "
+                        f"MAXRESULTS {len(numbers) + 10}")
+                except (QboError, ReconnectRequired, TimeoutError):
+                    one_by_one += [row.id for row, _, _, _, _ in chunk]
+                    continue
+                by_number: dict[str, list[dict[str, Any]]] = {}
+                for obj in found:
+                    by_number.setdefault(str(obj.get("DocNumber")), []).append(obj)
+                for row, _, _, body, hashed in chunk:
+                    same = by_number.get(str(body["DocNumber"]), [])
+                    if len(same) > 1:
+                        one_by_one.append(row.id)
+                        continue
+                    looked.add(row.id)
+                    if same:
+                        ops.append((row, qbo_type, "adopt",
+                                    {**body, "Id": same[0]["Id"],
+                                     "SyncToken": same[0]["SyncToken"]}, hashed))
+                    else:
+                        ops.append((row, qbo_type, "create", body, hashed))
+        return ops
+
+    async def _send(self, chunk: list[Op], out: dict[int, Outcome], looked: set[int]
+                    ) -> list[int]:
+        """One batch request; fills `out`, returns the rows to retry one by one. `looked`:
+        the rows whose object was just looked up (a create of one of them that fails
+        knowingly leaves nothing in QuickBooks)."""
+        p = self.pusher
+        items = [{"bId": f"r{n}", "operation": "update" if op == "adopt" else op,
+                  qbo_type: payload}
                  for n, (_, qbo_type, op, payload, _) in enumerate(chunk)]
-        request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(
-            sorted(f"{row.request_id}:{op}" for row, _, op, _, _ in chunk)))
+        # the rows and the bodies they send: QuickBooks answers a repeated requestid with
+        # the first answer, whatever the new body
+        request_id = uuid.uuid5(BATCH_NAMESPACE, ",".join(sorted(
+            f"{row.request_id}:{op}:{payload.get('Id', '') if op == 'adopt' else ''}:{hashed}"
+            for row, _, op, payload, hashed in chunk)))
+
+        def failed(row: Row, op: str, error: Exception) -> PushFailed:
+            failure = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
+            # nothing to look up before the row may go dead: the object is linked (an
+            # update), or was just looked for and this create did nothing; an adoption that
+            # failed leaves an object QuickBooks has and the row is not linked to
+            failure.settled = op == "update" or (op == "create" and row.id in looked
+                                                 and not failure.unknown)
+            failure.unknown = failure.unknown or op == "adopt"
+            return failure
+
         try:
             async with self.turns.turn(0):  # after every dependency batch
                 started = time.perf_counter()
                 answers = await p.client.batch(items, request_id=str(request_id))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             for row, _, op, _, _ in chunk:
-                out[row.id] = qbo_failure(row.label, exc, f"{op} (batch)", p.time_scale)
+                out[row.id] = failed(row, op, exc)
             return []
         again = []
         for (row, qbo_type, op, payload, hashed), answer in zip(chunk, answers, strict=True):
@@ -267,7 +353,7 @@ class BatchPusher:
             elif isinstance(error, RESOLVED_ONE_BY_ONE):
                 again.append(row.id)
             else:
-                out[row.id] = qbo_failure(row.label, error, f"{op} (batch)", p.time_scale)
+                out[row.id] = failed(row, op, error)
         return again
 
     async def _dependencies(self, refs: set[Ref], known: dict[Ref, Mapped],
@@ -386,21 +472,27 @@ class BatchPusher:
                             ) -> dict[Ref, Mapped]:
         """One batch request creating these dependencies (its turn: `priority`, above every
         invoice batch); an item QuickBooks refused is left to the row that needs it, whose
-        one-by-one push handles it and says why."""
+        one-by-one push handles it and says why. So is the whole chunk when the request
+        fails (a 5xx, a lost answer: a one-by-one create then meets 6240 and adopts): the
+        failure is not the rows' own, and failing them all would cost a try of each of the
+        up to 90 rows of the push. A throttle or a refused token is raised (it costs none)."""
         p = self.pusher
         items = [{"bId": f"d{n}", "operation": "create", qbo_type: body}
                  for n, (_, qbo_type, body, _) in enumerate(chunk)]
         # "batch/": a batch of one must not share the requestid of that object's single
-        # create, or QuickBooks answers one with the other's replay
+        # create, or QuickBooks answers one with the other's replay; the bodies' hashes: nor
+        # a batch of the same objects with other bodies
         request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, "batch/" + p.realm.realm_id + "/"
-                                + ",".join(f"{e}/{k}" for (e, k), _, _, _ in chunk))
+                                + ",".join(f"{e}/{k}/{h}" for (e, k), _, _, h in chunk))
         try:
             async with self.turns.turn(priority):
                 started = time.perf_counter()
                 answers = await p.client.batch(items, request_id=str(request_id))
-        except (QboError, ReconnectRequired, TimeoutError) as exc:
+        except (Throttled, AuthError, ReconnectRequired) as exc:
             raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
                               "create (batch)", p.time_scale) from exc
+        except (QboError, TimeoutError):
+            return {}
         done: list[dict[str, Any]] = []
         for ((entity, key), qbo_type, body, hashed), answer in zip(chunk, answers,
                                                                   strict=True):
@@ -421,7 +513,7 @@ class BatchPusher:
         whose one-by-one push handles it and says why."""
         p = self.pusher
         entity, key = ref
-        request_id = uuid.uuid5(DEPENDENCY_NAMESPACE, f"{p.realm.realm_id}/{entity}/{key}")
+        request_id = dependency_request_id(p.realm.realm_id, entity, key, hashed)
         started = time.perf_counter()
         try:
             obj = await p.client.create(qbo_type, body, request_id=str(request_id))

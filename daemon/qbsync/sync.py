@@ -1,10 +1,15 @@
 """Push one outbox row to QuickBooks: map it, resolve its references (pushing missing
 dependencies first), create / update / void, and say how it went.
 
-Exactly once: every write carries a QuickBooks requestid derived from the row's request_id
-and the step, so a retried step is deduplicated by QuickBooks; and a create whose earlier
-attempt may have reached QuickBooks (attempt > 1) first looks the object up by its natural
-key (DocNumber, DisplayName, Name or the PrivateNote marker) and adopts what it finds.
+Exactly once: every write carries a QuickBooks requestid derived from the row's request_id,
+the step and the body sent, so a resend of the same body is deduplicated by QuickBooks (which
+answers a repeated requestid with its first answer, whatever the new body) and a changed body
+is never answered with the old one's replay; and a create whose earlier attempt may have
+reached QuickBooks (Row.may_exist: a try failed, an answer was lost, a daemon stopped) first
+looks the object up by its natural key (DocNumber, DisplayName, Name or the PrivateNote
+marker) and adopts what it finds. A row that would go dead after such an attempt gets one
+last attempt that only looks QuickBooks up (Pusher.final_lookup), so that `failed` never
+hides an object QuickBooks has.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .qbo.errors import (
     StaleObject,
     Throttled,
     TransientError,
+    UnknownOutcome,
 )
 from .queries import load as load_queries
 from .realm import Realm
@@ -55,6 +61,9 @@ TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
 # last_error_code of a row whose mapping output is malformed (beside the mapping's own
 # QB001 and QB002)
 MALFORMED = "QB003"
+# last_error_code of a row whose daemon stopped past max_interruptions while it was being
+# looked up (qbsync.interruption_verdict): it goes dead without another lookup
+LOOKUP_INTERRUPTED = "interrupted-lookup"
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,22 @@ class Row:
     request_id: uuid.UUID
     force: bool = False
     origin: str = "capture"
+    interruptions: int = 0  # attempts cut off by a stopping daemon (no try spent)
+    outcome_unknown: bool = False  # an attempt may have reached QuickBooks unseen
+    lookup_due: bool = False  # this attempt only looks QuickBooks up (final_lookup)
+    last_error_code: str | None = None
 
     @property
     def label(self) -> str:
         return f"{self.entity} {self.key}"
+
+    @property
+    def may_exist(self) -> bool:
+        """An earlier attempt may have reached QuickBooks: a try failed (attempt > 1), or
+        an answer was lost or a daemon stopped mid-push (outcome_unknown, which survives
+        retry_dead). The object is looked up before it is created, and nothing is skipped
+        as unchanged."""
+        return self.attempts > 1 or self.outcome_unknown
 
 
 @dataclass(frozen=True)
@@ -113,18 +134,40 @@ class PushFailed(Exception):
     operation: str = "push"
     retry_after: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # this attempt may have changed QuickBooks without learning how (a write's answer lost,
+    # a deadline passed mid-request): later attempts look the object up first
+    unknown: bool = False
+    # QuickBooks' side is known for this row: this attempt looked the object up and then
+    # failed knowingly, or the object is linked already (an update, a void): no lookup is
+    # due before the row goes dead
+    settled: bool = False
 
     def __str__(self) -> str:
         return self.message
 
-    def as_error(self) -> dict[str, Any]:
+    def as_error(self, row: Row | None = None) -> dict[str, Any]:
+        """What qbsync.fail takes. With the row: `unsettled` when QuickBooks may hold its
+        object without qbsync knowing (this attempt's outcome is unknown, or an earlier
+        one's and this one did not look): then the row is not let go dead before one more
+        attempt has looked it up."""
         error: dict[str, Any] = {"kind": self.kind, "message": self.message,
                                  "operation": self.operation, **self.details}
         if self.code:
             error["code"] = self.code
         if self.retry_after is not None:
             error["retry_after"] = self.retry_after
+        if self.unknown:
+            error["unknown"] = True
+        if (row is not None and self.kind in ("retry", "permanent") and not self.settled
+                and (self.unknown or row.outcome_unknown)):
+            error["unsettled"] = True
         return error
+
+    def copy_for(self, row: Row, message: str | None = None) -> PushFailed:
+        """The same failure, said of one row of a group (a batch)."""
+        return PushFailed(self.kind, message or f"{row.label}: {self.message}", self.code,
+                          self.operation, self.retry_after, dict(self.details),
+                          self.unknown, self.settled)
 
 
 @dataclass(frozen=True)
@@ -152,11 +195,11 @@ def body_hash(qbo_type: str, body: dict[str, Any]) -> str:
 
 def unchanged(row: Row, existing: Mapped | None, hashed: str) -> Skipped | None:
     """Skipped, when the row's body is the one QuickBooks got at the key's last
-    successful push and nothing since may have changed the object: not forced, the first
-    try (an earlier one may have reached QuickBooks), the object active, the hash kept
-    (failures, drift and voids clear it)."""
+    successful push and nothing since may have changed the object: not forced, no earlier
+    attempt that may have reached QuickBooks (Row.may_exist), the object active, the hash
+    kept (failures, drift and voids clear it)."""
     if (existing is None or existing.qbo_status != "active" or row.force
-            or row.attempts > 1 or existing.body_hash != hashed):
+            or row.may_exist or existing.body_hash != hashed):
         return None
     return Skipped(f"{row.label}: unchanged since its last push (QuickBooks Id "
                    f"{existing.qbo_id}); nothing sent", UNCHANGED)
@@ -181,7 +224,9 @@ def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 
     if isinstance(exc, AuthError):
         return PushFailed("auth", message, code, operation, 5.0 / time_scale, details)
     if isinstance(exc, TransientError | TimeoutError):
-        return PushFailed("retry", message, code, operation, None, details)
+        # a write whose answer never came, or cut off by a deadline: may have been applied
+        return PushFailed("retry", message, code, operation, None, details,
+                          unknown=isinstance(exc, UnknownOutcome | TimeoutError))
     return PushFailed("permanent", message, code, operation, None, details)
 
 
@@ -196,6 +241,17 @@ def setting_failure(label: str, realm_id: str, names: list[str]) -> PushFailed:
         f"again, or SELECT qbsync.override_setting ('{names[0]}', "
         """'{"value": "<QuickBooks Id>"}') sets it""",
         None, "wait.setting", details={"settings": names})
+
+
+def dependency_request_id(realm_id: str, entity: str, key: str, hashed: str,
+                          gone: str | None = None) -> uuid.UUID:
+    """The requestid of a dependency's create: stable across daemons and retries for one
+    body (two daemons creating the same customer at once send the same one), another for
+    another body (QuickBooks would answer it with the first body's replay). After a
+    deletion in QuickBooks, seeded with the deleted Id, so that the create is not answered
+    with the old one's replay."""
+    after = f"/after:{gone}" if gone else ""
+    return uuid.uuid5(DEPENDENCY_NAMESPACE, f"{realm_id}/{entity}/{key}{after}/{hashed}")
 
 
 def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
@@ -292,6 +348,8 @@ class Pusher:
         return info
 
     async def push(self, row: Row) -> Pushed | Skipped:
+        if row.lookup_due:
+            return await self.final_lookup(row)
         info = await self.entity(row.entity, row.label)
         body = await self._map(row.entity, row.key, row.label)
         if body is None:
@@ -324,16 +382,106 @@ class Pusher:
         started = time.perf_counter()
         if existing and existing.qbo_status == "active":
             operation = "update"
-            obj = await self._update(info.qbo_type, existing, body, row)
+            obj = await self._update(info.qbo_type, existing, body, row, hashed)
         else:
             operation = "create"
             obj, operation = await self._create(
                 row.entity, row.key, info.qbo_type, body,
-                uuid.uuid5(row.request_id, "create"), may_exist=row.attempts > 1,
-                label=row.label,
+                self.create_request_id(row, info.qbo_type, body, hashed),
+                may_exist=row.may_exist, label=row.label, hashed=hashed,
             )
         return Pushed(self.result(info.qbo_type, obj, body, operation, started,
                                   body_hash=hashed))
+
+    async def final_lookup(self, row: Row) -> Pushed:
+        """The attempt of a row that would have gone dead after an attempt whose outcome is
+        unknown (out of tries, or stopped max_interruptions times): it only asks QuickBooks
+        whether it holds the object, and adopts what is there, brought up to date when it
+        can be (else as it is: the shop row then says synced, with the Id QuickBooks has,
+        and the log says why it was not updated). Raises the verdict otherwise, settled
+        (the row goes dead; qbsync.fail puts the error that made the lookup due first),
+        or a failed lookup (tried again, as many times as the entity has tries)."""
+        label = row.label
+        if row.last_error_code == LOOKUP_INTERRUPTED:
+            raise PushFailed("permanent", f"{label}: gave up without looking it up in "
+                             "QuickBooks", None, "lookup", settled=True)
+        info = await self.entity(row.entity, label)
+        own = (row.entity, row.key)
+        existing = (await self.mapped({own})).get(own)
+        if existing is not None and existing.qbo_status == "active":
+            raise PushFailed("permanent", f"{label}: linked to {info.qbo_type} "
+                             f"{existing.qbo_id} already; nothing to look up", None,
+                             "lookup", settled=True)
+        why = ""
+        try:
+            body = await self._map(row.entity, row.key, label)
+        except PushFailed as failure:  # the marker still finds a sales form
+            body, why = None, failure.message
+        if body is not None and body.pop("$op", "upsert") != "upsert":
+            body, why = None, f"{label}: the mapping asks for a void or delete"
+        if body is None and info.qbo_type not in ("Invoice", "CreditMemo"):
+            raise PushFailed("permanent", f"{label}: could not be looked up in QuickBooks "
+                             f"({why or 'the mapping returned NULL'}): look for it there "
+                             "before retry_dead", None, "lookup", settled=True)
+        if body is not None and not self.searchable(info.qbo_type, body):
+            raise PushFailed("permanent", f"{label}: qbsync cannot look a {info.qbo_type} up "
+                             "in QuickBooks: look for it there; retry_dead resends it under "
+                             "its requestid, which QuickBooks answers with what it made of "
+                             "it, if anything", None, "lookup", settled=True)
+        started = time.perf_counter()
+        try:
+            found = await self._find_existing(
+                row.entity, row.key, info.qbo_type,
+                self.creatable(row.entity, row.key, info.qbo_type, body or {}))
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            raise qbo_failure(label, exc, "lookup", self.time_scale) from exc
+        if found is None:
+            raise PushFailed("permanent", f"{label}: not in QuickBooks either (looked up "
+                             "before giving up)", None, "lookup", settled=True)
+        note = f"{label}: adopted {info.qbo_type} {found['Id']} found in QuickBooks"
+        if body is not None:
+            try:
+                body = await self._resolve(body, (own,), label)
+                hashed = body_hash(info.qbo_type, body)
+                obj = await self._adopt(
+                    info.qbo_type, found,
+                    self.creatable(row.entity, row.key, info.qbo_type, body),
+                    self.create_request_id(row, info.qbo_type, body, hashed))
+                result = self.result(info.qbo_type, obj, body, "adopt", started,
+                                     body_hash=hashed)
+                result["message"] = note + " (looked up before giving up)"
+                return Pushed(result)
+            except (QboError, ReconnectRequired, TimeoutError) as exc:
+                why = qbo_failure(label, exc, "adopt", self.time_scale).message
+            except PushFailed as failure:
+                why = failure.message
+        # as it is: no body hash, so the key's next push sends the shop's version
+        result = self.result(info.qbo_type, found, body or {}, "adopt", started)
+        result["message"] = f"{note} as it is (looked up before giving up; not brought up " \
+                            f"to date: {why})"
+        return Pushed(result)
+
+    @staticmethod
+    def searchable(qbo_type: str, body: dict[str, Any]) -> bool:
+        """Can _find_existing look the object up: a customer by DisplayName, an item by
+        Name, a sales form by DocNumber or qbsync's marker. (A payment or a refund receipt
+        has nothing qbsync can search it by.)"""
+        if qbo_type == "Customer":
+            return bool(body.get("DisplayName"))
+        if qbo_type == "Item":
+            return bool(body.get("Name"))
+        return qbo_type in ("Invoice", "CreditMemo")
+
+    def create_request_id(self, row: Row, qbo_type: str, body: dict[str, Any],
+                          hashed: str) -> uuid.UUID:
+        """A create's requestid: one per body, so that a resend of this body is
+        deduplicated and another body is not answered with this one's replay (an earlier
+        create whose outcome is unknown is looked up first). An object that cannot be
+        looked up keeps one requestid whatever its body: QuickBooks' replay is then what
+        finds an earlier create, and _create brings what it answers up to date."""
+        if self.searchable(qbo_type, body):
+            return uuid.uuid5(row.request_id, f"create:{hashed}")
+        return uuid.uuid5(row.request_id, "create")
 
     def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
                 operation: str, started: float, *, body_hash: str | None = None
@@ -460,11 +608,8 @@ class Pusher:
             body = await self._resolve(body, (*chain, ref), label)
             hashed = body_hash(info.qbo_type, body)
             started = time.perf_counter()
-            # Stable across daemons and retries; after a deletion in QuickBooks, seeded with
-            # the deleted Id, so that the create is not answered with the old one's replay.
-            gone = f"/after:{done.qbo_id}" if done else ""
-            request_id = uuid.uuid5(DEPENDENCY_NAMESPACE,
-                                    f"{self.realm.realm_id}/{entity}/{key}{gone}")
+            request_id = dependency_request_id(self.realm.realm_id, entity, key, hashed,
+                                               done.qbo_id if done else None)
             obj, operation = await self._create(
                 entity, key, info.qbo_type, body, request_id, may_exist=False,
                 label=f"{label}: its {entity} {key}")
@@ -512,14 +657,24 @@ class Pusher:
         return self._dependency_locks.setdefault(ref, asyncio.Lock())
 
     async def _create(self, entity: str, key: str, qbo_type: str, body: dict[str, Any],
-                      request_id: uuid.UUID, *, may_exist: bool, label: str
-                      ) -> tuple[dict[str, Any], str]:
+                      request_id: uuid.UUID, *, may_exist: bool, label: str,
+                      hashed: str | None = None) -> tuple[dict[str, Any], str]:
         body = self.creatable(entity, key, qbo_type, body)
+        looked = False  # QuickBooks was asked, and had nothing
+        adopting = False  # QuickBooks has the object, not linked to the row yet
         try:
-            if may_exist:
+            if may_exist and self.searchable(qbo_type, body):
                 found = await self._find_existing(entity, key, qbo_type, body)
                 if found is not None:
+                    adopting = True
                     return await self._adopt(qbo_type, found, body, request_id), "adopt"
+                looked = True
+            elif may_exist:
+                # Nothing to search it by: the create's one requestid answers with what an
+                # earlier create made, if any, in the body it had then; brought up to date.
+                obj = await self.client.create(qbo_type, body, request_id=str(request_id))
+                adopting = True
+                return await self._adopt(qbo_type, obj, body, request_id, hashed), "adopt"
             try:
                 return await self.client.create(qbo_type, body, request_id=str(request_id)), \
                     "create"
@@ -540,25 +695,34 @@ class Pusher:
                     "permanent",
                     f"{label}: DocNumber {body.get('DocNumber')} is already used by "
                     f"{qbo_type} {getattr(exc, 'existing_id', None) or '?'} that qbsync did "
-                    "not create", exc.code, "create") from exc
+                    "not create", exc.code, "create", settled=True) from exc
         except PushFailed:
             raise
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(label, exc, "create", self.time_scale) from exc
+            failure = qbo_failure(label, exc, "adopt" if adopting else "create",
+                                  self.time_scale)
+            failure.settled = looked and not failure.unknown
+            # an object QuickBooks has and the row is not linked to: not dead before a
+            # final lookup has adopted it (as it is, if it cannot be updated)
+            failure.unknown = failure.unknown or adopting
+            raise failure from exc
 
     async def _adopt(self, qbo_type: str, found: dict[str, Any], body: dict[str, Any],
-                     request_id: uuid.UUID) -> dict[str, Any]:
-        """Take over an object that is already ours in QuickBooks, bringing it up to date."""
+                     request_id: uuid.UUID, hashed: str | None = None) -> dict[str, Any]:
+        """Take over an object that is already ours in QuickBooks, bringing it up to date.
+        The requestid follows the create's, which is per body; `hashed` when it is not."""
         payload = {**body, "Id": found["Id"], "SyncToken": found["SyncToken"]}
-        return await self.client.update(
-            qbo_type, payload, request_id=str(uuid.uuid5(request_id, f"adopt:{found['Id']}")))
+        name = f"adopt:{found['Id']}" + (f":{hashed}" if hashed else "")
+        return await self.client.update(qbo_type, payload,
+                                        request_id=str(uuid.uuid5(request_id, name)))
 
     async def _update(self, qbo_type: str, existing: Mapped, body: dict[str, Any],
-                      row: Row) -> dict[str, Any]:
+                      row: Row, hashed: str) -> dict[str, Any]:
         payload = {**body, "Id": existing.qbo_id, "SyncToken": existing.sync_token}
         if qbo_type in ("Invoice", "CreditMemo") and not self.realm.custom_txn_numbers:
             payload.pop("DocNumber", None)
-        request_id = uuid.uuid5(row.request_id, f"update:{existing.qbo_id}")
+        # per body, as a create's: a changed body is not answered with an earlier replay
+        request_id = uuid.uuid5(row.request_id, f"update:{existing.qbo_id}:{hashed}")
         try:
             try:
                 return await self.client.update(qbo_type, payload, request_id=str(request_id))
@@ -571,7 +735,9 @@ class Pusher:
                     qbo_type, payload,
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(row.label, exc, "update", self.time_scale) from exc
+            failure = qbo_failure(row.label, exc, "update", self.time_scale)
+            failure.settled = True  # the object is linked: nothing to look up
+            raise failure from exc
 
     async def _void(self, row: Row, info: EntityInfo, existing: Mapped | None, op: str
                     ) -> Pushed | Skipped:
@@ -595,7 +761,9 @@ class Pusher:
                     info.qbo_type, existing.qbo_id, current["SyncToken"],
                     request_id=str(uuid.uuid5(request_id, f"stale:{current['SyncToken']}")))
         except (QboError, ReconnectRequired, TimeoutError) as exc:
-            raise qbo_failure(row.label, exc, op, self.time_scale) from exc
+            failure = qbo_failure(row.label, exc, op, self.time_scale)
+            failure.settled = True  # the object is linked: nothing to look up
+            raise failure from exc
         # QuickBooks' void answer has no Voided field: marked as drift marks a void seen in CDC
         obj = marked_voided(info.qbo_type, {"Id": existing.qbo_id, **obj})
         result = self.result(info.qbo_type, obj, {}, op, started)

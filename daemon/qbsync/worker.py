@@ -221,7 +221,8 @@ class Worker:
             await self._release_conn()
             return False
         rows = [Row(r["id"], r["entity"], r["key"], r["attempts"], r["request_id"], r["force"],
-                    r["origin"]) for r in records]
+                    r["origin"], r["interruptions"], r["outcome_unknown"], r["lookup_due"],
+                    r["last_error_code"]) for r in records]
         self._unreported += len(rows)
         if batch and rows:
             self._backlog_soon = self._backlog_near
@@ -331,13 +332,14 @@ class Worker:
         except TimeoutError:
             outcome = PushFailed(
                 "retry", f"{row.label}: no answer within the {deadline} s deadline; the next "
-                "try looks the object up in QuickBooks before creating it")
+                "try looks the object up in QuickBooks before creating it", unknown=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("unexpected error pushing %s", row.label)
+            # where it stopped is not known: a write may have gone out
             outcome = PushFailed("retry", f"{row.label}: internal error: "
-                                          f"{type(exc).__name__}: {exc}")
+                                          f"{type(exc).__name__}: {exc}", unknown=True)
         finally:
             # the push is over: its slot is free while the outcome is recorded
             self._pushing -= 1
@@ -353,10 +355,7 @@ class Worker:
             async with asyncio.timeout(deadline * 2):
                 outcomes = await self.batches.push(rows)
         except PushFailed as failure:
-            outcomes = {r.id: PushFailed(failure.kind, f"{r.label}: {failure.message}",
-                                         failure.code, failure.operation, failure.retry_after,
-                                         failure.details)
-                        for r in rows}
+            outcomes = {r.id: failure.copy_for(r) for r in rows}
         except TimeoutError:
             outcomes = {}
         except asyncio.CancelledError:
@@ -364,7 +363,8 @@ class Worker:
         except Exception as exc:
             log.exception("unexpected error pushing a batch")
             outcomes = {r.id: PushFailed("retry", f"{r.label}: internal error: "
-                                                  f"{type(exc).__name__}: {exc}") for r in rows}
+                                                  f"{type(exc).__name__}: {exc}", unknown=True)
+                        for r in rows}
 
         async def record(row: Row) -> None:
             # counted as reported one by one, as each joins the group: the group is written
@@ -372,7 +372,8 @@ class Worker:
             self._unreported -= 1
             await self._record(row, outcomes.get(row.id) or PushFailed(
                 "retry", f"{row.label}: the batch got no answer within {deadline * 2} s; "
-                "the next try looks the object up in QuickBooks before creating it"))
+                "the next try looks the object up in QuickBooks before creating it",
+                unknown=True))
 
         # recorded together: the group of outcomes becomes one transaction
         await asyncio.gather(*(record(row) for row in rows))
@@ -401,7 +402,7 @@ class Worker:
                         outcome.details.get("settings") or [], outcome.message)
                 else:
                     state = await self.pool.fetchval(Q.fail, row.id, self.config.worker_id,
-                                                     realm, outcome.as_error())
+                                                     realm, outcome.as_error(row))
                     self.stats.failed += 1
                 break
             except DB_ERRORS as exc:

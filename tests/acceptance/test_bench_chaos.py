@@ -1,6 +1,7 @@
 """bench/chaos.py in short mode with a fixed seed: orders flow while two daemons are killed,
 QuickBooks fails, a 429 storm passes, tokens expire and rotate and PostgreSQL restarts (a
-throwaway cluster of the run's own); every check of the run must pass."""
+throwaway cluster of the run's own), with the shop's own tries; every check of the run must
+pass."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def test_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     assert d["missing"] == d["duplicated"] == d["extra"] == d["wrong_total"] == []
     assert d["queue"] == {}  # drained: no row left, dead or alive
     assert d["burnt"] == []
+    # the shipped tries, and kills that cost none
+    assert report["params"]["max_attempts"] is None
+    assert d["tries_given"] == {"order": 3, "customer": 3, "product": 3}
+    assert d["short_dead_rows"] == []
+    assert sum(d["tries_per_row"].values()) > 0
     assert d["limits"]["peak_in_flight"] <= 10
     assert d["limits"]["peak_per_minute"] <= 500
     # the chaos happened

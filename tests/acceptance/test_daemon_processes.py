@@ -1,5 +1,6 @@
-"""The daemon as real processes: kill -9 at random moments, two daemons at once, SIGTERM
-drain, PostgreSQL restarted under it. Every order ends with exactly one invoice."""
+"""The daemon as real processes: kill -9 at random moments (during a batch-mode backlog
+against a faulty QuickBooks, with the shipped tries), two daemons at once, SIGTERM drain,
+PostgreSQL restarted under it. Every order ends with exactly one invoice."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import collections
 import random
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +79,92 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert dead == []
     assert_exactly_once(dixis_db, emu, shop.realm_id)
     assert daemon.starts == 9
+
+
+def _progress(conn: psycopg.Connection) -> tuple[int, int, int]:
+    """Invoices pushed so far (success logs of orders), the rows the daemon holds, the rows
+    left (qbsync.backlog(): collected or not)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM qbsync.integration_logs WHERE status = 'success'"
+        "        AND model_type = 'order'),"
+        " (SELECT count(*) FROM qbsync.outbox WHERE state = 'running'),"
+        " qbsync.backlog()").fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+async def test_kill_9_during_a_batch_backlog_costs_no_try_and_hides_no_invoice(
+    dixis_db: psycopg.Connection, server: EmulatorServer, tmp_path: Path
+) -> None:
+    """The shipped tries (orders, customers, products: 3), a QuickBooks that answers 1 % of
+    the writes with 500/503 and loses 3 % of their answers after applying them, a backlog
+    kept above batch_threshold, and the daemon killed with kill -9 20 times, each time at a
+    random moment once it has pushed 50 invoices since its start and holds a batch claim's
+    rows. Held rows come back as interruptions, not tries; rows whose answer was lost are
+    looked up before they may go dead. At the end: no dead row, every order invoiced once,
+    none written back `failed`."""
+    emu = server.emulator
+    emu.set_latency(0.002, 0.02)  # so that kills land while requests are in flight
+    emu.injector.seed(14)
+    for kind, rate in (("500", 0.005), ("503", 0.005), ("drop", 0.03)):
+        emu.inject_fault(kind, None, method="POST", path="/v3/company/", rate=rate)
+    shop = await connect_shop(conn_url(dixis_db), emu, api_base_url=server.base_url)
+    # quick retries: the schedule's waits (minutes) would outlast the test; the tries are
+    # the shipped ones
+    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{0}'")
+    tries = dict(dixis_db.execute("SELECT entity, max_attempts FROM qbsync.entities"))
+    assert {tries[e] for e in ("order", "customer", "product")} == {3}
+    threshold = 200  # the shipped batch_threshold
+    dixis_db.execute("SELECT qbsync.untrack(tbl::text, entity) FROM qbsync.tracked"
+                     " WHERE entity NOT IN ('order', 'customer', 'product')")
+    dixis_db.execute("SELECT dixis.generate(450, 0.25)")
+    dixis_db.commit()
+    daemon = DaemonProcess(daemon_env(shop.url, server.base_url, shop.token_keys),
+                           "crashy", tmp_path).start()
+    rng = random.Random(14)
+    left_at_kills = []
+    with psycopg.connect(shop.url, autocommit=True) as watch:
+        for wave in range(20):
+            pushed, _, left = _progress(watch)
+            if left < 3 * threshold:  # keep the backlog above batch_threshold
+                watch.execute("SELECT dixis.generate(%s, %s)", (3 * threshold - left,
+                                                               wave / 20))
+            deadline = time.monotonic() + 60
+            while True:  # until the new daemon pushes invoices, and holds a batch's rows
+                now, held, left = _progress(watch)
+                if now >= pushed + 50 and held >= 30:
+                    break
+                assert daemon.alive(), daemon.log()[-3000:]
+                assert time.monotonic() < deadline, f"no progress: {daemon.log()[-3000:]}"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0, 0.2))  # a random moment of its work
+            left_at_kills.append(_progress(watch)[2])
+            daemon.kill()
+            daemon.start()
+    assert min(left_at_kills) >= threshold  # every kill hit a batch-mode backlog
+    wait_drained(shop.url, 180, [daemon])
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
+    assert daemon.starts == 21
+    dead = dixis_db.execute("SELECT key, attempts, last_error FROM qbsync.outbox").fetchall()
+    assert dead == []
+    assert_exactly_once(dixis_db, emu, shop.realm_id)
+    numbers = {inv["DocNumber"] for inv in emu.entities(shop.realm_id, "Invoice")}
+    failed = dixis_db.execute(
+        "SELECT dixis.order_number(id, created_at) FROM dixis.orders"
+        " WHERE quickbooks_sync_status = 'failed'").fetchall()
+    assert [n for (n,) in failed if n in numbers] == []
+    # the chaos happened: batches, lost answers, interrupted rows pushed within their tries
+    dixis_db.commit()
+    batched, dropped = (emu.request_count("POST", "/batch", 200),
+                        emu.request_count(method="POST", status="dropped"))
+    assert batched > 0
+    assert dropped > 0
+    interrupted = dixis_db.execute(
+        "SELECT count(*), max(attempt) FROM qbsync.integration_logs WHERE status = 'success'"
+        " AND (details->>'interruptions')::int > 0").fetchone()
+    assert interrupted is not None
+    assert interrupted[0] > 0
+    assert interrupted[1] <= 4  # three tries, and a final lookup
 
 
 async def test_two_daemons_never_push_a_row_twice(

@@ -237,3 +237,21 @@ async def test_internal_error_is_a_system_fault(api: Api, monkeypatch: pytest.Mo
     assert r.json()["Fault"]["type"] == "SystemFault"
     assert "bug" not in r.text
     assert "Traceback" not in r.text
+
+
+async def test_a_rule_with_a_rate_hits_that_share_of_the_requests(api: Api) -> None:
+    """5xx on a share of the requests (a flaky QuickBooks): the others are answered, and
+    may meet the next rule."""
+    api.emu.injector.seed(3)
+    api.emu.inject_fault("503", None, method="GET", rate=0.25)
+    api.emu.inject_fault("500", None, method="GET", rate=0.5)
+    statuses = [(await api.get("preferences")).status_code for _ in range(200)]
+    hits_503, hits_500 = statuses.count(503), statuses.count(500)
+    assert statuses.count(200) + hits_503 + hits_500 == 200
+    # about 50 of 200, then about half of the 150 left; the draws are seeded
+    assert 30 < hits_503 < 70
+    assert 50 < hits_500 < 100
+    rules = api.emu.injector.rules
+    assert [r.hits for r in rules] == [hits_503, hits_500]
+    with pytest.raises(ValueError, match="rate"):
+        api.emu.inject_fault("500", None, rate=1.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from qbsync.emulator import Emulator
 
@@ -65,3 +66,28 @@ async def test_batch_honours_requestid(api: Api) -> None:
     assert r1.json() == r2.json()
     assert "Customer" in r2.json()["BatchItemResponse"][0]
     assert len(api.emu.entities(api.realm, "Customer")) == 2
+
+
+async def test_an_applied_write_whose_answer_was_lost_is_replayed_whatever_the_new_body(
+        api: Api) -> None:
+    """What makes a resend under the same requestid with another body dangerous: the write
+    was applied, its answer lost; the resend gets the first answer, and nothing of the new
+    body is applied (batch and single alike)."""
+    c = await api.customer("C")
+    api.emu.inject_fault("drop", 1, method="POST", entity="customer")
+    with pytest.raises(httpx.TransportError):
+        await api.post("customer", {"Id": c["Id"], "SyncToken": "0", "sparse": True,
+                                    "Notes": "first"}, requestid="u-lost")
+    r = await api.post("customer", {"Id": c["Id"], "SyncToken": "1", "sparse": True,
+                                    "Notes": "second"}, requestid="u-lost")
+    assert r.json()["Customer"]["Notes"] == "first"
+    assert api.emu.get_entity(api.realm, "Customer", c["Id"])["Notes"] == "first"  # type: ignore[index]
+    batch = {"BatchItemRequest": [
+        {"bId": "1", "operation": "create", "Customer": {"DisplayName": "B1"}}]}
+    first = await api.post("batch", batch, requestid="b-1")
+    changed = {"BatchItemRequest": [
+        {"bId": "1", "operation": "create", "Customer": {"DisplayName": "B2"}}]}
+    again = await api.post("batch", changed, requestid="b-1")
+    assert again.json() == first.json()
+    names = sorted(x["DisplayName"] for x in api.emu.entities(api.realm, "Customer"))
+    assert names == ["B1", "C"]

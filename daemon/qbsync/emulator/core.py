@@ -164,7 +164,8 @@ class Emulator:
         ``kind``: "500", "503", "429", "401", "timeout", "drop"; ``match``: ``method``,
         ``path`` (substring), ``entity`` (path segment, e.g. "invoice"), ``realm``,
         ``hang_seconds`` and ``then`` ("504" or "drop") for timeouts; ``seconds``: the rule
-        lapses after that many real seconds even if not used up.
+        lapses after that many real seconds even if not used up; ``rate``: only that share
+        of the matching requests is hit (e.g. 0.05 with ``count=None``: 5 % of them).
         """
         return self.injector.add(kind, count, **match)
 

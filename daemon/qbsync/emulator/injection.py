@@ -16,6 +16,9 @@ Kinds:
 The request is not executed for any kind but ``drop``. ``seconds`` bounds a rule in real
 time too: it lapses that long after it was added, fired or not (a 429 storm is a time
 during which every matching request is refused, however few a polite client sends).
+``rate`` makes a rule hit each matching request with that probability only (a QuickBooks
+answering 5 % of its requests with a 500: ``rate=0.05, count=None``); a request it lets
+pass is matched against the next rules. ``Injector(seed=...)`` makes the draws repeatable.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class FaultRule:
     then: str = "504"
     hits: int = 0
     lapses_at: float | None = None  # time.monotonic() after which the rule is gone
+    rate: float | None = None  # None: every matching request; else this share of them
 
     def matches(self, method: str, path: str, entity: str | None, realm: str | None) -> bool:
         if self.method and self.method.upper() != method:
@@ -57,10 +61,11 @@ class FaultRule:
 
 
 class Injector:
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None = None) -> None:
         self.rules: list[FaultRule] = []
         self.latency: tuple[float, float] | None = None
         self._ids = itertools.count(1)
+        self._draws = random.Random(seed)  # which requests a rule with a rate hits
 
     def add(
         self,
@@ -74,6 +79,7 @@ class Injector:
         hang_seconds: float = 30.0,
         then: str = "504",
         seconds: float | None = None,
+        rate: float | None = None,
     ) -> FaultRule:
         k = str(kind).lower()
         if k not in KINDS:
@@ -85,6 +91,8 @@ class Injector:
             raise ValueError("count must be >= 1 or None")
         if seconds is not None and seconds <= 0:
             raise ValueError("seconds must be > 0 or None")
+        if rate is not None and not 0 < rate <= 1:
+            raise ValueError("rate must be in (0, 1] or None")
         rule = FaultRule(
             next(self._ids),
             k,
@@ -96,6 +104,7 @@ class Injector:
             float(hang_seconds),
             then,
             lapses_at=time.monotonic() + float(seconds) if seconds is not None else None,
+            rate=float(rate) if rate is not None else None,
         )
         self.rules.append(rule)
         return rule
@@ -106,6 +115,8 @@ class Injector:
         self.prune()
         for rule in self.rules:
             if rule.matches(method, path, entity, realm):
+                if rule.rate is not None and self._draws.random() >= rule.rate:
+                    continue  # this one passes; a later rule may still match
                 rule.hits += 1
                 if rule.remaining is not None:
                     rule.remaining -= 1
@@ -113,6 +124,10 @@ class Injector:
                         self.rules.remove(rule)
                 return rule
         return None
+
+    def seed(self, value: int | None) -> None:
+        """Make the draws of rules with a rate repeatable from here on."""
+        self._draws.seed(value)
 
     def prune(self) -> None:
         """Forget the rules whose time is up."""
