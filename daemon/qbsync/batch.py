@@ -51,6 +51,7 @@ from .refs import Ref, UnresolvedSetting, collect, substitute
 from .sync import (
     DEPENDENCY_NAMESPACE,
     DEPENDENCY_TYPES,
+    UPDATES_INVOICE,
     Mapped,
     Pushed,
     Pusher,
@@ -212,7 +213,7 @@ class BatchPusher:
             row = by_id[i]
             info = p.entities[row.entity]
             known = existing.get((row.entity, row.key))
-            if known and info.qbo_type == "Invoice" and row.origin != "capture" \
+            if known and info.qbo_type == "Invoice" and row.origin not in UPDATES_INVOICE \
                     and not row.force and p.skip_invoiced:
                 one_by_one.append(i)  # says why it skips
                 continue

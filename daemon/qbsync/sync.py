@@ -58,6 +58,10 @@ WAIT_FOR_TRANSACTION = 5.0  # seconds before a row waiting for another row's pus
 # SQLSTATE classes after which the same mapping call may well succeed: connection,
 # resources, lock/serialization, operator intervention.
 TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
+# Rows that update an invoiced order's invoice: a captured change, and a dead row queued
+# again (it was not skipped when it died, so it is not skipped now). Any other origin (a
+# resync) skips an order that has its invoice unless forced (skip_invoiced_orders).
+UPDATES_INVOICE = frozenset({"capture", "retry_dead"})
 # last_error_code of a row whose mapping output is malformed (beside the mapping's own
 # QB001 and QB002)
 MALFORMED = "QB003"
@@ -368,7 +372,7 @@ class Pusher:
             return await self._void(row, info, existing, op)
         if op != "upsert":
             raise PushFailed("permanent", f'{row.label}: unknown "$op" {op!r} in mapping output')
-        if (existing and info.qbo_type == "Invoice" and row.origin != "capture"
+        if (existing and info.qbo_type == "Invoice" and row.origin not in UPDATES_INVOICE
                 and not row.force and self.skip_invoiced):
             return Skipped(
                 f"{row.label} already has invoice {existing.doc_number or existing.qbo_id} "

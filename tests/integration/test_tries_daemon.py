@@ -373,3 +373,36 @@ async def test_a_failed_dependency_batch_costs_the_rows_no_try(
         "SELECT status, max(attempt), count(*) FROM qbsync.integration_logs"
         " WHERE model_type = 'order' AND status <> 'skipped' GROUP BY 1 ORDER BY 1").fetchall()
     assert [(status, attempt) for status, attempt, _ in tries] == [("success", 1)]
+
+
+async def test_retry_dead_pushes_a_captured_change_to_an_invoiced_order(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """A shop change of an invoiced order (a capture, not forced) goes dead on a fault;
+    retry_dead must push it as the capture it was, not skip it as "already has invoice"
+    (the skip is for a resync of an order that has its invoice)."""
+    who, lines = a_catalogue(dixis_db)
+    order_id = dx.order(dixis_db, lines, customer_id=who)
+    dixis_db.execute("UPDATE qbsync.entities SET max_attempts = 1 WHERE entity = 'order'")
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    [invoice] = shop.invoices()
+    dixis_db.execute("UPDATE dixis.orders SET billing_address = 'Λεωφόρος Κηφισίας 12'"
+                     " WHERE id = %s", (order_id,))  # the invoice's BillAddr
+    dixis_db.commit()
+    shop.emu.inject_fault("500", 1, method="POST", entity="invoice")
+    async with running(shop):
+        await drained(shop.url)
+    assert [k for k, _ in dead_rows(dixis_db)] == [str(order_id)]
+
+    dixis_db.execute("SELECT qbsync.retry_dead('order', %s)", (str(order_id),))
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    assert dead_rows(dixis_db) == []
+    assert history(dixis_db, str(order_id))[-1][:2] == ("update", "success")
+    current = shop.emu.get_entity(shop.realm_id, "Invoice", invoice["Id"])
+    assert current is not None
+    assert current["SyncToken"] == "1"
+    assert current["BillAddr"]["Line1"] == "Λεωφόρος Κηφισίας 12"
+    assert order_status(dixis_db, order_id) == ("synced", invoice["Id"])
