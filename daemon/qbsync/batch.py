@@ -35,7 +35,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from .errors import MalformedOutput
+from .errors import MalformedOutput, ReconnectRequired, UnresolvedSetting
+from .model import Mapped, Outcome, Pushed, PushFailed, Ref, Row, Skipped
 from .qbo.client import quote_value
 from .qbo.errors import (
     AuthError,
@@ -47,16 +48,11 @@ from .qbo.errors import (
     error_from_batch_item,
 )
 from .queries import load as load_queries
-from .refs import Ref, UnresolvedSetting, collect, substitute
+from .refs import collect, substitute
 from .sync import (
     DEPENDENCY_NAMESPACE,
     DEPENDENCY_TYPES,
-    Mapped,
-    Pushed,
     Pusher,
-    PushFailed,
-    Row,
-    Skipped,
     body_hash,
     dependency_request_id,
     mapping_failure,
@@ -65,10 +61,8 @@ from .sync import (
     setting_failure,
     unchanged,
 )
-from .tokens import ReconnectRequired
 
 Q = load_queries()
-Outcome = Pushed | Skipped | PushFailed
 # a dependency to create: its reference, QuickBooks type, body to send, body hash
 Creatable = tuple[Ref, str, dict[str, Any], str]
 # one operation of a batch: the row, QuickBooks type, create | update | adopt, the body

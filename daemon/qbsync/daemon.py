@@ -25,9 +25,12 @@ from .errors import (
     ConfigError,
     DatabaseUnreachable,
     QbsyncError,
+    ReconnectRequired,
+    TokensUnreadable,
     exit_code,
 )
 from .migrate import Migration, discover
+from .model import PushFailed, Row
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client
@@ -35,8 +38,8 @@ from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
-from .sync import Pusher, PushFailed, Row, load_entities
-from .tokens import ReconnectRequired, TokenStore, TokensUnreadable
+from .sync import Pusher, load_entities
+from .tokens import TokenStore
 from .vault import Vault
 from .worker import DB_ERRORS, Worker, WorkerConfig
 

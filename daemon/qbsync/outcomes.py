@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from .model import Pushed, Row, Skipped
 from .queries import load as load_queries
-from .sync import Pushed, Row, Skipped
 
 Q = load_queries()
 # SQLSTATE classes of a lost or refused connection: the whole group is retried later.

@@ -20,7 +20,6 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -28,7 +27,8 @@ import orjson
 
 from . import fastjson
 from .digest import digest, marked_voided
-from .errors import MalformedOutput
+from .errors import MalformedOutput, ReconnectRequired, UnresolvedSetting
+from .model import UNCHANGED, EntityInfo, Mapped, Pushed, PushFailed, Ref, Row, Skipped
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
@@ -42,8 +42,7 @@ from .qbo.errors import (
 )
 from .queries import load as load_queries
 from .realm import Realm
-from .refs import Ref, UnresolvedSetting, collect, substitute, where
-from .tokens import ReconnectRequired
+from .refs import collect, substitute, where
 
 Q = load_queries()
 # requestids of dependency creates are derived from this namespace, the realm and the key:
@@ -66,117 +65,12 @@ MALFORMED = "QB003"
 LOOKUP_INTERRUPTED = "interrupted-lookup"
 
 
-@dataclass(frozen=True)
-class Row:
-    id: int
-    entity: str
-    key: str
-    attempts: int
-    request_id: uuid.UUID
-    force: bool = False
-    origin: str = "capture"
-    interruptions: int = 0  # attempts cut off by a stopping daemon (no try spent)
-    outcome_unknown: bool = False  # an attempt may have reached QuickBooks unseen
-    lookup_due: bool = False  # this attempt only looks QuickBooks up (final_lookup)
-    last_error_code: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.entity} {self.key}"
-
-    @property
-    def may_exist(self) -> bool:
-        """An earlier attempt may have reached QuickBooks: a try failed (attempt > 1), or
-        an answer was lost or a daemon stopped mid-push (outcome_unknown, which survives
-        retry_dead). The object is looked up before it is created, and nothing is skipped
-        as unchanged."""
-        return self.attempts > 1 or self.outcome_unknown
-
-
-@dataclass(frozen=True)
-class EntityInfo:
-    entity: str
-    qbo_type: str
-    max_attempts: int
-    deadline_seconds: int
-
-
 async def load_entities(pool: asyncpg.Pool) -> dict[str, EntityInfo]:
     return {
         r["entity"]: EntityInfo(r["entity"], r["qbo_type"], r["max_attempts"],
                                 r["deadline_seconds"])
         for r in await pool.fetch(Q.entities)
     }
-
-
-@dataclass
-class Pushed:
-    result: dict[str, Any]
-
-
-@dataclass
-class Skipped:
-    reason: str
-    operation: str = "skip"  # integration_logs.operation; status is always 'skipped'
-
-
-# How a row skipped as unchanged is logged: status 'skipped', this operation.
-UNCHANGED = "skip.unchanged"
-
-
-@dataclass
-class PushFailed(Exception):
-    """How a push failed, in the terms of qbsync.fail(): kind decides the row's fate."""
-
-    kind: str  # retry | permanent | throttled | auth | paused | waiting | setting
-    message: str
-    code: str | None = None
-    operation: str = "push"
-    retry_after: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    # this attempt may have changed QuickBooks without learning how (a write's answer lost,
-    # a deadline passed mid-request): later attempts look the object up first
-    unknown: bool = False
-    # QuickBooks' side is known for this row: this attempt looked the object up and then
-    # failed knowingly, or the object is linked already (an update, a void): no lookup is
-    # due before the row goes dead
-    settled: bool = False
-
-    def __str__(self) -> str:
-        return self.message
-
-    def as_error(self, row: Row | None = None) -> dict[str, Any]:
-        """What qbsync.fail takes. With the row: `unsettled` when QuickBooks may hold its
-        object without qbsync knowing (this attempt's outcome is unknown, or an earlier
-        one's and this one did not look): then the row is not let go dead before one more
-        attempt has looked it up."""
-        error: dict[str, Any] = {"kind": self.kind, "message": self.message,
-                                 "operation": self.operation, **self.details}
-        if self.code:
-            error["code"] = self.code
-        if self.retry_after is not None:
-            error["retry_after"] = self.retry_after
-        if self.unknown:
-            error["unknown"] = True
-        if (row is not None and self.kind in ("retry", "permanent") and not self.settled
-                and (self.unknown or row.outcome_unknown)):
-            error["unsettled"] = True
-        return error
-
-    def copy_for(self, row: Row, message: str | None = None) -> PushFailed:
-        """The same failure, said of one row of a group (a batch)."""
-        return PushFailed(self.kind, message or f"{row.label}: {self.message}", self.code,
-                          self.operation, self.retry_after, dict(self.details),
-                          self.unknown, self.settled)
-
-
-@dataclass(frozen=True)
-class Mapped:
-    qbo_id: str
-    sync_token: str | None
-    doc_number: str | None
-    qbo_status: str
-    body_hash: str | None = None
 
 
 def body_hash(qbo_type: str, body: dict[str, Any]) -> str:

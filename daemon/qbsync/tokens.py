@@ -38,7 +38,7 @@ import asyncpg
 import httpx
 
 from . import db
-from .errors import QbsyncError
+from .errors import ReconnectRequired, TokensUnreadable
 from .qbo import oauth
 from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
 from .queries import load as load_queries
@@ -48,28 +48,6 @@ from .vault import Vault, VaultError
 REFRESH_MARGIN = 300.0  # QuickBooks seconds before expiry when the access token is refreshed
 Q = load_queries()
 log = logging.getLogger(__name__)
-
-
-class ReconnectRequired(QbsyncError):
-    """The company must be connected again (``qbsync connect``); its rows wait meanwhile."""
-
-    retry_after: float = 300.0  # QuickBooks seconds until a row paused by it is tried again
-
-    def __init__(self, realm_id: str, message: str) -> None:
-        super().__init__(message)
-        self.realm_id = realm_id
-
-
-class TokensUnreadable(ReconnectRequired):
-    """This daemon's key ring cannot decrypt the stored tokens: the realm is paused here
-    (no try burnt) until they decrypt again; another daemon holding the key may push the
-    rows meanwhile, hence the short retry."""
-
-    retry_after = 10.0
-
-    def __init__(self, realm_id: str, message: str, key_id: str) -> None:
-        super().__init__(realm_id, message)
-        self.key_id = key_id
 
 
 def _utcnow() -> datetime:

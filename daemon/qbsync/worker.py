@@ -31,9 +31,10 @@ from . import sdnotify
 from .batch import BatchPusher
 from .db import CONNECTION_ERRORS, Listener
 from .errors import QbsyncError
+from .model import Pushed, PushFailed, Row, Skipped
 from .outcomes import OutcomeGroups
 from .queries import load as load_queries
-from .sync import Pushed, Pusher, PushFailed, Row, Skipped
+from .sync import Pusher
 
 log = logging.getLogger(__name__)
 Q = load_queries()
