@@ -38,6 +38,7 @@ from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
+from .store import PgPermits
 from .sync import Pusher, load_entities
 from .tokens import TokenStore
 from .vault import Vault
@@ -156,7 +157,8 @@ async def start(
         )
         limiter = None
         if settings.rate_limits:
-            limiter = RequestLimiter(pool, realm.realm_id, holder=settings.worker_name,
+            limiter = RequestLimiter(PgPermits(pool), realm.realm_id,
+                                     holder=settings.worker_name,
                                      local_in_flight=settings.max_in_flight)
             await limiter.configure(RateLimits(
                 per_minute=settings.requests_per_minute,
