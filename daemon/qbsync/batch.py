@@ -178,8 +178,10 @@ class BatchPusher:
         by_id = {r.id: r for r in rows}
         refs: set[Ref] = set().union(*(o.refs for o in outputs.values()))
         await p.known_entities(refs)
-        # the references and the rows themselves, in one lookup
-        known = await p.mapped(refs | {(by_id[i].entity, by_id[i].key) for i in outputs})
+        # the references and the rows themselves, in one lookup (a NULL body needs none)
+        known = await p.mapped(refs | {(by_id[i].entity, by_id[i].key)
+                                       for i, output in outputs.items()
+                                       if output.body is not None})
 
         def decide(i: int) -> Plan:
             row = by_id[i]
