@@ -8,7 +8,7 @@ first, in batches of their own. Invoices and credit memos whose earlier attempt 
 reached QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon
 held) are looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an
 update of what was found) or a create. Payments and refund receipts are created one by one
-(qbsync cannot look them up: see Pusher.create_request_id). Anything else that needs care
+(qbsync cannot look them up: see decide.create_request_id). Anything else that needs care
 — a void, a row that cannot be looked up by DocNumber, a row due for its final lookup, a
 duplicate-name or stale-token fault, a dependency that would not batch — takes the
 one-by-one path of `Pusher.push`, which knows how to handle it. The batch requestid is

@@ -18,6 +18,7 @@ import httpx
 
 from . import admin, drift, logs, schema, sdnotify, sentry
 from .config import Settings, environment_warnings
+from .db import CONNECTION_ERRORS as DB_ERRORS
 from .db import Listener, wait_for_pool
 from .errors import (
     EXIT_FAILURE,
@@ -42,7 +43,7 @@ from .store import PgPermits
 from .sync import Pusher, load_entities
 from .tokens import TokenStore
 from .vault import Vault
-from .worker import DB_ERRORS, Worker, WorkerConfig
+from .worker import Worker, WorkerConfig
 
 log = logging.getLogger("qbsync.daemon")
 STATS_FOLD_INTERVAL = 5.0  # seconds between two folds of the dashboard counters

@@ -29,7 +29,7 @@ import asyncpg
 from . import sdnotify
 from .backlog import BacklogPolicy
 from .batch import BatchPusher
-from .db import CONNECTION_ERRORS, Listener
+from .db import Listener
 from .errors import QbsyncError
 from .idle import IdleProtocol
 from .model import Pushed, PushFailed, Row, Skipped
@@ -38,8 +38,6 @@ from .store import PgQueue, QueueStore
 from .sync import Pusher
 
 log = logging.getLogger(__name__)
-
-DB_ERRORS = CONNECTION_ERRORS
 
 
 @dataclass
