@@ -43,9 +43,9 @@ from common import (  # bench/ is not a package
     with_dbname,
 )
 from qbsync import shop
+from qbsync.decide import parse_body
 from qbsync.migrate import migrate
 from qbsync.refs import collect
-from qbsync.sync import parse_body
 
 TABLES = {"order": "orders", "customer": "customers", "product": "products"}
 

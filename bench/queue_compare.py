@@ -135,7 +135,7 @@ class NoopPusher:
         self.in_flight: dict[Any, Any] = {}
 
     async def push(self, row: Any) -> Any:
-        from qbsync.sync import Pushed, Skipped
+        from qbsync.model import Pushed, Skipped
 
         self.probe.hit(row.key)
         if self.finish == "complete":

@@ -249,7 +249,7 @@ async def _save_connection(url: str, vault: Any, realm_id: str, tokens: Any,
                            base_url: str) -> None:
     import asyncpg
 
-    from qbsync.tokens import save_connection
+    from qbsync.connect import save_connection
 
     conn = await asyncpg.connect(url)
     try:

@@ -280,6 +280,14 @@ SELECT realm_id FROM qbsync.connections WHERE status <> 'disconnected' ORDER BY 
 -- name: session_lock_timeout
 SET lock_timeout = '60s';
 
+-- name: refresh_lock
+-- The daemon's refresh lock (qbsync.refresh_lock): a disconnect revokes no token a daemon
+-- is rotating.
+SELECT qbsync.refresh_lock($1, 'session');
+
+-- name: refresh_unlock
+SELECT qbsync.refresh_lock($1, 'release');
+
 -- name: connection_tokens
 SELECT tokens, key_id, environment, api_base_url, status
 FROM qbsync.connections WHERE realm_id = $1;
@@ -302,8 +310,8 @@ ORDER BY started_at;
 SET LOCAL lock_timeout = '60s';
 
 -- name: refresh_xact_lock
--- The transaction-level twin of queries.sql refresh_lock (the same key).
-SELECT pg_advisory_xact_lock(hashtext('qbsync.refresh:' || $1));
+-- The transaction-level twin of the daemon's refresh lock (qbsync.refresh_lock).
+SELECT qbsync.refresh_lock($1, 'transaction');
 
 -- name: lock_connection_tokens
 SELECT tokens, key_id, token_generation FROM qbsync.connections

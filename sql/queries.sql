@@ -18,6 +18,10 @@ SELECT version, name, checksum, applied_at, applied_by,
 FROM qbsync.schema_migrations m
 ORDER BY version;
 
+-- name: unlock_session_locks
+-- A pooled connection that took the refresh lock, given back to the pool (qbsync.db).
+SELECT pg_advisory_unlock_all();
+
 -- name: register_worker
 SELECT qbsync.register_worker($1, $2, $3);
 
@@ -124,17 +128,13 @@ FROM qbsync.outbox;
 SELECT action, partition_name FROM qbsync.rotate_logs();
 
 -- name: heartbeat
-UPDATE qbsync.workers SET heartbeat_at = now() WHERE worker_id = $1;
+SELECT qbsync.heartbeat($1);
 
 -- name: cdc_cursor
 SELECT changed_since FROM qbsync.cdc_cursors WHERE realm_id = $1;
 
 -- name: save_cdc_cursor
-INSERT INTO qbsync.cdc_cursors AS c (realm_id, changed_since, polled_at, last_error)
-VALUES ($1, $2, now(), $3)
-ON CONFLICT (realm_id) DO UPDATE
-    SET changed_since = excluded.changed_since, polled_at = excluded.polled_at,
-        last_error = excluded.last_error;
+SELECT qbsync.save_cdc_cursor($1, $2, $3);
 
 -- name: connected_at
 SELECT connected_at FROM qbsync.connections WHERE realm_id = $1;
@@ -179,15 +179,15 @@ SELECT id, qbo_income::text, shop_revenue_net::text, shop_revenue_gross::text, s
        (qbo_income - shop_revenue_net)::text AS difference
 FROM qbsync.store_report($1, $2, $3, $4::text::date, $5::text::date, $6, $7::text::jsonb);
 
--- Tokens (qbsync.tokens). The refresh lock is a session lock per realm, taken with no
--- transaction open during the HTTP call; `qbsync disconnect` takes the same one, and
--- `qbsync rotate-key` its transaction-level twin (cli_queries.sql refresh_xact_lock).
+-- Tokens (qbsync.tokens). The refresh lock (qbsync.refresh_lock) is a session lock per
+-- realm, taken with no transaction open during the HTTP call; `qbsync disconnect` takes the
+-- same one, and `qbsync rotate-key` its transaction-level twin.
 
 -- name: refresh_lock
-SELECT pg_advisory_lock(hashtext('qbsync.refresh:' || $1));
+SELECT qbsync.refresh_lock($1, 'session');
 
 -- name: refresh_unlock
-SELECT pg_advisory_unlock(hashtext('qbsync.refresh:' || $1));
+SELECT qbsync.refresh_lock($1, 'release');
 
 -- name: read_tokens
 SELECT tokens, key_id, token_generation, status, api_base_url, environment
@@ -204,3 +204,24 @@ SELECT qbsync.tokens_unreadable($1, $2, $3, $4::text[], $5);
 
 -- name: tokens_readable
 SELECT qbsync.tokens_readable($1, $2);
+
+-- Rate limits (qbo.ratelimit through store.PgPermits): permits per realm, shared by every
+-- process.
+
+-- name: take_permit
+SELECT permit_id, wait, starts_at FROM qbsync.take_permit($1, $2, $3, $4);
+
+-- name: return_permit
+SELECT qbsync.return_permit($1);
+
+-- name: throttled
+SELECT qbsync.throttled($1, $2);
+
+-- name: set_rate_limits
+SELECT qbsync.set_rate_limits($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: free_abandoned_permits
+SELECT qbsync.free_abandoned_permits($1, $2);
+
+-- name: rate_limit_status
+SELECT * FROM qbsync.rate_limit_status WHERE realm_id = $1;

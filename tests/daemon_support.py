@@ -15,10 +15,10 @@ import httpx
 
 from qbsync import daemon
 from qbsync.config import Settings
+from qbsync.connect import save_connection
 from qbsync.daemon import Daemon
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 from qbsync.qbo.oauth import TokenSet
-from qbsync.tokens import save_connection
 from qbsync.vault import Vault, generate_key
 
 # A loopback address (the endpoint policy accepts http only there, with

@@ -1,12 +1,14 @@
 """Many rows through QuickBooks' batch endpoint (30 operations a request, 40 requests a
-minute per realm): used when the backlog is large, e.g. a backfill.
+minute per realm): used when the backlog is large, e.g. a backfill. What to do with each row
+is decided as for a row pushed alone (`decide.decide`); this module groups the plans into
+requests.
 
 Batches cannot chain (an item cannot see what an earlier item created), so dependencies go
 first, in batches of their own. Invoices and credit memos whose earlier attempt may have
 reached QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon
 held) are looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an
 update of what was found) or a create. Payments and refund receipts are created one by one
-(qbsync cannot look them up: see Pusher.create_request_id). Anything else that needs care
+(qbsync cannot look them up: see decide.create_request_id). Anything else that needs care
 — a void, a row that cannot be looked up by DocNumber, a row due for its final lookup, a
 duplicate-name or stale-token fault, a dependency that would not batch — takes the
 one-by-one path of `Pusher.push`, which knows how to handle it. The batch requestid is
@@ -35,7 +37,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from .errors import MalformedOutput
+from .decide import (
+    Create,
+    Depend,
+    Output,
+    Plan,
+    Update,
+    body_hash,
+    mapping_failure,
+    parse_body,
+    read,
+    resolve,
+)
+from .errors import ReconnectRequired
+from .model import Mapped, Outcome, Pushed, PushFailed, Ref, Row, Skipped
 from .qbo.client import quote_value
 from .qbo.errors import (
     AuthError,
@@ -47,36 +62,20 @@ from .qbo.errors import (
     error_from_batch_item,
 )
 from .queries import load as load_queries
-from .refs import Ref, UnresolvedSetting, collect, substitute
 from .sync import (
     DEPENDENCY_NAMESPACE,
     DEPENDENCY_TYPES,
-    UPDATES_INVOICE,
-    Mapped,
-    Pushed,
     Pusher,
-    PushFailed,
-    Row,
-    Skipped,
-    body_hash,
     dependency_request_id,
-    mapping_failure,
-    parse_body,
     qbo_failure,
-    setting_failure,
-    unchanged,
 )
-from .tokens import ReconnectRequired
 
 Q = load_queries()
-Outcome = Pushed | Skipped | PushFailed
 # a dependency to create: its reference, QuickBooks type, body to send, body hash
 Creatable = tuple[Ref, str, dict[str, Any], str]
 # one operation of a batch: the row, QuickBooks type, create | update | adopt, the body
 # (for an adoption, an update of the object found), the hash of the row's body
 Op = tuple[Row, str, str, dict[str, Any], str]
-# sales forms looked up by DocNumber before a batch (when QuickBooks keeps custom numbers)
-BY_DOC_NUMBER = ("Invoice", "CreditMemo")
 BATCH_NAMESPACE = uuid.UUID("0b6f0d5e-8f8e-4f0a-9d77-3c2a1e5b7a10")
 # Faults the one-by-one path resolves (adopt, disambiguate, re-read the SyncToken).
 RESOLVED_ONE_BY_ONE = (DuplicateName, DuplicateDocNumber, StaleObject)
@@ -158,10 +157,10 @@ class BatchPusher:
         """The outcome of every row, by row id."""
         p = self.pusher
         out: dict[int, Outcome] = {}
-        bodies: dict[int, dict[str, Any]] = {}
+        outputs: dict[int, Output] = {}
         # due for their final lookup: the one-by-one path, not even mapped here (a row whose
         # daemon keeps stopping may be one whose mapping stops it)
-        lookups = [r.id for r in rows if r.lookup_due]
+        one_by_one = [r.id for r in rows if r.lookup_due]
         for entity, group in by_entity((r.entity, r) for r in rows if not r.lookup_due):
             try:
                 await p.entity(entity, group[0].label)
@@ -173,82 +172,62 @@ class BatchPusher:
                 try:
                     if rec["error_code"]:
                         raise mapping_failure(row.label, rec["error_code"], rec["error_message"])
-                    body = parse_body(row.label, rec["body"])
+                    outputs[row.id] = read(parse_body(row.label, rec["body"]))
                 except PushFailed as failure:
                     out[row.id] = failure
-                    continue
-                if body is None:
-                    out[row.id] = Skipped(f"{row.label}: the mapping returned NULL "
-                                          "(nothing to push)")
-                else:
-                    bodies[row.id] = body
         by_id = {r.id: r for r in rows}
-        one_by_one = lookups + [i for i, b in bodies.items() if b.get("$op", "upsert") != "upsert"]
-        batchable: list[int] = []
-        needs: dict[int, set[Ref]] = {}
-        for i in [i for i in bodies if i not in one_by_one]:  # each body walked once
-            try:
-                refs_i, names = collect(bodies[i])
-            except MalformedOutput:  # out of the batch: the single path says where
-                one_by_one.append(i)
-                continue
-            missing = p.realm.missing(names)
-            if missing:  # waits before anything is created for it, as one by one
-                out[i] = setting_failure(by_id[i].label, p.realm.realm_id, missing)
-            else:
-                needs[i] = refs_i
-                batchable.append(i)
-        refs: set[Ref] = set().union(*needs.values())
-        # the references and the rows themselves, in one lookup; the dependencies created
-        # (or found created) meanwhile are added from what _dependencies saw
-        wanted = refs | {(by_id[i].entity, by_id[i].key) for i in batchable}
-        existing = await p.mapped(wanted)
-        uses = Counter(ref for i in batchable for ref in needs[i])
-        existing.update(await self._dependencies(refs, existing, uses))
-        ids = {ref: m.qbo_id for ref, m in existing.items()
-               if ref in refs and m.qbo_status == "active"}
+        refs: set[Ref] = set().union(*(o.refs for o in outputs.values()))
+        await p.known_entities(refs)
+        # the references and the rows themselves, in one lookup (a NULL body needs none)
+        known = await p.mapped(refs | {(by_id[i].entity, by_id[i].key)
+                                       for i, output in outputs.items()
+                                       if output.body is not None})
+
+        def decide(i: int) -> Plan:
+            row = by_id[i]
+            return p.decide(row, p.entities[row.entity], outputs[i], known)
+
+        plans = {i: decide(i) for i in outputs}
+        needs = {i: plan.refs for i, plan in plans.items() if isinstance(plan, Depend)}
+        if needs:
+            # created (or found created) meanwhile: what entity_map holds for them now
+            uses = Counter(ref for refs_i in needs.values() for ref in refs_i)
+            now = await self._dependencies(set(uses), known, uses)
+            known.update(now)
+            # decided again: the rows that waited for them, and those they are (a customer
+            # its order's batch just created is unchanged now)
+            for i in plans:
+                if i in needs or (by_id[i].entity, by_id[i].key) in now:
+                    plans[i] = decide(i)
         ops: list[Op] = []
         to_find: list[Op] = []  # creates that may exist already: looked up first
-        for i in batchable:
+        for i, plan in plans.items():
             row = by_id[i]
-            info = p.entities[row.entity]
-            known = existing.get((row.entity, row.key))
-            if known and info.qbo_type == "Invoice" and row.origin not in UPDATES_INVOICE \
-                    and not row.force and p.skip_invoiced:
-                one_by_one.append(i)  # says why it skips
-                continue
-            if needs[i] - ids.keys():
-                one_by_one.append(i)  # a dependency did not batch: the single path says why
-                continue
-            try:
-                body = substitute(bodies[i], ids, p.realm.settings, realm_id=p.realm.realm_id)
-            except UnresolvedSetting as exc:  # a setting removed while the push ran
-                out[i] = setting_failure(row.label, p.realm.realm_id, [exc.name])
-                continue
-            hashed = body_hash(info.qbo_type, body)
-            skipped = unchanged(row, known, hashed)
-            if skipped is not None:
-                out[i] = skipped  # e.g. a customer its order's batch just created
-            elif known and known.qbo_status == "active":
+            qbo_type = p.entities[row.entity].qbo_type
+            if isinstance(plan, Skipped | PushFailed):
+                out[i] = plan
+            elif isinstance(plan, Update):
                 # (after an update whose outcome is unknown, its SyncToken may be stale:
                 # QuickBooks says 5010, and the one-by-one path re-reads it)
-                ops.append((row, info.qbo_type, "update",
-                            {**body, "Id": known.qbo_id, "SyncToken": known.sync_token,
-                             "sparse": True}, hashed))
-            elif not p.searchable(info.qbo_type, body):
-                # (a payment, a refund receipt) created under one requestid whatever its
-                # body, one by one: a lost batch's answer could not be looked up, and a
-                # create under another requestid would make a second one
-                one_by_one.append(i)
-            elif not row.may_exist:
-                ops.append((row, info.qbo_type, "create",
-                            p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
-            elif info.qbo_type in BY_DOC_NUMBER and p.realm.custom_txn_numbers \
-                    and body.get("DocNumber"):
-                to_find.append((row, info.qbo_type, "create",
-                                p.creatable(row.entity, row.key, info.qbo_type, body), hashed))
+                ops.append((row, qbo_type, "update",
+                            {**plan.body, "Id": plan.existing.qbo_id,
+                             "SyncToken": plan.existing.sync_token, "sparse": True},
+                            plan.hashed))
+            elif isinstance(plan, Create) and plan.found_by is not None and not plan.look_up:
+                ops.append((row, qbo_type, "create",
+                            p.creatable(row.entity, row.key, qbo_type, plan.body), plan.hashed))
+            elif isinstance(plan, Create) and plan.found_by == "DocNumber":
+                to_find.append((row, qbo_type, "create",
+                                p.creatable(row.entity, row.key, qbo_type, plan.body),
+                                plan.hashed))
             else:
-                one_by_one.append(i)  # looked up one by one (a name, the marker)
+                # the single path: a void or delete; a dependency that did not batch (it
+                # says why); a create that only the single path can look up (by a name,
+                # the marker) or that cannot be looked up at all (a payment, a refund
+                # receipt: created under one requestid whatever its body, one by one, for
+                # a lost batch answer could not be looked up, and a create under another
+                # requestid would make a second one)
+                one_by_one.append(i)
         looked: set[int] = set()  # rows whose object QuickBooks was just asked for
         if to_find:
             ops += await self._look_up(to_find, one_by_one, looked)
@@ -454,16 +433,19 @@ class BatchPusher:
                     continue
                 if rec["error_code"] or rec["body"] is None:
                     continue
+                label = f"{entity} {key}"
                 try:
-                    body = parse_body(f"{entity} {key}", rec["body"]) or {}
-                    if collect(body)[0]:
-                        continue  # a dependency with dependencies of its own: one by one
-                except (PushFailed, MalformedOutput):
+                    body = parse_body(label, rec["body"]) or {}
+                except PushFailed:
                     continue  # malformed: the rows that need it fail, saying where
-                try:
-                    body = substitute(body, {}, p.realm.settings, realm_id=p.realm.realm_id)
-                except UnresolvedSetting:
-                    continue
+                body.pop("$op", None)  # as the single path: a dependency is created
+                output = read(body)
+                if output.refs:
+                    continue  # a dependency with dependencies of its own: one by one
+                resolved = resolve(label, output, {}, p.realm, p.entities)
+                if not isinstance(resolved, dict):
+                    continue  # malformed, or a setting missing: the single path says so
+                body = resolved
                 creates.append(((entity, key), info.qbo_type,
                                 p.creatable(entity, key, info.qbo_type, body),
                                 body_hash(info.qbo_type, body)))

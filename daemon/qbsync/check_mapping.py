@@ -6,7 +6,7 @@ what QuickBooks enforces and what qbsync knows, without contacting QuickBooks.
   `qbsync.map_many` in chunks, references from `qbsync.unknown_keys` once per referenced
   entity; one read-only snapshot, with the rights of the role that runs the check (the
   mapping runs as the caller, as the daemon's does).
-* Per body: the daemon's own output checks (`sync.parse_body`: `fastjson.loads_exact` and
+* Per body: the daemon's own output checks (`decide.parse_body`: `fastjson.loads_exact` and
   the object test; `refs.collect`), then the QuickBooks rules of `qbsync.check_rules`.
 * Across bodies: references that resolve (the customers and items a body `$ref`s are mapped
   and checked too: the daemon pushes them first), settings the connected company resolves,
@@ -436,7 +436,8 @@ class Check:
                                            f"(SQLSTATE {code}): {message}"))
 
     def _body(self, item: Mapped, text: str | None) -> None:
-        from .sync import PushFailed, parse_body  # the daemon's own reading of a body
+        from .decide import parse_body  # the daemon's own reading of a body
+        from .model import PushFailed
 
         result = item.result
         label = f"{result.entity} {result.key}"

@@ -6,7 +6,7 @@ documented ones; every one checked against the endpoint policy of
 URL (scope ``com.intuit.quickbooks.accounting``, a random ``state``), catch the redirect on
 ``http://localhost:PORT/callback`` with a one-shot local HTTP server (or take the redirect
 address pasted into the terminal), check ``state``, exchange the code, read CompanyInfo
-with the new token and store the tokens encrypted (`qbsync.tokens.save_connection`). The
+with the new token and store the tokens encrypted (`save_connection`). The
 demo and the tests drive the same flow headlessly (:func:`headless_browser`).
 
 ``disconnect``: revoke the grant at Intuit with the refresh token, then mark the
@@ -46,16 +46,13 @@ from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client, is_loopback_host
 from .qbo.errors import QboError
-from .queries import load as load_daemon_queries
 from .queries import load_cli
-from .tokens import save_connection
 from .vault import Vault
 
 DEFAULT_PORT = 8724
 CALLBACK_PATH = "/callback"
 EMULATOR_DISCOVERY = "/.well-known/openid_configuration"
 Q = load_cli()
-DAEMON_Q = load_daemon_queries()  # refresh_lock / refresh_unlock: the daemon's own lock
 
 OpenUrl = Callable[[str], Awaitable[None] | None]
 
@@ -74,6 +71,39 @@ async def open_db(settings: Settings) -> asyncpg.Connection:
         return await asyncpg.connect(settings.database_url or None, timeout=30)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+async def save_connection(
+    conn_or_pool: asyncpg.Connection | asyncpg.Pool,
+    vault: Vault,
+    realm_id: str,
+    tokens: oauth.TokenSet,
+    *,
+    api_base_url: str,
+    company_name: str | None = None,
+    company_info: dict[str, Any] | None = None,
+    environment: str = "production",
+    active: bool = True,
+) -> int:
+    """Store (or replace) a connected company and its tokens; returns the token generation.
+
+    ``active=True`` makes it the sync target: any other active company is deactivated in the
+    same transaction (one active company at a time). Reconnecting a realm resets its status
+    to connected and bumps ``token_generation``, so running daemons pick the new tokens up.
+    """
+    blob, key_id = vault.encrypt(realm_id, tokens.to_payload())
+    info = json.dumps(company_info) if company_info is not None else None
+
+    async def run(conn: asyncpg.Connection) -> int:
+        generation: int = await conn.fetchval(
+            Q.save_connection, realm_id, environment, api_base_url, company_name,
+            info, blob, key_id, tokens.expires_at, tokens.refresh_expires_at, active)
+        return generation
+
+    if isinstance(conn_or_pool, asyncpg.Pool):
+        async with conn_or_pool.acquire() as conn:
+            return await run(conn)
+    return await run(conn_or_pool)
 
 
 @dataclass(frozen=True)
@@ -460,7 +490,7 @@ async def disconnect(settings: Settings, *, realm_id: str | None = None, revoke:
             return Disconnected(realm, name, False, "already disconnected")
         await conn.execute(Q.session_lock_timeout)
         try:  # session lock, no transaction open during the HTTP call (like TokenStore)
-            await conn.execute(DAEMON_Q.refresh_lock, realm)
+            await conn.execute(Q.refresh_lock, realm)
         except asyncpg.LockNotAvailableError:
             raise QbsyncError(f"a token refresh of company {realm} holds its lock for over "
                               "60 s; try again") from None
@@ -476,7 +506,7 @@ async def disconnect(settings: Settings, *, realm_id: str | None = None, revoke:
                            {"message": f"disconnected; {note}", "revoked": revoked})
         finally:
             with contextlib.suppress(asyncpg.PostgresError, OSError):
-                await conn.execute(DAEMON_Q.refresh_unlock, realm)
+                await conn.execute(Q.refresh_unlock, realm)
         return Disconnected(realm, name, revoked, note)
     finally:
         await conn.close()

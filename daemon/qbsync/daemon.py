@@ -18,6 +18,7 @@ import httpx
 
 from . import admin, drift, logs, schema, sdnotify, sentry
 from .config import Settings, environment_warnings
+from .db import CONNECTION_ERRORS as DB_ERRORS
 from .db import Listener, wait_for_pool
 from .errors import (
     EXIT_FAILURE,
@@ -25,9 +26,12 @@ from .errors import (
     ConfigError,
     DatabaseUnreachable,
     QbsyncError,
+    ReconnectRequired,
+    TokensUnreadable,
     exit_code,
 )
 from .migrate import Migration, discover
+from .model import PushFailed, Row
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client
@@ -35,10 +39,11 @@ from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
-from .sync import Pusher, PushFailed, Row, load_entities
-from .tokens import ReconnectRequired, TokenStore, TokensUnreadable
+from .store import PgPermits
+from .sync import Pusher, load_entities
+from .tokens import TokenStore
 from .vault import Vault
-from .worker import DB_ERRORS, Worker, WorkerConfig
+from .worker import Worker, WorkerConfig
 
 log = logging.getLogger("qbsync.daemon")
 STATS_FOLD_INTERVAL = 5.0  # seconds between two folds of the dashboard counters
@@ -153,7 +158,8 @@ async def start(
         )
         limiter = None
         if settings.rate_limits:
-            limiter = RequestLimiter(pool, realm.realm_id, holder=settings.worker_name,
+            limiter = RequestLimiter(PgPermits(pool), realm.realm_id,
+                                     holder=settings.worker_name,
                                      local_in_flight=settings.max_in_flight)
             await limiter.configure(RateLimits(
                 per_minute=settings.requests_per_minute,

@@ -11,8 +11,10 @@ from typing import Any
 import asyncpg
 
 from . import fastjson
+from .queries import load as load_queries
 
 log = logging.getLogger(__name__)
+Q = load_queries()
 
 WAKEUP_CHANNEL = "qbsync_wakeup"
 # What a lost or restarting server raises through asyncpg; asyncpg's InternalClientError
@@ -46,7 +48,7 @@ def holds_session_lock(conn: asyncpg.Connection) -> None:
 async def _reset_connection(conn: asyncpg.Connection) -> None:
     pid = conn.get_server_pid()
     if pid in _SESSION_LOCKED:
-        await conn.execute("SELECT pg_advisory_unlock_all()")
+        await conn.execute(Q.unlock_session_locks)
         _SESSION_LOCKED.discard(pid)
 
 

@@ -64,6 +64,36 @@ class DatabaseUnreachable(QbsyncError):
     """The database refused or did not answer the connection."""
 
 
+class ReconnectRequired(QbsyncError):
+    """The company must be connected again (``qbsync connect``); its rows wait meanwhile."""
+
+    retry_after: float = 300.0  # QuickBooks seconds until a row paused by it is tried again
+
+    def __init__(self, realm_id: str, message: str) -> None:
+        super().__init__(message)
+        self.realm_id = realm_id
+
+
+class TokensUnreadable(ReconnectRequired):
+    """This daemon's key ring cannot decrypt the stored tokens: the realm is paused here
+    (no try burnt) until they decrypt again; another daemon holding the key may push the
+    rows meanwhile, hence the short retry."""
+
+    retry_after = 10.0
+
+    def __init__(self, realm_id: str, message: str, key_id: str) -> None:
+        super().__init__(realm_id, message)
+        self.key_id = key_id
+
+
+class UnresolvedSetting(QbsyncError):
+    """A mapping used a {"$setting": name} the realm has no value for."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 # Exit codes of every command, `qbsync run` included (`qbsync --help` lists them).
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the operation ran and failed

@@ -17,9 +17,9 @@ Order of operations (a daemon keeps syncing throughout):
 4. When it reports every row under ``new``, drop the old key from the ring and restart.
 
 Each row is re-encrypted in its own transaction that holds the realm's refresh lock (the
-transaction-level twin of the daemon's ``pg_advisory_lock(hashtext('qbsync.refresh:' ||
-realm))``) and the row lock (``FOR UPDATE``), and writes only if ``token_generation`` is
-unchanged. The generation is NOT bumped: it means "the tokens changed", and they did not.
+transaction-level twin of the daemon's: ``qbsync.refresh_lock(realm, 'transaction')``) and
+the row lock (``FOR UPDATE``), and writes only if ``token_generation`` is unchanged. The
+generation is NOT bumped: it means "the tokens changed", and they did not.
 A daemon that saw the generation move after its access token was rejected would adopt the
 stored (same, rejected) token instead of refreshing. A daemon still running with only the
 old key cannot read the row at its next refresh: that is why step 2 comes first, and why

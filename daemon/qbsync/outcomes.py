@@ -5,26 +5,21 @@ flight has reported, or when it is full, or after a few milliseconds at most."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-import asyncpg
+from .model import Pushed, Row, Skipped
 
-from .queries import load as load_queries
-from .sync import Pushed, Row, Skipped
 
-Q = load_queries()
-# SQLSTATE classes of a lost or refused connection: the whole group is retried later.
-CONNECTION_CLASSES = {"08", "53", "57"}
+class OutcomeStore(Protocol):
+    async def record(self, outcomes: Sequence[tuple[Row, Pushed | Skipped]]) -> dict[int, bool]:
+        """By row id: True when recorded, False when the lease was lost."""
 
 
 class OutcomeGroups:
-    def __init__(self, pool: asyncpg.Pool, worker_id: str, realm_id: str,
-                 rows_in_flight: Callable[[], int], *, max_items: int = 64,
-                 max_delay: float = 0.003) -> None:
-        self.pool = pool
-        self.worker_id = worker_id
-        self.realm_id = realm_id
+    def __init__(self, store: OutcomeStore, rows_in_flight: Callable[[], int], *,
+                 max_items: int = 64, max_delay: float = 0.003) -> None:
+        self.store = store
         self.rows_in_flight = rows_in_flight
         self.max_items = max_items
         self.max_delay = max_delay
@@ -60,15 +55,7 @@ class OutcomeGroups:
     async def _write(self, items: list[tuple[Row, Pushed | Skipped, asyncio.Future[bool]]]
                      ) -> None:
         try:
-            try:
-                lost = set(await self._write_group(items))
-                held = {row.id: row.id not in lost for row, _, _ in items}
-            except asyncpg.PostgresError as exc:
-                if (getattr(exc, "sqlstate", "") or "")[:2] in CONNECTION_CLASSES:
-                    raise
-                # One row's write-back failed and took the group with it: row by row, each
-                # guarded, so that the others are recorded and the failure is logged.
-                held = {row.id: await self._one(row, outcome) for row, outcome, _ in items}
+            held = await self.store.record([(row, outcome) for row, outcome, _ in items])
         except Exception as exc:
             for _, _, future in items:
                 if not future.done():
@@ -77,38 +64,3 @@ class OutcomeGroups:
         for row, _, future in items:
             if not future.done():
                 future.set_result(held[row.id])
-
-    async def _write_group(self, items: list[tuple[Row, Pushed | Skipped, asyncio.Future[bool]]]
-                           ) -> list[int]:
-        """One call for the group; the ids whose lease was lost."""
-        if all(isinstance(outcome, Skipped) and outcome.operation == "skip"
-               for _, outcome, _ in items):
-            # plain skips only (rows the mapping had nothing to push for): the lean function
-            lost = await self.pool.fetchval(
-                Q.skip_many, self.worker_id, self.realm_id, [row.id for row, _, _ in items],
-                [outcome.reason for _, outcome, _ in items if isinstance(outcome, Skipped)])
-        else:
-            lost = await self.pool.fetchval(Q.complete_many, self.worker_id, self.realm_id,
-                                            [_item(row, outcome) for row, outcome, _ in items])
-        return list(lost or [])
-
-    async def _one(self, row: Row, outcome: Pushed | Skipped) -> bool:
-        if isinstance(outcome, Pushed):
-            return bool(await self.pool.fetchval(Q.complete, row.id, self.worker_id,
-                                                 self.realm_id, outcome.result))
-        if outcome.operation != "skip":  # qbsync.skip logs operation 'skip' only
-            lost = await self.pool.fetchval(Q.complete_many, self.worker_id, self.realm_id,
-                                            [_item(row, outcome)])
-            return not lost
-        return bool(await self.pool.fetchval(Q.skip, row.id, self.worker_id, self.realm_id,
-                                             outcome.reason))
-
-
-def _item(row: Row, outcome: Pushed | Skipped) -> dict[str, Any]:
-    """One element of complete_many's p_items."""
-    if isinstance(outcome, Pushed):
-        return {"id": row.id, "result": outcome.result}
-    item: dict[str, Any] = {"id": row.id, "skip": outcome.reason}
-    if outcome.operation != "skip":
-        item["operation"] = outcome.operation
-    return item

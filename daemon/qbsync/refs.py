@@ -13,9 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import fastjson
-from .errors import MalformedOutput, QbsyncError
-
-Ref = tuple[str, str]
+from .errors import MalformedOutput, UnresolvedSetting
+from .model import Ref
 
 DIRECTIVES = ("$ref", "$id", "$setting")
 # Beside "$ref", the other fields of a QuickBooks reference; anything else is a mistake
@@ -35,14 +34,6 @@ NUMBER_FIELDS = frozenset({
     "UnappliedAmt", "ExchangeRate", "TotalTax", "NetAmountTaxable", "TaxInclusiveAmount",
     "QtyOnHand", "PurchaseCost", "ReorderPoint", "Deposit", "DiscountAmount", "TaxAmount",
 })
-
-
-class UnresolvedSetting(QbsyncError):
-    """A mapping used a {"$setting": name} the realm has no value for."""
-
-    def __init__(self, message: str, name: str) -> None:
-        super().__init__(message)
-        self.name = name
 
 
 def collect(body: Any) -> tuple[set[Ref], set[str]]:

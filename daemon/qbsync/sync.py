@@ -1,5 +1,5 @@
-"""Push one outbox row to QuickBooks: map it, resolve its references (pushing missing
-dependencies first), create / update / void, and say how it went.
+"""Push one outbox row to QuickBooks: map it, decide what to send (`decide.decide`), push
+its missing dependencies first, create / update / void, and say how it went.
 
 Exactly once: every write carries a QuickBooks requestid derived from the row's request_id,
 the step and the body sent, so a resend of the same body is deduplicated by QuickBooks (which
@@ -16,19 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
-import orjson
 
-from . import fastjson
+from .decide import (
+    Create,
+    Depend,
+    Output,
+    Plan,
+    Update,
+    Void,
+    body_hash,
+    creatable,
+    create_request_id,
+    decide,
+    found_by,
+    mapping_failure,
+    marker,
+    parse_body,
+    read,
+    resolve,
+    searchable,
+    with_created,
+)
 from .digest import digest, marked_voided
-from .errors import MalformedOutput
+from .errors import ReconnectRequired
+from .model import EntityInfo, Mapped, Pushed, PushFailed, Ref, Row, Skipped
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
@@ -42,8 +59,6 @@ from .qbo.errors import (
 )
 from .queries import load as load_queries
 from .realm import Realm
-from .refs import Ref, UnresolvedSetting, collect, substitute, where
-from .tokens import ReconnectRequired
 
 Q = load_queries()
 # requestids of dependency creates are derived from this namespace, the realm and the key:
@@ -55,54 +70,9 @@ MAX_DEPENDENCY_DEPTH = 4
 # has its own exactly-once machinery.
 DEPENDENCY_TYPES = frozenset({"Customer", "Item"})
 WAIT_FOR_TRANSACTION = 5.0  # seconds before a row waiting for another row's push retries
-# SQLSTATE classes after which the same mapping call may well succeed: connection,
-# resources, lock/serialization, operator intervention.
-TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "55", "57", "58"}
-# Rows that update an invoiced order's invoice: a captured change, and a dead row queued
-# again (it was not skipped when it died, so it is not skipped now). Any other origin (a
-# resync) skips an order that has its invoice unless forced (skip_invoiced_orders).
-UPDATES_INVOICE = frozenset({"capture", "retry_dead"})
-# last_error_code of a row whose mapping output is malformed (beside the mapping's own
-# QB001 and QB002)
-MALFORMED = "QB003"
 # last_error_code of a row whose daemon stopped past max_interruptions while it was being
 # looked up (qbsync.interruption_verdict): it goes dead without another lookup
 LOOKUP_INTERRUPTED = "interrupted-lookup"
-
-
-@dataclass(frozen=True)
-class Row:
-    id: int
-    entity: str
-    key: str
-    attempts: int
-    request_id: uuid.UUID
-    force: bool = False
-    origin: str = "capture"
-    interruptions: int = 0  # attempts cut off by a stopping daemon (no try spent)
-    outcome_unknown: bool = False  # an attempt may have reached QuickBooks unseen
-    lookup_due: bool = False  # this attempt only looks QuickBooks up (final_lookup)
-    last_error_code: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.entity} {self.key}"
-
-    @property
-    def may_exist(self) -> bool:
-        """An earlier attempt may have reached QuickBooks: a try failed (attempt > 1), or
-        an answer was lost or a daemon stopped mid-push (outcome_unknown, which survives
-        retry_dead). The object is looked up before it is created, and nothing is skipped
-        as unchanged."""
-        return self.attempts > 1 or self.outcome_unknown
-
-
-@dataclass(frozen=True)
-class EntityInfo:
-    entity: str
-    qbo_type: str
-    max_attempts: int
-    deadline_seconds: int
 
 
 async def load_entities(pool: asyncpg.Pool) -> dict[str, EntityInfo]:
@@ -111,102 +81,6 @@ async def load_entities(pool: asyncpg.Pool) -> dict[str, EntityInfo]:
                                 r["deadline_seconds"])
         for r in await pool.fetch(Q.entities)
     }
-
-
-@dataclass
-class Pushed:
-    result: dict[str, Any]
-
-
-@dataclass
-class Skipped:
-    reason: str
-    operation: str = "skip"  # integration_logs.operation; status is always 'skipped'
-
-
-# How a row skipped as unchanged is logged: status 'skipped', this operation.
-UNCHANGED = "skip.unchanged"
-
-
-@dataclass
-class PushFailed(Exception):
-    """How a push failed, in the terms of qbsync.fail(): kind decides the row's fate."""
-
-    kind: str  # retry | permanent | throttled | auth | paused | waiting | setting
-    message: str
-    code: str | None = None
-    operation: str = "push"
-    retry_after: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    # this attempt may have changed QuickBooks without learning how (a write's answer lost,
-    # a deadline passed mid-request): later attempts look the object up first
-    unknown: bool = False
-    # QuickBooks' side is known for this row: this attempt looked the object up and then
-    # failed knowingly, or the object is linked already (an update, a void): no lookup is
-    # due before the row goes dead
-    settled: bool = False
-
-    def __str__(self) -> str:
-        return self.message
-
-    def as_error(self, row: Row | None = None) -> dict[str, Any]:
-        """What qbsync.fail takes. With the row: `unsettled` when QuickBooks may hold its
-        object without qbsync knowing (this attempt's outcome is unknown, or an earlier
-        one's and this one did not look): then the row is not let go dead before one more
-        attempt has looked it up."""
-        error: dict[str, Any] = {"kind": self.kind, "message": self.message,
-                                 "operation": self.operation, **self.details}
-        if self.code:
-            error["code"] = self.code
-        if self.retry_after is not None:
-            error["retry_after"] = self.retry_after
-        if self.unknown:
-            error["unknown"] = True
-        if (row is not None and self.kind in ("retry", "permanent") and not self.settled
-                and (self.unknown or row.outcome_unknown)):
-            error["unsettled"] = True
-        return error
-
-    def copy_for(self, row: Row, message: str | None = None) -> PushFailed:
-        """The same failure, said of one row of a group (a batch)."""
-        return PushFailed(self.kind, message or f"{row.label}: {self.message}", self.code,
-                          self.operation, self.retry_after, dict(self.details),
-                          self.unknown, self.settled)
-
-
-@dataclass(frozen=True)
-class Mapped:
-    qbo_id: str
-    sync_token: str | None
-    doc_number: str | None
-    qbo_status: str
-    body_hash: str | None = None
-
-
-def body_hash(qbo_type: str, body: dict[str, Any]) -> str:
-    """What entity_map.body_hash keeps of a pushed body (references resolved, before
-    qbsync adds Id, SyncToken, its PrivateNote marker or a disambiguated name): equal
-    hashes, equal bodies. Keys sorted, so that the order a mapping builds them in does not
-    matter. Not the digest (digest.py), which is what QuickBooks answered."""
-    try:
-        data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        data = json.dumps(body, sort_keys=True, ensure_ascii=False,
-                          separators=(",", ":")).encode()
-    return "b1:" + hashlib.blake2b(qbo_type.encode() + b"\0" + data,
-                                   digest_size=16).hexdigest()
-
-
-def unchanged(row: Row, existing: Mapped | None, hashed: str) -> Skipped | None:
-    """Skipped, when the row's body is the one QuickBooks got at the key's last
-    successful push and nothing since may have changed the object: not forced, no earlier
-    attempt that may have reached QuickBooks (Row.may_exist), the object active, the hash
-    kept (failures, drift and voids clear it)."""
-    if (existing is None or existing.qbo_status != "active" or row.force
-            or row.may_exist or existing.body_hash != hashed):
-        return None
-    return Skipped(f"{row.label}: unchanged since its last push (QuickBooks Id "
-                   f"{existing.qbo_id}); nothing sent", UNCHANGED)
 
 
 def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 1.0
@@ -234,19 +108,6 @@ def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 
     return PushFailed("permanent", message, code, operation, None, details)
 
 
-def setting_failure(label: str, realm_id: str, names: list[str]) -> PushFailed:
-    """The row waits, burning no try, for settings the company has no value for (kind
-    "setting": recorded by qbsync.wait_for_settings, not qbsync.fail)."""
-    which = ", ".join(f'"{n}"' for n in names)
-    return PushFailed(
-        "setting",
-        f"{label}: waits for the QuickBooks setting {which} (company {realm_id} has no value "
-        "for it); it goes on once the setting is set: qbsync settings --refresh looks it up "
-        f"again, or SELECT qbsync.override_setting ('{names[0]}', "
-        """'{"value": "<QuickBooks Id>"}') sets it""",
-        None, "wait.setting", details={"settings": names})
-
-
 def dependency_request_id(realm_id: str, entity: str, key: str, hashed: str,
                           gone: str | None = None) -> uuid.UUID:
     """The requestid of a dependency's create: stable across daemons and retries for one
@@ -256,43 +117,6 @@ def dependency_request_id(realm_id: str, entity: str, key: str, hashed: str,
     with the old one's replay."""
     after = f"/after:{gone}" if gone else ""
     return uuid.uuid5(DEPENDENCY_NAMESPACE, f"{realm_id}/{entity}/{key}{after}/{hashed}")
-
-
-def mapping_failure(label: str, sqlstate: str, message: str) -> PushFailed:
-    """QB001/QB002 are the mapping's own verdicts; another error is a bug in the mapping
-    (permanent) unless its SQLSTATE class says a retry may work."""
-    kind = "retry" if sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES else "permanent"
-    text = message if sqlstate in ("QB001", "QB002") else f"mapping failed: {message}"
-    return PushFailed(kind, f"{label}: {text}", sqlstate, "map")
-
-
-def malformed(label: str, exc: MalformedOutput) -> PushFailed:
-    """Mapping output qbsync cannot send: no try can change it, so the row fails at once,
-    saying where and what."""
-    at = f" at {exc.path}" if exc.parts else ""
-    return PushFailed("permanent", f"{label}: mapping output{at}: {exc.problem}", MALFORMED,
-                      "map")
-
-
-def parse_body(label: str, text: str | None) -> dict[str, Any] | None:
-    """The mapping's body; a PushFailed (permanent) when it is not a JSON object or has a
-    number QuickBooks cannot be sent exactly (fastjson.loads_exact)."""
-    if text is None:
-        return None
-    try:
-        body = fastjson.loads_exact(text)
-    except MalformedOutput as exc:
-        raise malformed(label, exc) from exc
-    if not isinstance(body, dict):
-        kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"
-                }.get(type(body), "a number")
-        raise malformed(label, MalformedOutput(f"the mapping returned {kind}, not a JSON "
-                                               "object (SQL NULL means nothing to push)"))
-    return body
-
-
-def _marker(entity: str, key: str) -> str:
-    return f"qbsync:{entity}:{key};"
 
 
 def _same_party(found: dict[str, Any], body: dict[str, Any]) -> bool:
@@ -355,47 +179,42 @@ class Pusher:
         if row.lookup_due:
             return await self.final_lookup(row)
         info = await self.entity(row.entity, row.label)
-        body = await self._map(row.entity, row.key, row.label)
-        if body is None:
-            return Skipped(f"{row.label}: the mapping returned NULL (nothing to push)")
-        op = body.pop("$op", "upsert")
+        output = read(await self._map(row.entity, row.key, row.label))
         own = (row.entity, row.key)
-        refs: set[Ref] | None
-        names: set[str] | None = set()
-        try:  # the row's own mapping and its references' in one lookup
-            refs, names = collect(body) if op == "upsert" else (set(), set())
-        except MalformedOutput:  # _resolve raises it, after the checks below
-            refs = names = None
-        found = await self.mapped({own, *(refs or ())})
-        existing = found.get(own)
-        if op in ("void", "delete"):
-            return await self._void(row, info, existing, op)
-        if op != "upsert":
-            raise PushFailed("permanent", f'{row.label}: unknown "$op" {op!r} in mapping output')
-        if (existing and info.qbo_type == "Invoice" and row.origin not in UPDATES_INVOICE
-                and not row.force and self.skip_invoiced):
-            return Skipped(
-                f"{row.label} already has invoice {existing.doc_number or existing.qbo_id} "
-                f"(QuickBooks Id {existing.qbo_id}); resync with force to push it again"
-            )
-        body = await self._resolve(body, (own,), row.label, refs, found, names)
-        hashed = body_hash(info.qbo_type, body)
-        skipped = unchanged(row, existing, hashed)
-        if skipped is not None:
-            return skipped
+        known: dict[Ref, Mapped] = {}
+        if output.body is not None:  # (NULL: skipped, whatever entity_map holds)
+            await self.known_entities(output.refs)
+            # the row's own mapping and its references' in one lookup
+            known = await self.mapped({own, *output.refs})
+        plan = self.decide(row, info, output, known)
+        if isinstance(plan, Depend):
+            ids = {ref: await self._ensure_dependency(ref, (own,), row.label)
+                   for ref in plan.refs}
+            plan = self.decide(row, info, output, with_created(known, ids))
+        if isinstance(plan, Skipped):
+            return plan
+        if isinstance(plan, PushFailed):
+            raise plan
+        if isinstance(plan, Void):
+            return await self._void(row, info, plan)
+        assert isinstance(plan, Update | Create), plan
         started = time.perf_counter()
-        if existing and existing.qbo_status == "active":
+        if isinstance(plan, Update):
             operation = "update"
-            obj = await self._update(info.qbo_type, existing, body, row, hashed)
+            obj = await self._update(info.qbo_type, plan, row)
         else:
-            operation = "create"
             obj, operation = await self._create(
-                row.entity, row.key, info.qbo_type, body,
-                self.create_request_id(row, info.qbo_type, body, hashed),
-                may_exist=row.may_exist, label=row.label, hashed=hashed,
+                row.entity, row.key, info.qbo_type, plan.body, plan.request_id,
+                may_exist=plan.look_up, label=row.label, hashed=plan.hashed,
             )
-        return Pushed(self.result(info.qbo_type, obj, body, operation, started,
-                                  body_hash=hashed))
+        return Pushed(self.result(info.qbo_type, obj, plan.body, operation, started,
+                                  body_hash=plan.hashed))
+
+    def decide(self, row: Row, info: EntityInfo, output: Output, known: dict[Ref, Mapped]
+               ) -> Plan:
+        """decide.decide with this company's settings and this daemon's options."""
+        return decide(row, info, output, known, self.realm, self.entities,
+                      skip_invoiced=self.skip_invoiced)
 
     async def final_lookup(self, row: Row) -> Pushed:
         """The attempt of a row that would have gone dead after an attempt whose outcome is
@@ -427,7 +246,7 @@ class Pusher:
             raise PushFailed("permanent", f"{label}: could not be looked up in QuickBooks "
                              f"({why or 'the mapping returned NULL'}): look for it there "
                              "before retry_dead", None, "lookup", settled=True)
-        if body is not None and not self.searchable(info.qbo_type, body):
+        if body is not None and not searchable(info.qbo_type, body):
             raise PushFailed("permanent", f"{label}: qbsync cannot look a {info.qbo_type} up "
                              "in QuickBooks: look for it there; retry_dead resends it under "
                              "its requestid, which QuickBooks answers with what it made of "
@@ -450,7 +269,7 @@ class Pusher:
                 obj = await self._adopt(
                     info.qbo_type, found,
                     self.creatable(row.entity, row.key, info.qbo_type, body),
-                    self.create_request_id(row, info.qbo_type, body, hashed))
+                    create_request_id(row, info.qbo_type, body, hashed))
                 result = self.result(info.qbo_type, obj, body, "adopt", started,
                                      body_hash=hashed)
                 result["message"] = note + " (looked up before giving up)"
@@ -464,28 +283,6 @@ class Pusher:
         result["message"] = f"{note} as it is (looked up before giving up; not brought up " \
                             f"to date: {why})"
         return Pushed(result)
-
-    @staticmethod
-    def searchable(qbo_type: str, body: dict[str, Any]) -> bool:
-        """Can _find_existing look the object up: a customer by DisplayName, an item by
-        Name, a sales form by DocNumber or qbsync's marker. (A payment or a refund receipt
-        has nothing qbsync can search it by.)"""
-        if qbo_type == "Customer":
-            return bool(body.get("DisplayName"))
-        if qbo_type == "Item":
-            return bool(body.get("Name"))
-        return qbo_type in ("Invoice", "CreditMemo")
-
-    def create_request_id(self, row: Row, qbo_type: str, body: dict[str, Any],
-                          hashed: str) -> uuid.UUID:
-        """A create's requestid: one per body, so that a resend of this body is
-        deduplicated and another body is not answered with this one's replay (an earlier
-        create whose outcome is unknown is looked up first). An object that cannot be
-        looked up keeps one requestid whatever its body: QuickBooks' replay is then what
-        finds an earlier create, and _create brings what it answers up to date."""
-        if self.searchable(qbo_type, body):
-            return uuid.uuid5(row.request_id, f"create:{hashed}")
-        return uuid.uuid5(row.request_id, "create")
 
     def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
                 operation: str, started: float, *, body_hash: str | None = None
@@ -535,46 +332,32 @@ class Pusher:
             for r in rows
         }
 
-    async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str,
-                       refs: set[Ref] | None = None, found: dict[Ref, Mapped] | None = None,
-                       names: set[str] | None = None) -> dict[str, Any]:
-        """The body with its references replaced by QuickBooks Ids (created first where
-        missing). `refs` and `names`: the body's references and settings, if already
-        collected; `found`: entity_map's rows for them, if just looked up. Malformed output
-        fails the row; a setting the company lacks makes it wait before anything is created
-        for it."""
+    async def _resolve(self, body: dict[str, Any], chain: tuple[Ref, ...], label: str
+                       ) -> dict[str, Any]:
+        """A dependency's body (or a looked-up row's) with its references replaced by
+        QuickBooks Ids, created first where missing (decide.resolve says what is missing,
+        or why the body cannot be sent)."""
         whose = label if len(chain) < 2 else f"{label}: its {chain[-1][0]} {chain[-1][1]}"
-        if refs is None or names is None:
-            try:
-                refs, names = collect(body)
-            except MalformedOutput as exc:
-                raise malformed(whose, exc) from exc
-        await self._known_entities(body, refs, whose)
-        missing = self.realm.missing(names)
-        if missing:
-            raise setting_failure(whose, self.realm.realm_id, missing)
-        mapped = found if found is not None else await self.mapped(refs)
-        ids = {ref: m.qbo_id for ref, m in mapped.items()
-               if ref in refs and m.qbo_status == "active"}
-        for ref in sorted(refs - ids.keys()):
-            ids[ref] = await self._ensure_dependency(ref, chain, label)
-        try:
-            return substitute(body, ids, self.realm.settings, realm_id=self.realm.realm_id)
-        except UnresolvedSetting as exc:  # a setting removed while the push ran
-            raise setting_failure(label, self.realm.realm_id, [exc.name]) from exc
+        output = read(body)
+        await self.known_entities(output.refs)
+        known = await self.mapped(set(output.refs))
+        resolved = resolve(whose, output, known, self.realm, self.entities, said_of=label)
+        if isinstance(resolved, Depend):
+            ids = {ref: await self._ensure_dependency(ref, chain, label)
+                   for ref in resolved.refs}
+            resolved = resolve(whose, output, with_created(known, ids), self.realm,
+                               self.entities, said_of=label)
+        if isinstance(resolved, PushFailed):
+            raise resolved
+        assert isinstance(resolved, dict), resolved
+        return resolved
 
-    async def _known_entities(self, body: dict[str, Any], refs: set[Ref], label: str) -> None:
-        """Every reference names a registered entity (re-read once: a DBA may have defined
-        it after start); else the row fails before any dependency is created."""
-        unknown = {entity for entity, _ in refs if entity not in self.entities}
-        if unknown:
+    async def known_entities(self, refs: Iterable[Ref]) -> None:
+        """Re-read the registered entities once when a reference names one this process
+        does not know (a DBA may have defined it after start); decide fails the row if it
+        is still unknown, before any dependency is created."""
+        if any(entity not in self.entities for entity, _ in refs):
             self.entities = await load_entities(self.pool)
-            unknown -= self.entities.keys()
-        if unknown:
-            entity = min(unknown)
-            raise malformed(label, MalformedOutput(
-                f'reference to unknown entity "{entity}" (not in qbsync.entities; register '
-                "it with qbsync.define_entity)", *where(body, entity)))
 
     async def _ensure_dependency(self, ref: Ref, chain: tuple[Ref, ...], label: str) -> str:
         entity, key = ref
@@ -629,33 +412,28 @@ class Pusher:
 
     async def _find_existing(self, entity: str, key: str, qbo_type: str,
                              body: dict[str, Any]) -> dict[str, Any] | None:
-        if qbo_type == "Customer" and body.get("DisplayName"):
+        by = found_by(qbo_type, body, self.realm.custom_txn_numbers)
+        if by == "DisplayName":
             return await self.client.find_one("Customer", "DisplayName", body["DisplayName"])
-        if qbo_type == "Item" and body.get("Name"):
+        if by == "Name":
             # `*, Sku`: QuickBooks leaves Sku out of `SELECT *`, and _same_party compares it
             # (without it, a create whose answer was lost made a second Item "Name (key)")
             rows = await self.client.query(
                 f"SELECT *, Sku FROM Item WHERE Name = {quote_value(body['Name'])} MAXRESULTS 1")
             return rows[0] if rows else None
-        if qbo_type in ("Invoice", "CreditMemo"):
-            if body.get("DocNumber") and self.realm.custom_txn_numbers:
-                return await self.client.find_one(qbo_type, "DocNumber", body["DocNumber"])
+        if by == "DocNumber":
+            return await self.client.find_one(qbo_type, "DocNumber", body["DocNumber"])
+        if by == "PrivateNote":
             found = await self.client.query(
                 f"SELECT * FROM {qbo_type} WHERE PrivateNote LIKE "
-                f"'%{_marker(entity, key)}%'")
+                f"'%{marker(entity, key)}%'")
             return found[0] if found else None
         return None
 
     def creatable(self, entity: str, key: str, qbo_type: str, body: dict[str, Any]
                   ) -> dict[str, Any]:
-        """The body as created: sales forms carry qbsync's marker in PrivateNote (to find
-        them again), and no DocNumber when QuickBooks numbers them itself."""
-        if qbo_type in ("Invoice", "CreditMemo"):
-            note = str(body.get("PrivateNote") or "")
-            body = {**body, "PrivateNote": (note + " " + _marker(entity, key)).strip()[-4000:]}
-            if not self.realm.custom_txn_numbers:
-                body.pop("DocNumber", None)
-        return body
+        """decide.creatable for this company."""
+        return creatable(entity, key, qbo_type, body, self.realm.custom_txn_numbers)
 
     def dependency_lock(self, ref: Ref) -> asyncio.Lock:
         return self._dependency_locks.setdefault(ref, asyncio.Lock())
@@ -667,7 +445,7 @@ class Pusher:
         looked = False  # QuickBooks was asked, and had nothing
         adopting = False  # QuickBooks has the object, not linked to the row yet
         try:
-            if may_exist and self.searchable(qbo_type, body):
+            if may_exist and searchable(qbo_type, body):
                 found = await self._find_existing(entity, key, qbo_type, body)
                 if found is not None:
                     adopting = True
@@ -692,7 +470,7 @@ class Pusher:
                 return obj, "create"
             except DuplicateDocNumber as exc:
                 found = await self._find_existing(entity, key, qbo_type, body)
-                ours = _marker(entity, key) in str((found or {}).get("PrivateNote") or "")
+                ours = marker(entity, key) in str((found or {}).get("PrivateNote") or "")
                 if found is not None and ours:
                     return await self._adopt(qbo_type, found, body, request_id), "adopt"
                 raise PushFailed(
@@ -720,13 +498,12 @@ class Pusher:
         return await self.client.update(qbo_type, payload,
                                         request_id=str(uuid.uuid5(request_id, name)))
 
-    async def _update(self, qbo_type: str, existing: Mapped, body: dict[str, Any],
-                      row: Row, hashed: str) -> dict[str, Any]:
-        payload = {**body, "Id": existing.qbo_id, "SyncToken": existing.sync_token}
+    async def _update(self, qbo_type: str, plan: Update, row: Row) -> dict[str, Any]:
+        existing = plan.existing
+        payload = {**plan.body, "Id": existing.qbo_id, "SyncToken": existing.sync_token}
         if qbo_type in ("Invoice", "CreditMemo") and not self.realm.custom_txn_numbers:
             payload.pop("DocNumber", None)
-        # per body, as a create's: a changed body is not answered with an earlier replay
-        request_id = uuid.uuid5(row.request_id, f"update:{existing.qbo_id}:{hashed}")
+        request_id = plan.request_id
         try:
             try:
                 return await self.client.update(qbo_type, payload, request_id=str(request_id))
@@ -743,17 +520,12 @@ class Pusher:
             failure.settled = True  # the object is linked: nothing to look up
             raise failure from exc
 
-    async def _void(self, row: Row, info: EntityInfo, existing: Mapped | None, op: str
-                    ) -> Pushed | Skipped:
-        """Void (or delete) the transaction a row became; nothing to do when it never
-        reached QuickBooks or is already gone."""
+    async def _void(self, row: Row, info: EntityInfo, plan: Void) -> Pushed:
+        """Void (or delete) the transaction a row became."""
+        op, existing = plan.op, plan.existing
         done = {"void": "voided", "delete": "deleted"}[op]
-        if existing is None:
-            return Skipped(f"{row.label}: nothing to {op}: it never reached QuickBooks")
-        if existing.qbo_status == done:
-            return Skipped(f"{row.label}: {info.qbo_type} {existing.qbo_id} is already {done}")
         started = time.perf_counter()
-        request_id = uuid.uuid5(row.request_id, f"{op}:{existing.qbo_id}")
+        request_id = plan.request_id
         call = self.client.void if op == "void" else self.client.delete
         try:
             try:

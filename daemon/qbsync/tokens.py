@@ -28,48 +28,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import httpx
 
 from . import db
-from .errors import QbsyncError
+from .errors import ReconnectRequired, TokensUnreadable
 from .qbo import oauth
 from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
 from .queries import load as load_queries
-from .queries import load_cli
 from .vault import Vault, VaultError
 
 REFRESH_MARGIN = 300.0  # QuickBooks seconds before expiry when the access token is refreshed
 Q = load_queries()
 log = logging.getLogger(__name__)
-
-
-class ReconnectRequired(QbsyncError):
-    """The company must be connected again (``qbsync connect``); its rows wait meanwhile."""
-
-    retry_after: float = 300.0  # QuickBooks seconds until a row paused by it is tried again
-
-    def __init__(self, realm_id: str, message: str) -> None:
-        super().__init__(message)
-        self.realm_id = realm_id
-
-
-class TokensUnreadable(ReconnectRequired):
-    """This daemon's key ring cannot decrypt the stored tokens: the realm is paused here
-    (no try burnt) until they decrypt again; another daemon holding the key may push the
-    rows meanwhile, hence the short retry."""
-
-    retry_after = 10.0
-
-    def __init__(self, realm_id: str, message: str, key_id: str) -> None:
-        super().__init__(realm_id, message)
-        self.key_id = key_id
 
 
 def _utcnow() -> datetime:
@@ -249,36 +224,3 @@ class TokenStore:
                    f"{': ' + exc.description if exc.description else ''}); reconnect with "
                    "`qbsync connect`")
         await conn.execute(Q.mark_needs_reconnect, self.realm_id, message)
-
-
-async def save_connection(
-    conn_or_pool: asyncpg.Connection | asyncpg.Pool,
-    vault: Vault,
-    realm_id: str,
-    tokens: TokenSet,
-    *,
-    api_base_url: str,
-    company_name: str | None = None,
-    company_info: dict[str, Any] | None = None,
-    environment: str = "production",
-    active: bool = True,
-) -> int:
-    """Store (or replace) a connected company and its tokens; returns the token generation.
-
-    ``active=True`` makes it the sync target: any other active company is deactivated in the
-    same transaction (one active company at a time). Reconnecting a realm resets its status
-    to connected and bumps ``token_generation``, so running daemons pick the new tokens up.
-    """
-    blob, key_id = vault.encrypt(realm_id, tokens.to_payload())
-    info = json.dumps(company_info) if company_info is not None else None
-
-    async def run(conn: asyncpg.Connection) -> int:
-        generation: int = await conn.fetchval(
-            load_cli().save_connection, realm_id, environment, api_base_url, company_name,
-            info, blob, key_id, tokens.expires_at, tokens.refresh_expires_at, active)
-        return generation
-
-    if isinstance(conn_or_pool, asyncpg.Pool):
-        async with conn_or_pool.acquire() as conn:
-            return await run(conn)
-    return await run(conn_or_pool)

@@ -5,14 +5,13 @@ recorded: outcomes are written in groups (OutcomeGroups) while the next rows are
 and pushed. The row stays leased and `running` until its outcome is written, so another
 row of its key is not claimed before then (per-key order) and a crash leaves it to be
 reclaimed when the lease expires. At most `concurrency` more rows wait for their outcome to
-be written. The loop's own queries (claim, the idle protocol) use one connection it keeps,
-not a pool checkout per query (each checkout costs a reset round trip).
+be written. The loop's own queries (claim, the idle protocol) use one connection the store
+keeps, not a pool checkout per query (each checkout costs a reset round trip).
 
-Idle protocol (no NOTIFY tax on a busy shop): when a claim comes back short, the worker
-announces it waits (capture triggers NOTIFY only then), claims once more (a row committed
-before the announcement is visible now), and claims again once every transaction that was
-open at the announcement has ended (those may have missed the announcement). A fallback
-poll bounds every wait.
+What the loop asks of the queue is a `store.QueueStore`: PostgreSQL (`store.PgQueue`), or
+memory (`memstore.MemoryQueue`, for tests of the loop). When to listen for new rows is the
+idle protocol's (`idle.IdleProtocol`), whether to push in batches the backlog policy's
+(`backlog.BacklogPolicy`).
 """
 
 from __future__ import annotations
@@ -28,17 +27,17 @@ from typing import Any
 import asyncpg
 
 from . import sdnotify
+from .backlog import BacklogPolicy
 from .batch import BatchPusher
-from .db import CONNECTION_ERRORS, Listener
+from .db import Listener
 from .errors import QbsyncError
+from .idle import IdleProtocol
+from .model import Pushed, PushFailed, Row, Skipped
 from .outcomes import OutcomeGroups
-from .queries import load as load_queries
-from .sync import Pushed, Pusher, PushFailed, Row, Skipped
+from .store import PgQueue, QueueStore
+from .sync import Pusher
 
 log = logging.getLogger(__name__)
-Q = load_queries()
-
-DB_ERRORS = CONNECTION_ERRORS
 
 
 @dataclass
@@ -74,14 +73,18 @@ class Stats:
 class Worker:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: asyncpg.Pool | None,
         listener: Listener,
         pusher: Pusher,
         config: WorkerConfig,
         *,
         on_dead: Callable[[Row, PushFailed], None] | None = None,
+        store: QueueStore | None = None,
     ) -> None:
-        self.pool = pool
+        if store is None:
+            assert pool is not None, "a pool, or a store"
+            store = PgQueue(pool, config.worker_id, pusher.realm.realm_id)
+        self.store = store
         self.listener = listener
         self.pusher = pusher
         self.config = config
@@ -95,25 +98,22 @@ class Worker:
         self.batches = BatchPusher(pusher, config.batch_size,
                                    min_fill=config.batch_size * 2 // 3 if self.mixed else 1,
                                    at_once=2 if self.mixed else config.concurrency)
+        self.idle = IdleProtocol(store, poll_interval=config.poll_interval,
+                                 settle_check=config.settle_check,
+                                 notify=config.wakeup_notify)
+        self.backlog = BacklogPolicy(store, threshold=config.batch_threshold,
+                                     check_interval=config.backlog_check,
+                                     batch_size=config.batch_size, mixed=self.mixed,
+                                     batch_tasks=config.batch_tasks,
+                                     batch_claim=config.batch_claim)
         # a group is written once every row still being pushed has reported (or when full)
-        self.outcomes = OutcomeGroups(
-            pool, config.worker_id, pusher.realm.realm_id,
-            lambda: self._unreported + self.outcomes.buffered)
+        self.outcomes = OutcomeGroups(store, lambda: self._unreported + self.outcomes.buffered)
+        # what is under way: each push task and the rows it holds (leased until recorded)
         self._tasks: dict[asyncio.Task[None], list[Row]] = {}
+        self._batch_tasks: set[asyncio.Task[None]] = set()
         self._pushing = 0  # single rows whose push is under way (each takes a slot)
         self._unreported = 0  # claimed rows whose outcome is not with OutcomeGroups yet
         self._slot_freed = asyncio.Event()
-        self._conn: asyncpg.Connection | None = None  # the loop's own connection
-        self._batch_tasks: set[asyncio.Task[None]] = set()
-        self._batch_mode = False
-        self._backlog_near = False  # near the threshold: look again after each batch claim
-        self._backlog_checked = 0.0
-        self._backlog_soon = False  # a claim came back full: look at the backlog again soon
-        self._waiting = False
-        self._snapshot: str | None = None
-        self._settled = True
-        self._announced_at = 0.0
-        self._last_claim = 0.0
 
     @property
     def realm_id(self) -> str:
@@ -122,7 +122,6 @@ class Worker:
     # -- the loop -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        cfg = self.config
         await self.listener.ensure()
         leases = asyncio.create_task(self._keep_leases(stop), name="qbsync-leases")
         need_claim = True
@@ -133,61 +132,19 @@ class Worker:
                     need_claim = await self._claim_round()
                     if need_claim:
                         continue
-                if self._settled:  # sleep until the next fallback poll
-                    wait_for = max(0.0, self._last_claim + cfg.poll_interval - time.monotonic())
-                else:
-                    wait_for = cfg.settle_check
-                woke = await self._wait(stop, wait_for)
+                woke = await self._wait(stop, self.idle.sleep_for())
                 if woke != "timeout":
                     need_claim = True
                     continue
-                now = time.monotonic()
-                if not self._settled:
-                    # A transaction that stays open (a long report, a forgotten session)
-                    # never settles: after a poll interval the fallback poll covers it.
-                    self._settled = bool(await self._db(Q.snapshot_settled, self._snapshot)) \
-                        or now - self._announced_at > cfg.poll_interval
-                    need_claim = self._settled
-                if now - self._last_claim >= cfg.poll_interval:
-                    need_claim = True  # the fallback poll, whatever else goes on
+                need_claim = await self.idle.slept()
                 if self.paused_reason and need_claim:
                     await self._check_unpause()
         finally:
             leases.cancel()
-            await self._release_conn()
+            await self.store.close()
             await self._drain()
-            with contextlib.suppress(*DB_ERRORS):
-                await self.pool.execute(Q.stop_waiting, cfg.worker_id)
-
-    async def _check_backlog(self) -> None:
-        """Whether the backlog is large enough for the batch endpoint (looked at now and
-        then, with a bounded count). Done after a claim's rows are on their way, so that a
-        wake-up's claim never waits for it; the mode applies from the next claim."""
-        threshold = self.config.batch_threshold
-        if threshold is None:
-            return
-        now = time.monotonic()
-        # A burst (e.g. a backfill enqueued at once) is seen within a fraction of a second,
-        # not after up to a whole check interval of single pushes.
-        interval = min(0.25, self.config.backlog_check) if self._backlog_soon \
-            else self.config.backlog_check
-        if now - self._backlog_checked >= interval:
-            self._backlog_checked = now
-            self._backlog_soon = False
-            # Under a limiter, counted as far as the rows batch pushes hold (twice): below
-            # that, the backlog is looked at again after each batch claim, so that batch
-            # pushes stop claiming as soon as it falls under the threshold. Seen a check
-            # interval late, they had claimed the queue's last rows, and the single
-            # requests sat idle while those went out at 40 batches a minute.
-            near = max(threshold, 2 * self.config.batch_tasks * self.config.batch_size
-                       * self.config.batch_claim) if self.mixed else threshold
-            backlog = await self._db(Q.ready_backlog, near)
-            mode = backlog is not None and backlog >= threshold
-            self._backlog_near = mode and self.mixed and backlog < near
-            if mode != self._batch_mode:
-                log.info("backlog %s: %s", backlog,
-                         "pushing in batches" if mode else "pushing one by one")
-            self._batch_mode = mode
+            await self.store.stop_waiting()
+            await self.store.close()
 
     def _busy(self) -> int:
         """Slots taken: rows being pushed one by one, and batch pushes (until recorded)."""
@@ -198,41 +155,29 @@ class Worker:
         try:
             return await self._claim()
         finally:
-            await self._check_backlog()
+            await self.backlog.check()
 
     async def _claim(self) -> bool:
-        self._last_claim = time.monotonic()
+        self.idle.claiming()
         cfg = self.config
         # free slots, and at most `concurrency` rows waiting for their outcome to be written
         free = min(cfg.concurrency - self._busy(), 2 * cfg.concurrency - len(self._tasks))
         if free <= 0 or self.paused_reason:
             return False
-        batch = self._batch_mode and self.config.batch_threshold is not None
-        if batch and self.mixed and len(self._batch_tasks) >= self.config.batch_tasks:
-            batch = False  # enough batches on their way: single rows fill the other slots
-        want = self.config.batch_size * (self.config.batch_claim if self.mixed else 1) \
-            if batch else free
+        want, batch = self.backlog.claim(free, len(self._batch_tasks))
         try:
-            conn = await self._connection()
-            records = await conn.fetch(Q.claim, self.config.worker_id, want,
-                                       self.config.lease_seconds)
-        except DB_ERRORS as exc:
+            rows = await self.store.claim(want, cfg.lease_seconds)
+        except self.store.errors as exc:
             log.warning("claim failed: %s; retrying after the poll interval", exc)
-            await self._release_conn()
             return False
-        rows = [Row(r["id"], r["entity"], r["key"], r["attempts"], r["request_id"], r["force"],
-                    r["origin"], r["interruptions"], r["outcome_unknown"], r["lookup_due"],
-                    r["last_error_code"]) for r in records]
         self._unreported += len(rows)
+        self.backlog.claimed(len(rows), want, batch)
         if batch and rows:
-            self._backlog_soon = self._backlog_near
             task = asyncio.create_task(self._process_batch(rows), name="push batch")
             self._tasks[task] = rows
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
             return len(rows) == want
-        if rows and len(rows) == free and not self._batch_mode:
-            self._backlog_soon = True
         for row in rows:
             pushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.pusher.in_flight[(row.entity, row.key)] = pushed
@@ -240,22 +185,9 @@ class Worker:
             task = asyncio.create_task(self._process(row, pushed), name=f"push {row.label}")
             self._tasks[task] = [row]
         if len(rows) == free:
-            if self._waiting and self._busy() >= self.config.concurrency:
-                self._waiting = False
-                await self._db(Q.stop_waiting, self.config.worker_id)
+            await self.idle.filled(self._busy() >= cfg.concurrency)
             return True
-        if self._waiting and time.monotonic() - self._announced_at > self.config.poll_interval:
-            # renew the announcement (it lasts 3 polls) before it expires, also when the
-            # worker is kept busy and never sleeps a whole poll
-            self._waiting = False
-        if not self._waiting and self.config.wakeup_notify:
-            self._snapshot = await self._db(Q.announce_waiting, self.config.worker_id,
-                                            self.config.poll_interval * 3)
-            self._waiting = self._snapshot is not None
-            self._settled = not self._waiting
-            self._announced_at = time.monotonic()
-            return self._waiting  # claim once more now that triggers will notify
-        return False
+        return await self.idle.came_short()
 
     async def _wait(self, stop: asyncio.Event, wait_for: float) -> str:
         woken = asyncio.ensure_future(self.listener.woken.wait())
@@ -282,28 +214,6 @@ class Worker:
         if not self.listener.healthy():
             await self.listener.ensure()  # raises when it cannot come back: exit, restart
         return "timeout"
-
-    async def _db(self, query: str, *args: Any) -> Any:
-        """One of the loop's own queries, on its connection."""
-        try:
-            conn = await self._connection()
-            return await conn.fetchval(query, *args)
-        except DB_ERRORS as exc:
-            log.warning("database call failed: %s", exc)
-            await self._release_conn()
-            return None
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self.pool.acquire()
-        return self._conn
-
-    async def _release_conn(self) -> None:
-        """Gives the loop's connection back (after an error the pool replaces a broken one)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(*DB_ERRORS):
-                await self.pool.release(conn, timeout=5)
 
     # -- one row --------------------------------------------------------------------
 
@@ -397,15 +307,13 @@ class Worker:
                         if held else "lost"
                 elif outcome.kind == "setting":
                     # a gap in the company's configuration: the row waits, burning no try
-                    state = await self.pool.fetchval(
-                        Q.wait_for_settings, row.id, self.config.worker_id, realm,
-                        outcome.details.get("settings") or [], outcome.message)
+                    state = await self.store.wait_for_settings(
+                        row, outcome.details.get("settings") or [], outcome.message)
                 else:
-                    state = await self.pool.fetchval(Q.fail, row.id, self.config.worker_id,
-                                                     realm, outcome.as_error(row))
+                    state = await self.store.fail(row, outcome.as_error(row))
                     self.stats.failed += 1
                 break
-            except DB_ERRORS as exc:
+            except self.store.errors as exc:
                 if time.monotonic() + delay > give_up:
                     log.error("could not record the outcome of %s (%s); the row's lease will "
                               "expire and it will be retried", row.label, exc)
@@ -432,8 +340,8 @@ class Worker:
                 sdnotify.notify(STATUS=f"paused: {outcome.message}")
             if outcome.kind == "setting" and state == "pending":
                 # set while the row was mapped: read the company's settings again now
-                with contextlib.suppress(*DB_ERRORS):
-                    await self.pusher.realm.reload_settings(self.pool)
+                with contextlib.suppress(*self.store.errors):
+                    await self.store.reload_settings(self.pusher.realm)
         else:
             log.info("%s: %s", row.label, state, extra=extra)
 
@@ -447,10 +355,8 @@ class Worker:
             if not ids:
                 continue
             try:
-                rows = await self.pool.fetch(Q.extend_leases, self.config.worker_id, ids,
-                                             self.config.lease_seconds)
-                held = {r[0] for r in rows}
-            except DB_ERRORS as exc:
+                held = await self.store.extend_leases(ids, self.config.lease_seconds)
+            except self.store.errors as exc:
                 log.warning("could not extend leases: %s", exc)
                 continue
             for row in (row for rows in self._tasks.values() for row in rows):
@@ -458,11 +364,10 @@ class Worker:
                     log.warning("lease on %s lost", row.label)
 
     async def _check_unpause(self) -> None:
-        record = await self.pool.fetchrow(Q.active_connection, self.realm_id)
-        if record and record["status"] == "connected":
+        if await self.store.connected():
             try:  # the tokens must be usable too: a key ring may lack their key
                 await self.pusher.client.tokens.access_token()
-            except (QbsyncError, *DB_ERRORS) as exc:
+            except (QbsyncError, *self.store.errors) as exc:
                 log.debug("company %s stays paused: %s", self.realm_id, exc)
                 return
             log.info("company %s is connected again; resuming", self.realm_id)
@@ -477,7 +382,7 @@ class Worker:
             if pending:
                 await asyncio.wait(pending, timeout=5)
                 ids = [row.id for t in pending for row in self._tasks[t]]
-                with contextlib.suppress(*DB_ERRORS):
-                    released = await self.pool.fetchval(Q.release, self.config.worker_id, ids)
+                with contextlib.suppress(*self.store.errors):
+                    released = await self.store.release(ids)
                     log.info("released %s unfinished row(s)", released)
             self._tasks.clear()

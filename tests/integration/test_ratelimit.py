@@ -21,6 +21,7 @@ from qbsync.emulator.server import EmulatorServer
 from qbsync.qbo import errors as e
 from qbsync.qbo.client import QboClient
 from qbsync.qbo.ratelimit import DatabaseClock, Permit, RateLimits, RequestLimiter
+from qbsync.store import PgPermits
 
 BASE = "http://qbo.emulator"
 
@@ -74,8 +75,8 @@ class Concurrency:
 async def test_pacing_across_two_limiters_keeps_every_window(
         pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
     limits = RateLimits(per_minute=60, per_second=5, in_flight=3, time_scale=60)
-    a = RequestLimiter(pools[0], "r1", holder="a")
-    b = RequestLimiter(pools[1], "r1", holder="b")
+    a = RequestLimiter(PgPermits(pools[0]), "r1", holder="a")
+    b = RequestLimiter(PgPermits(pools[1]), "r1", holder="b")
     await a.configure(limits)
     await b.configure(limits)
     slots: list[datetime] = []
@@ -119,7 +120,7 @@ async def test_emulator_sees_no_429_at_full_pace(
     async with emu.client(BASE) as http:
         clients = []
         for n, pool in enumerate(pools):
-            limiter = RequestLimiter(pool, realm, holder=f"p{n}")
+            limiter = RequestLimiter(PgPermits(pool), realm, holder=f"p{n}")
             await limiter.configure(limits)
             clients.append(QboClient(http, base_url=BASE, realm_id=realm, tokens=token,
                                      limiter=limiter))
@@ -150,7 +151,7 @@ async def test_in_flight_limit_shared_by_two_processes(
     token = StaticTokens(emu.issue_tokens(realm)["access_token"])
     busy = Concurrency()
     async with emu.client(BASE) as http:
-        limiters = [RequestLimiter(pool, realm) for pool in pools]
+        limiters = [RequestLimiter(PgPermits(pool), realm) for pool in pools]
         for limiter in limiters:
             await limiter.configure(limits)
 
@@ -170,8 +171,8 @@ async def test_in_flight_limit_shared_by_two_processes(
 async def test_throttled_pauses_every_process(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
     emu = Emulator()
     realm = emu.create_company("Throttled")
-    a = RequestLimiter(pools[0], realm)
-    b = RequestLimiter(pools[1], realm)
+    a = RequestLimiter(PgPermits(pools[0]), realm)
+    b = RequestLimiter(PgPermits(pools[1]), realm)
     token = StaticTokens(emu.issue_tokens(realm)["access_token"])
     async with emu.client(BASE) as http:
         client = QboClient(http, base_url=BASE, realm_id=realm, tokens=token, limiter=a)
@@ -192,8 +193,8 @@ async def test_throttled_pauses_every_process(pools: tuple[asyncpg.Pool, asyncpg
 
 async def test_waiters_resume_after_the_pause(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
     # time_scale 600: a 60 s QuickBooks pause lasts 0.1 s here.
-    a = RequestLimiter(pools[0], "r2", time_scale=600)
-    b = RequestLimiter(pools[1], "r2", time_scale=600)
+    a = RequestLimiter(PgPermits(pools[0]), "r2", time_scale=600)
+    b = RequestLimiter(PgPermits(pools[1]), "r2", time_scale=600)
     await a.throttled(60)
     async with b.permit() as permit:
         assert permit.permit_id is not None
@@ -204,7 +205,7 @@ async def test_waiters_resume_after_the_pause(pools: tuple[asyncpg.Pool, asyncpg
 async def test_client_takes_batch_permits(pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
     emu = Emulator()
     realm = emu.create_company("Batch")
-    limiter = RequestLimiter(pools[0], realm)
+    limiter = RequestLimiter(PgPermits(pools[0]), realm)
     token = StaticTokens(emu.issue_tokens(realm)["access_token"])
     async with emu.client(BASE) as http:
         client = QboClient(http, base_url=BASE, realm_id=realm, tokens=token, limiter=limiter)
@@ -257,7 +258,7 @@ async def test_permits_of_a_dead_process_expire(pools: tuple[asyncpg.Pool, async
 
 async def test_cancelled_waiter_returns_its_permit(pools: tuple[asyncpg.Pool, asyncpg.Pool]
                                                    ) -> None:
-    limiter = RequestLimiter(pools[0], "r5")
+    limiter = RequestLimiter(PgPermits(pools[0]), "r5")
     await limiter.configure(RateLimits(per_minute=1, per_second=None, in_flight=5))
     async with limiter.permit():
         pass
@@ -325,7 +326,7 @@ class ReturnFailsOnce:
 async def test_permit_not_returned_in_a_restart_is_returned_after(
         pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
     flaky = ReturnFailsOnce(pools[0])
-    limiter = RequestLimiter(flaky, "r6")  # type: ignore[arg-type]
+    limiter = RequestLimiter(PgPermits(flaky), "r6")  # type: ignore[arg-type]
     async with limiter.permit():
         pass
     assert flaky.failed == 1
@@ -343,7 +344,7 @@ async def test_restarted_process_frees_the_permits_its_killed_self_held(
     pool = pools[0]
     for holder in ("daemon-1", "daemon-1", "daemon-2"):  # never returned: killed
         await pool.fetchrow("SELECT * FROM qbsync.take_permit('r7', 'request', $1)", holder)
-    assert await RequestLimiter(pool, "r7", holder="daemon-1").free_abandoned() == 2
+    assert await RequestLimiter(PgPermits(pool), "r7", holder="daemon-1").free_abandoned() == 2
     left = await pool.fetch("SELECT holder FROM qbsync.rate_permits WHERE realm_id = 'r7'")
     assert [r["holder"] for r in left] == ["daemon-2"]  # another process's are its own
 
@@ -366,7 +367,7 @@ def test_database_clock_keeps_the_tightest_recent_bracket() -> None:
 async def test_late_permit_is_exchanged_before_sending(
         pools: tuple[asyncpg.Pool, asyncpg.Pool]) -> None:
     pool = pools[0]
-    limiter = RequestLimiter(pool, "r8", holder="late")
+    limiter = RequestLimiter(PgPermits(pool), "r8", holder="late")
     await limiter.configure(RateLimits(per_minute=6000, per_second=None, in_flight=5,
                                        batch_per_minute=None))
     async with limiter.permit() as permit:
@@ -402,7 +403,7 @@ async def test_client_checks_the_slot_right_before_the_socket_write(
     emu = Emulator()
     realm = emu.create_company("Traced")
     token = StaticTokens(emu.issue_tokens(realm)["access_token"])
-    limiter = CountingLimiter(pools[0], realm)
+    limiter = CountingLimiter(PgPermits(pools[0]), realm)
     with EmulatorServer(emu) as srv:
         async with httpx.AsyncClient() as http:  # a real socket: httpcore traces the write
             client = QboClient(http, base_url=srv.base_url, realm_id=realm, tokens=token,

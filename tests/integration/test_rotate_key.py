@@ -14,11 +14,13 @@ import pytest
 from pydantic import SecretStr
 
 from qbsync.config import Settings
+from qbsync.connect import save_connection
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
+from qbsync.errors import TokensUnreadable
 from qbsync.keys import RotateError, rotate
 from qbsync.qbo import oauth
 from qbsync.qbo.client import QboClient
-from qbsync.tokens import TokenStore, TokensUnreadable, save_connection
+from qbsync.tokens import TokenStore
 from qbsync.vault import Vault, generate_key
 from tests.daemon_support import connect_shop, drained, running
 from tests.support import conn_url

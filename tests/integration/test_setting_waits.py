@@ -24,7 +24,7 @@ from qbsync import batch, daemon
 from qbsync.cli import main as cli
 from qbsync.daemon import Daemon
 from qbsync.emulator import Emulator
-from qbsync.sync import PushFailed
+from qbsync.model import PushFailed
 from tests.daemon_support import Shop, connect_shop, drained, eventually, running
 from tests.integration import dixis_helpers as dx
 from tests.support import conn_url

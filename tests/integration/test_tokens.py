@@ -11,10 +11,12 @@ import asyncpg
 import httpx
 import pytest
 
+from qbsync.connect import save_connection
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
+from qbsync.errors import ReconnectRequired
 from qbsync.qbo import oauth
 from qbsync.qbo.client import QboClient
-from qbsync.tokens import ReconnectRequired, TokenStore, save_connection
+from qbsync.tokens import TokenStore
 from qbsync.vault import Vault, generate_key
 
 BASE = "http://qbo.emulator"

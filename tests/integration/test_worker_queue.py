@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from qbsync.db import Listener, create_pool
-from qbsync.sync import Row, Skipped
+from qbsync.model import Row, Skipped
 from qbsync.worker import Worker, WorkerConfig
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from qbsync.sync import UNCHANGED, Mapped, Row, body_hash, unchanged
+from qbsync.decide import body_hash, unchanged
+from qbsync.model import UNCHANGED, Mapped, Row
 
 BODY = {"DisplayName": "Μαρία Κωνσταντινίδου (#1)", "PrimaryEmailAddr": {"Address": "m@x.gr"},
         "Line": [{"Amount": 12.9, "Qty": 2}, {"Amount": 4.9}]}

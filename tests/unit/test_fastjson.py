@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from qbsync import fastjson
-from qbsync.sync import PushFailed, parse_body
+from qbsync.decide import parse_body
+from qbsync.model import PushFailed
 
 REFUSED = [
     ("1e400 as jsonb writes it", '{"Line": [{"Amount": 1' + "0" * 400 + "}]}",

@@ -15,7 +15,7 @@ from .errors import (
     ValidationFault,
 )
 from .oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, OAuthError, TokenSet
-from .ratelimit import RateLimits, RequestLimiter
+from .ratelimit import PermitStore, RateLimits, RequestLimiter
 
 __all__ = [
     "AuthError",
@@ -28,6 +28,7 @@ __all__ = [
     "NotFound",
     "OAuthEndpoints",
     "OAuthError",
+    "PermitStore",
     "QboClient",
     "QboError",
     "RateLimits",

@@ -1,11 +1,12 @@
-"""QuickBooks request limits per realm, shared by every daemon process through PostgreSQL.
+"""QuickBooks request limits per realm, shared by every daemon process through a permit
+store (``PermitStore``; the daemon's is PostgreSQL, ``qbsync.store.PgPermits``).
 
-The decisions live in SQL (``sql/migrations/0003_rate_limits.sql``): ``qbsync.take_permit``
-paces the permits of a realm evenly (no bursts: QuickBooks counts sliding windows), counts
-the permits in flight, and keeps a batch budget; ``qbsync.throttled`` pauses the realm for
-every process after a 429 (and widens the second window's slack for a while). This module
-is the thin Python side: one round trip to take a permit, a sleep until its slot, one round
-trip to return it.
+The decisions live in the store (``sql/migrations/0003_rate_limits.sql``): a permit is
+paced evenly among the realm's (no bursts: QuickBooks counts sliding windows), the permits
+in flight are counted, batches keep a budget of their own, and a 429 pauses the realm for
+every process (and widens the second window's slack for a while). This module is the thin
+side that speaks to QuickBooks' pace: one call to take a permit, a sleep until its slot, one
+call to return it. It runs no SQL itself.
 
 A permit is for a slot, and the pacing only holds if each request goes out close to its
 slot: QuickBooks counts requests when they arrive. A request that leaves later than the
@@ -20,7 +21,7 @@ answer read late, or granted for "now", cannot hide a late start.
 
 Usage::
 
-    limiter = RequestLimiter(pool, realm_id)
+    limiter = RequestLimiter(PgPermits(pool), realm_id)
     await limiter.configure(RateLimits())          # optional: defaults are in the database
     async with limiter.permit("request"):
         ... send one HTTP request ...
@@ -35,25 +36,42 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
-
-from ..db import CONNECTION_ERRORS
-
-_TAKE = "SELECT permit_id, wait, starts_at FROM qbsync.take_permit($1, $2, $3, $4)"
-_RETURN = "SELECT qbsync.return_permit($1)"
-_THROTTLED = "SELECT qbsync.throttled($1, $2)"
-_SET = "SELECT qbsync.set_rate_limits($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-_FREE_ABANDONED = ("DELETE FROM qbsync.rate_permits WHERE realm_id = $1 AND holder = $2 "
-                   "RETURNING 1")
 # After that long, a permit that could not be given back is left to expire.
 RETURN_RETRY_SECONDS = 60.0
 # Clock samples older than this (monotonic seconds) no longer count.
 CLOCK_SAMPLE_AGE = 60.0
+
+
+class PermitStore(Protocol):
+    """Where a realm's permits are kept, shared by every process that sends to it."""
+
+    async def take(self, realm_id: str, kind: str, holder: str, hold: timedelta
+                   ) -> Mapping[str, Any]:
+        """A grant: ``permit_id`` (None: refused, ask again after ``wait``), ``wait`` (a
+        timedelta) and ``starts_at`` (the slot, on the store's clock)."""
+
+    async def give_back(self, permit_id: Any) -> bool:
+        """False when the store is unreachable: the caller tries again later."""
+
+    async def throttled(self, realm_id: str, pause: timedelta) -> datetime | None:
+        """Pause the realm for every process; the end of the pause, None when unreachable."""
+
+    async def set_limits(self, realm_id: str, per_minute: int | None, per_second: int | None,
+                         in_flight: int | None, batch_per_minute: int | None,
+                         minute: timedelta, second: timedelta, safety: float,
+                         jitter: timedelta) -> None: ...
+
+    async def free_abandoned(self, realm_id: str, holder: str) -> int: ...
+
+    async def status(self, realm_id: str) -> dict[str, Any] | None: ...
+
+    def closing(self) -> bool:
+        """The store is shutting down: permits not given back yet are left to expire."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,7 @@ class RequestLimiter:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        store: PermitStore,
         realm_id: str,
         *,
         holder: str | None = None,
@@ -144,7 +162,7 @@ class RequestLimiter:
         local_in_flight: int | None = 10,
         time_scale: float = 1.0,
     ) -> None:
-        self.pool = pool
+        self.store = store
         self.realm_id = realm_id
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.hold = timedelta(seconds=hold)
@@ -168,8 +186,8 @@ class RequestLimiter:
         """Store the realm's limits (shared by every process: the last writer wins)."""
         self.time_scale = limits.time_scale
         self.late = limits.jitter
-        await self.pool.execute(
-            _SET, self.realm_id, limits.per_minute, limits.per_second, limits.in_flight,
+        await self.store.set_limits(
+            self.realm_id, limits.per_minute, limits.per_second, limits.in_flight,
             limits.batch_per_minute, timedelta(seconds=60 / limits.time_scale),
             timedelta(seconds=1 / limits.time_scale), limits.safety,
             timedelta(seconds=limits.jitter))
@@ -216,7 +234,7 @@ class RequestLimiter:
                 await asyncio.sleep(local_pause)
             sent = time.monotonic()
             take = asyncio.ensure_future(
-                self.pool.fetchrow(_TAKE, self.realm_id, kind, self.holder, self.hold))
+                self.store.take(self.realm_id, kind, self.holder, self.hold))
             try:
                 row = await asyncio.shield(take)
             except asyncio.CancelledError:
@@ -277,12 +295,10 @@ class RequestLimiter:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _return(self, permit_id: Any) -> None:
-        try:
-            await self.pool.execute(_RETURN, permit_id)
-        except CONNECTION_ERRORS:
-            # The database is away (a restart): give it back once it is here again. Left to
-            # expire, it would count as in flight for its whole hold, and a few such permits
-            # fill the realm's in-flight slots for every process.
+        if not await self.store.give_back(permit_id):
+            # The store is away (a database restart): give it back once it is here again.
+            # Left to expire, it would count as in flight for its whole hold, and a few such
+            # permits fill the realm's in-flight slots for every process.
             task = asyncio.ensure_future(self._return_later(permit_id))
             self._returns.add(task)
             task.add_done_callback(self._returns.discard)
@@ -292,10 +308,9 @@ class RequestLimiter:
         delay = 0.25
         while time.monotonic() < give_up:
             await asyncio.sleep(delay)
-            if self.pool.is_closing():
+            if self.store.closing():
                 return  # stopping: the permit expires by itself
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await self.pool.execute(_RETURN, permit_id)
+            if await self.store.give_back(permit_id):
                 return
             delay = min(delay * 2, 5.0)
 
@@ -304,10 +319,8 @@ class RequestLimiter:
         QuickBooks seconds (divided by the time scale)."""
         seconds = max(0.0, retry_after) / self.time_scale
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-        try:
-            until: datetime = await self.pool.fetchval(_THROTTLED, self.realm_id,
-                                                       timedelta(seconds=seconds))
-        except (asyncpg.PostgresError, OSError):
+        until = await self.store.throttled(self.realm_id, timedelta(seconds=seconds))
+        if until is None:
             # The caller is handling a 429: this process pauses anyway (local pause above).
             return datetime.now(UTC) + timedelta(seconds=seconds)
         return until
@@ -316,10 +329,8 @@ class RequestLimiter:
         """At start: free the permits still held under this holder's name. A process of the
         same name left them (it was killed), and until their hold ran out they would count
         as in flight for every process of the realm. Returns how many."""
-        return len(await self.pool.fetch(_FREE_ABANDONED, self.realm_id, self.holder))
+        return await self.store.free_abandoned(self.realm_id, self.holder)
 
     async def status(self) -> dict[str, Any] | None:
         """The realm's row of ``qbsync.rate_limit_status`` (None before its first permit)."""
-        row = await self.pool.fetchrow(
-            "SELECT * FROM qbsync.rate_limit_status WHERE realm_id = $1", self.realm_id)
-        return dict(row) if row else None
+        return await self.store.status(self.realm_id)

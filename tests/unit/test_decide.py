@@ -1,0 +1,274 @@
+"""The push decision (qbsync.decide), one test per outcome, without a database or
+QuickBooks: what the single path and the batch path both do with a row."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from qbsync.decide import (
+    MALFORMED,
+    Create,
+    Depend,
+    Output,
+    Update,
+    Void,
+    body_hash,
+    creatable,
+    decide,
+    found_by,
+    read,
+    resolve,
+    with_created,
+)
+from qbsync.model import UNCHANGED, EntityInfo, Mapped, PushFailed, Ref, Row, Skipped
+
+REQUEST = uuid.UUID("00000000-0000-0000-0000-000000000001")
+ENTITIES = {"order": "Invoice", "customer": "Customer", "product": "Item",
+            "payment": "Payment", "refund": "CreditMemo"}
+
+
+@dataclass
+class Company:
+    realm_id: str = "realm-1"
+    settings: dict[str, Any] = field(default_factory=lambda: {"tax_code:24": "7"})
+    custom_txn_numbers: bool = True
+    # settings `missing` does not report (one removed after the check)
+    unseen: set[str] = field(default_factory=set)
+
+    def missing(self, names: set[str]) -> list[str]:
+        return sorted(n for n in names if n not in self.settings and n not in self.unseen)
+
+
+def row(entity: str = "order", key: str = "1", **kw: Any) -> Row:
+    return Row(1, entity, key, kw.pop("attempts", 1), REQUEST, **kw)
+
+
+def info(entity: str = "order") -> EntityInfo:
+    return EntityInfo(entity, ENTITIES[entity], 3, 120)
+
+
+def plan(body: dict[str, Any] | None, known: dict[Ref, Mapped] | None = None, *,
+         the_row: Row | None = None, company: Company | None = None,
+         skip_invoiced: bool = True) -> Any:
+    r = the_row or row()
+    return decide(r, info(r.entity), read(body), known or {}, company or Company(),
+                  ENTITIES, skip_invoiced=skip_invoiced)
+
+
+def active(qbo_id: str, body_hash: str | None = None) -> Mapped:
+    return Mapped(qbo_id, "3", "1001", "active", body_hash)
+
+
+INVOICE = {"DocNumber": "1001", "CustomerRef": {"$ref": ["customer", "c1"]},
+           "Line": [{"Amount": 10, "SalesItemLineDetail": {
+               "ItemRef": {"$ref": ["product", "p1"]},
+               "TaxCodeRef": {"$setting": "tax_code:24"}}}]}
+RESOLVED = {("customer", "c1"): active("60"), ("product", "p1"): active("19")}
+
+
+# -- nothing to send --------------------------------------------------------------------
+
+def test_a_null_mapping_is_skipped() -> None:
+    skipped = plan(None)
+    assert skipped == Skipped("order 1: the mapping returned NULL (nothing to push)")
+
+
+def test_an_order_with_its_invoice_is_skipped_unless_captured_retried_or_forced() -> None:
+    known = {("order", "1"): active("130"), **RESOLVED}
+    resync = row(origin="resync")
+    skipped = plan(INVOICE, known, the_row=resync)
+    assert isinstance(skipped, Skipped)
+    assert skipped.reason == ("order 1 already has invoice 1001 (QuickBooks Id 130); resync "
+                              "with force to push it again")
+    assert isinstance(plan(INVOICE, known, the_row=row(origin="capture")), Update)
+    # a dead row queued again by retry_dead was not skipped when it died
+    assert isinstance(plan(INVOICE, known, the_row=row(origin="retry_dead")), Update)
+    assert isinstance(plan(INVOICE, known, the_row=row(origin="resync", force=True)), Update)
+    assert isinstance(plan(INVOICE, known, the_row=resync, skip_invoiced=False), Update)
+
+
+def test_the_invoice_skip_comes_before_the_body_is_read() -> None:
+    """As the single path always did: an invoiced order whose output is malformed or waits
+    for a setting is skipped, not failed."""
+    known = {("order", "1"): active("130")}
+    resync = row(origin="resync")
+    assert isinstance(plan({"Line": {"$ref": 5}}, known, the_row=resync), Skipped)
+    waiting = {"TaxCodeRef": {"$setting": "tax_code:99"}}
+    assert isinstance(plan(waiting, known, the_row=resync), Skipped)
+
+
+def test_an_unchanged_body_is_skipped() -> None:
+    body = {"DisplayName": "Ann", "PrimaryEmailAddr": {"Address": "a@example.com"}}
+    known = {("customer", "c1"): active("60", body_hash("Customer", body))}
+    skipped = plan(body, known, the_row=row("customer", "c1"))
+    assert skipped == Skipped("customer c1: unchanged since its last push (QuickBooks Id 60); "
+                              "nothing sent", UNCHANGED)
+
+
+@pytest.mark.parametrize("the_row", [row("customer", "c1", force=True),
+                                     row("customer", "c1", attempts=2),
+                                     row("customer", "c1", outcome_unknown=True)],
+                         ids=["forced", "a retry", "outcome unknown"])
+def test_an_unchanged_body_is_sent_when_quickbooks_may_differ(the_row: Row) -> None:
+    body = {"DisplayName": "Ann"}
+    known = {("customer", "c1"): active("60", body_hash("Customer", body))}
+    assert isinstance(plan(body, known, the_row=the_row), Update)
+
+
+# -- voids and deletes ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("op", "done"), [("void", "voided"), ("delete", "deleted")])
+def test_a_void_of_what_never_reached_quickbooks_is_skipped(op: str, done: str) -> None:
+    assert plan({"$op": op}) == Skipped(f"order 1: nothing to {op}: it never reached QuickBooks")
+    gone = {("order", "1"): Mapped("130", "4", "1001", done)}
+    assert plan({"$op": op}, gone) == Skipped(f"order 1: Invoice 130 is already {done}")
+
+
+@pytest.mark.parametrize("op", ["void", "delete"])
+def test_a_void_of_a_linked_object(op: str) -> None:
+    existing = active("130")
+    voided = plan({"$op": op}, {("order", "1"): existing})
+    assert voided == Void(op, existing, uuid.uuid5(REQUEST, f"{op}:130"))
+
+
+def test_an_unknown_op_fails() -> None:
+    failed = plan({"$op": "archive"})
+    assert isinstance(failed, PushFailed)
+    assert (failed.kind, failed.message) == (
+        "permanent", "order 1: unknown \"$op\" 'archive' in mapping output")
+
+
+# -- output that cannot be sent, settings that are missing ------------------------------
+
+def test_malformed_output_fails_saying_where() -> None:
+    failed = plan({"Line": [{"ItemRef": {"$ref": ["product"]}}]})
+    assert isinstance(failed, PushFailed)
+    assert (failed.kind, failed.code, failed.operation) == ("permanent", MALFORMED, "map")
+    assert failed.message.startswith("order 1: mapping output at Line[0].ItemRef")
+
+
+def test_a_reference_to_an_unknown_entity_fails_saying_where() -> None:
+    failed = plan({"Line": [{"ItemRef": {"$ref": ["gift_card", "g1"]}}]})
+    assert isinstance(failed, PushFailed)
+    assert failed.code == MALFORMED
+    assert failed.message == (
+        'order 1: mapping output at Line[0].ItemRef: reference to unknown entity "gift_card" '
+        "(not in qbsync.entities; register it with qbsync.define_entity)")
+
+
+def test_a_missing_setting_makes_the_row_wait_before_anything_is_created() -> None:
+    body = {**INVOICE, "TxnTaxDetail": {"TxnTaxCodeRef": {"$setting": "tax_code:0"}}}
+    waiting = plan(body)  # its customer and item are not in QuickBooks either
+    assert isinstance(waiting, PushFailed)
+    assert (waiting.kind, waiting.operation) == ("setting", "wait.setting")
+    assert waiting.details == {"settings": ["tax_code:0"]}
+    assert waiting.message.startswith('order 1: waits for the QuickBooks setting "tax_code:0" '
+                                      "(company realm-1 has no value for it)")
+
+
+def test_a_setting_removed_after_the_check_waits_too_said_of_the_row() -> None:
+    company = Company(settings={}, unseen={"tax_code:24"})
+    waiting = resolve("order 1: its customer c1", read(INVOICE), RESOLVED, company, ENTITIES,
+                      said_of="order 1")
+    assert isinstance(waiting, PushFailed)
+    assert waiting.kind == "setting"
+    assert waiting.details == {"settings": ["tax_code:24"]}
+    assert waiting.message.startswith("order 1: waits for")
+
+
+# -- references -------------------------------------------------------------------------
+
+def test_references_without_an_active_object_are_pushed_first() -> None:
+    deleted = {("customer", "c1"): Mapped("60", "2", None, "deleted")}
+    assert plan(INVOICE, deleted) == Depend((("customer", "c1"), ("product", "p1")))
+    assert plan(INVOICE, {("customer", "c1"): active("60")}) == Depend((("product", "p1"),))
+
+
+def test_once_pushed_the_references_resolve() -> None:
+    ids = {("customer", "c1"): "60", ("product", "p1"): "19"}
+    created = plan(INVOICE, with_created({}, ids))
+    assert isinstance(created, Create)
+    assert created.body == {"DocNumber": "1001", "CustomerRef": {"value": "60"},
+                            "Line": [{"Amount": 10, "SalesItemLineDetail": {
+                                "ItemRef": {"value": "19"}, "TaxCodeRef": "7"}}]}
+
+
+# -- what to send -----------------------------------------------------------------------
+
+def test_a_linked_object_is_updated_under_a_requestid_per_body() -> None:
+    existing = active("130", "b1:old")
+    updated = plan(INVOICE, {("order", "1"): existing, **RESOLVED})
+    assert isinstance(updated, Update)
+    assert updated.existing == existing
+    assert updated.hashed == body_hash("Invoice", updated.body)
+    assert updated.request_id == uuid.uuid5(REQUEST, f"update:130:{updated.hashed}")
+    assert updated.body["CustomerRef"] == {"value": "60"}
+
+
+def test_an_object_voided_in_quickbooks_is_created_again() -> None:
+    created = plan(INVOICE, {("order", "1"): Mapped("130", "4", "1001", "voided"), **RESOLVED})
+    assert isinstance(created, Create)
+
+
+def test_a_create_is_looked_up_first_when_an_earlier_attempt_may_have_made_it() -> None:
+    first = plan(INVOICE, RESOLVED)
+    again = plan(INVOICE, RESOLVED, the_row=row(attempts=2))
+    unknown = plan(INVOICE, RESOLVED, the_row=row(outcome_unknown=True))
+    assert isinstance(first, Create)
+    assert not first.look_up
+    assert isinstance(again, Create)
+    assert again.look_up
+    assert isinstance(unknown, Create)
+    assert unknown.look_up
+    assert first.request_id == uuid.uuid5(REQUEST, f"create:{first.hashed}")
+
+
+@pytest.mark.parametrize(("entity", "body", "custom", "by"), [
+    ("customer", {"DisplayName": "Ann"}, True, "DisplayName"),
+    ("customer", {"GivenName": "Ann"}, True, None),
+    ("product", {"Name": "Tea"}, True, "Name"),
+    ("order", {"DocNumber": "1001"}, True, "DocNumber"),
+    ("order", {"DocNumber": "1001"}, False, "PrivateNote"),
+    ("refund", {}, True, "PrivateNote"),
+    ("payment", {"TotalAmt": 10}, True, None),
+])
+def test_how_an_earlier_create_is_found(entity: str, body: dict[str, Any], custom: bool,
+                                        by: str | None) -> None:
+    created = plan(body, the_row=row(entity, "k", attempts=2),
+                   company=Company(custom_txn_numbers=custom))
+    assert isinstance(created, Create)
+    assert created.found_by == by == found_by(ENTITIES[entity], body, custom)
+
+
+def test_what_cannot_be_looked_up_keeps_one_requestid_whatever_its_body() -> None:
+    one = plan({"TotalAmt": 10}, the_row=row("payment", "p1"))
+    other = plan({"TotalAmt": 12}, the_row=row("payment", "p1"))
+    assert isinstance(one, Create)
+    assert isinstance(other, Create)
+    assert one.request_id == other.request_id == uuid.uuid5(REQUEST, "create")
+    assert one.hashed != other.hashed
+
+
+def test_a_sales_form_is_created_with_the_marker_and_numbered_as_the_company_does() -> None:
+    body = {"DocNumber": "1001", "PrivateNote": "gift"}
+    assert creatable("order", "1", "Invoice", body, True) == {
+        "DocNumber": "1001", "PrivateNote": "gift qbsync:order:1;"}
+    assert creatable("order", "1", "Invoice", body, False) == {
+        "PrivateNote": "gift qbsync:order:1;"}
+    assert creatable("customer", "c1", "Customer", {"DisplayName": "Ann"}, False) == {
+        "DisplayName": "Ann"}
+
+
+# -- reading the output -----------------------------------------------------------------
+
+def test_reading_the_output_leaves_the_body_alone() -> None:
+    body = {"$op": "upsert", "CustomerRef": {"$ref": ["customer", "c1"]}}
+    output = read(body)
+    assert output == Output(body, "upsert", frozenset({("customer", "c1")}), frozenset())
+    assert body == {"$op": "upsert", "CustomerRef": {"$ref": ["customer", "c1"]}}
+    assert read({"$op": "void", "Line": {"$ref": 5}}) == Output(
+        {"$op": "void", "Line": {"$ref": 5}}, "void")  # not walked: nothing is sent
