@@ -272,7 +272,7 @@ def _migration_status(url: str, as_json: bool) -> int:
                     "database_version": status.database_version, "migrations": rows,
                     "problem": str(problem) if problem else None})
     else:
-        from .cli_admin import table  # the admin commands' table printer
+        from .cli_status import table  # the admin commands' table printer
 
         click.echo(table(("state", "migration", "applied", "by", "qbsync", "note"), [
             (r["state"], r["name"], r["applied_at"], r["applied_by"], r["qbsync_version"],
@@ -302,7 +302,7 @@ def run_command(emulator: str | None, database_url: str | None) -> None:
     and stops (exit 5) when the schema changes under it.
     """
     # the daemon's imports are not needed elsewhere
-    from .cli_ops import emulator_settings
+    from .cli_connect import emulator_settings
     from .daemon import main as run_daemon
     from .daemon import refuse_settings
 
@@ -349,12 +349,12 @@ def shop_generate(name: str, orders: int, seed: float, database_url: str | None)
 
 main.add_command(emulator_command)
 
-from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402 - needs the names above
+from .cli_connect import COMMANDS as _OPS_COMMANDS  # noqa: E402 - needs the names above
 
 for _command in _OPS_COMMANDS:
     main.add_command(_command)
 
-from .cli_admin import ADMIN_COMMANDS  # noqa: E402  # uses the helpers defined above
+from .cli_status import ADMIN_COMMANDS  # noqa: E402  # uses the helpers defined above
 
 for _admin_command in ADMIN_COMMANDS:
     main.add_command(_admin_command)
@@ -368,7 +368,7 @@ from .cli_config import CONFIG_COMMANDS  # noqa: E402  # uses the helpers define
 for _config_command in CONFIG_COMMANDS:
     main.add_command(_config_command)
 
-from .cli_kit import KIT_COMMANDS  # noqa: E402  # uses the helpers defined above
+from .cli_check_mapping import KIT_COMMANDS  # noqa: E402  # uses the helpers defined above
 
 for _kit_command in KIT_COMMANDS:
     main.add_command(_kit_command)

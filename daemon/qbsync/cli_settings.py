@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .cli import EXIT_FAILURE, database_option, json_option, operator_errors, print_json
-from .cli_admin import _connect, _failed, _wait_for_request, table
+from .cli_status import _connect, _failed, _wait_for_request, table
 from .queries import load_cli
 
 Q = load_cli()

@@ -23,7 +23,7 @@ from .cli import (
     print_json,
     shop_group,
 )
-from .cli_admin import table
+from .cli_status import table
 
 
 @click.command("check-mapping")

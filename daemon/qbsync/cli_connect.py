@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from . import connect as connecting
 from . import demo as demo_mod
-from . import keys
+from . import rotate_key as keys
 from .cli import (
     EXIT_FAILURE,
     EXIT_OK,
