@@ -11,7 +11,6 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-import qbsync.cli  # noqa: F401  # before cli_status, which is imported through it
 from qbsync.cli_status import status_command
 from tests.support import conn_url
 
