@@ -275,7 +275,7 @@ def test_security_definer_functions_pin_search_path(conn: psycopg.Connection) ->
 
 DAEMON_SOURCES = ("sql/queries.sql", "daemon/qbsync/daemon.py", "daemon/qbsync/worker.py",
                   "daemon/qbsync/sync.py", "daemon/qbsync/tokens.py", "daemon/qbsync/realm.py",
-                  "daemon/qbsync/refs.py", "daemon/qbsync/batch.py", "daemon/qbsync/admin.py",
+                  "daemon/qbsync/refs.py", "daemon/qbsync/batch.py", "daemon/qbsync/admin_requests.py",
                   "daemon/qbsync/qbo/ratelimit.py")
 
 
