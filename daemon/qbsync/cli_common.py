@@ -42,6 +42,7 @@ from .queries import load_cli
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
+# the exit codes, for the command modules to import from here
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SCHEMA", "EXIT_TIMEOUT",
            "EXIT_UNAVAILABLE", "EXIT_USAGE"]
 
@@ -171,7 +172,8 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def connect_rows(database_url: str | None) -> psycopg.Connection[dict[str, Any]]:
-    """A connection to a database whose schema is this qbsync's (else exit 5)."""
+    """An autocommit connection returning dicts, to a database whose schema is this qbsync's
+    (else exit 5)."""
     return connect_checked(database_url, autocommit=True, row_factory=dict_row)
 
 

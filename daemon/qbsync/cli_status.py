@@ -207,6 +207,8 @@ def _log_line(row: dict[str, Any]) -> str:
 
 
 
+# --- failed -----------------------------------------------------------------------------------
+
 @click.command("failed")
 @click.option("--entity", help="Only this entity's dead rows.")
 @click.option("--limit", type=click.IntRange(1), default=200, show_default=True,

@@ -275,8 +275,8 @@ def test_security_definer_functions_pin_search_path(conn: psycopg.Connection) ->
 
 DAEMON_SOURCES = ("sql/queries.sql", "daemon/qbsync/daemon.py", "daemon/qbsync/worker.py",
                   "daemon/qbsync/sync.py", "daemon/qbsync/tokens.py", "daemon/qbsync/realm.py",
-                  "daemon/qbsync/refs.py", "daemon/qbsync/batch.py", "daemon/qbsync/admin_requests.py",
-                  "daemon/qbsync/qbo/ratelimit.py")
+                  "daemon/qbsync/refs.py", "daemon/qbsync/batch.py",
+                  "daemon/qbsync/admin_requests.py", "daemon/qbsync/qbo/ratelimit.py")
 
 
 def test_daemon_may_call_every_function_its_code_calls(conn: psycopg.Connection) -> None:
