@@ -285,8 +285,8 @@ def test_daemon_may_call_every_function_its_code_calls(conn: psycopg.Connection)
     called: set[str] = set()
     for source in DAEMON_SOURCES:
         path = root / source
-        if path.exists():
-            called |= set(re.findall(r"\bqbsync\.([a-z_]+)\(", path.read_text(encoding="utf-8")))
+        assert path.exists(), f"{source} is gone: name the module that took its calls"
+        called |= set(re.findall(r"\bqbsync\.([a-z_]+)\(", path.read_text(encoding="utf-8")))
     missing = conn.execute(
         "SELECT DISTINCT p.proname FROM pg_proc p"
         " WHERE p.pronamespace = 'qbsync'::regnamespace AND p.proname = ANY(%s)"
