@@ -160,7 +160,7 @@ SELECT qbo_type, qbo_id FROM qbsync.reconcile_unseen($1, $2);
 -- name: reconcile_finish
 SELECT qbsync.finish_reconcile($1)::text;
 
--- Admin requests (qbsync.admin). json goes in as text and comes out as text, so these work
+-- Admin requests (qbsync.admin_requests). json goes in as text and comes out as text, so these work
 -- with or without the daemon pool's jsonb codec.
 
 -- name: claim_admin_requests

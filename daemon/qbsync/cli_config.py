@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import database_option, json_option, operator_errors, print_json
+from .cli_common import database_option, json_option, operator_errors, print_json
 from .config import MASK, load_settings, setting_sources
 from .resources import doc_path, systemd_path
 
@@ -88,4 +88,4 @@ def for_this_installation(unit: str) -> str:
     return "".join(lines)
 
 
-CONFIG_COMMANDS: tuple[click.Command, ...] = (config_group, systemd_unit)
+COMMANDS: tuple[click.Command, ...] = (config_group, systemd_unit)

@@ -14,8 +14,17 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_FAILURE, database_option, json_option, operator_errors, print_json
-from .cli_admin import _connect, _failed, _wait_for_request, table
+from .cli_common import (
+    EXIT_FAILURE,
+    connect_rows,
+    database_option,
+    exit_failed,
+    json_option,
+    operator_errors,
+    print_json,
+    table,
+    wait_for_request,
+)
 from .queries import load_cli
 
 Q = load_cli()
@@ -72,7 +81,7 @@ def settings_command(refresh: bool, wait: float, as_json: bool,
 
     Exit 1 while any row waits for a setting."""
     out: dict[str, Any] = {}
-    with _connect(database_url) as conn:
+    with connect_rows(database_url) as conn:
         if refresh:
             row = conn.execute(Q.request_settings_refresh).fetchone()
             assert row is not None
@@ -83,16 +92,16 @@ def settings_command(refresh: bool, wait: float, as_json: bool,
                 else:
                     click.echo(f"settings refresh requested (admin request {request_id})")
                 return
-            done = _wait_for_request(conn, request_id, wait, "settings refresh", database_url)
+            done = wait_for_request(conn, request_id, wait, "settings refresh", database_url)
             if done["state"] == "failed":
-                _failed(f"settings refresh failed: {done['error']}")
+                exit_failed(f"settings refresh failed: {done['error']}")
             out["refresh"] = done["result"] or {}
             if not as_json:
                 _print_summary(out["refresh"])
         else:
             looked = conn.execute(Q.settings_lookup).fetchone()
             if looked is None:
-                _failed("no active QuickBooks company: run `qbsync connect` first")
+                exit_failed("no active QuickBooks company: run `qbsync connect` first")
                 return
             settings = conn.execute(Q.realm_settings_list).fetchall()
             out.update(realm_id=looked["realm_id"], looked_up_at=looked["looked_up_at"],
@@ -114,3 +123,6 @@ def settings_command(refresh: bool, wait: float, as_json: bool,
         _print_missing(missing)
     if missing:
         sys.exit(EXIT_FAILURE)
+
+
+COMMANDS: tuple[click.Command, ...] = (settings_command,)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import getpass
 import inspect
 import json
 import secrets
@@ -42,12 +41,13 @@ import httpx
 
 from .config import Settings
 from .errors import ConfigError, QbsyncError
+from .operator_db import open_db, operator
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client, is_loopback_host
 from .qbo.errors import QboError
 from .queries import load_cli
-from .vault import Vault
+from .vault import Vault, vault_for
 
 DEFAULT_PORT = 8724
 CALLBACK_PATH = "/callback"
@@ -59,18 +59,6 @@ OpenUrl = Callable[[str], Awaitable[None] | None]
 
 class ConnectError(QbsyncError):
     """The authorization did not complete (refused, state mismatch, timeout...)."""
-
-
-class DatabaseUnavailable(QbsyncError):
-    """The database could not be reached (the CLI exits 3)."""
-
-
-async def open_db(settings: Settings) -> asyncpg.Connection:
-    """A connection to the shop database; a failure to connect is `DatabaseUnavailable`."""
-    try:
-        return await asyncpg.connect(settings.database_url or None, timeout=30)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
 
 
 async def save_connection(
@@ -130,14 +118,6 @@ class Disconnected:
     company_name: str | None
     revoked: bool
     note: str
-
-
-def operator() -> str:
-    """The actor recorded in integration_logs for CLI operations."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "cli"
 
 
 def target_for(settings: Settings, *, sandbox: bool = False, production: bool = False,
@@ -224,13 +204,6 @@ def client_credentials(settings: Settings) -> oauth.ClientCredentials:
         raise ConfigError("client_secret is not set (QBSYNC_CLIENT_SECRET or the systemd "
                           "credential qbsync-client-secret)")
     return oauth.ClientCredentials(settings.client_id, settings.client_secret.get_secret_value())
-
-
-def vault_for(settings: Settings) -> Vault:
-    if settings.token_keys is None:
-        raise ConfigError("token_keys is not set (QBSYNC_TOKEN_KEYS or the systemd credential "
-                          "qbsync-token-keys); make a key with `qbsync keygen`")
-    return Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
 
 
 async def endpoints_for(http: httpx.AsyncClient, settings: Settings,

@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from . import admin, drift, logs, schema, sdnotify, sentry
+from . import admin_requests as admin  # the daemon's side of admin requests
+from . import drift, logs, schema, sdnotify, sentry
 from .config import Settings, environment_warnings
 from .db import CONNECTION_ERRORS as DB_ERRORS
 from .db import Listener, wait_for_pool

@@ -1,4 +1,4 @@
-"""Token encryption at rest: AES-256-GCM with key rotation.
+"""Token encryption at rest: AES-256-GCM under a ring of keys.
 
 Blob layout: ``b"\\x01" + 12-byte nonce + ciphertext + 16-byte tag``. The associated data
 binds the blob to its realm and key id, so a blob copied onto another connection row (or
@@ -8,7 +8,8 @@ tokens.
 Keys come from ``QBSYNC_TOKEN_KEYS`` (``id1:base64key,id2:base64key``) or the systemd
 credential ``$CREDENTIALS_DIRECTORY/qbsync-token-keys`` (same format, commas or one per
 line, ``#`` comments). The first key is the primary: new blobs use it; the others only
-decrypt, which is how keys rotate (prepend a new key, re-save, later drop the old one).
+decrypt, so a ring can hold a new key and the old one while the stored rows move from one
+to the other (that move is `qbsync.rotate_key`'s; `generate_key` makes a ring entry).
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import QbsyncError
+from .errors import ConfigError, QbsyncError
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 ENV_VAR = "QBSYNC_TOKEN_KEYS"
 CREDENTIAL_NAME = "qbsync-token-keys"
@@ -142,6 +146,14 @@ class Vault:
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Vault:
         env = os.environ if environ is None else environ
         return cls.from_sources(env.get(ENV_VAR), env.get("CREDENTIALS_DIRECTORY"))
+
+
+def vault_for(settings: Settings) -> Vault:
+    """The vault of the settings' ``token_keys`` (ConfigError when none is set)."""
+    if settings.token_keys is None:
+        raise ConfigError("token_keys is not set (QBSYNC_TOKEN_KEYS or the systemd credential "
+                          "qbsync-token-keys); make a key with `qbsync keygen`")
+    return Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
 
 
 def generate_key(key_id: str | None = None) -> str:

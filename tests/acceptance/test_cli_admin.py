@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from qbsync.admin import handle_pending_requests
+from qbsync.admin_requests import handle_pending_requests
 from qbsync.db import create_pool
 from qbsync.emulator import Emulator
 from qbsync.qbo.client import QboClient

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from qbsync import drift
-from qbsync.admin import handle_pending_requests
+from qbsync.admin_requests import handle_pending_requests
 from qbsync.db import create_pool
 from qbsync.emulator import Emulator
 from qbsync.qbo.client import QboClient

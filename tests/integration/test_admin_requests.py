@@ -1,4 +1,4 @@
-"""Admin requests answered by qbsync.admin.handle_pending_requests against the in-process
+"""Admin requests answered by qbsync.admin_requests.handle_pending_requests against the in-process
 QuickBooks emulator: reports (QuickBooks vs the shop), connection tests, failures."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from qbsync.admin import handle_pending_requests
+from qbsync.admin_requests import handle_pending_requests
 from qbsync.db import create_pool
 from qbsync.emulator import Emulator
 from qbsync.qbo.client import QboClient

@@ -11,8 +11,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-import qbsync.cli  # noqa: F401  # before cli_admin, which is imported through it
-from qbsync.cli_admin import status_command
+from qbsync.cli_status import status_command
 from tests.support import conn_url
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,9 +17,9 @@ from qbsync.config import Settings
 from qbsync.connect import save_connection
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 from qbsync.errors import TokensUnreadable
-from qbsync.keys import RotateError, rotate
 from qbsync.qbo import oauth
 from qbsync.qbo.client import QboClient
+from qbsync.rotate_key import RotateError, rotate
 from qbsync.tokens import TokenStore
 from qbsync.vault import Vault, generate_key
 from tests.daemon_support import connect_shop, drained, running

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from qbsync import daemon
 from qbsync.config import Settings
 from qbsync.emulator import Emulator
-from qbsync.keys import RotateError, rotate
+from qbsync.rotate_key import RotateError, rotate
 from qbsync.vault import generate_key
 from tests.daemon_support import Shop, connect_quick_retry_shop, drained, eventually, running
 from tests.process_support import QBSYNC

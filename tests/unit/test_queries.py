@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import qbsync.cli  # noqa: F401  # before cli_admin, which is imported through it
-from qbsync import cli_admin, demo
+from qbsync import cli_resync, demo
 from qbsync.queries import CLI_FILE, DAEMON_FILE, Queries, load, load_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +70,7 @@ def _all_used() -> dict[str, set[str]]:
         for file, names in _used_names(path).items():
             used[file] |= names
     # names looked up with getattr(Q, ...) from a table
-    used[CLI_FILE] |= {query for query, _ in cli_admin._SYNC_KINDS.values()}
+    used[CLI_FILE] |= {query for query, _ in cli_resync._SYNC_KINDS.values()}
     used[CLI_FILE] |= set(demo._GROUPS.values())
     return used
 

@@ -1,19 +1,17 @@
-"""The mapping kit for DBAs: `qbsync shop new NAME` writes a starting mapping to fill in,
-`qbsync check-mapping` runs a mapping over the shop's keys and checks every body against
-what QuickBooks enforces and qbsync knows, without contacting QuickBooks."""
+"""`qbsync check-mapping`: a mapping run over the shop's keys, every body checked against
+what QuickBooks enforces and qbsync knows, without contacting QuickBooks (the checks are
+`qbsync.check_mapping`'s)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from . import kit
 from .check_mapping import UnknownEntity, check_mapping
 from .check_rules import ERROR, INFO, WARNING
-from .cli import (
+from .cli_common import (
     EXIT_FAILURE,
     EXIT_USAGE,
     connect_checked,
@@ -21,9 +19,8 @@ from .cli import (
     json_option,
     operator_errors,
     print_json,
-    shop_group,
+    table,
 )
-from .cli_admin import table
 
 
 @click.command("check-mapping")
@@ -129,39 +126,4 @@ def _count(report: dict[str, Any], entity: str, level: str) -> int:
                    for f in k["findings"] if f["level"] == level)
 
 
-@shop_group.command("new")
-@click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the files (default: ./NAME).")
-@click.option("--entities", default=",".join(kit.DEFAULT_ENTITIES), show_default=True,
-              metavar="LIST",
-              help="Which entities to map, comma-separated, of: "
-                   f"{', '.join(kit.ENTITIES)}.")
-@click.option("--tax-model", type=click.Choice(["vat", "us"]), default="vat",
-              show_default=True,
-              help="vat: a tax code per VAT rate on every line (prices may include VAT); "
-                   "us: TAX or NON per line, QuickBooks computes the sales tax.")
-@click.option("--force", is_flag=True, help="Overwrite files that exist.")
-@operator_errors
-def shop_new(name: str, directory: Path | None, entities: str, tax_model: str,
-             force: bool) -> None:
-    """Write a starting mapping for a shop of your own into a directory: per entity the
-    body function, _keys(), _key_exists(), _outcome(), the define_entity and track()
-    calls, with the places to fill in marked FILL; install.sql; and test.sql, plain SQL
-    checks to run with psql. Then: fill, install, `qbsync check-mapping`."""
-    try:
-        chosen = kit.parse_entities(entities)
-        written = kit.write(name, directory or Path(name), chosen, tax_model, force=force)
-    except kit.KitUsage as exc:
-        raise click.UsageError(str(exc)) from None
-    where = directory or Path(name)
-    for path in written:
-        click.echo(f"wrote {path}")
-    click.echo(f"\nnext: fill the places marked FILL (grep -n FILL {where}/*.sql), then\n"
-               f"  psql -v ON_ERROR_STOP=1 -f {where}/install.sql\n"
-               f"  psql -v ON_ERROR_STOP=1 -f {where}/test.sql\n"
-               f"  qbsync check-mapping --sample 200\n"
-               f"({where}/README.md says more)")
-
-
-KIT_COMMANDS: tuple[click.Command, ...] = (check_mapping_command,)
+COMMANDS: tuple[click.Command, ...] = (check_mapping_command,)

@@ -1,4 +1,5 @@
-"""Token key rotation (`qbsync rotate-key`) and new keys (`qbsync keygen`).
+"""`qbsync rotate-key`: every stored connection's tokens re-encrypted under the key ring's
+primary key (the ring itself and a new entry for it, `qbsync keygen`, are `qbsync.vault`'s).
 
 Order of operations (a daemon keeps syncing throughout):
 
@@ -35,12 +36,12 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from .config import Settings
-from .connect import open_db, operator, vault_for
 from .errors import QbsyncError
+from .operator_db import open_db, operator
 from .queries import load_cli
-from .vault import Vault, VaultError, generate_key
+from .vault import Vault, VaultError, vault_for
 
-__all__ = ["RotateError", "Rotation", "generate_key", "rotate"]
+__all__ = ["RotateError", "Rotation", "rotate"]
 
 Q = load_cli()
 
