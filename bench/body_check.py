@@ -3,7 +3,7 @@ push takes before it resolves references (`sync.parse_body`, then `refs.collect`
 parse, numbers QuickBooks cannot take exactly, references of the wrong shape), against
 orjson's bare parse of the same text, in one run.
 
-    python bench/body_check.py               # 300 Dixis orders (~1,000 bodies), 7 rounds
+    python bench/body_check.py               # 300 Dixis orders (~560 bodies), 7 rounds
     python bench/body_check.py --short       # seconds; what the tests run
     python bench/body_check.py --json out.json --markdown
 

@@ -74,8 +74,8 @@ class BacklogPolicy:
         # Under a limiter, counted as far as the rows batch pushes hold (twice): below that,
         # the backlog is looked at again after each batch claim, so that batch pushes stop
         # claiming as soon as it falls under the threshold. Seen a check interval late, they
-        # had claimed the queue's last rows, and the single requests sat idle while those
-        # went out at 40 batches a minute.
+        # would claim the queue's last rows, and the single requests would sit idle while
+        # those go out at 40 batches a minute.
         near = max(threshold, 2 * self.batch_tasks * self.batch_size * self.batch_claim) \
             if self.mixed else threshold
         backlog = await self.store.ready_backlog(near)

@@ -24,7 +24,8 @@ CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb in and out as Python objects; application_name shows the daemon in pg_stat_activity.
+    # jsonb in and out as Python objects, through orjson (application_name is set by
+    # create_pool's server_settings).
     await conn.set_type_codec(
         "jsonb", encoder=fastjson.dumps, decoder=fastjson.loads, schema="pg_catalog",
         format="text"
@@ -33,7 +34,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 # Backend pids of pooled connections that took a session advisory lock (the token
 # refresh): given back to the pool, they are unlocked. asyncpg's default reset (advisory
-# unlock, CLOSE ALL, UNLISTEN *, RESET ALL) cost a round trip at every release, several
+# unlock, CLOSE ALL, UNLISTEN *, RESET ALL) would cost a round trip at every release, several
 # per pushed row, for state the daemon never leaves on a pooled connection otherwise: LISTEN
 # has its own connection, settings are set per transaction, cursors live in transactions
 # (an open transaction is still rolled back by asyncpg before the reset).

@@ -1,6 +1,6 @@
 """The digest of a QuickBooks object, computed in the daemon: the same JSON value as
 `qbsync.qbo_digest(type, object)` (0002) computes in PostgreSQL, so that a push sends
-PostgreSQL a few fields instead of the whole object (which cost the daemon its JSON
+PostgreSQL a few fields instead of the whole object (which would cost the daemon its JSON
 encoding and PostgreSQL its parsing and a set-based digest, per pushed row).
 
 Drift detection (0005) still digests QuickBooks' CDC objects in SQL and compares the two

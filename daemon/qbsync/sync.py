@@ -417,7 +417,8 @@ class Pusher:
             return await self.client.find_one("Customer", "DisplayName", body["DisplayName"])
         if by == "Name":
             # `*, Sku`: QuickBooks leaves Sku out of `SELECT *`, and _same_party compares it
-            # (without it, a create whose answer was lost made a second Item "Name (key)")
+            # (without it, a create whose answer was lost would make a second Item
+            # "Name (key)")
             rows = await self.client.query(
                 f"SELECT *, Sku FROM Item WHERE Name = {quote_value(body['Name'])} MAXRESULTS 1")
             return rows[0] if rows else None

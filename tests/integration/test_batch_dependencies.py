@@ -52,8 +52,8 @@ async def test_dependencies_go_out_together_and_each_is_freed_once_settled(
                 pusher.dependency_lock(ref).locked() for ref in singles)
 
         # the single requests are answered and their locks given back while both batches
-        # are still on their way (before, the batches went one after the other, and every
-        # lock was held until the last was answered)
+        # are still on their way (not one batch after the other, with every lock held until
+        # the last is answered)
         await eventually(singles_settled_and_both_batches_sent, 10,
                          "the single creates settled while both batches are out")
         assert entered == [["Item", "Item", "Customer"], ["Item", "Item", "Item"]]

@@ -1,8 +1,8 @@
 """OAuth without a discovery document, and token refreshes on the emulator's time scale
 (issue 14.7).
 
-* `qbsync connect` stopped when the server had no OpenID discovery document: the
-  authorization, token and revocation endpoints can now be set directly, and Intuit's
+* `qbsync connect` works when the server has no OpenID discovery document: the
+  authorization, token and revocation endpoints can be set directly, and Intuit's
   documented ones are the fallback.
 * The refresh margin (5 minutes before expiry) and the token lifetimes follow the time
   scale: against an emulator at 60x, an access token lives 60 real seconds, refreshed 5 s

@@ -1,4 +1,4 @@
-"""Answers are bounded (issue 15.5): a 300 MB HTTP 200 answer used to be read whole into
+"""Answers are bounded (issue 15.5): a 300 MB HTTP 200 answer is not read whole into
 memory. Reading stops at max_response_bytes, the attempt fails as retryable naming the
 endpoint and the cap, and a daemon pushing through such answers loses nothing."""
 

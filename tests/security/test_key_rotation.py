@@ -1,9 +1,8 @@
-"""Key rotation cannot stop the fleet (issue 15.6). After `qbsync rotate-key` while a daemon
-still had the old key ring, that daemon met a ciphertext it could not read, logged a
-traceback, burnt a try and exited. Now daemons record the key ids they hold, rotate-key
-refuses while a live one lacks the new key (--force overrides, naming it), and a daemon
-that cannot decrypt pauses the company with a notice, keeps running, burns no try, and
-resumes once it can read the tokens again."""
+"""Key rotation cannot stop the fleet (issue 15.6). A daemon that still has the old key ring
+when `qbsync rotate-key` runs must not meet a ciphertext it cannot read, burn a try and
+exit: daemons record the key ids they hold, rotate-key refuses while a live one lacks the
+new key (--force overrides, naming it), and a daemon that cannot decrypt pauses the company
+with a notice, keeps running, burns no try, and resumes once it can read the tokens again."""
 
 from __future__ import annotations
 
@@ -160,8 +159,8 @@ async def test_a_daemon_that_cannot_decrypt_pauses_and_resumes(
 
 async def test_a_daemon_started_without_the_key_waits_until_restarted_with_it(
         shop: Shop, dixis_db: psycopg.Connection) -> None:
-    """It used to exit at start with the decryption error (systemd restarted it into the
-    same error). It stays up, paused, with its notice, until restarted with the new ring."""
+    """It does not exit at start with the decryption error (systemd would restart it into
+    the same error): it stays up, paused, with its notice, until restarted with the new ring."""
     new_ring, _ = rings(shop)
     await rotate(operator(shop, new_ring), new_key_id="k2")  # no daemon running: allowed
     dixis_db.execute("SELECT dixis.generate(4)")

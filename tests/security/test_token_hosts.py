@@ -1,7 +1,7 @@
 """The bearer token and the client secret go to QuickBooks and nowhere else (issue 15.3).
 
 The attack: a member of qbsync_daemon (which may update qbsync.connections) points
-api_base_url at a host of its own; the daemon used to send every request there with
+api_base_url at a host of its own, for the daemon to send every request there with
 ``Authorization: Bearer …``. Every caller that sends a token or the client secret (the
 daemon's API calls, a token refresh, `connect`, `disconnect`'s revoke) is tried with a
 host the settings do not allow; a `Router` stands in for the other host and records what

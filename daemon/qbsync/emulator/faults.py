@@ -241,6 +241,6 @@ class AuthError(Exception):
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact JSON, non-ASCII kept (orjson: most of the emulator's CPU per request was
-    the standard library's encoder)."""
+    """Compact JSON, non-ASCII kept (orjson: the standard library's encoder would be most
+    of the emulator's CPU per request)."""
     return fastjson.dumps_bytes(obj)

@@ -81,7 +81,7 @@ class RateLimits:
 
     Every window keeps a slack of ``max(window * safety, jitter)`` (jitter in real seconds,
     not scaled): with the defaults, 495 requests/minute and ~9.75/second in real time. (1 %
-    of the minute is plenty now that every request leaves within ``jitter`` of its slot.)
+    of the minute is plenty, since every request leaves within ``jitter`` of its slot.)
     """
 
     per_minute: int | None = 500
