@@ -119,3 +119,23 @@ def test_snapshot_settles_after_racing_transaction_commits(shop: psycopg.Connect
     # ...but the daemon's second re-check, once the snapshot settles, sees its row.
     assert shop.execute(settled, (snap[0],)).fetchone() == (True,)
     assert shop.execute("SELECT key FROM qbsync.changes").fetchall() == [("42",)]
+
+
+def test_announcing_beside_a_later_open_transaction(shop: psycopg.Connection) -> None:
+    # A transaction that got its id after the announcing one's and is still open when the
+    # announcement takes its snapshot (on a busy server, any write in between, in any
+    # database of the server) is not listed: the snapshot's xmax already counts it as not
+    # yet visible. It shows in the server's snapshot once an even later one has committed.
+    shop.execute("SELECT pg_current_xact_id()")  # the announcing transaction's id first
+    later = psycopg.connect(conn_url(shop))
+    later.execute("INSERT INTO products VALUES (43, 1)")  # a later id, left open
+    with psycopg.connect(conn_url(shop)) as latest:
+        latest.execute("INSERT INTO products VALUES (44, 1)")  # committed after it
+    snap = shop.execute("SELECT qbsync.announce_waiting('w1', interval '1 minute')").fetchone()
+    shop.commit()
+    assert snap is not None
+    settled = "SELECT qbsync.snapshot_settled(%s::pg_snapshot)"
+    assert shop.execute(settled, (snap[0],)).fetchone() == (True,)
+    shop.commit()
+    later.commit()
+    later.close()
