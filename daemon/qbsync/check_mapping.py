@@ -48,7 +48,8 @@ from .check_rules import (
 )
 from .errors import MalformedOutput, QbsyncError, describe_db_error
 from .queries import load_cli
-from .reads import Analyser, Catalog, clean
+from .reads import Analyser, Catalog, Function, Relation, clean
+from .reads import _path as search_path
 from .refs import collect
 
 Q = load_cli()
@@ -649,7 +650,7 @@ class Check:
             self._analyser = Analyser(catalog)
             self._tracked = self.cur.execute(Q.check_tracked).fetchall()
             self._triggers = self.cur.execute(Q.check_enqueue_triggers).fetchall()
-            self._written = written_back(catalog)
+            self._written = written_back(catalog, self._analyser)
         cat = self._catalog
         reads = self._analyser.reads(int(body["oid"]))
         report.reads = {
@@ -732,27 +733,58 @@ def _acknowledged(source: str, comment: str | None) -> set[tuple[str, str]]:
     return out
 
 
-def written_back(catalog: Catalog) -> set[tuple[int, str]]:
-    """Columns the mapping's `_outcome` / `_outcomes` functions write (the `SET` lists of
-    their UPDATEs): qbsync's write-back, which is never captured (the daemon's own writes
-    are not) and needs no capture rule."""
+def written_back(catalog: Catalog, analyser: Analyser | None = None) -> set[tuple[int, str]]:
+    """Columns the mapping's `_outcome` / `_outcomes` functions write, themselves or through
+    the functions they call (the `SET` lists of their UPDATEs, the column lists of their
+    INSERTs and `ON CONFLICT DO UPDATE SET`s): qbsync's write-back, which is never captured
+    (the daemon's own writes are not) and needs no capture rule."""
     out: set[tuple[int, str]] = set()
+    writers: set[int] = set()
     for fn in catalog.functions.values():
         if fn.schema != "qbsync_map" or not re.search(r"_outcomes?$", fn.name):
             continue
+        writers.add(fn.oid)
+        if analyser is not None:
+            writers |= analyser.reads(fn.oid).reached
+    for oid in sorted(writers):
+        fn = catalog.functions.get(oid)
+        if fn is None:
+            continue
         text, _ = clean(fn.source)
+        path = _path_of(fn, catalog)
         for match in re.finditer(r"\bupdate\s+(?:only\s+)?([\w\".]+)(?:\s+(?:as\s+)?\w+)?\s+"
                                  r"set\s+(.*?)(?=\bfrom\b|\bwhere\b|\breturning\b|;|$)",
                                  text, re.IGNORECASE | re.DOTALL):
-            target = [p.strip('"') for p in match[1].split(".")]
-            schema, name = (target[0], target[1]) if len(target) == 2 else (None, target[0])
-            rel = catalog.relation(schema, name if schema else name.lower(),
-                                   catalog.default_path)
+            rel = _target(catalog, match[1], path)
             if rel is None:
                 continue
             for column in re.findall(r"(?:^|,)\s*\"?(\w+)\"?\s*=", _top_level(match[2])):
                 out.add((rel.oid, column.lower()))
+        for match in re.finditer(r"\binsert\s+into\s+([\w\".]+)(?:\s+as\s+\w+)?\s*\(([^()]*)\)"
+                                 r"(.*?)(?=;|$)", text, re.IGNORECASE | re.DOTALL):
+            rel = _target(catalog, match[1], path)
+            if rel is None:
+                continue
+            for column in match[2].split(","):
+                out.add((rel.oid, column.strip().strip('"').lower()))
+            upsert = re.search(r"\bon\s+conflict\b.*?\bdo\s+update\s+set\s+(.*?)"
+                               r"(?=\bwhere\b|\breturning\b|$)", match[3],
+                               re.IGNORECASE | re.DOTALL)
+            if upsert:
+                for column in re.findall(r"(?:^|,)\s*\"?(\w+)\"?\s*=", _top_level(upsert[1])):
+                    out.add((rel.oid, column.lower()))
     return out
+
+
+def _path_of(fn: Function, catalog: Catalog) -> list[str]:
+    """The search_path a function's unqualified names resolve through."""
+    return search_path(fn.search_path) if fn.search_path is not None else catalog.default_path
+
+
+def _target(catalog: Catalog, name: str, path: list[str]) -> Relation | None:
+    target = [p.strip('"') for p in name.split(".")]
+    schema, rel = (target[0], target[1]) if len(target) == 2 else (None, target[0])
+    return catalog.relation(schema, rel if schema else rel.lower(), path)
 
 
 def _top_level(text: str) -> str:
