@@ -271,7 +271,8 @@ class Mapped:
 class Check:
     def __init__(self, conn: psycopg.Connection[Any], *, entities: list[str] | None,
                  sample: int | None, keys: list[str] | None, seed: float,
-                 tax_model: str | None, capture: bool = True) -> None:
+                 tax_model: str | None, capture: bool = True, ledger: bool | None = None
+                 ) -> None:
         self.conn = conn
         self.cur = conn.cursor(row_factory=dict_row)
         self.wanted = entities
@@ -280,6 +281,9 @@ class Check:
         self.seed = seed
         self.tax_option = tax_model
         self.capture = capture
+        # the checks over the shop's whole ledger map every document of the period: worth it
+        # (and meaningful) when every key is checked, not for a sample or a few keys
+        self.ledger = ledger if ledger is not None else (sample is None and keys is None)
         self.mapped: dict[tuple[str, str], Mapped] = {}
         self.results: list[KeyResult] = []
 
@@ -611,29 +615,55 @@ class Check:
                     "QuickBooks refuses it (6140)", "DocNumber"))
 
     def _ledger(self) -> None:
-        """Each body's total against the shop's own figure, when the invoice entity has a
-        `_ledger(from, to)`: what the lines make against what the shop says it billed."""
+        """Against the shop's own figures, when the invoice entity has a `_ledger(from, to)`:
+        each body's total against what the shop says it billed, and each DocNumber against
+        every document of the period (those not checked too). The ledger maps every document
+        of the period: on by default over all keys only (--ledger / --no-ledger)."""
         invoice = next((e for e, t in sorted(self.types.items()) if t == "Invoice"), None)
         if invoice is None or not any(
                 f["name"] == invoice + "_ledger" and tuple(f["args"]) == ("date", "date")
                 for f in self.functions):
             return
+        name = fn_name(invoice, "_ledger", ("date", "date"))
         dated = [item for item in self.mapped.values()
                  if item.total is not None and item.txn_date is not None]
         if not dated:
             return
+        if not self.ledger:
+            self._report_for(invoice).findings.append(Finding(
+                "totals", INFO, f"the checks against the shop's ledger ({name}: each body's "
+                "total, each DocNumber against every document of the period) were skipped: "
+                "they map every document of the period, and run by default only when every "
+                "key is checked; --ledger runs them", name))
+            return
         first = min(item.txn_date for item in dated if item.txn_date)
         last = max(item.txn_date for item in dated if item.txn_date)
-        ledger = {(r["entity"], r["key"]): r["amount"] for r in self.cur.execute(
-            Q.check_ledger, (first, last, [i.result.entity for i in dated],
-                             [i.result.key for i in dated])).fetchall()}
+        rows = self.cur.execute(Q.check_ledger, (first, last)).fetchall()
+        ledger = {(r["entity"], r["key"]): r["amount"] for r in rows}
         for item in dated:
             amount = ledger.get((item.result.entity, item.result.key))
             if amount is not None and item.total is not None and Decimal(amount) != item.total:
                 item.result.findings.append(Finding(
                     "totals", ERROR, f"the body makes {item.total}, the shop's ledger "
-                    f"({fn_name(invoice, '_ledger', ('date', 'date'))}) says {amount}",
+                    f"({name}) says {amount}",
                     "TotalAmt" if item.qbo_type == "Payment" else "Line"))
+        # DocNumbers of the documents not checked (the checked ones are compared above)
+        owners: dict[tuple[str, str], tuple[str, str]] = {}
+        for r in rows:
+            entity, doc = r["entity"], r["doc_number"]
+            if doc is None or entity not in self.types or (entity, r["key"]) in self.mapped:
+                continue
+            owners.setdefault((self.types[entity], str(doc)), (entity, r["key"]))
+        for item in self.mapped.values():
+            if item.doc_number is None or any(f.rule == "doc_number"
+                                              for f in item.result.findings):
+                continue
+            owner = owners.get((item.qbo_type, item.doc_number))
+            if owner is not None:
+                item.result.findings.append(Finding(
+                    "doc_number", ERROR, f"DocNumber {item.doc_number!r} is also {owner[0]} "
+                    f"{owner[1]}'s in the shop's ledger ({name}): QuickBooks refuses a second "
+                    f"{item.qbo_type} with it (error 6140)", "DocNumber"))
 
     # -- capture ---------------------------------------------------------------------------
 
@@ -836,7 +866,8 @@ def _model_of(settings: list[tuple[str, str]], tax: TaxContext) -> str | None:
 
 def check_mapping(conn: psycopg.Connection[Any], *, entities: list[str] | None = None,
                   sample: int | None = None, keys: list[str] | None = None, seed: float = 0.0,
-                  tax_model: str | None = None, capture: bool = True) -> Report:
+                  tax_model: str | None = None, capture: bool = True,
+                  ledger: bool | None = None) -> Report:
     """Run the check (see the module's docstring); `conn` must not be in a transaction."""
     return Check(conn, entities=entities, sample=sample, keys=keys, seed=seed,
-                 tax_model=tax_model, capture=capture).run()
+                 tax_model=tax_model, capture=capture, ledger=ledger).run()

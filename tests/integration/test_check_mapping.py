@@ -262,6 +262,30 @@ def test_totals(shop: psycopg.Connection) -> None:
     assert messages(report, "order", "bad") == [
         "Line: the body makes 25.8, the shop's ledger (qbsync_map.order_ledger(date, date)) "
         "says 26.80"]
+    # the ledger maps every document of the period: by default only when every key is
+    # checked; a --sample or --keys says it skipped it and how to run it
+    skipped = ("order", "", "totals")
+    for args in (("--sample", "5"), ("--entity", "order", "--keys", "bad"), ("--no-ledger",)):
+        result, report = check(shop, "--tax-model", "vat", *args)
+        assert result.exit_code == 0, (args, findings(report))
+        assert skipped in findings(report, "info"), args
+        note = next(f["message"] for e in report["entities"] if e["entity"] == "order"
+                    for f in e["findings"] if f["rule"] == "totals")
+        assert "skipped" in note and "--ledger runs them" in note
+    for args in (("--sample", "5", "--ledger"), ("--entity", "order", "--keys", "bad",
+                                                   "--ledger")):
+        report = assert_only(shop, "order", "totals", *args)
+        assert skipped not in findings(report, "info")
+    # over the whole ledger, a DocNumber is checked against the documents not sampled too
+    plant(shop, "order", "dup", GOOD["order"])   # A-1, order 1's
+    result, report = check(shop, "--tax-model", "vat", "--entity", "order", "--keys", "dup")
+    assert result.exit_code == 0, findings(report)
+    report = assert_only(shop, "order", "doc_number", "--entity", "order", "--keys", "dup",
+                         "--ledger", key="dup")
+    assert messages(report, "order", "dup") == [
+        "DocNumber: DocNumber 'A-1' is also order 1's in the shop's ledger "
+        "(qbsync_map.order_ledger(date, date)): QuickBooks refuses a second Invoice with it "
+        "(error 6140)"]
 
 
 def test_tax_codes(shop: psycopg.Connection) -> None:
