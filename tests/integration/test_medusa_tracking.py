@@ -41,6 +41,17 @@ def test_what_medusa_writes_enqueues(medusa_db: psycopg.Connection) -> None:
                  "WHERE item_id = %s", (item_id,))
     assert outbox(conn) == [("order", order_id)]
     clear_outbox(conn)
+    # so do a line item and a shipping method edited in place (the invoice's descriptions
+    # and amounts; check-mapping's capture rule asks for them)
+    conn.execute("UPDATE medusa.order_line_item SET title = title || ' (gift)' WHERE id = %s",
+                 (item_id,))
+    assert outbox(conn) == [("order", order_id)]
+    clear_outbox(conn)
+    conn.execute("UPDATE medusa.order_shipping_method SET name = name || ' express' WHERE id = "
+                 "(SELECT shipping_method_id FROM medusa.order_shipping WHERE order_id = %s "
+                 "LIMIT 1)", (order_id,))
+    assert outbox(conn) == [("order", order_id)]
+    clear_outbox(conn)
     # an edit: Medusa writes the next version's rows and bumps the order's version
     conn.execute("INSERT INTO medusa.order_item (id, order_id, version, item_id, quantity, "
                  "raw_quantity, fulfilled_quantity, shipped_quantity, return_requested_quantity, "
