@@ -401,7 +401,7 @@ SELECT realm_id, company_name, company_info->>'Country' AS country
 FROM qbsync.connections WHERE active;
 
 -- name: check_realm_settings
-SELECT name, value FROM qbsync.realm_settings WHERE realm_id = %s;
+SELECT name, value, source FROM qbsync.realm_settings WHERE realm_id = %s;
 
 -- name: check_aliases
 SELECT name, target FROM qbsync.setting_aliases;

@@ -313,9 +313,13 @@ class Check:
         company = self.cur.execute(Q.check_company).fetchone()
         self.realm = company["realm_id"] if company else None
         self.settings: dict[str, Any] = {}
+        # the daemon looks a company's settings up at its start: until then (just connected)
+        # their values cannot be checked, only their names
+        self.looked_up = False
         if self.realm:
-            self.settings = {r["name"]: r["value"] for r in self.cur.execute(
-                Q.check_realm_settings, (self.realm,)).fetchall()}
+            rows = self.cur.execute(Q.check_realm_settings, (self.realm,)).fetchall()
+            self.settings = {r["name"]: r["value"] for r in rows}
+            self.looked_up = any(r["source"] == "lookup" for r in rows)
         self.aliases = {r["name"]: r["target"]
                         for r in self.cur.execute(Q.check_aliases).fetchall()}
         self.tax, source = self._tax_context(company)
@@ -344,7 +348,8 @@ class Check:
         self._ledger()
         return Report({"realm_id": self.realm,
                        "company_name": company["company_name"] if company else None,
-                       "country": company["country"] if company else None},
+                       "country": company["country"] if company else None,
+                       "settings_looked_up": self.looked_up},
                       self.tax.model, source, reports + self.extra_reports, self.results)
 
     def _guarded(self, report: EntityReport, what: str, step: Any, *args: Any) -> Any:
@@ -579,9 +584,9 @@ class Check:
             return Finding("setting", ERROR, f'"{name}" is never looked up: qbsync names '
                            f'rates without trailing zeros ("{good}"); use trim_scale(rate)',
                            path)
-        if self.realm:
-            if name in self.settings or target in self.settings:
-                return None
+        if name in self.settings or target in self.settings:
+            return None
+        if self.realm and self.looked_up:
             return Finding("setting", ERROR, f'QuickBooks company {self.realm} has no value '
                            f'for setting "{name}"' + (f' (alias of "{target}")'
                                                       if target != name else "")
@@ -590,11 +595,13 @@ class Check:
                            path)
         if LOOKED_UP.match(target):
             return None
+        why = (f"company {self.realm}'s settings have not been looked up yet" if self.realm
+               else "no company is connected")
         return Finding("setting", WARNING, f'"{name}" is not a setting qbsync looks up in '
                        "QuickBooks (tax_code:<rate>, income_account, payment_method:<name>, "
                        "deposit_account:undeposited_funds|bank) nor an alias of one "
                        "(qbsync.setting_aliases): every company needs an override "
-                       "(no company is connected, so names alone were checked)", path)
+                       f"({why}, so names alone were checked)", path)
 
     def _doc_numbers(self) -> None:
         docs = [(item.result.entity, item.result.key, item.qbo_type, item.doc_number)

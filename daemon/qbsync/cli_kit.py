@@ -95,7 +95,11 @@ def _print(report: dict[str, Any]) -> None:
     if company["realm_id"]:
         click.echo(f"QuickBooks company {company['realm_id']}"
                    + (f" ({company['company_name']})" if company["company_name"] else "")
-                   + ": settings checked against its values (qbsync.realm_settings)")
+                   + (": settings checked against its values (qbsync.realm_settings)"
+                      if company["settings_looked_up"] else
+                      ": its settings have not been looked up yet (the daemon does at its "
+                      "start; then qbsync settings --refresh): setting names checked, not "
+                      "values"))
     else:
         click.echo("no QuickBooks company connected: setting names checked, not values")
     click.echo(f"tax model: {report['tax_model'] or 'unknown'}, from {report['tax_model_source']}")

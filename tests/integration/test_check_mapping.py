@@ -426,6 +426,18 @@ def test_settings(shop: psycopg.Connection) -> None:
     # deposit_account:bank is missing in this company; the alias resolves
     assert findings(report) == {("refund", "1", "setting")}
     assert 'has no value for setting "deposit_account:bank"' in messages(report, "refund", "1")[0]
+    assert report["company"]["settings_looked_up"] is True
+    # just connected: the daemon has not looked the company's settings up yet (it does at
+    # its start), so their names are checked, not their values
+    shop.execute("DELETE FROM qbsync.realm_settings")
+    shop.commit()
+    result, report = check(shop)
+    assert result.exit_code == 0, findings(report)
+    assert report["company"]["settings_looked_up"] is False
+    assert findings(report, "warning") == set()
+    text = CliRunner().invoke(main, ["check-mapping", "--database-url", conn_url(shop)],
+                              env={k: None for k in os.environ if k.startswith("QBSYNC_")})
+    assert "its settings have not been looked up yet" in text.stdout
 
 
 def test_functions_of_the_contract(shop: psycopg.Connection) -> None:
