@@ -401,7 +401,7 @@ SELECT realm_id, company_name, company_info->>'Country' AS country
 FROM qbsync.connections WHERE active;
 
 -- name: check_realm_settings
-SELECT name, value FROM qbsync.realm_settings WHERE realm_id = %s;
+SELECT name, value, source FROM qbsync.realm_settings WHERE realm_id = %s;
 
 -- name: check_aliases
 SELECT name, target FROM qbsync.setting_aliases;
@@ -448,9 +448,8 @@ SELECT m.entity, m.key, m.doc_number, m.qbo_type FROM qbsync.entity_map m
 WHERE m.realm_id = %s AND m.doc_number = ANY(%s) AND m.qbo_status <> 'deleted';
 
 -- name: check_ledger
--- The shop's figures of the keys checked only (the ledger lists the whole period).
-SELECT l.entity, l.key, l.amount FROM qbsync.shop_ledger(%s, %s) AS l
-WHERE (l.entity, l.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]));
+-- Every document of the period: the totals of the keys checked, the DocNumbers of all.
+SELECT l.entity, l.key, l.doc_number, l.amount FROM qbsync.shop_ledger(%s, %s) AS l;
 
 -- name: check_tracked
 SELECT tbl::oid::bigint AS rel, tbl::text AS name, entity, columns FROM qbsync.tracked;

@@ -48,7 +48,8 @@ from .check_rules import (
 )
 from .errors import MalformedOutput, QbsyncError, describe_db_error
 from .queries import load_cli
-from .reads import Analyser, Catalog, clean
+from .reads import Analyser, Catalog, Function, Relation, clean
+from .reads import _path as search_path
 from .refs import collect
 
 Q = load_cli()
@@ -270,7 +271,8 @@ class Mapped:
 class Check:
     def __init__(self, conn: psycopg.Connection[Any], *, entities: list[str] | None,
                  sample: int | None, keys: list[str] | None, seed: float,
-                 tax_model: str | None, capture: bool = True) -> None:
+                 tax_model: str | None, capture: bool = True, ledger: bool | None = None
+                 ) -> None:
         self.conn = conn
         self.cur = conn.cursor(row_factory=dict_row)
         self.wanted = entities
@@ -279,6 +281,9 @@ class Check:
         self.seed = seed
         self.tax_option = tax_model
         self.capture = capture
+        # the checks over the shop's whole ledger map every document of the period: worth it
+        # (and meaningful) when every key is checked, not for a sample or a few keys
+        self.ledger = ledger if ledger is not None else (sample is None and keys is None)
         self.mapped: dict[tuple[str, str], Mapped] = {}
         self.results: list[KeyResult] = []
 
@@ -308,9 +313,13 @@ class Check:
         company = self.cur.execute(Q.check_company).fetchone()
         self.realm = company["realm_id"] if company else None
         self.settings: dict[str, Any] = {}
+        # the daemon looks a company's settings up at its start: until then (just connected)
+        # their values cannot be checked, only their names
+        self.looked_up = False
         if self.realm:
-            self.settings = {r["name"]: r["value"] for r in self.cur.execute(
-                Q.check_realm_settings, (self.realm,)).fetchall()}
+            rows = self.cur.execute(Q.check_realm_settings, (self.realm,)).fetchall()
+            self.settings = {r["name"]: r["value"] for r in rows}
+            self.looked_up = any(r["source"] == "lookup" for r in rows)
         self.aliases = {r["name"]: r["target"]
                         for r in self.cur.execute(Q.check_aliases).fetchall()}
         self.tax, source = self._tax_context(company)
@@ -339,7 +348,8 @@ class Check:
         self._ledger()
         return Report({"realm_id": self.realm,
                        "company_name": company["company_name"] if company else None,
-                       "country": company["country"] if company else None},
+                       "country": company["country"] if company else None,
+                       "settings_looked_up": self.looked_up},
                       self.tax.model, source, reports + self.extra_reports, self.results)
 
     def _guarded(self, report: EntityReport, what: str, step: Any, *args: Any) -> Any:
@@ -574,9 +584,9 @@ class Check:
             return Finding("setting", ERROR, f'"{name}" is never looked up: qbsync names '
                            f'rates without trailing zeros ("{good}"); use trim_scale(rate)',
                            path)
-        if self.realm:
-            if name in self.settings or target in self.settings:
-                return None
+        if name in self.settings or target in self.settings:
+            return None
+        if self.realm and self.looked_up:
             return Finding("setting", ERROR, f'QuickBooks company {self.realm} has no value '
                            f'for setting "{name}"' + (f' (alias of "{target}")'
                                                       if target != name else "")
@@ -585,11 +595,13 @@ class Check:
                            path)
         if LOOKED_UP.match(target):
             return None
+        why = (f"company {self.realm}'s settings have not been looked up yet" if self.realm
+               else "no company is connected")
         return Finding("setting", WARNING, f'"{name}" is not a setting qbsync looks up in '
                        "QuickBooks (tax_code:<rate>, income_account, payment_method:<name>, "
                        "deposit_account:undeposited_funds|bank) nor an alias of one "
                        "(qbsync.setting_aliases): every company needs an override "
-                       "(no company is connected, so names alone were checked)", path)
+                       f"({why}, so names alone were checked)", path)
 
     def _doc_numbers(self) -> None:
         docs = [(item.result.entity, item.result.key, item.qbo_type, item.doc_number)
@@ -610,29 +622,55 @@ class Check:
                     "QuickBooks refuses it (6140)", "DocNumber"))
 
     def _ledger(self) -> None:
-        """Each body's total against the shop's own figure, when the invoice entity has a
-        `_ledger(from, to)`: what the lines make against what the shop says it billed."""
+        """Against the shop's own figures, when the invoice entity has a `_ledger(from, to)`:
+        each body's total against what the shop says it billed, and each DocNumber against
+        every document of the period (those not checked too). The ledger maps every document
+        of the period: on by default over all keys only (--ledger / --no-ledger)."""
         invoice = next((e for e, t in sorted(self.types.items()) if t == "Invoice"), None)
         if invoice is None or not any(
                 f["name"] == invoice + "_ledger" and tuple(f["args"]) == ("date", "date")
                 for f in self.functions):
             return
+        name = fn_name(invoice, "_ledger", ("date", "date"))
         dated = [item for item in self.mapped.values()
                  if item.total is not None and item.txn_date is not None]
         if not dated:
             return
+        if not self.ledger:
+            self._report_for(invoice).findings.append(Finding(
+                "totals", INFO, f"the checks against the shop's ledger ({name}: each body's "
+                "total, each DocNumber against every document of the period) were skipped: "
+                "they map every document of the period, and run by default only when every "
+                "key is checked; --ledger runs them", name))
+            return
         first = min(item.txn_date for item in dated if item.txn_date)
         last = max(item.txn_date for item in dated if item.txn_date)
-        ledger = {(r["entity"], r["key"]): r["amount"] for r in self.cur.execute(
-            Q.check_ledger, (first, last, [i.result.entity for i in dated],
-                             [i.result.key for i in dated])).fetchall()}
+        rows = self.cur.execute(Q.check_ledger, (first, last)).fetchall()
+        ledger = {(r["entity"], r["key"]): r["amount"] for r in rows}
         for item in dated:
             amount = ledger.get((item.result.entity, item.result.key))
             if amount is not None and item.total is not None and Decimal(amount) != item.total:
                 item.result.findings.append(Finding(
                     "totals", ERROR, f"the body makes {item.total}, the shop's ledger "
-                    f"({fn_name(invoice, '_ledger', ('date', 'date'))}) says {amount}",
+                    f"({name}) says {amount}",
                     "TotalAmt" if item.qbo_type == "Payment" else "Line"))
+        # DocNumbers of the documents not checked (the checked ones are compared above)
+        owners: dict[tuple[str, str], tuple[str, str]] = {}
+        for r in rows:
+            entity, doc = r["entity"], r["doc_number"]
+            if doc is None or entity not in self.types or (entity, r["key"]) in self.mapped:
+                continue
+            owners.setdefault((self.types[entity], str(doc)), (entity, r["key"]))
+        for item in self.mapped.values():
+            if item.doc_number is None or any(f.rule == "doc_number"
+                                              for f in item.result.findings):
+                continue
+            owner = owners.get((item.qbo_type, item.doc_number))
+            if owner is not None:
+                item.result.findings.append(Finding(
+                    "doc_number", ERROR, f"DocNumber {item.doc_number!r} is also {owner[0]} "
+                    f"{owner[1]}'s in the shop's ledger ({name}): QuickBooks refuses a second "
+                    f"{item.qbo_type} with it (error 6140)", "DocNumber"))
 
     # -- capture ---------------------------------------------------------------------------
 
@@ -649,7 +687,7 @@ class Check:
             self._analyser = Analyser(catalog)
             self._tracked = self.cur.execute(Q.check_tracked).fetchall()
             self._triggers = self.cur.execute(Q.check_enqueue_triggers).fetchall()
-            self._written = written_back(catalog)
+            self._written = written_back(catalog, self._analyser)
         cat = self._catalog
         reads = self._analyser.reads(int(body["oid"]))
         report.reads = {
@@ -732,27 +770,58 @@ def _acknowledged(source: str, comment: str | None) -> set[tuple[str, str]]:
     return out
 
 
-def written_back(catalog: Catalog) -> set[tuple[int, str]]:
-    """Columns the mapping's `_outcome` / `_outcomes` functions write (the `SET` lists of
-    their UPDATEs): qbsync's write-back, which is never captured (the daemon's own writes
-    are not) and needs no capture rule."""
+def written_back(catalog: Catalog, analyser: Analyser | None = None) -> set[tuple[int, str]]:
+    """Columns the mapping's `_outcome` / `_outcomes` functions write, themselves or through
+    the functions they call (the `SET` lists of their UPDATEs, the column lists of their
+    INSERTs and `ON CONFLICT DO UPDATE SET`s): qbsync's write-back, which is never captured
+    (the daemon's own writes are not) and needs no capture rule."""
     out: set[tuple[int, str]] = set()
+    writers: set[int] = set()
     for fn in catalog.functions.values():
         if fn.schema != "qbsync_map" or not re.search(r"_outcomes?$", fn.name):
             continue
+        writers.add(fn.oid)
+        if analyser is not None:
+            writers |= analyser.reads(fn.oid).reached
+    for oid in sorted(writers):
+        fn = catalog.functions.get(oid)
+        if fn is None:
+            continue
         text, _ = clean(fn.source)
+        path = _path_of(fn, catalog)
         for match in re.finditer(r"\bupdate\s+(?:only\s+)?([\w\".]+)(?:\s+(?:as\s+)?\w+)?\s+"
                                  r"set\s+(.*?)(?=\bfrom\b|\bwhere\b|\breturning\b|;|$)",
                                  text, re.IGNORECASE | re.DOTALL):
-            target = [p.strip('"') for p in match[1].split(".")]
-            schema, name = (target[0], target[1]) if len(target) == 2 else (None, target[0])
-            rel = catalog.relation(schema, name if schema else name.lower(),
-                                   catalog.default_path)
+            rel = _target(catalog, match[1], path)
             if rel is None:
                 continue
             for column in re.findall(r"(?:^|,)\s*\"?(\w+)\"?\s*=", _top_level(match[2])):
                 out.add((rel.oid, column.lower()))
+        for match in re.finditer(r"\binsert\s+into\s+([\w\".]+)(?:\s+as\s+\w+)?\s*\(([^()]*)\)"
+                                 r"(.*?)(?=;|$)", text, re.IGNORECASE | re.DOTALL):
+            rel = _target(catalog, match[1], path)
+            if rel is None:
+                continue
+            for column in match[2].split(","):
+                out.add((rel.oid, column.strip().strip('"').lower()))
+            upsert = re.search(r"\bon\s+conflict\b.*?\bdo\s+update\s+set\s+(.*?)"
+                               r"(?=\bwhere\b|\breturning\b|$)", match[3],
+                               re.IGNORECASE | re.DOTALL)
+            if upsert:
+                for column in re.findall(r"(?:^|,)\s*\"?(\w+)\"?\s*=", _top_level(upsert[1])):
+                    out.add((rel.oid, column.lower()))
     return out
+
+
+def _path_of(fn: Function, catalog: Catalog) -> list[str]:
+    """The search_path a function's unqualified names resolve through."""
+    return search_path(fn.search_path) if fn.search_path is not None else catalog.default_path
+
+
+def _target(catalog: Catalog, name: str, path: list[str]) -> Relation | None:
+    target = [p.strip('"') for p in name.split(".")]
+    schema, rel = (target[0], target[1]) if len(target) == 2 else (None, target[0])
+    return catalog.relation(schema, rel if schema else rel.lower(), path)
 
 
 def _top_level(text: str) -> str:
@@ -804,7 +873,8 @@ def _model_of(settings: list[tuple[str, str]], tax: TaxContext) -> str | None:
 
 def check_mapping(conn: psycopg.Connection[Any], *, entities: list[str] | None = None,
                   sample: int | None = None, keys: list[str] | None = None, seed: float = 0.0,
-                  tax_model: str | None = None, capture: bool = True) -> Report:
+                  tax_model: str | None = None, capture: bool = True,
+                  ledger: bool | None = None) -> Report:
     """Run the check (see the module's docstring); `conn` must not be in a transaction."""
     return Check(conn, entities=entities, sample=sample, keys=keys, seed=seed,
-                 tax_model=tax_model, capture=capture).run()
+                 tax_model=tax_model, capture=capture, ledger=ledger).run()

@@ -39,12 +39,18 @@ from .cli_common import (
 @click.option("--no-capture", is_flag=True,
               help="Skip the check of the capture rules against the columns the mapping "
                    "reads.")
+@click.option("--ledger/--no-ledger", default=None,
+              help="Check the bodies against the shop's own <invoice entity>_ledger: each "
+                   "total, and each DocNumber against every document of the period. It maps "
+                   "every document of the period: default on when all keys are checked, off "
+                   "with --sample or --keys.")
 @json_option
 @database_option
 @operator_errors
 def check_mapping_command(entities: tuple[str, ...], sample: int | None,
                           key_lists: tuple[str, ...], seed: float, tax_model: str | None,
-                          no_capture: bool, as_json: bool, database_url: str | None) -> None:
+                          no_capture: bool, ledger: bool | None, as_json: bool,
+                          database_url: str | None) -> None:
     """Run the mapping functions over the shop's keys (a --sample, all of them, or the
     --keys given) and check every body against what QuickBooks enforces and qbsync knows,
     without contacting QuickBooks: required fields, lengths and characters, e-mails, line
@@ -66,7 +72,7 @@ def check_mapping_command(entities: tuple[str, ...], sample: int | None,
         try:
             report = check_mapping(conn, entities=list(entities) or None, sample=sample,
                                    keys=keys, seed=seed, tax_model=tax_model,
-                                   capture=not no_capture)
+                                   capture=not no_capture, ledger=ledger)
         except UnknownEntity as exc:
             click.secho(f"qbsync: {exc}", fg="red", err=True)
             sys.exit(EXIT_USAGE)
@@ -86,7 +92,11 @@ def _print(report: dict[str, Any]) -> None:
     if company["realm_id"]:
         click.echo(f"QuickBooks company {company['realm_id']}"
                    + (f" ({company['company_name']})" if company["company_name"] else "")
-                   + ": settings checked against its values (qbsync.realm_settings)")
+                   + (": settings checked against its values (qbsync.realm_settings)"
+                      if company["settings_looked_up"] else
+                      ": its settings have not been looked up yet (the daemon does at its "
+                      "start; then qbsync settings --refresh): setting names checked, not "
+                      "values"))
     else:
         click.echo("no QuickBooks company connected: setting names checked, not values")
     click.echo(f"tax model: {report['tax_model'] or 'unknown'}, from {report['tax_model_source']}")

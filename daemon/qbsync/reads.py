@@ -105,6 +105,7 @@ class Reads:
     columns: set[tuple[int, str]] = field(default_factory=set)
     relations: set[int] = field(default_factory=set)
     functions: list[str] = field(default_factory=list)
+    reached: set[int] = field(default_factory=set)           # oids of the functions followed
     methods: dict[str, str] = field(default_factory=dict)   # function -> how
     notes: list[str] = field(default_factory=list)
 
@@ -204,6 +205,7 @@ class Analyser:
             out.columns |= own.columns
             out.relations |= own.relations
             out.functions.append(fn.qualified)
+            out.reached.add(current)
             out.methods[fn.qualified] = own.methods.get(fn.qualified, "")
             out.notes += own.notes
             todo += [int(c) for c in own.functions]

@@ -262,6 +262,31 @@ def test_totals(shop: psycopg.Connection) -> None:
     assert messages(report, "order", "bad") == [
         "Line: the body makes 25.8, the shop's ledger (qbsync_map.order_ledger(date, date)) "
         "says 26.80"]
+    # the ledger maps every document of the period: by default only when every key is
+    # checked; a --sample or --keys says it skipped it and how to run it
+    skipped = ("order", "", "totals")
+    for args in (("--sample", "5"), ("--entity", "order", "--keys", "bad"), ("--no-ledger",)):
+        result, report = check(shop, "--tax-model", "vat", *args)
+        assert result.exit_code == 0, (args, findings(report))
+        assert skipped in findings(report, "info"), args
+        note = next(f["message"] for e in report["entities"] if e["entity"] == "order"
+                    for f in e["findings"] if f["rule"] == "totals")
+        assert "were skipped" in note
+        assert "--ledger runs them" in note
+    for args in (("--sample", "5", "--ledger"), ("--entity", "order", "--keys", "bad",
+                                                   "--ledger")):
+        report = assert_only(shop, "order", "totals", *args)
+        assert skipped not in findings(report, "info")
+    # over the whole ledger, a DocNumber is checked against the documents not sampled too
+    plant(shop, "order", "dup", GOOD["order"])   # A-1, order 1's
+    result, report = check(shop, "--tax-model", "vat", "--entity", "order", "--keys", "dup")
+    assert result.exit_code == 0, findings(report)
+    report = assert_only(shop, "order", "doc_number", "--entity", "order", "--keys", "dup",
+                         "--ledger", key="dup")
+    assert messages(report, "order", "dup") == [
+        "DocNumber: DocNumber 'A-1' is also order 1's in the shop's ledger "
+        "(qbsync_map.order_ledger(date, date)): QuickBooks refuses a second Invoice with it "
+        "(error 6140)"]
 
 
 def test_tax_codes(shop: psycopg.Connection) -> None:
@@ -401,6 +426,18 @@ def test_settings(shop: psycopg.Connection) -> None:
     # deposit_account:bank is missing in this company; the alias resolves
     assert findings(report) == {("refund", "1", "setting")}
     assert 'has no value for setting "deposit_account:bank"' in messages(report, "refund", "1")[0]
+    assert report["company"]["settings_looked_up"] is True
+    # just connected: the daemon has not looked the company's settings up yet (it does at
+    # its start), so their names are checked, not their values
+    shop.execute("DELETE FROM qbsync.realm_settings")
+    shop.commit()
+    result, report = check(shop)
+    assert result.exit_code == 0, findings(report)
+    assert report["company"]["settings_looked_up"] is False
+    assert findings(report, "warning") == set()
+    text = CliRunner().invoke(main, ["check-mapping", "--database-url", conn_url(shop)],
+                              env={k: None for k in os.environ if k.startswith("QBSYNC_")})
+    assert "its settings have not been looked up yet" in text.stdout
 
 
 def test_functions_of_the_contract(shop: psycopg.Connection) -> None:
@@ -607,3 +644,65 @@ def test_as_the_daemons_login_role(dixis_db: psycopg.Connection) -> None:
         dixis_db.execute(f"DROP OWNED BY {role}")
         dixis_db.execute(f"DROP ROLE {role}")
         dixis_db.commit()
+
+
+def test_the_medusa_mapping_passes(medusa_db: psycopg.Connection) -> None:
+    """The Medusa mapping, over all keys (the ledger checks included) and over a sample:
+    no error and no warning but the refusals it means (orders in dollars, in a euro
+    company); what it leaves uncaptured on purpose is said (notes)."""
+    medusa_db.execute("SET qbsync.origin = 'daemon'")  # history, not changes to push
+    medusa_db.execute("SELECT medusa.generate(150, 0.3)")
+    medusa_db.commit()
+    for args in ((), ("--sample", "40")):
+        result, report = check(medusa_db, *args)
+        assert result.exit_code == 0, json.dumps([k for k in report.get("keys", [])
+                                                  if k["level"] == "error"][:5])
+        assert findings(report) == set()
+        assert {rule for _, _, rule in findings(report, "warning")} <= {"refused"}
+        refused = [m for k in report["keys"] for f in k["findings"]
+                   if f["rule"] == "refused" for m in [f["message"]]]
+        assert all("the order is in USD but the QuickBooks company keeps its books in EUR"
+                   in m for m in refused), refused[:3]
+        mapped = {e["entity"]: e["keys_checked"] for e in report["entities"]}
+        assert set(mapped) == {"customer", "order", "payment", "product", "refund"}
+        assert all(mapped.values()), mapped
+        notes = findings(report, "info")
+        assert {(e, "", "capture") for e in ("customer", "order", "payment", "refund")} <= notes
+        ledger_skipped = ("order", "", "totals") in notes
+        assert ledger_skipped == bool(args)
+    assert mapped["order"] == 40
+
+
+def one_value(conn: psycopg.Connection, query: str, *args: Any) -> Any:
+    row = conn.execute(query, args).fetchone()  # type: ignore[arg-type]  # a test's own SQL
+    assert row is not None
+    return row[0]
+
+
+def test_the_medusa_mapping_problems_are_still_found(medusa_db: psycopg.Connection) -> None:
+    """What the Medusa mapping does not guard against is still found in it: a capture rule
+    missing (a line item edited in place would not push its invoice again) and two orders
+    with one number (QuickBooks refuses the second DocNumber)."""
+    medusa_db.execute("SET qbsync.origin = 'daemon'")
+    medusa_db.execute("SELECT medusa.generate(30, 0.3)")
+    medusa_db.execute("SELECT qbsync.untrack('medusa.order_line_item', 'order')")
+    first, second = [k for (k,) in medusa_db.execute(
+        "SELECT o.id FROM medusa.\"order\" o WHERE medusa_qbsync.keeps_invoice(o) "
+        "AND o.currency_code = 'eur' ORDER BY o.display_id LIMIT 2")]
+    # Medusa keeps custom numbers unique, but not apart from its own numbers prefixed
+    display = one_value(medusa_db, 'SELECT display_id FROM medusa."order" WHERE id = %s', second)
+    number = f"MED-{display}"
+    medusa_db.execute("UPDATE medusa.\"order\" SET custom_display_id = %s WHERE id = %s",
+                      (number, first))
+    medusa_db.commit()
+    result, report = check(medusa_db, "--entity", "order")
+    assert result.exit_code == 1
+    assert findings(report) == {("order", "", "capture"), ("order", second, "doc_number")}
+    capture = [f["message"] for e in report["entities"] if e["entity"] == "order"
+               for f in e["findings"] if f["rule"] == "capture" and f["level"] == "error"]
+    assert len(capture) == 1
+    assert capture[0].startswith('qbsync_map."order"(text) reads medusa.order_line_item (')
+    assert "track it: qbsync.track('medusa.order_line_item', 'order', <key>)" in capture[0]
+    assert messages(report, "order", second) == [
+        f"DocNumber: DocNumber '{number}' is also order {first}'s: QuickBooks refuses a second "
+        "Invoice with it (error 6140)"]

@@ -41,6 +41,17 @@ def test_what_medusa_writes_enqueues(medusa_db: psycopg.Connection) -> None:
                  "WHERE item_id = %s", (item_id,))
     assert outbox(conn) == [("order", order_id)]
     clear_outbox(conn)
+    # so do a line item and a shipping method edited in place (the invoice's descriptions
+    # and amounts; check-mapping's capture rule asks for them)
+    conn.execute("UPDATE medusa.order_line_item SET title = title || ' (gift)' WHERE id = %s",
+                 (item_id,))
+    assert outbox(conn) == [("order", order_id)]
+    clear_outbox(conn)
+    conn.execute("UPDATE medusa.order_shipping_method SET name = name || ' express' WHERE id = "
+                 "(SELECT shipping_method_id FROM medusa.order_shipping WHERE order_id = %s "
+                 "LIMIT 1)", (order_id,))
+    assert outbox(conn) == [("order", order_id)]
+    clear_outbox(conn)
     # an edit: Medusa writes the next version's rows and bumps the order's version
     conn.execute("INSERT INTO medusa.order_item (id, order_id, version, item_id, quantity, "
                  "raw_quantity, fulfilled_quantity, shipped_quantity, return_requested_quantity, "
@@ -111,3 +122,21 @@ def test_admin_functions(medusa_db: psycopg.Connection) -> None:
     invoices_total = next(total for entity, _, total in ledger if entity == "order")
     refunds_total = next((total for entity, _, total in ledger if entity == "refund"), 0)
     assert gross == invoices_total - refunds_total
+    # a period maps its own documents only: an order of another day that cannot be mapped
+    # at all (Medusa's summary unreadable) leaves a day's ledger and revenue alone
+    day, other = conn.execute(
+        "SELECT (SELECT created_at::date FROM medusa.\"order\" o WHERE medusa_qbsync."
+        "keeps_invoice(o) AND currency_code = 'eur' ORDER BY created_at LIMIT 1), "
+        "(SELECT id FROM medusa.\"order\" o WHERE medusa_qbsync.keeps_invoice(o) "
+        "AND currency_code = 'eur' ORDER BY created_at DESC LIMIT 1)").fetchone() or (None, None)
+    conn.execute("UPDATE medusa.order_summary SET totals = jsonb_set(totals, "
+                 "'{raw_current_order_total,value}', '\"unreadable\"') WHERE order_id = %s",
+                 (other,))
+    one_day = conn.execute("SELECT entity, key FROM qbsync_map.order_ledger(%s, %s)",
+                           (day, day)).fetchall()
+    assert ("order", other) not in one_day
+    assert any(entity == "order" for entity, _ in one_day)
+    day_revenue = conn.execute("SELECT orders FROM qbsync_map.order_revenue(%s, %s)",
+                               (day, day)).fetchone()
+    assert day_revenue is not None
+    assert day_revenue[0] >= 1

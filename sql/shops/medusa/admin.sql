@@ -95,11 +95,13 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH p AS (SELECT * FROM medusa_qbsync.period(from_date, to_date)),
-    invoiced AS (
+    -- MATERIALIZED: each document mapped once, and only those of the period (inlined, the
+    -- planner would copy the mapping call into every use of body, filters on other rows first)
+    invoiced AS MATERIALIZED (
         SELECT medusa_qbsync.mapped('order', o.id) AS body
         FROM medusa."order" o, p
         WHERE o.created_at >= p.starts AND o.created_at < p.ends
-    ), refunded AS (
+    ), refunded AS MATERIALIZED (
         SELECT medusa_qbsync.mapped('refund', r.id) AS body
         FROM medusa.refund r, p
         WHERE r.created_at >= p.starts AND r.created_at < p.ends AND r.deleted_at IS NULL
@@ -125,7 +127,10 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH p AS (SELECT * FROM medusa_qbsync.period(from_date, to_date)),
-    docs AS (
+    -- MATERIALIZED: each document mapped once, and only those of the period (inlined, the
+    -- planner would copy the mapping call into every use of body, and filter the whole
+    -- table on it before the dates)
+    docs AS MATERIALIZED (
         SELECT 'order' AS entity, o.id AS key, medusa_qbsync.mapped('order', o.id) AS body
         FROM medusa."order" o, p WHERE o.created_at >= p.starts AND o.created_at < p.ends
         UNION ALL

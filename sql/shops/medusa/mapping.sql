@@ -469,6 +469,8 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of customer covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured medusa.order.* medusa.order_address.* -- the latest order's billing address names a customer whose own row and addresses do not; the customer is pushed with it as its first invoice's dependency, and a later order does not rewrite it
 DECLARE
     c medusa.customer;
     b medusa.order_address;          -- the latest order's billing address
@@ -589,6 +591,10 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of product covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured medusa.product_variant_price_set.* -- a variant's price set is linked when the variant is created (its prices are captured)
+-- qbsync:uncaptured medusa.price_preference.* -- whether the store's prices include tax is configuration, as below
+-- qbsync:uncaptured medusa.store.* medusa.store_currency.* medusa_qbsync.settings.* -- configuration (home currency, DocNumber prefix, time zone): changing it re-pushes nothing by itself; qbsync resync does, when meant
 DECLARE
     v record;
     v_home text := medusa_qbsync.home_currency();
@@ -617,7 +623,7 @@ BEGIN
         RETURN v_body;
     END IF;
 
-    SELECT pv.id, pv.title, pv.sku, p.title AS product_title, p.subtitle, p.description,
+    SELECT pv.id, pv.title, pv.sku, p.title AS product_title, p.description,
            (SELECT pr.amount
             FROM medusa.product_variant_price_set l
             JOIN medusa.price pr ON pr.price_set_id = l.price_set_id AND pr.deleted_at IS NULL
@@ -689,6 +695,10 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of order covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured medusa.capture.* medusa.payment.* medusa.order_payment_collection.* -- only whether a canceled order keeps its invoice, which the money captured before the cancellation settles: Medusa captures nothing for a canceled order, and the cancellation is captured
+-- qbsync:uncaptured medusa.order_summary.* medusa.order_change.* -- Medusa's own total is a cross-check of the lines (written with them, in the same order version, which is captured), and returns only lift that check; the summary is rewritten by every payment (paid_total), which changes no invoice
+-- qbsync:uncaptured medusa.store.* medusa.store_currency.* medusa_qbsync.settings.* -- configuration (home currency, DocNumber prefix, time zone): changing it re-pushes nothing by itself; qbsync resync does, when meant
 DECLARE
     o medusa."order";
     v_label text;
@@ -862,6 +872,11 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of payment covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured medusa.order.* medusa.order_address.* medusa.order_change.* medusa.order_item.* medusa.order_line_item.* medusa.order_line_item_adjustment.* medusa.order_line_item_tax_line.* medusa.order_shipping.* medusa.order_shipping_method.* medusa.order_shipping_method_adjustment.* medusa.order_shipping_method_tax_line.* medusa.order_summary.* -- the invoice a capture pays (its customer, number, total): a change of the order re-pushes the invoice, the Payment records the money as it was taken
+-- qbsync:uncaptured medusa.payment.* medusa.order_payment_collection.* -- a payment's provider, reference and order are set when it is authorized, before any capture
+-- qbsync:uncaptured medusa.refund.* -- read for refund keys only (money_movement, movement_cents)
+-- qbsync:uncaptured medusa.store.* medusa.store_currency.* medusa_qbsync.settings.* -- configuration (home currency, DocNumber prefix, time zone): changing it re-pushes nothing by itself; qbsync resync does, when meant
 DECLARE
     o medusa."order";
     p medusa.payment;
@@ -969,6 +984,11 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+-- Reads that no capture rule of refund covers, on purpose (qbsync check-mapping):
+-- qbsync:uncaptured medusa.order.* medusa.order_address.* medusa.order_change.* medusa.order_item.* medusa.order_line_item.* medusa.order_line_item_adjustment.* medusa.order_line_item_tax_line.* medusa.order_shipping.* medusa.order_shipping_method.* medusa.order_shipping_method_adjustment.* medusa.order_shipping_method_tax_line.* medusa.order_summary.* -- the invoice refunded: a receipt records the money given back as it was given; a change of the order re-pushes the invoice
+-- qbsync:uncaptured medusa.payment.* medusa.order_payment_collection.* medusa.capture.* -- a payment's provider and order are set when it is authorized; captures are read for capture keys (money_movement, movement_cents) and for whether a canceled order keeps its invoice, settled before the refund
+-- qbsync:uncaptured medusa.refund_reason.* -- the reason's label as it was when the money was refunded
+-- qbsync:uncaptured medusa.store.* medusa.store_currency.* medusa_qbsync.settings.* -- configuration (home currency, DocNumber prefix, time zone): changing it re-pushes nothing by itself; qbsync resync does, when meant
 DECLARE
     o medusa."order";
     p medusa.payment;

@@ -39,25 +39,43 @@ SELECT qbsync.track('medusa.order', 'order', 'id',
     "when" => $$NOT is_draft_order$$);
 
 -- What was sold, keyed to its order (every row of a new version enqueues it once).
+-- (the return quantities only lift the check against Medusa's summary, see has_returns)
 SELECT qbsync.track('medusa.order_item', 'order', 'order_id',
-    columns => ARRAY['order_id', 'version', 'item_id', 'quantity', 'unit_price', 'deleted_at']);
+    columns => ARRAY['order_id', 'version', 'item_id', 'quantity', 'unit_price', 'deleted_at',
+                     'return_requested_quantity', 'return_received_quantity',
+                     'return_dismissed_quantity', 'written_off_quantity']);
 SELECT qbsync.track('medusa.order_shipping', 'order', 'order_id',
-    columns => ARRAY['order_id', 'version', 'shipping_method_id', 'deleted_at']);
--- Tax lines and adjustments belong to a line item (or a shipping method), which belongs to
--- its order through order_item (order_shipping): the key is that lookup, one index probe.
+    columns => ARRAY['order_id', 'version', 'shipping_method_id', 'deleted_at', 'return_id',
+                     'claim_id', 'exchange_id']);
+-- Line items and shipping methods, their tax lines and adjustments belong to their order
+-- through order_item (order_shipping): the key is that lookup, one probe of Medusa's index
+-- on item_id (shipping_method_id), which covers the rows not deleted only. A line item or a
+-- shipping method is written before the order_item (order_shipping) naming it, whose own
+-- rule enqueues the order; an edit in place finds it.
+SELECT qbsync.track('medusa.order_line_item', 'order',
+    $$(SELECT oi.order_id FROM medusa.order_item oi
+       WHERE oi.item_id = r.id AND oi.deleted_at IS NULL LIMIT 1)$$,
+    columns => ARRAY['title', 'product_title', 'variant_title', 'variant_id', 'unit_price',
+                     'is_tax_inclusive', 'created_at', 'deleted_at']);
 SELECT qbsync.track('medusa.order_line_item_tax_line', 'order',
-    $$(SELECT oi.order_id FROM medusa.order_item oi WHERE oi.item_id = r.item_id LIMIT 1)$$,
+    $$(SELECT oi.order_id FROM medusa.order_item oi
+       WHERE oi.item_id = r.item_id AND oi.deleted_at IS NULL LIMIT 1)$$,
     columns => ARRAY['rate', 'code', 'item_id', 'deleted_at']);
 SELECT qbsync.track('medusa.order_line_item_adjustment', 'order',
-    $$(SELECT oi.order_id FROM medusa.order_item oi WHERE oi.item_id = r.item_id LIMIT 1)$$,
+    $$(SELECT oi.order_id FROM medusa.order_item oi
+       WHERE oi.item_id = r.item_id AND oi.deleted_at IS NULL LIMIT 1)$$,
     columns => ARRAY['amount', 'code', 'is_tax_inclusive', 'version', 'item_id', 'deleted_at']);
+SELECT qbsync.track('medusa.order_shipping_method', 'order',
+    $$(SELECT os.order_id FROM medusa.order_shipping os
+       WHERE os.shipping_method_id = r.id AND os.deleted_at IS NULL LIMIT 1)$$,
+    columns => ARRAY['name', 'amount', 'is_tax_inclusive', 'created_at', 'deleted_at']);
 SELECT qbsync.track('medusa.order_shipping_method_tax_line', 'order',
     $$(SELECT os.order_id FROM medusa.order_shipping os
-       WHERE os.shipping_method_id = r.shipping_method_id LIMIT 1)$$,
+       WHERE os.shipping_method_id = r.shipping_method_id AND os.deleted_at IS NULL LIMIT 1)$$,
     columns => ARRAY['rate', 'code', 'shipping_method_id', 'deleted_at']);
 SELECT qbsync.track('medusa.order_shipping_method_adjustment', 'order',
     $$(SELECT os.order_id FROM medusa.order_shipping os
-       WHERE os.shipping_method_id = r.shipping_method_id LIMIT 1)$$,
+       WHERE os.shipping_method_id = r.shipping_method_id AND os.deleted_at IS NULL LIMIT 1)$$,
     columns => ARRAY['amount', 'code', 'version', 'shipping_method_id', 'deleted_at']);
 -- An address edited in place (billing details on the invoice).
 SELECT qbsync.track('medusa.order_address', 'order',
@@ -83,7 +101,7 @@ SELECT qbsync.track('medusa.customer', 'customer', 'id',
 SELECT qbsync.track('medusa.customer_address', 'customer', 'customer_id',
     columns => ARRAY['first_name', 'last_name', 'company', 'address_1', 'address_2', 'city',
                      'province', 'postal_code', 'country_code', 'phone', 'is_default_billing',
-                     'deleted_at'],
+                     'customer_id', 'created_at', 'deleted_at'],
     "when" => $$EXISTS (SELECT 1 FROM medusa_qbsync.sync_state s
                         WHERE s.entity = 'customer' AND s.key = r.customer_id AND s.qbo_id IS NOT NULL)$$);
 SELECT qbsync.track('medusa.product_variant', 'product', 'id',
@@ -94,7 +112,8 @@ SELECT qbsync.track('medusa.product_variant', 'product', 'id',
 SELECT qbsync.track('medusa.price', 'product',
     $$(SELECT l.variant_id FROM medusa.product_variant_price_set l
        WHERE l.price_set_id = r.price_set_id AND l.deleted_at IS NULL LIMIT 1)$$,
-    columns => ARRAY['amount', 'currency_code', 'price_list_id', 'rules_count', 'deleted_at'],
+    columns => ARRAY['amount', 'currency_code', 'price_list_id', 'rules_count', 'min_quantity',
+                     'price_set_id', 'deleted_at'],
     "when" => $$EXISTS (SELECT 1 FROM medusa.product_variant_price_set l
                         JOIN medusa_qbsync.sync_state s
                           ON s.entity = 'product' AND s.key = l.variant_id AND s.qbo_id IS NOT NULL
