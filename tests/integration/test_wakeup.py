@@ -33,7 +33,15 @@ def listener(shop: psycopg.Connection) -> psycopg.Connection:
 
 
 def wakeups(listener: psycopg.Connection) -> int:
-    return sum(1 for _ in listener.notifies(timeout=0.2))
+    """The wake-ups sent since the last call: read up to a marker notified now. PostgreSQL
+    delivers notifications in commit order, so every wake-up of an earlier commit comes
+    before it, and none is missed however slow the delivery."""
+    with psycopg.connect(conn_url(listener), autocommit=True) as other:
+        other.execute("NOTIFY qbsync_wakeup, 'test-marker'")
+    for count, note in enumerate(listener.notifies(timeout=30)):
+        if note.payload == "test-marker":
+            return count
+    raise AssertionError("the marker notification did not arrive within 30 s")
 
 
 def waiting(shop: psycopg.Connection) -> bool:
