@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -389,11 +391,28 @@ async def _run_until_signalled(settings: Settings) -> int:
     """`run`, stopped by SIGTERM/SIGINT, including one that arrived before the loop ran."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # A signal the kernel delivers to another thread (the resolver's, Sentry's) still wakes
+    # the loop: its number is written to this socket, and the handler then runs here.
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    loop.add_reader(wake_r.fileno(), _drain, wake_r)
+    previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     STOP.bind(lambda: loop.call_soon_threadsafe(stop.set))
     try:
         return await run(settings, stop=stop)
     finally:
         STOP.unbind()
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(wake_r.fileno())
+        wake_r.close()
+        wake_w.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while sock.recv(4096):
+            pass
 
 
 def main(settings: Settings) -> int:
