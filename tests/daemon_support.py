@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from qbsync.daemon import Daemon
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
 from qbsync.qbo.oauth import TokenSet
 from qbsync.vault import Vault, generate_key
+from tests.waiting import eventually
 
 # A loopback address (the endpoint policy accepts http only there, with
 # allow_local_quickbooks); requests reach the in-process emulator through its ASGI transport,
@@ -119,16 +119,6 @@ async def running(shop: Shop, **overrides: Any) -> AsyncIterator[Daemon]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30,
-                     what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {within} s")
 
 
 async def drained(url: str, within: float = 60) -> None:

@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import sysconfig
 from pathlib import Path
 
 import psycopg
 
 from qbsync.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from tests.waiting import wait_until
 
 QBSYNC = str(Path(sys.executable).with_name("qbsync"))
 
@@ -72,8 +73,36 @@ class DaemonProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def terminate(self, timeout: float = 30) -> int:
+    def catches(self, sig: signal.Signals) -> bool:
+        """Whether the process has a handler for `sig` (SigCgt in /proc/PID/status)."""
         assert self.proc is not None
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) >> (sig - 1) & 1)
+
+    def importing(self) -> bool:
+        """Whether the process has begun importing its libraries: an extension module from
+        site-packages is mapped into it. Past the interpreter's own start (when no program
+        can catch a signal yet), long before the daemon is ready."""
+        assert self.proc is not None
+        libraries = sysconfig.get_paths()["platlib"]
+        try:
+            maps = Path(f"/proc/{self.proc.pid}/maps").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return any(libraries in line and ".so" in line for line in maps.splitlines())
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as `systemctl stop` sends it; the exit code. Sent once the process
+        catches it: a daemon restarted a moment ago may still be in the interpreter's own
+        start, where SIGTERM's default action kills any program (qbsync catches it from its
+        first line on, start-up included)."""
+        assert self.proc is not None
+        wait_until(lambda: not self.alive() or self.catches(signal.SIGTERM), 30,
+                   f"daemon {self.name} catching SIGTERM", every=0.005)
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
@@ -92,34 +121,42 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def _alive_or_fail(procs: list[DaemonProcess]) -> None:
+    for p in procs:
+        if not p.alive():
+            raise AssertionError(f"daemon {p.name} exited:\n{p.log()[-3000:]}")
+
+
 def wait_drained(db_url: str, within: float = 120, procs: list[DaemonProcess] | None = None
                  ) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    def drained() -> bool:
         with psycopg.connect(db_url, autocommit=True) as conn:
-            left = conn.execute(
-                "SELECT qbsync.backlog()").fetchone()
+            left = conn.execute("SELECT qbsync.backlog()").fetchone()
         if left == (0,):
-            return
-        for p in procs or []:
-            if not p.alive():
-                raise AssertionError(f"daemon {p.name} exited:\n{p.log()[-3000:]}")
-        time.sleep(0.2)
-    logs = "\n".join(p.log()[-2000:] for p in procs or [])
-    raise AssertionError(f"queue not drained within {within} s\n{logs}")
+            return True
+        _alive_or_fail(procs or [])
+        return False
+
+    try:
+        wait_until(drained, within, "an empty queue", every=0.2)
+    except AssertionError as exc:
+        logs = "\n".join(p.log()[-2000:] for p in procs or [])
+        raise AssertionError(f"{exc}\n{logs}") from None
 
 
 def wait_started(db_url: str, proc: DaemonProcess, within: float = 60) -> None:
-    """Until the daemon has registered itself (it is connected and has its signal handlers:
-    a SIGTERM from then on is a drain, not a kill during start-up)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    """Until the daemon has registered itself in qbsync.workers: it is connected and its
+    settings passed; it reads the company's references next, then claims rows."""
+    def registered() -> bool:
         with psycopg.connect(db_url, autocommit=True) as conn:
             row = conn.execute("SELECT 1 FROM qbsync.workers WHERE worker_id = %s",
                                (proc.name,)).fetchone()
-        if row:
-            return
-        if not proc.alive():
-            raise AssertionError(f"daemon {proc.name} exited:\n{proc.log()[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"daemon {proc.name} not started within {within} s\n{proc.log()}")
+        if row is not None:
+            return True
+        _alive_or_fail([proc])
+        return False
+
+    try:
+        wait_until(registered, within, f"daemon {proc.name} registered", every=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{proc.log()}") from None

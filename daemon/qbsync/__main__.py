@@ -1,3 +1,3 @@
-from qbsync.cli import main
+from qbsync.entry import main
 
 main()

@@ -1,5 +1,6 @@
 """`qbsync run`: wires settings, the database, QuickBooks and the worker together, and
-runs until SIGTERM/SIGINT (draining in-flight pushes) or an unrecoverable error."""
+runs until SIGTERM/SIGINT (draining in-flight pushes; a stop during start-up is exit 0, see
+`stopsignal`) or an unrecoverable error."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from .qbo.errors import QboError
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
+from .stopsignal import STOP
 from .store import PgPermits
 from .sync import Pusher, load_entities
 from .tokens import TokenStore
@@ -121,6 +124,8 @@ async def start(
                           "qbsync-token-keys): stored tokens cannot be decrypted without it")
     vault = Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
     shipped = tuple(discover())
+    if stop.is_set():  # stopped while starting: nothing to connect for
+        return None
     try:
         pool = await wait_for_pool(settings.database_url, stop, size=settings.concurrency + 4)
     except (asyncpg.PostgresError, OSError) as exc:  # what waiting cannot cure
@@ -356,14 +361,11 @@ async def run(
     transport: httpx.AsyncBaseTransport | None = None,
     on_ready: Callable[[Daemon], Any] | None = None,
 ) -> int:
-    """Run until stopped; returns the process exit code."""
+    """Run until `stop` is set; returns the process exit code."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     daemon = await start(settings, stop, transport=transport)
     if daemon is None:
+        log.info("qbsync %s stopped before it started", settings.worker_name)
         return 0
     supervisor = asyncio.create_task(_supervise(daemon, stop), name="qbsync-supervise")
     duties = asyncio.create_task(_duties(daemon, stop), name="qbsync-duties")
@@ -386,23 +388,44 @@ async def run(
         log.info("qbsync %s stopped", settings.worker_name)
 
 
-def _stop_before_start(signum: int, _frame: object) -> None:
-    # SIGTERM/SIGINT before the event loop installed its own handlers: nothing is claimed
-    # yet, so stopping at once is a clean stop.
-    raise SystemExit(0)
+async def _run_until_signalled(settings: Settings) -> int:
+    """`run`, stopped by SIGTERM/SIGINT, including one that arrived before the loop ran."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # A signal the kernel delivers to another thread (the resolver's, Sentry's) still wakes
+    # the loop: its number is written to this socket, and the handler then runs here.
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    loop.add_reader(wake_r.fileno(), _drain, wake_r)
+    previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    STOP.bind(lambda: loop.call_soon_threadsafe(stop.set))
+    try:
+        return await run(settings, stop=stop)
+    finally:
+        STOP.unbind()
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(wake_r.fileno())
+        wake_r.close()
+        wake_w.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while sock.recv(4096):
+            pass
 
 
 def main(settings: Settings) -> int:
     """`qbsync run`: every line it writes is a log record in the configured format, the
     fatal one included (JSON mode: every line is JSON); returns the exit code."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop_before_start)
+    STOP.install()  # the console script did already, before the imports; `python -c` may not
     logs.configure(settings.log_level, settings.log_format)
     for warning in environment_warnings():
         log.warning(warning)
     try:
         sentry.init_sentry(settings)
-        return asyncio.run(run(settings))
+        return asyncio.run(_run_until_signalled(settings))
     except ReconnectRequired as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

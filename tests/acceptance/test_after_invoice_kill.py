@@ -51,6 +51,7 @@ async def test_kill_9_while_payments_and_refunds_flow(
     daemon = DaemonProcess(env, "crashy-payments", tmp_path).start()
     rng = random.Random(11)
     for _ in range(8):
+        # random moments, for the payments and for the kill: the chaos under test
         await asyncio.sleep(rng.uniform(0.3, 1.0))
         pay_some(dixis_db, 3)
         refund_some(dixis_db, 2)

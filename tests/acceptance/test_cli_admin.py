@@ -189,7 +189,7 @@ async def _answer(url: str, emu: Emulator, realm: str, proc: subprocess.Popen[st
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             await handle_pending_requests(pool, client, realm)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the daemon's poll interval
     finally:
         await http.aclose()
         await pool.close()

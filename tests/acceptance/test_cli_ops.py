@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from qbsync.emulator import Emulator
 from qbsync.emulator.server import EmulatorServer
 from qbsync.vault import Vault, generate_key, parse_key_ring
 from tests.support import INVOICED, conn_url
+from tests.waiting import wait_until
 
 QBSYNC = str(Path(sys.executable).with_name("qbsync"))
 OLD = generate_key("k1")
@@ -180,12 +180,13 @@ def test_run_with_the_emulator_url_alone(tmp_path: Path, dixis_db: psycopg.Conne
             proc = subprocess.Popen([QBSYNC, "run", "--emulator", srv.base_url], env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 120
-            while dixis_db.execute("SELECT qbsync.backlog()").fetchone() != (0,):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
+            def drained() -> bool:
+                left = dixis_db.execute("SELECT qbsync.backlog()").fetchone()
                 dixis_db.commit()
-                time.sleep(0.2)
+                assert left == (0,) or proc.poll() is None, log.read_text()
+                return left == (0,)
+
+            wait_until(drained, 120, f"an empty queue ({log})", every=0.2)
             window = dixis_db.execute("SELECT minute_window FROM qbsync.rate_limits "
                                       "WHERE realm_id = %s", (realm,)).fetchone()
         finally:

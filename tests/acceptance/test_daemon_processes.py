@@ -8,7 +8,6 @@ import asyncio
 import collections
 import random
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from qbsync.pgcluster import TempCluster
 from tests.daemon_support import connect_shop
 from tests.process_support import DaemonProcess, daemon_env, wait_drained, wait_started
 from tests.support import INVOICED, conn_url
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     daemon = DaemonProcess(env, "crashy", tmp_path).start()
     rng = random.Random(7)
     for _ in range(8):
-        await asyncio.sleep(rng.uniform(0.3, 1.2))
+        await asyncio.sleep(rng.uniform(0.3, 1.2))  # a random moment: the chaos under test
         daemon.kill()
         daemon.start()
     wait_drained(shop.url, 120, [daemon])
@@ -129,14 +129,19 @@ async def test_kill_9_during_a_batch_backlog_costs_no_try_and_hides_no_invoice(
             if left < 3 * threshold:  # keep the backlog above batch_threshold
                 watch.execute("SELECT dixis.generate(%s, %s)", (3 * threshold - left,
                                                                wave / 20))
-            deadline = time.monotonic() + 60
-            while True:  # until the new daemon pushes invoices, and holds a batch's rows
-                now, held, left = _progress(watch)
-                if now >= pushed + 50 and held >= 30:
-                    break
+
+            def working(since: int = pushed) -> bool:
+                """The new daemon pushes invoices, and holds a batch's rows."""
+                now, held, _ = _progress(watch)
+                if now >= since + 50 and held >= 30:
+                    return True
                 assert daemon.alive(), daemon.log()[-3000:]
-                assert time.monotonic() < deadline, f"no progress: {daemon.log()[-3000:]}"
-                await asyncio.sleep(0.02)
+                return False
+
+            try:
+                wait_until(working, 60, "progress", every=0.02)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {daemon.log()[-3000:]}") from None
             await asyncio.sleep(rng.uniform(0, 0.2))  # a random moment of its work
             left_at_kills.append(_progress(watch)[2])
             daemon.kill()
@@ -176,7 +181,8 @@ async def test_two_daemons_never_push_a_row_twice(
     # one request per invoice (the batch endpoint is tested on its own), counted below
     env = daemon_env(shop.url, server.base_url, shop.token_keys, batch_threshold=100_000)
     daemons = [DaemonProcess(env, f"twin-{i}", tmp_path).start() for i in (1, 2)]
-    await asyncio.sleep(1)
+    for d in daemons:  # both claim from the first row on
+        wait_started(shop.url, d)
     dixis_db.execute("SELECT dixis.generate(150, 0.3)")
     dixis_db.commit()
     wait_drained(shop.url, 120, daemons)
@@ -204,8 +210,14 @@ async def test_sigterm_drains_and_releases(dixis_db: psycopg.Connection,
     dixis_db.commit()
     daemon = DaemonProcess(daemon_env(shop.url, server.base_url, shop.token_keys,
                                       shutdown_grace=1), "polite", tmp_path).start()
-    wait_started(shop.url, daemon)  # a SIGTERM during start-up is a plain kill
-    await asyncio.sleep(1)
+
+    def in_flight() -> bool:  # pushes under way (each answer takes 0.2 s): SIGTERM drains
+        row = dixis_db.execute(
+            "SELECT count(*) FROM qbsync.outbox WHERE state = 'running'").fetchone()
+        dixis_db.commit()
+        return row is not None and row[0] > 0
+
+    wait_until(in_flight, 60, "rows held by the daemon", every=0.02)
     assert daemon.terminate(30) == 0, daemon.log()
     running = dixis_db.execute(
         "SELECT count(*) FROM qbsync.outbox WHERE state = 'running'").fetchone()
@@ -235,7 +247,14 @@ async def test_postgres_restart_mid_run_loses_nothing(server: EmulatorServer,
         wait_started(url, daemon)
         with psycopg.connect(url) as conn:
             dixis.generate(conn, 80, seed=0.1)
-        await asyncio.sleep(1.0)
+
+        def pushing() -> bool:  # PostgreSQL restarts under a daemon at work
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute("SELECT count(*) FROM qbsync.integration_logs"
+                                   " WHERE status = 'success'").fetchone()
+            return row is not None and row[0] > 0
+
+        wait_until(pushing, 60, "the daemon's first push", every=0.02)
         pg.restart()
         with psycopg.connect(url) as conn:
             conn.execute("UPDATE dixis.orders SET status = 'completed', completed_at = now() "

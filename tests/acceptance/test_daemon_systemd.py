@@ -3,8 +3,9 @@ and no secret in its logs, even at DEBUG with httpx's request logging."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib.metadata
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from qbsync.emulator.server import EmulatorServer
 from tests.daemon_support import connect_shop
 from tests.process_support import DaemonProcess, daemon_env, wait_drained, wait_started
 from tests.support import conn_url
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +49,10 @@ class NotifyListener:
             with contextlib.suppress(TimeoutError):
                 self.messages.append(self._sock.recv(4096).decode())
 
+    def fields(self) -> list[str]:
+        """Every field received so far, one per line of a message."""
+        return [line for m in list(self.messages) for line in m.splitlines()]
+
     def close(self) -> list[str]:
         """Every message received, once the last one is in."""
         self._stop.set()
@@ -75,7 +81,13 @@ async def test_notify_ready_status_watchdog_stopping(
     dixis_db.execute("SELECT dixis.generate(10)")
     dixis_db.commit()
     wait_drained(shop.url, 60, [daemon])
-    await asyncio.sleep(3.5)
+
+    def reported() -> bool:  # two watchdog pings, and a status after the queue drained
+        fields = notify_socket.fields()
+        return fields.count("WATCHDOG=1") >= 2 and any(
+            "queue 0 pending" in f and "pushed" in f for f in fields)
+
+    wait_until(reported, 30, "two WATCHDOG=1 and a status of the empty queue")
     assert daemon.terminate() == 0, daemon.log()
     messages = notify_socket.close()
     fields = [line for m in messages for line in m.splitlines()]
@@ -113,3 +125,27 @@ async def test_no_secret_in_logs_even_at_debug(
     secrets = [DEFAULT_CLIENT_SECRET, shop.token_keys.split(":", 1)[1], *access, *refresh]
     leaked = [s[:8] + "…" for s in secrets if s in log]
     assert leaked == []
+
+
+async def test_sigterm_while_starting_is_a_clean_stop(
+    dixis_db: psycopg.Connection, server: EmulatorServer, tmp_path: Path
+) -> None:
+    """`systemctl stop` while the unit is still activating: SIGTERM while the daemon
+    imports its libraries (a second or more on a busy host, long before READY) is a stop
+    request, and the daemon exits 0 without starting; the signal's default action would
+    end it with -15, which systemd counts as a failed stop."""
+    script = importlib.metadata.entry_points(group="console_scripts", name="qbsync")
+    assert [e.value for e in script] == ["qbsync.entry:main"], (
+        "the installed qbsync script predates qbsync.entry: pip install --no-deps -e .")
+    shop = await connect_shop(conn_url(dixis_db), server.emulator, api_base_url=server.base_url)
+    env = daemon_env(shop.url, server.base_url, shop.token_keys, log_level="INFO")
+    daemon = DaemonProcess(env, "stopped-early", tmp_path).start()
+    assert daemon.proc is not None
+    wait_until(daemon.importing, 60, "the daemon importing its libraries", every=0.001)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(60) == 0, daemon.log()
+    log = daemon.log()
+    assert "stopped-early stopped before it started" in log, log
+    assert "syncing to company" not in log
+    workers = dixis_db.execute("SELECT count(*) FROM qbsync.workers").fetchone()
+    assert workers == (0,)

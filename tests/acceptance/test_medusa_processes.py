@@ -76,7 +76,7 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
                            tmp_path).start()
     rng = random.Random(11)
     for _ in range(6):
-        await asyncio.sleep(rng.uniform(0.3, 1.2))
+        await asyncio.sleep(rng.uniform(0.3, 1.2))  # a random moment: the chaos under test
         daemon.kill()
         daemon.start()
     wait_drained(shop.url, 180, [daemon])

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from click.testing import CliRunner
 from qbsync.emulator import Emulator
 from qbsync.emulator.cli import emulator_command
 from qbsync.emulator.server import EmulatorServer
+from tests.waiting import wait_until
 
 from .helpers import Api, line
 
@@ -184,14 +184,13 @@ def test_python_m_runs_a_server(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "realm_id=12345"
-        deadline = time.monotonic() + 20
-        while True:
+        def discovery() -> httpx.Response | None:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/.well-known/openid_configuration/")
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/.well-known/openid_configuration/")
             except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
+                return None
+
+        r = wait_until(discovery, 20, "the emulator serving", every=0.1)
         assert r.json()["token_endpoint"] == f"http://127.0.0.1:{port}/oauth2/v1/tokens/bearer"
         state = httpx.get(f"http://127.0.0.1:{port}/_emulator/state").json()
         assert "12345" in state["companies"]
@@ -207,8 +206,6 @@ def test_server_can_freeze_its_heap() -> None:
 
     emu = Emulator()
     with EmulatorServer(emu, freeze_heap=0.01):
-        deadline = time.monotonic() + 10
-        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(gc.get_freeze_count, 10, "a frozen heap")
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0  # given back to the collector on stop

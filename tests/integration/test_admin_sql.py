@@ -16,6 +16,7 @@ import pytest
 from psycopg import errors
 
 from tests.support import INVOICED
+from tests.waiting import wait_until
 
 REALM = "9341000000000777"
 VIEWS = ("dashboard", "recent_activity", "sync_logs", "failed", "recent_failures",
@@ -527,10 +528,16 @@ def test_queue_health_sections(conn: psycopg.Connection) -> None:
     conn.execute("UPDATE qbsync.settings SET value = '0' WHERE name = 'long_transaction_seconds'")
     with psycopg.connect(conn.info.dsn) as old:
         old.execute("SELECT txid_current()")
-        old.execute("SELECT pg_sleep(0.05)")
+        pid = old.info.backend_pid
+
+        def aged() -> bool:  # older than the next statement's now(), by however little
+            row = conn.execute("SELECT now() > xact_start FROM pg_stat_activity"
+                               " WHERE pid = %s", (pid,)).fetchone()
+            return bool(row and row[0])
+
+        wait_until(aged, 30, "the transaction's age above 0")
         rows = conn.execute("SELECT name, age, detail FROM qbsync.queue_health"
                             " WHERE section = 'xmin'").fetchall()
-        pid = old.info.backend_pid
         assert any(name == f"transaction pid {pid}" and age > timedelta(0)
                    for name, age, _ in rows), rows
 

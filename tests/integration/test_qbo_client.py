@@ -248,9 +248,11 @@ class GateLimiter:
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
+        self.queued = asyncio.Event()  # a request waits at the gate
 
     @contextlib.asynccontextmanager
     async def permit(self, kind: str = "request") -> AsyncIterator[object]:
+        self.queued.set()
         await self.gate.wait()
         yield object()
 
@@ -265,7 +267,7 @@ async def test_a_request_queued_for_its_permit_is_sent_with_the_token_of_then(en
     client = QboClient(env.http, base_url=BASE, realm_id=env.realm, tokens=env.tokens,
                        limiter=limiter)  # type: ignore[arg-type]  # the permit protocol only
     read = asyncio.create_task(client.read("CompanyInfo", env.realm))
-    await asyncio.sleep(0.05)  # queued at the limiter
+    await asyncio.wait_for(limiter.queued.wait(), 30)
     old = env.tokens.access
     env.emu.expire_access_tokens(env.realm)
     await env.tokens.refresh(old)  # a neighbour's 401 refreshed the tokens meanwhile

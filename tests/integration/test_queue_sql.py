@@ -4,9 +4,13 @@ the claim and skip_many keep however stale the outbox's statistics are."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 import pytest
 from psycopg import errors
+
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -26,6 +30,13 @@ def claim(conn: psycopg.Connection, worker: str, n: int, lease: str = "1 minute"
           ) -> list[tuple[int, str]]:
     return [(r[0], r[1]) for r in conn.execute(
         "SELECT id, key FROM qbsync.claim(%s, %s, %s::interval)", (worker, n, lease))]
+
+
+def past(conn: psycopg.Connection, moment: str, params: Sequence[object] = ()) -> bool:
+    """Whether `moment` (a query for one timestamp) is before the database's now(), the
+    clock the queue's functions compare leases with."""
+    row = conn.execute(f"SELECT ({moment}) < now()", params).fetchone()
+    return bool(row and row[0])
 
 
 def skip_many(conn: psycopg.Connection, worker: str, ids: list[int],
@@ -71,7 +82,8 @@ def test_expired_lease_is_reclaimed_and_the_old_holder_cannot_finish(
     capture(q, "a", "b")
     rows = claim(q, "w1", 10, "700 milliseconds")
     assert claim(q, "w2", 10) == []  # leases still held
-    q.execute("SELECT pg_sleep(0.8)")
+    wait_until(lambda: past(q, "SELECT max(lease_expires_at) FROM qbsync.outbox"), 30,
+               "the leases expired")
     retaken = claim(q, "w2", 10)
     assert sorted(retaken) == sorted(rows)
     # an interruption, not a try: the same try again (tests/integration/test_tries_sql.py)
@@ -90,13 +102,15 @@ def test_expired_lease_is_reclaimed_and_the_old_holder_cannot_finish(
 def test_extended_lease_is_not_reclaimed(q: psycopg.Connection) -> None:
     capture(q, "a")
     [(row_id, _)] = claim(q, "w1", 1, "200 milliseconds")
+    first_lease = q.execute("SELECT lease_expires_at FROM qbsync.outbox").fetchone()
     held = q.execute("SELECT qbsync.extend_leases('w1', %s::bigint[], '1 minute')",
                      ([row_id],)).fetchall()
     assert held == [(row_id,)]
     assert q.execute("SELECT next_attempt_at = lease_expires_at,"
                      " lease_expires_at > now() + interval '50 seconds' FROM qbsync.outbox"
                      ).fetchone() == (True, True)
-    q.execute("SELECT pg_sleep(0.3)")
+    wait_until(lambda: past(q, "SELECT %s::timestamptz", first_lease), 30,
+               "the first lease's end")
     assert claim(q, "w2", 10) == []
     # another worker cannot extend it
     assert q.execute("SELECT qbsync.extend_leases('w2', %s::bigint[], '1 minute')",

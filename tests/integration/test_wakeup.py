@@ -3,12 +3,11 @@ re-check closes the race with transactions that read the flag before it was set.
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 import pytest
 
 from tests.support import conn_url
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -34,7 +33,22 @@ def listener(shop: psycopg.Connection) -> psycopg.Connection:
 
 
 def wakeups(listener: psycopg.Connection) -> int:
-    return sum(1 for _ in listener.notifies(timeout=0.2))
+    """The wake-ups sent since the last call: read up to a marker notified now. PostgreSQL
+    delivers notifications in commit order, so every wake-up of an earlier commit comes
+    before it, and none is missed however slow the delivery."""
+    with psycopg.connect(conn_url(listener), autocommit=True) as other:
+        other.execute("NOTIFY qbsync_wakeup, 'test-marker'")
+    for count, note in enumerate(listener.notifies(timeout=30)):
+        if note.payload == "test-marker":
+            return count
+    raise AssertionError("the marker notification did not arrive within 30 s")
+
+
+def waiting(shop: psycopg.Connection) -> bool:
+    """What a capturing transaction would read now: does a daemon wait for a NOTIFY?"""
+    row = shop.execute("SELECT qbsync_capture.daemon_waiting()").fetchone()
+    shop.rollback()
+    return bool(row and row[0])
 
 
 def write(shop: psycopg.Connection, *ids: int) -> None:
@@ -72,10 +86,11 @@ def test_no_notify_after_stop_waiting_or_expiry(
     shop.commit()
     write(shop, 1)
     assert wakeups(listener) == 0
-    # A daemon killed while waiting leaves a flag that expires by itself.
+    # A daemon killed while waiting leaves a flag that expires by itself: once the
+    # database's clock has passed it, capture no longer notifies.
     shop.execute("SELECT qbsync.announce_waiting('w1', interval '0.3 s')")
     shop.commit()
-    time.sleep(0.4)
+    wait_until(lambda: not waiting(shop), 30, "the waiting flag expired")
     write(shop, 2)
     assert wakeups(listener) == 0
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from qbsync.db import Listener, create_pool
 from qbsync.model import Row, Skipped
 from qbsync.worker import Worker, WorkerConfig
+from tests.waiting import eventually
 
 
 class StubPusher:
@@ -38,6 +38,7 @@ class StubPusher:
             self.overlaps.append(row.key)
         self.running.add(row.key)
         try:
+            # a push that takes a moment, so that changes of its key arrive meanwhile
             await asyncio.sleep(0.001 if row.key.startswith("slow") else 0)
             self.pushed.append(row.key)
             return Skipped("nothing to push")
@@ -65,11 +66,13 @@ async def running_worker(url: str, pusher: StubPusher) -> AsyncIterator[asyncio.
 
 async def wait_drained(conn: asyncpg.Connection, task: asyncio.Task[None], within: float
                        ) -> None:
-    deadline = time.monotonic() + within
-    while await conn.fetchval("SELECT qbsync.backlog()") > 0:
-        assert time.monotonic() < deadline, "not drained"
+    async def drained() -> bool:
+        if await conn.fetchval("SELECT qbsync.backlog()") == 0:
+            return True
         assert not task.done(), task
-        await asyncio.sleep(0.02)
+        return False
+
+    await eventually(drained, within, "an empty queue", every=0.02)
 
 
 @pytest.fixture
@@ -111,7 +114,7 @@ async def test_a_key_changed_while_pushed_is_pushed_again_after(queue_url: str) 
                 await conn.execute(
                     "INSERT INTO qbsync.changes (entity, key)"
                     " SELECT 'thing', 'slow' || (g % 5) FROM generate_series(1, 5) AS g")
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # the changes come over time, not at once
             await wait_drained(conn, task, within=30)
         assert pusher.overlaps == []  # never two rows of one key in flight
         assert set(pusher.pushed) == {f"slow{i}" for i in range(5)}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from qbsync.memstore import MemoryQueue
 from qbsync.model import Outcome, Pushed, PushFailed, Row, Skipped
 from qbsync.worker import Worker, WorkerConfig
+from tests.waiting import eventually
 
 
 class Queue(MemoryQueue):
@@ -92,10 +92,10 @@ class Pusher:
 
 async def until(fact: Callable[[], bool], within: float = 10.0) -> None:
     """Yield to the loop until `fact` holds (it is a bug if it never does)."""
-    deadline = time.monotonic() + within
-    while not fact():
-        assert time.monotonic() < deadline, "never happened"
-        await asyncio.sleep(0.002)
+    async def check() -> bool:
+        return fact()
+
+    await eventually(check, within, "the fact", every=0.002)
 
 
 @contextlib.asynccontextmanager

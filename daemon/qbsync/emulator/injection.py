@@ -18,7 +18,9 @@ time too: it lapses that long after it was added, fired or not (a 429 storm is a
 during which every matching request is refused, however few a polite client sends).
 ``rate`` makes a rule hit each matching request with that probability only (a QuickBooks
 answering 5 % of its requests with a 500: ``rate=0.05, count=None``); a request it lets
-pass is matched against the next rules. ``Injector(seed=...)`` makes the draws repeatable.
+pass is matched against the next rules. ``Injector(seed=...)`` makes the draws repeatable;
+``Injector(clock=...)`` (or setting ``injector.clock``) replaces ``time.monotonic`` as the time
+rules lapse by, so that a test moves time on instead of sleeping.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,7 +47,7 @@ class FaultRule:
     hang_seconds: float = 30.0
     then: str = "504"
     hits: int = 0
-    lapses_at: float | None = None  # time.monotonic() after which the rule is gone
+    lapses_at: float | None = None  # Injector.clock() after which the rule is gone
     rate: float | None = None  # None: every matching request; else this share of them
 
     def matches(self, method: str, path: str, entity: str | None, realm: str | None) -> bool:
@@ -61,7 +64,9 @@ class FaultRule:
 
 
 class Injector:
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # real seconds, for rules that lapse
         self.rules: list[FaultRule] = []
         self.latency: tuple[float, float] | None = None
         self._ids = itertools.count(1)
@@ -103,7 +108,7 @@ class Injector:
             realm,
             float(hang_seconds),
             then,
-            lapses_at=time.monotonic() + float(seconds) if seconds is not None else None,
+            lapses_at=self.clock() + float(seconds) if seconds is not None else None,
             rate=float(rate) if rate is not None else None,
         )
         self.rules.append(rule)
@@ -132,7 +137,7 @@ class Injector:
     def prune(self) -> None:
         """Forget the rules whose time is up."""
         if any(r.lapses_at is not None for r in self.rules):
-            now = time.monotonic()
+            now = self.clock()
             self.rules = [r for r in self.rules if r.lapses_at is None or r.lapses_at > now]
 
     def set_latency(self, low: float | None, high: float | None = None) -> None:
