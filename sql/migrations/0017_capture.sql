@@ -31,8 +31,9 @@ COMMENT ON FUNCTION qbsync.max_key_bytes() IS
 
 -- Whether IS DISTINCT FROM can compare two values of p_type: a domain's base type, an
 -- array's element type, enums and ranges (a range's subtype has a btree class by
--- definition), and base types with a default btree operator class (or binary-coercible to
--- the type of one: varchar to text). Composites and everything else are compared by image.
+-- definition), and base types with a default btree operator class (or implicitly
+-- binary-coercible to the type of one: varchar to text; not xml). Not any "=": box's
+-- compares areas. Composites and everything else are compared by image.
 CREATE FUNCTION qbsync.has_btree_equality(p_type oid) RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -63,7 +64,7 @@ BEGIN
           AND (oc.opcintype = p_type
                OR EXISTS (SELECT 1 FROM pg_cast c
                           WHERE c.castsource = p_type AND c.casttarget = oc.opcintype
-                            AND c.castmethod = 'b')));
+                            AND c.castmethod = 'b' AND c.castcontext = 'i')));
 END
 $$;
 

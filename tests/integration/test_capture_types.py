@@ -1,0 +1,171 @@
+"""Capture never fails a shop's write: tracked columns of every type (json, xml, the
+geometric types, arrays and composites of them, domains, enums, ranges, money) compare on
+UPDATE, and a change is captured exactly when a tracked value changed; keys that qbsync
+cannot queue (empty, over max_key_bytes) die alone, as one dead row each, while other rows
+are claimed."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+SHOP = """
+CREATE SCHEMA shop;
+CREATE TYPE shop.mood AS ENUM ('happy', 'sad');
+CREATE TYPE shop.place AS (at point, info json);
+CREATE DOMAIN shop.doc AS json;
+CREATE DOMAIN shop.spot AS point;
+CREATE TABLE shop.things (
+    id int PRIMARY KEY, label text, j json, x xml, pt point, ln line, ls lseg, bx box,
+    pa path, pg polygon, ci circle, jarr json[], ptarr point[], place shop.place,
+    placearr shop.place[], doc shop.doc, spot shop.spot, mood shop.mood, rng int4range,
+    tr tstzrange, m money, jb jsonb);
+SELECT qbsync.define_entity('thing', 'Item');
+SELECT qbsync.define_entity('anything', 'Item');
+"""
+
+# column -> (value at INSERT, another value)
+VALUES: dict[str, tuple[str, str]] = {
+    "label": ("'a'", "'b'"),
+    "j": ("""'{"a": 1}'""", """'{"a": 2}'"""),
+    "x": ("'<a/>'", "'<b/>'"),
+    "pt": ("'(1,2)'", "'(1,3)'"),
+    "ln": ("'{1,2,3}'", "'{1,2,4}'"),
+    "ls": ("'[(0,0),(1,1)]'", "'[(0,0),(1,2)]'"),
+    "bx": ("'(1,1),(0,0)'", "'(2,2),(0,0)'"),
+    "pa": ("'((0,0),(1,1))'", "'((0,0),(1,2))'"),
+    "pg": ("'((0,0),(1,1),(1,0))'", "'((0,0),(2,2),(1,0))'"),
+    "ci": ("'<(0,0),1>'", "'<(0,0),2>'"),
+    "jarr": ("""ARRAY['{"a": 1}'::json]""", """ARRAY['{"a": 2}'::json]"""),
+    "ptarr": ("""'{"(1,2)"}'""", """'{"(1,3)"}'"""),
+    "place": ("""ROW('(1,2)', '{"a": 1}')""", """ROW('(1,2)', '{"a": 2}')"""),
+    "placearr": ("""ARRAY[ROW('(1,2)', '{"a": 1}')::shop.place]""",
+                 """ARRAY[ROW('(1,2)', '{"a": 2}')::shop.place]"""),
+    "doc": ("""'{"d": 1}'""", """'{"d": 2}'"""),
+    "spot": ("'(5,5)'", "'(5,6)'"),
+    "mood": ("'happy'", "'sad'"),
+    "rng": ("'[1,5)'", "'[1,6)'"),
+    "tr": ("'[2026-01-01,2026-02-01)'", "'[2026-01-01,2026-03-01)'"),
+    "m": ("1.50", "2.50"),
+    "jb": ("""'{"b": 1}'""", """'{"b": 2}'"""),
+}
+COLUMNS = list(VALUES)
+
+
+@pytest.fixture
+def shop(db: psycopg.Connection) -> psycopg.Connection:
+    db.execute(SHOP)
+    # one rule over the columns named, one over every column
+    db.execute("SELECT qbsync.track('shop.things', 'thing', 'id', %s)", (COLUMNS,))
+    db.execute("SELECT qbsync.track('shop.things', 'anything', 'id')")
+    db.commit()
+    return db
+
+
+def captured(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """What the last statement captured, in its own transaction (capture remembers the keys
+    a transaction captured); the changes are cleared for the next one."""
+    conn.commit()
+    rows = conn.execute("SELECT entity, key FROM qbsync.changes ORDER BY entity, key").fetchall()
+    conn.execute("DELETE FROM qbsync.changes")
+    conn.commit()
+    return rows
+
+
+BOTH = [("anything", "1"), ("thing", "1")]
+
+
+def test_every_column_type_inserts_updates_and_deletes(shop: psycopg.Connection) -> None:
+    shop.execute(f"INSERT INTO shop.things (id, {', '.join(COLUMNS)}) "
+                 f"VALUES (1, {', '.join(v for v, _ in VALUES.values())})")
+    assert captured(shop) == BOTH
+    shop.execute(f"UPDATE shop.things SET {', '.join(f'{c} = {c}' for c in COLUMNS)}")
+    assert captured(shop) == []  # the same values written again
+    for column, (before, after) in VALUES.items():
+        shop.execute(f"UPDATE shop.things SET {column} = {before}")  # equal, written anew
+        assert captured(shop) == [], column
+        shop.execute(f"UPDATE shop.things SET {column} = {after}")
+        assert captured(shop) == BOTH, column
+        shop.execute(f"UPDATE shop.things SET {column} = NULL")
+        assert captured(shop) == BOTH, column
+        shop.execute(f"UPDATE shop.things SET {column} = NULL")
+        assert captured(shop) == [], column
+    shop.execute("DELETE FROM shop.things")
+    assert captured(shop) == BOTH
+
+
+def test_a_json_column_added_later_is_compared_too(shop: psycopg.Connection) -> None:
+    shop.execute("INSERT INTO shop.things (id) VALUES (1)")
+    captured(shop)
+    shop.execute("ALTER TABLE shop.things ADD COLUMN extra json")
+    shop.commit()
+    shop.execute("""UPDATE shop.things SET extra = '{"e": 1}'""")
+    assert captured(shop) == [("anything", "1")]  # the rule over every column
+    shop.execute("""UPDATE shop.things SET extra = '{"e": 1}'""")
+    assert captured(shop) == []
+
+
+def test_ordinary_columns_keep_the_equality_comparison(shop: psycopg.Connection) -> None:
+    """Columns with a btree equality compare with IS DISTINCT FROM (what it cost before);
+    the others by record image."""
+    change = shop.execute("SELECT qbsync.capture_change('shop.things', %s)",
+                          (["label", "mood", "rng", "jb", "j", "place"],)).fetchone()
+    assert change == ("(OLD.label, OLD.mood, OLD.rng, OLD.jb) IS DISTINCT FROM "
+                      "(NEW.label, NEW.mood, NEW.rng, NEW.jb) OR "
+                      "ROW(OLD.j, OLD.place)::pg_catalog.record OPERATOR(pg_catalog.*<>) "
+                      "ROW(NEW.j, NEW.place)::pg_catalog.record",)
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+KEYS = """
+CREATE SCHEMA guests;
+CREATE TABLE guests.orders (id int PRIMARY KEY, email text);
+SELECT qbsync.define_entity('guest', 'Customer');
+SELECT qbsync.track('guests.orders', 'guest', 'email');
+"""
+
+
+def test_keys_qbsync_cannot_queue_die_alone(db: psycopg.Connection) -> None:
+    db.execute(KEYS)
+    db.commit()
+    long_a, long_b = "a" * 3000, "a" * 2999 + "b"
+    db.execute("INSERT INTO guests.orders VALUES (1, 'ada@example.com'), (2, NULL), (3, ''), "
+               "(4, %s), (5, %s), (6, 'grace@example.com')", (long_a, long_b))
+    db.commit()  # the shop's write went through
+    claimed = db.execute("SELECT key FROM qbsync.claim('w', 10, '1 minute') ORDER BY key")
+    assert claimed.fetchall() == [("ada@example.com",), ("grace@example.com",)]
+    dead = db.execute("SELECT key, last_error_code, last_error, attempts FROM qbsync.outbox"
+                      " WHERE state = 'dead' ORDER BY key").fetchall()
+    assert [(k[:64], code, attempts) for k, code, _, attempts in dead] == [
+        ("", "QB004", 0), ("a" * 64, "QB004", 0), ("a" * 64, "QB004", 0)]
+    assert "empty" in dead[0][2]
+    for key, _, error, _ in dead[1:]:
+        assert "3000 bytes" in error and "bound of 1000 bytes" in error, error
+        assert len(key.encode()) < 200, key
+    assert {k for k, *_ in dead[1:]} == {
+        f"{'a' * 64}…[3000 bytes, md5 {md5}]"
+        for md5 in db.execute("SELECT md5(%s), md5(%s)", (long_a, long_b)).fetchone() or ()}
+    notices = db.execute("SELECT count(*) FROM qbsync.notices WHERE kind = 'dead_row'"
+                         " AND details->>'code' = 'QB004'").fetchone()
+    assert notices == (3,)
+    # later changes still flow
+    db.execute("UPDATE guests.orders SET email = 'ada@example.org' WHERE id = 1")
+    db.execute("UPDATE guests.orders SET email = %s WHERE id = 6", ("b" * 5000,))
+    db.commit()
+    # grace@example.com's new row waits behind the one still running
+    assert db.execute("SELECT key FROM qbsync.claim('w', 10, '1 minute') ORDER BY key"
+                      ).fetchall() == [("ada@example.org",)]
+    assert db.execute("SELECT count(*) FROM qbsync.outbox WHERE state = 'dead'").fetchone() == (4,)
+    db.commit()
+
+
+def test_a_key_at_the_bound_is_queued(db: psycopg.Connection) -> None:
+    db.execute(KEYS)
+    db.commit()
+    at_bound = "é" * 500  # 1,000 bytes
+    db.execute("INSERT INTO guests.orders VALUES (1, %s), (2, %s)", (at_bound, at_bound + "x"))
+    db.commit()
+    assert db.execute("SELECT key FROM qbsync.claim('w', 10, '1 minute')").fetchall() == [
+        (at_bound,)]
+    assert db.execute("SELECT count(*) FROM qbsync.outbox WHERE state = 'dead'").fetchone() == (1,)
