@@ -6,6 +6,8 @@ are claimed."""
 
 from __future__ import annotations
 
+import hashlib
+
 import psycopg
 import pytest
 
@@ -129,7 +131,9 @@ SELECT qbsync.track('guests.orders', 'guest', 'email');
 def test_keys_qbsync_cannot_queue_die_alone(db: psycopg.Connection) -> None:
     db.execute(KEYS)
     db.commit()
-    long_a, long_b = "a" * 3000, "a" * 2999 + "b"
+    # incompressible: a compressible key fits btree's 2,704 bytes once compressed
+    long_a = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(47))[:3000]
+    long_b = long_a[:-1] + "x"
     db.execute("INSERT INTO guests.orders VALUES (1, 'ada@example.com'), (2, NULL), (3, ''), "
                "(4, %s), (5, %s), (6, 'grace@example.com')", (long_a, long_b))
     db.commit()  # the shop's write went through
@@ -138,20 +142,20 @@ def test_keys_qbsync_cannot_queue_die_alone(db: psycopg.Connection) -> None:
     dead = db.execute("SELECT key, last_error_code, last_error, attempts FROM qbsync.outbox"
                       " WHERE state = 'dead' ORDER BY key").fetchall()
     assert [(k[:64], code, attempts) for k, code, _, attempts in dead] == [
-        ("", "QB004", 0), ("a" * 64, "QB004", 0), ("a" * 64, "QB004", 0)]
+        ("", "QB004", 0), (long_a[:64], "QB004", 0), (long_a[:64], "QB004", 0)]
     assert "empty" in dead[0][2]
     for key, _, error, _ in dead[1:]:
         assert "3000 bytes" in error and "bound of 1000 bytes" in error, error
         assert len(key.encode()) < 200, key
     assert {k for k, *_ in dead[1:]} == {
-        f"{'a' * 64}…[3000 bytes, md5 {md5}]"
+        f"{long_a[:64]}…[3000 bytes, md5 {md5}]"
         for md5 in db.execute("SELECT md5(%s), md5(%s)", (long_a, long_b)).fetchone() or ()}
     notices = db.execute("SELECT count(*) FROM qbsync.notices WHERE kind = 'dead_row'"
                          " AND details->>'code' = 'QB004'").fetchone()
     assert notices == (3,)
     # later changes still flow
     db.execute("UPDATE guests.orders SET email = 'ada@example.org' WHERE id = 1")
-    db.execute("UPDATE guests.orders SET email = %s WHERE id = 6", ("b" * 5000,))
+    db.execute("UPDATE guests.orders SET email = %s WHERE id = 6", (long_a + long_b,))
     db.commit()
     # grace@example.com's new row waits behind the one still running
     assert db.execute("SELECT key FROM qbsync.claim('w', 10, '1 minute') ORDER BY key"
