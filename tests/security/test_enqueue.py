@@ -67,7 +67,8 @@ def test_roles_that_cannot_write_the_table_cannot_enqueue(tracked: Shop, who: st
     cast = tracked.cast
     role = nobody(cast) if who == "nobody" else cast.reader
     assert not enqueues(cast, role)
-    assert not enqueues(cast, role, "INSERT INTO qbsync.changes (entity, key) VALUES ('order', 'x')")
+    assert not enqueues(cast, role,
+                        "INSERT INTO qbsync.changes (entity, key) VALUES ('order', 'x')")
     assert not enqueues(cast, role, "SELECT qbsync.enqueue('order', 'x')")
     assert changes(cast) == []
     assert privileges(cast) == expected_privileges(cast)
