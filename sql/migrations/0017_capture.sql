@@ -231,11 +231,53 @@ BEGIN
 END
 $fn$;
 
+-- The dead row of a key qbsync cannot queue (p_bytes: its length; 0 = empty), named
+-- p_name (qbsync.refused_key_name), with code QB004, the reason and a dead_row notice.
+-- One row per key: a key refused again only has its row's time moved.
+CREATE FUNCTION qbsync.refuse_key(p_entity text, p_name text, p_bytes bigint,
+                                  p_at timestamptz) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_error text := CASE WHEN p_bytes = 0
+        THEN format('%s key is empty (QB004): the key expression of its capture rule gave an '
+                    'empty text; this change is not pushed', p_entity)
+        ELSE format('%s key of %s bytes is longer than qbsync''s bound of %s bytes (QB004): '
+                    'the key expression of its capture rule must give a shorter key; this '
+                    'change is not pushed (the row is named by the key''s first 64 '
+                    'characters, its length and its md5)', p_entity, p_bytes,
+                    qbsync.max_key_bytes()) END;
+    v_id bigint;
+BEGIN
+    INSERT INTO qbsync.outbox AS o (entity, key, state, enqueued_at, next_attempt_at,
+                                    last_attempt_at, last_error, last_error_code)
+    VALUES (p_entity, p_name, 'dead', p_at, p_at, now(), v_error, 'QB004')
+    ON CONFLICT (entity, key, state) DO UPDATE SET last_attempt_at = excluded.last_attempt_at
+    RETURNING o.id INTO v_id;
+    PERFORM qbsync.raise_notice('critical', 'dead_row',
+        format('%s %s will not be pushed: %s', p_entity, p_name, v_error),
+        jsonb_build_object('outbox_id', v_id, 'attempts', 0, 'code', 'QB004', 'error', v_error),
+        qbsync.active_realm(), p_entity, p_name);
+END
+$$;
+
+-- What a refused key's row is called: an empty key as it is, a long one by its first 64
+-- characters, its length and its md5 (two long keys with one beginning stay apart).
+CREATE FUNCTION qbsync.refused_key_name(p_key text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_key = '' THEN ''
+                ELSE format('%s…[%s bytes, md5 %s]', left(p_key, 64), octet_length(p_key),
+                            md5(p_key)) END
+$$;
+
 -- Moves committed captured changes into the outbox, as 0002's did; a key qbsync cannot
 -- queue (empty, or longer than max_key_bytes: btree refuses an index entry over 2,704
--- bytes, and one such key failed every later claim) becomes one dead row instead, with
--- code QB004 and a notice. An over-long key's row is named by its first 64 characters, its
--- length and its md5. octet_length of a stored value reads its header, not the value.
+-- bytes, and one such key failed every later claim) becomes one dead row instead
+-- (qbsync.refuse_key), and the others are queued. octet_length of a stored value reads its
+-- header, not the value.
 CREATE OR REPLACE FUNCTION qbsync.collect_changes(p_limit int DEFAULT 10000) RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER  -- readers of the queue need no grant on qbsync.changes
@@ -258,41 +300,53 @@ BEGIN
         FROM taken WHERE NOT refused GROUP BY entity, key ORDER BY entity, key
         ON CONFLICT (entity, key, state) DO NOTHING
         RETURNING 1
-    ), dead AS (
-        INSERT INTO qbsync.outbox AS o (entity, key, state, enqueued_at, next_attempt_at,
-                                        last_attempt_at, last_error, last_error_code)
-        SELECT entity, name, 'dead', captured_at, captured_at, now(),
-               CASE WHEN bytes = 0
-                    THEN format('%s key is empty (QB004): the key expression of its capture '
-                                'rule gave an empty text; this change is not pushed', entity)
-                    ELSE format('%s key of %s bytes is longer than qbsync''s bound of %s '
-                                'bytes (QB004): the key expression of its capture rule must '
-                                'give a shorter key; this change is not pushed (the row is '
-                                'named by the key''s first 64 characters, its length and '
-                                'its md5)', entity, bytes, qbsync.max_key_bytes())
-               END,
-               'QB004'
-        FROM (SELECT entity,
-                     CASE WHEN key = '' THEN ''
-                          ELSE format('%s…[%s bytes, md5 %s]', left(key, 64),
-                                      octet_length(key), md5(key)) END AS name,
-                     octet_length(key) AS bytes, min(captured_at) AS captured_at
-              FROM taken WHERE refused GROUP BY entity, key) AS bad
-        ORDER BY entity, name
-        ON CONFLICT (entity, key, state) DO UPDATE SET last_attempt_at = excluded.last_attempt_at
-        RETURNING o.id, o.entity, o.key, o.last_error
     )
-    SELECT (SELECT count(*)::int FROM taken), (SELECT jsonb_agg(to_jsonb(dead)) FROM dead)
+    SELECT (SELECT count(*)::int FROM taken),
+           (SELECT jsonb_agg(jsonb_build_object('entity', b.entity, 'name', b.name,
+                                                'bytes', b.bytes, 'at', b.at)
+                             ORDER BY b.entity, b.name)
+            FROM (SELECT entity, qbsync.refused_key_name(key) AS name,
+                         octet_length(key) AS bytes, min(captured_at) AS at
+                  FROM taken WHERE refused GROUP BY entity, key) AS b)
     INTO v_taken, v_refused;
     FOR r IN SELECT * FROM jsonb_to_recordset(coalesce(v_refused, '[]'))
-                 AS x(id bigint, entity text, key text, last_error text) LOOP
-        PERFORM qbsync.raise_notice('critical', 'dead_row',
-            format('%s %s will not be pushed: %s', r.entity, r.key, r.last_error),
-            jsonb_build_object('outbox_id', r.id, 'attempts', 0, 'code', 'QB004',
-                               'error', r.last_error),
-            qbsync.active_realm(), r.entity, r.key);
+                 AS x(entity text, name text, bytes bigint, at timestamptz) LOOP
+        PERFORM qbsync.refuse_key(r.entity, r.name, r.bytes, r.at);
     END LOOP;
     RETURN v_taken;
+END
+$$;
+
+-- Enqueue by hand (and from the shop's own triggers, as Dixis's refunds): as 0001's, but a
+-- key qbsync cannot queue becomes its dead row (qbsync.refuse_key), not an error.
+CREATE OR REPLACE FUNCTION qbsync.enqueue(p_entity text, p_key text, p_force boolean DEFAULT false,
+                                          p_origin text DEFAULT 'manual')
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_inserted int;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM qbsync.entities WHERE entity = p_entity) THEN
+        RAISE EXCEPTION 'qbsync: unknown entity "%"', p_entity
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known entities are in qbsync.entities; add one with qbsync.define_entity().';
+    END IF;
+    IF p_key = '' OR octet_length(p_key) > qbsync.max_key_bytes() THEN
+        PERFORM qbsync.refuse_key(p_entity, qbsync.refused_key_name(p_key),
+                                  octet_length(p_key), now());
+        RETURN false;
+    END IF;
+    INSERT INTO qbsync.outbox (entity, key, force, origin)
+    VALUES (p_entity, p_key, p_force, p_origin)
+    ON CONFLICT (entity, key, state)
+    DO UPDATE SET force = true WHERE excluded.force AND NOT qbsync.outbox.force;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    IF qbsync_capture.daemon_waiting() THEN
+        PERFORM pg_notify('qbsync_wakeup', '');
+    END IF;
+    RETURN v_inserted > 0;
 END
 $$;
 
@@ -428,6 +482,7 @@ $d$, v_n, qbsync.capture_key_when(r.key_sql, r.when_sql), v_memo,
 END
 $fn$;
 REVOKE ALL ON FUNCTION qbsync.max_key_bytes(), qbsync.has_btree_equality(oid),
+    qbsync.refuse_key(text, text, bigint, timestamptz), qbsync.refused_key_name(text),
     qbsync.capture_change(regclass, text[]), qbsync.sync_enqueue_grants(),
     qbsync.enqueue_grants_changed() FROM PUBLIC;
 

@@ -174,3 +174,15 @@ def test_a_key_at_the_bound_is_queued(db: psycopg.Connection) -> None:
     assert db.execute("SELECT key FROM qbsync.claim('w', 10, '1 minute')").fetchall() == [
         (at_bound,)]
     assert db.execute("SELECT count(*) FROM qbsync.outbox WHERE state = 'dead'").fetchone() == (1,)
+
+
+def test_enqueue_refuses_such_a_key_as_its_dead_row(db: psycopg.Connection) -> None:
+    """qbsync.enqueue (by hand, or from a shop's own trigger) does the same, without an
+    error."""
+    db.execute(KEYS)
+    assert db.execute("SELECT qbsync.enqueue('guest', %s)", ("é" * 501,)).fetchone() == (False,)
+    assert db.execute("SELECT qbsync.enqueue('guest', 'ada@example.com')").fetchone() == (True,)
+    name = db.execute("SELECT qbsync.refused_key_name(%s)", ("é" * 501,)).fetchone()
+    assert name is not None
+    rows = db.execute("SELECT key, state::text, last_error_code FROM qbsync.outbox ORDER BY id")
+    assert rows.fetchall() == [(name[0], "dead", "QB004"), ("ada@example.com", "pending", None)]
