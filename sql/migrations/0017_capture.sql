@@ -106,8 +106,8 @@ END
 $$;
 
 -- Keeps INSERT on every qbsync_capture.changes_<entity> view granted to exactly the roles
--- that may write a table tracked for the entity, or a view over one (so PUBLIC only where
--- PUBLIC may write); returns how many GRANTs and REVOKEs it ran. Runs as its caller: track
+-- that may write a table tracked for the entity, or a view over one whose owner may write
+-- it (so PUBLIC only where PUBLIC may write); returns how many GRANTs and REVOKEs it ran. Runs as its caller: track
 -- and untrack (through install_capture) as the DBA, the event trigger as the views' owner.
 -- Views it may not change (another owner, before qbsync migrate hands them over) are left.
 CREATE FUNCTION qbsync.sync_enqueue_grants() RETURNS int
@@ -138,6 +138,10 @@ BEGIN
                             AND d.classid = 'pg_rewrite'::regclass
             JOIN pg_rewrite rw ON rw.oid = d.objid AND rw.ev_class <> w.rel
             JOIN pg_class v ON v.oid = rw.ev_class AND v.relkind = 'v'
+            -- a view writes its table with its owner's rights: a reader's own view over
+            -- the table writes nothing, and its writers are no writers of the table
+            WHERE has_table_privilege(v.relowner, w.rel, 'INSERT, UPDATE, DELETE')
+               OR has_any_column_privilege(v.relowner, w.rel, 'INSERT, UPDATE')
         ), writers AS (
             SELECT w.entity, a.grantee
             FROM writable w JOIN pg_class c ON c.oid = w.rel

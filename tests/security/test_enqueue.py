@@ -135,6 +135,28 @@ def test_the_shop_role_gains_nothing_from_the_event_trigger(tracked: Shop) -> No
             su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(odd)))
 
 
+def test_a_readers_own_view_over_the_table_gives_no_enqueue_right(tracked: Shop) -> None:
+    """A reader may create a view over the table it reads; it owns every right on its view,
+    but the view writes the table with the reader's rights, which are none."""
+    cast = tracked.cast
+    with psycopg.connect(url_for(cast.dbname), autocommit=True) as su:
+        su.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+            sql.Identifier(cast.reader), sql.Identifier(cast.reader)))
+    with cast.connect(cast.reader) as conn:
+        conn.execute(sql.SQL("CREATE VIEW {}.orders AS SELECT * FROM shop.orders").format(
+            sql.Identifier(cast.reader)))
+        conn.execute(sql.SQL("GRANT INSERT, UPDATE ON {}.orders TO PUBLIC").format(
+            sql.Identifier(cast.reader)))
+    assert not enqueues(cast, cast.reader)
+    assert not enqueues(cast, nobody(cast))
+    with psycopg.connect(url_for(cast.dbname), autocommit=True) as su:  # a writer's view
+        su.execute(sql.SQL("CREATE VIEW shop.orders_view AS SELECT * FROM shop.orders"))
+        su.execute(sql.SQL("GRANT INSERT ON shop.orders_view TO {}").format(
+            sql.Identifier(nobody(cast))))
+    assert enqueues(cast, nobody(cast))
+    assert not enqueues(cast, cast.reader)
+
+
 def test_an_over_long_key_from_a_writer_is_one_dead_row(tracked: Shop) -> None:
     """The bound on keys: a writer that appends a 50 MB key by hand queues one dead row,
     and the queue goes on."""
