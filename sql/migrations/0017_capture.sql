@@ -3,8 +3,9 @@
 -- * An UPDATE's tracked values are compared whatever their types. A row comparison with
 --   IS DISTINCT FROM needs every column's btree equality: a tracked json, xml, point, box,
 --   ... column (or an array, a composite or a domain of one) turned every UPDATE into
---   "operator does not exist: json = json". Columns whose type has a default btree
---   equality keep IS DISTINCT FROM (what it cost before); the others are compared by
+--   "operator does not exist: json = json". Columns whose type's btree equality says equal
+--   values are identical (int, text, timestamptz, ...) keep IS DISTINCT FROM; the others
+--   (json, numeric, jsonb, citext, a case-insensitive collation, ...) are compared by
 --   PostgreSQL's record image comparison (ROW(OLD.c, ...)::record *<> ROW(NEW.c, ...)::record:
 --   a change of the stored bytes, which for these types is a change of the value as the
 --   mapping reads it). A rule over every column compares OLD *<> NEW: columns added to the
@@ -29,12 +30,17 @@ AS $$ SELECT 1000 $$;
 COMMENT ON FUNCTION qbsync.max_key_bytes() IS
     'The longest key qbsync queues, in bytes (octet_length). A captured key longer than this, or an empty one, becomes a dead outbox row with code QB004.';
 
--- Whether IS DISTINCT FROM can compare two values of p_type: a domain's base type, an
--- array's element type, enums and ranges (a range's subtype has a btree class by
--- definition), and base types with a default btree operator class (or implicitly
--- binary-coercible to the type of one: varchar to text; not xml). Not any "=": box's
--- compares areas. Composites and everything else are compared by image.
-CREATE FUNCTION qbsync.has_btree_equality(p_type oid) RETURNS boolean
+-- Whether IS DISTINCT FROM tells exactly when a value of p_type (under p_collation) changed:
+-- the type's default btree class must say that equal values are identical (its equalimage
+-- support function, which B-tree deduplication relies on: int, text, timestamptz, enums,
+-- ...), and a text-like type's collation must be deterministic. Not where equal values
+-- differ (numeric 1.0 and 1.00, jsonb's numbers, float's -0 and 0, interval's 1 day and 24
+-- hours, citext's or a case-insensitive collation's 'a' and 'A'), nor where "=" is no
+-- btree equality (box's compares areas) or there is none (json, xml, point). A domain is
+-- its base type, an array its element type; composites, ranges and everything else are
+-- compared by image.
+CREATE FUNCTION qbsync.has_btree_equality(p_type oid, p_collation oid DEFAULT 0)
+RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -49,22 +55,39 @@ BEGIN
         EXIT WHEN v_type.typtype <> 'd';
         p_type := v_type.typbasetype;
     END LOOP;
-    IF v_type.typtype IN ('e', 'r', 'm') THEN
+    IF v_type.typtype = 'e' THEN
         RETURN true;
     END IF;
-    IF v_type.typtype <> 'b' THEN   -- composite, pseudo-type
+    IF v_type.typtype <> 'b' THEN   -- composite, range, multirange, pseudo-type
         RETURN false;
     END IF;
     IF v_type.typcategory = 'A' AND v_type.typelem <> 0 THEN
-        RETURN qbsync.has_btree_equality(v_type.typelem);
+        RETURN qbsync.has_btree_equality(v_type.typelem, p_collation);
     END IF;
-    RETURN EXISTS (
-        SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
-        WHERE am.amname = 'btree' AND oc.opcdefault
-          AND (oc.opcintype = p_type
-               OR EXISTS (SELECT 1 FROM pg_cast c
-                          WHERE c.castsource = p_type AND c.casttarget = oc.opcintype
-                            AND c.castmethod = 'b' AND c.castcontext = 'i')));
+    IF p_collation <> 0 AND NOT EXISTS (SELECT 1 FROM pg_collation
+                                        WHERE oid = p_collation AND collisdeterministic) THEN
+        RETURN false;
+    END IF;
+    -- The type's own default btree class; a type without one is compared with the class
+    -- of the type it is binary-coercible to (varchar: text's). citext has its own (no
+    -- equalimage), which its cast to text must not hide.
+    RETURN coalesce(
+        (SELECT p.amproc IS NOT NULL
+         FROM pg_opclass oc
+         JOIN pg_am am ON am.oid = oc.opcmethod
+         LEFT JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 4
+                              AND p.amproclefttype = oc.opcintype
+                              AND p.amprocrighttype = oc.opcintype
+         WHERE am.amname = 'btree' AND oc.opcdefault AND oc.opcintype = p_type),
+        EXISTS (
+            SELECT 1 FROM pg_opclass oc
+            JOIN pg_am am ON am.oid = oc.opcmethod
+            JOIN pg_amproc p ON p.amprocfamily = oc.opcfamily AND p.amprocnum = 4
+                            AND p.amproclefttype = oc.opcintype
+                            AND p.amprocrighttype = oc.opcintype
+            JOIN pg_cast c ON c.castsource = p_type AND c.casttarget = oc.opcintype
+                          AND c.castmethod = 'b' AND c.castcontext = 'i'
+            WHERE am.amname = 'btree' AND oc.opcdefault));
 END
 $$;
 
@@ -81,8 +104,8 @@ BEGIN
     IF p_columns IS NULL THEN
         RETURN 'OLD OPERATOR(pg_catalog.*<>) NEW';
     END IF;
-    SELECT array_agg(c.name ORDER BY c.ord) FILTER (WHERE qbsync.has_btree_equality(a.atttypid)),
-           array_agg(c.name ORDER BY c.ord) FILTER (WHERE NOT qbsync.has_btree_equality(a.atttypid))
+    SELECT array_agg(c.name ORDER BY c.ord) FILTER (WHERE qbsync.has_btree_equality(a.atttypid, a.attcollation)),
+           array_agg(c.name ORDER BY c.ord) FILTER (WHERE NOT qbsync.has_btree_equality(a.atttypid, a.attcollation))
     INTO v_eq, v_image
     FROM unnest(p_columns) WITH ORDINALITY AS c(name, ord)
     JOIN pg_attribute a ON a.attrelid = p_rel AND a.attname = c.name
@@ -485,7 +508,7 @@ $d$, v_n, qbsync.capture_key_when(r.key_sql, r.when_sql), v_memo,
     RETURN v_fn;
 END
 $fn$;
-REVOKE ALL ON FUNCTION qbsync.max_key_bytes(), qbsync.has_btree_equality(oid),
+REVOKE ALL ON FUNCTION qbsync.max_key_bytes(), qbsync.has_btree_equality(oid, oid),
     qbsync.refuse_key(text, text, bigint, timestamptz), qbsync.refused_key_name(text),
     qbsync.capture_change(regclass, text[]), qbsync.sync_enqueue_grants(),
     qbsync.enqueue_grants_changed() FROM PUBLIC;
@@ -500,3 +523,71 @@ CREATE EVENT TRIGGER qbsync_enqueue_grants ON ddl_command_end
     EXECUTE FUNCTION qbsync.enqueue_grants_changed();
 COMMENT ON EVENT TRIGGER qbsync_enqueue_grants IS
     'qbsync: after a GRANT, REVOKE, ALTER TABLE/VIEW or CREATE VIEW, grants INSERT on qbsync_capture.changes_<entity> to the writers of the tables tracked for the entity (qbsync.sync_enqueue_grants).';
+
+-- retry_dead leaves a QB004 row dead: its key is the name qbsync gave a key it cannot queue
+-- (empty, or shortened from an over-long one), which no mapping knows. The shop's key must
+-- change; its next capture queues it.
+CREATE OR REPLACE FUNCTION qbsync.retry_dead(entity text DEFAULT NULL, key text DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p_entity text := retry_dead.entity;
+    p_key text := retry_dead.key;
+    v_actor text := qbsync.caller();
+    v_realm text := qbsync.active_realm();
+    v_ids bigint[];
+BEGIN
+    IF p_entity IS NOT NULL THEN
+        PERFORM qbsync.check_entity(p_entity, 'retry_dead');
+    END IF;
+    SELECT array_agg(d.id) INTO v_ids
+    FROM (SELECT o.id FROM qbsync.outbox o
+          WHERE o.state = 'dead' AND (p_entity IS NULL OR o.entity = p_entity)
+            AND (p_key IS NULL OR o.key = p_key)
+            AND o.last_error_code IS DISTINCT FROM 'QB004'
+          FOR UPDATE) d;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    INSERT INTO qbsync.integration_logs (operation, model_type, model_id, status, error_message,
+                                         realm_id, attempt, actor, details)
+    SELECT 'retry_dead', o.entity, o.key, 'info',
+           format('dead row queued again by %s (was: %s)', v_actor, left(o.last_error, 500)),
+           v_realm, o.attempts, v_actor, jsonb_build_object('outbox_id', o.id)
+    FROM qbsync.outbox o WHERE o.id = ANY (v_ids);
+    UPDATE qbsync.notices n
+    SET acknowledged_at = now(), acknowledged_by = v_actor || ': retry_dead'
+    FROM (SELECT DISTINCT o.entity, o.key FROM qbsync.outbox o WHERE o.id = ANY (v_ids)) r
+    WHERE n.acknowledged_at IS NULL AND n.kind = 'dead_row' AND n.entity = r.entity
+      AND n.key = r.key;
+
+    -- A key that is pending already keeps that row (forced if a dead one was); of several
+    -- dead rows of one key only the newest goes back. The others are merged away.
+    UPDATE qbsync.outbox p SET force = true
+    WHERE p.state = 'pending' AND NOT p.force
+      AND EXISTS (SELECT 1 FROM qbsync.outbox d
+                  WHERE d.id = ANY (v_ids) AND d.force AND d.entity = p.entity AND d.key = p.key);
+    DELETE FROM qbsync.outbox d
+    WHERE d.id = ANY (v_ids)
+      AND (EXISTS (SELECT 1 FROM qbsync.outbox p
+                   WHERE p.state = 'pending' AND p.entity = d.entity AND p.key = d.key)
+           OR EXISTS (SELECT 1 FROM qbsync.outbox d2
+                      WHERE d2.id = ANY (v_ids) AND d2.entity = d.entity AND d2.key = d.key
+                        AND d2.id > d.id));
+    -- request_id is kept: QuickBooks remembers only successful writes, so replaying it is
+    -- safe and keeps "exactly one object" across the retry.
+    UPDATE qbsync.outbox o
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), origin = 'retry_dead',
+        last_error = NULL, last_error_code = NULL
+    WHERE o.id = ANY (v_ids) AND o.state = 'dead';
+    IF qbsync_capture.daemon_waiting() THEN
+        PERFORM pg_notify('qbsync_wakeup', '');
+    END IF;
+    RETURN cardinality(v_ids);
+END
+$$;
+COMMENT ON FUNCTION qbsync.retry_dead(text, text) IS
+    'Puts dead rows (all, one entity''s, or one key''s) back to pending with attempts 0, logged with the caller as actor; a dead row whose key is pending already is merged into that row. Acknowledges their dead_row notices. Rows dead with QB004 (a key qbsync cannot queue) stay dead: the shop''s key must change. Returns how many dead rows were taken.';

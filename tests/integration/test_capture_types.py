@@ -112,10 +112,40 @@ def test_ordinary_columns_keep_the_equality_comparison(shop: psycopg.Connection)
     the others by record image."""
     change = shop.execute("SELECT qbsync.capture_change('shop.things', %s)",
                           (["label", "mood", "rng", "jb", "j", "place"],)).fetchone()
-    assert change == ("(OLD.label, OLD.mood, OLD.rng, OLD.jb) IS DISTINCT FROM "
-                      "(NEW.label, NEW.mood, NEW.rng, NEW.jb) OR "
-                      "ROW(OLD.j, OLD.place)::pg_catalog.record OPERATOR(pg_catalog.*<>) "
-                      "ROW(NEW.j, NEW.place)::pg_catalog.record",)
+    assert change == ("(OLD.label, OLD.mood) IS DISTINCT FROM (NEW.label, NEW.mood) OR "
+                      "ROW(OLD.rng, OLD.jb, OLD.j, OLD.place)::pg_catalog.record "
+                      "OPERATOR(pg_catalog.*<>) "
+                      "ROW(NEW.rng, NEW.jb, NEW.j, NEW.place)::pg_catalog.record",)
+
+
+EQUAL_BUT_CHANGED = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE COLLATION shop.nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE shop.people (
+    id int PRIMARY KEY, name citext, nick text COLLATE shop.nocase, price numeric,
+    data jsonb, took interval, weight float8, tags text[] COLLATE shop.nocase);
+SELECT qbsync.define_entity('person', 'Customer');
+SELECT qbsync.track('shop.people', 'person', 'id',
+                    ARRAY['name', 'nick', 'price', 'data', 'took', 'weight', 'tags']);
+INSERT INTO shop.people VALUES (1, 'ada', 'ada', 1.0, '{"n": 1.0}', '1 day', 0, '{ada}');
+"""
+
+
+@pytest.mark.parametrize(("column", "after"), [
+    ("name", "'Ada'"), ("nick", "'ADA'"), ("price", "1.00"), ("data", """'{"n": 1.00}'"""),
+    ("took", "'24 hours'"), ("weight", "'-0'"), ("tags", "'{Ada}'")])
+def test_a_value_its_type_calls_equal_but_that_reads_otherwise_is_a_change(
+    shop: psycopg.Connection, column: str, after: str
+) -> None:
+    """'ada' = 'Ada' for citext and a case-insensitive collation, 1.0 = 1.00, 1 day = 24
+    hours, 0 = -0: the mapping reads the new value, so it is a change to capture."""
+    shop.execute(EQUAL_BUT_CHANGED)
+    captured(shop)
+    assert shop.execute(f"SELECT {column} = {after} FROM shop.people").fetchone() == (True,)
+    shop.execute(f"UPDATE shop.people SET {column} = {after}")
+    assert captured(shop) == [("person", "1")]
+    shop.execute(f"UPDATE shop.people SET {column} = {after}")
+    assert captured(shop) == []
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -186,3 +216,18 @@ def test_enqueue_refuses_such_a_key_as_its_dead_row(db: psycopg.Connection) -> N
     assert name is not None
     rows = db.execute("SELECT key, state::text, last_error_code FROM qbsync.outbox ORDER BY id")
     assert rows.fetchall() == [(name[0], "dead", "QB004"), ("ada@example.com", "pending", None)]
+
+
+def test_retry_dead_leaves_a_refused_key_dead(db: psycopg.Connection) -> None:
+    """Its key is qbsync's name for a key it cannot queue, which no mapping knows."""
+    db.execute(KEYS)
+    db.execute("INSERT INTO guests.orders VALUES (1, ''), (2, 'ada@example.com')")
+    db.commit()
+    db.execute("SELECT qbsync.claim('w', 10, '1 minute')")
+    db.execute("SELECT qbsync.fail(id, 'w', NULL, '{\"kind\": \"permanent\", \"message\": "
+               "\"no\"}'::jsonb) FROM qbsync.outbox WHERE key = 'ada@example.com'")
+    db.commit()
+    assert db.execute("SELECT count(*) FROM qbsync.outbox WHERE state = 'dead'").fetchone() == (2,)
+    assert db.execute("SELECT qbsync.retry_dead()").fetchone() == (1,)
+    rows = db.execute("SELECT key, state::text FROM qbsync.outbox ORDER BY key").fetchall()
+    assert rows == [("", "dead"), ("ada@example.com", "pending")]
