@@ -19,9 +19,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 log = logging.getLogger(__name__)
+
+# What generate_latest writes (names escaped to underscores): the text format every
+# Prometheus reads. prometheus-client's CONTENT_TYPE_LATEST names 1.0.0 from 0.22 on.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REQUEST_TIMEOUT = 5.0  # seconds for the request line and headers to arrive
 MAX_HEADER_LINES = 64
@@ -92,7 +94,7 @@ class MetricsServer:
 
     async def _route(self, path: str) -> tuple[int, bytes, str]:
         if path == "/metrics":
-            return 200, await self.exposition(), CONTENT_TYPE_LATEST
+            return 200, await self.exposition(), CONTENT_TYPE
         if path == "/healthz":
             why = self.health()
         elif path == "/readyz":
