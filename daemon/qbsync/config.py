@@ -484,8 +484,9 @@ def listen_address(value: str) -> tuple[str, int] | None:
         raise ValueError("an IPv6 address goes in brackets, e.g. [::1]:9464")
     if not host:
         raise ValueError("must name a host, e.g. 127.0.0.1:9464")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    # port 0: one the system chooses (tests)
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
     return host, int(port)
 
 

@@ -291,3 +291,27 @@ def test_the_dashboard_is_grafana_json_over_a_datasource_variable() -> None:
     assert len(targets) >= 15
     assert all(t["datasource"]["uid"] == "${datasource}" for t in targets)
     assert all('job=~"$job"' in t["expr"] for t in targets)
+
+
+class AwayPool:
+    """A pool whose database does not answer."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def fetch(self, query: str, *args: object, **options: object) -> list:
+        self.calls += 1
+        raise ConnectionRefusedError("connection refused")
+
+
+async def test_without_its_database_a_scrape_says_so_and_leaves_the_gauges_out(
+        caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(process=False)
+    pool = AwayPool()
+    s = parse((await metrics.exposition(pool)).decode())  # type: ignore[arg-type]
+    assert total(s, "qbsync_database_up") == 0
+    assert not [x for x in s if x.name == "qbsync_outbox_rows"]
+    assert total(s, "qbsync_build_info") == 1
+    await metrics.exposition(pool)  # type: ignore[arg-type]
+    assert pool.calls == 2  # a failed read is not reused
+    assert len([r for r in caplog.records if "reading the database" in r.message]) == 1
