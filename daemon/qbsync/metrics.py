@@ -192,6 +192,8 @@ class Metrics:
         r.register(self.database)
         # the children by label values: labels() takes a lock and builds a key each call
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._requests: dict[tuple[str, int | None], tuple[Any, Any]] = {}
+        self._outcomes: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def _child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), *values)
@@ -203,8 +205,14 @@ class Metrics:
     # -- qbo.observer.Observer --------------------------------------------------------
 
     def request(self, endpoint: str, status: int | None, seconds: float) -> None:
-        self._child(self.requests, endpoint, "none" if status is None else str(status)).inc()
-        self._child(self.request_seconds, endpoint).observe(seconds)
+        # one look-up per request for both children (this runs for every HTTP exchange)
+        children = self._requests.get((endpoint, status))
+        if children is None:
+            children = self._requests[(endpoint, status)] = (
+                self.requests.labels(endpoint, "none" if status is None else str(status)),
+                self.request_seconds.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def throttled(self, realm_id: str) -> None:
         self._child(self.throttles, realm_id).inc()
@@ -219,13 +227,20 @@ class Metrics:
 
     def outcome(self, entity: str, operation: str, outcome: str,
                 enqueued_at: datetime | None = None) -> None:
-        self._child(self.pushes, entity, operation, outcome).inc()
-        if outcome in SUCCESSES:
+        children = self._outcomes.get((entity, operation, outcome))
+        if children is None:
+            success = outcome in SUCCESSES
+            children = self._outcomes[(entity, operation, outcome)] = (
+                self.pushes.labels(entity, operation, outcome),
+                self.last_success.labels(entity) if success else None,
+                self.commit_to_push.labels(entity) if success else None)
+        pushes, last_success, commit_to_push = children
+        pushes.inc()
+        if last_success is not None:
             now = self.clock()
-            self._child(self.last_success, entity).set(now)
-            if enqueued_at is not None:
-                self._child(self.commit_to_push, entity).observe(
-                    max(0.0, now - enqueued_at.timestamp()))
+            last_success.set(now)
+            if enqueued_at is not None and commit_to_push is not None:
+                commit_to_push.observe(max(0.0, now - enqueued_at.timestamp()))
 
     # -- exposition -------------------------------------------------------------------
 
