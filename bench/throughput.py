@@ -393,10 +393,10 @@ class Phase:
     logs: dict[str, int]         # integration_logs by status
     dead: int
     cpu: dict[str, float] = field(default_factory=dict)
-    metrics: bool = True         # the daemon served /metrics, scraped during the phase
-    scrapes: int = 0
     functions: list[dict[str, Any]] = field(default_factory=list)
     http_ms_p50: float | None = None  # QuickBooks response time the daemon logged
+    metrics: bool = True         # the daemon served /metrics, scraped during the phase
+    scrapes: int = 0
 
 
 def vacuum_hot_tables(url: str) -> None:
