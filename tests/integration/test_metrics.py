@@ -5,6 +5,7 @@ query the daemon's role may run, correct whichever daemon runs it."""
 from __future__ import annotations
 
 import re
+import socket
 
 import psycopg
 import pytest
@@ -111,3 +112,18 @@ def test_the_gauges_query_runs_as_the_daemon_role(dixis_db: psycopg.Connection) 
     assert got["connection"] == {(realm, "connected"): 0, (realm, "needs_reconnect"): 1,
                                  (realm, "disconnected"): 0}
     assert got["budget"] == {(realm, "request"): 500, (realm, "batch"): 40}
+
+
+async def test_an_address_in_use_is_a_warning_and_the_daemon_syncs_on(
+    shop: Shop, dixis_db: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dixis_db.execute("SELECT dixis.generate(3, 1.0)")
+        dixis_db.commit()
+        async with running(shop, metrics_listen=f"127.0.0.1:{port}"):
+            await drained(shop.url)
+    assert [r for r in caplog.records
+            if f"metrics_listen 127.0.0.1:{port}: cannot listen" in r.getMessage()]

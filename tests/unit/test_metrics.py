@@ -9,15 +9,17 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from qbsync import metrics_server
+from qbsync import daemon, metrics_server
 from qbsync.config import Settings, listen_address
 from qbsync.metrics import Metrics
 from qbsync.metrics_server import MetricsServer
@@ -315,3 +317,15 @@ async def test_without_its_database_a_scrape_says_so_and_leaves_the_gauges_out(
     await metrics.exposition(pool)  # type: ignore[arg-type]
     assert pool.calls == 2  # a failed read is not reused
     assert len([r for r in caplog.records if "reading the database" in r.message]) == 1
+
+
+def test_healthz_goes_by_the_watchdog_interval() -> None:
+    """/healthz and WATCHDOG=1: the worker loop turned within poll_interval * 3 + 30 s."""
+    now = time.monotonic()
+    fake = SimpleNamespace(settings=SimpleNamespace(poll_interval=2.0),
+                           worker=SimpleNamespace(loop_alive=now - 5))
+    assert daemon.loop_stalled(fake) is None  # type: ignore[arg-type]
+    fake.worker.loop_alive = now - 40
+    reason = daemon.loop_stalled(fake)  # type: ignore[arg-type]
+    assert reason is not None
+    assert reason.startswith("the worker loop has not turned for 40 s (limit 36 s)")
