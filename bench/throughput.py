@@ -4,6 +4,7 @@ zero-latency emulator (limits off), with a breakdown of where the time goes.
     python bench/throughput.py               # full: 3 rounds x 5,000 orders per phase
     python bench/throughput.py --short       # seconds; what the tests run
     python bench/throughput.py --json out.json --markdown --py-spy
+    python bench/throughput.py --metrics both   # the cost of the Prometheus metrics
 
 Setup: a database with the Dixis shop (qbsync migrated, capture on), an emulated QuickBooks
 company served over a real socket by this process (uvicorn thread), and the daemon as a
@@ -24,6 +25,13 @@ from /proc) of the daemon process, of the PostgreSQL backends serving the daemon
 this process (the emulator) during each phase; server-side time per qbsync/mapping SQL
 function comes from pg_stat_user_functions (track_functions = all on the bench database),
 and `--py-spy` starts the daemon under `py-spy record` for a flame summary (top frames).
+
+Metrics: the daemon serves /metrics (metrics_listen, on a free port) and this process
+scrapes it every `--scrape-interval` seconds (1 s: fifteen times Prometheus' default) while
+a phase runs. `--metrics both` measures their cost in one run: every phase of every round
+twice, with a daemon started with metrics off and one with metrics on (which goes first
+alternates by round; an unmeasured deps phase first creates the catalogue's items), and
+reports the ratio of the two rates per round and its median.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -385,6 +395,8 @@ class Phase:
     cpu: dict[str, float] = field(default_factory=dict)
     functions: list[dict[str, Any]] = field(default_factory=list)
     http_ms_p50: float | None = None  # QuickBooks response time the daemon logged
+    metrics: bool = True         # the daemon served /metrics, scraped during the phase
+    scrapes: int = 0
 
 
 def vacuum_hot_tables(url: str) -> None:
@@ -451,6 +463,48 @@ def run_phase(rig: Rig, round_: int, kind: str, n: int, *, timeout: float) -> Ph
                  logs, int(dead[0]) if dead else 0, cpu1.minus(cpu0),
                  function_delta(funcs0, funcs1, rows),
                  float(http[0]) if http and http[0] is not None else None)
+
+
+class Scraper:
+    """Scrapes a daemon's /metrics every `interval` seconds in a thread, as Prometheus
+    would, while a phase runs."""
+
+    def __init__(self, url: str | None, interval: float) -> None:
+        self.url = url
+        self.interval = interval
+        self.scrapes = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        if self.url:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        assert self.url is not None
+        with httpx.Client(timeout=10) as http:
+            while not self._stop.wait(self.interval):
+                try:
+                    ok = http.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.scrapes += ok
+                self.failures += not ok
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # -- py-spy summary -----------------------------------------------------------------------
@@ -525,8 +579,9 @@ def categorize_py_spy(path: Path) -> dict[str, float]:
 
 def summarize(phases: Sequence[Phase]) -> list[dict[str, Any]]:
     out = []
-    for kind in ("invoices", "deps"):
-        mine = [p for p in phases if p.kind == kind]
+    both = len({p.metrics for p in phases}) > 1
+    for kind, on in ((k, m) for k in ("invoices", "deps") for m in (True, False)):
+        mine = [p for p in phases if p.kind == kind and p.metrics == on]
         if not mine:
             continue
         rates = Spread.of([p.rows_per_s for p in mine])
@@ -535,7 +590,8 @@ def summarize(phases: Sequence[Phase]) -> list[dict[str, Any]]:
         secs = sum(p.seconds for p in mine)
         posts = sum(sum(p.http_posts.values()) for p in mine)
         out.append({
-            "kind": kind, "rounds": len(mine), "rows": rows,
+            "kind": f"{kind}, metrics {'on' if on else 'off'}" if both else kind,
+            "metrics": on, "rounds": len(mine), "rows": rows,
             "median_rows_per_s": rates.median, "min_rows_per_s": rates.min,
             "max_rows_per_s": rates.max,
             "qbo_posts_per_row": round(posts / max(rows, 1), 2),
@@ -548,6 +604,34 @@ def summarize(phases: Sequence[Phase]) -> list[dict[str, Any]]:
             "pass": rates.median >= TARGET_ROWS_PER_S,
         })
     return out
+
+
+def metrics_cost(phases: Sequence[Phase]) -> list[dict[str, Any]]:
+    """Per phase kind: rows/s with metrics on / rows/s with them off, paired by round (both
+    ran the same kind of work in the same round), and the median of those ratios."""
+    out = []
+    for kind in ("invoices", "deps"):
+        ratios = []
+        for r in sorted({p.round for p in phases}):
+            on = [p for p in phases if (p.round, p.kind, p.metrics) == (r, kind, True)]
+            off = [p for p in phases if (p.round, p.kind, p.metrics) == (r, kind, False)]
+            if on and off:
+                ratios.append(on[0].rows_per_s / off[0].rows_per_s)
+        if ratios:
+            spread = Spread.of(ratios)
+            out.append({"kind": kind, "ratios": [round(x, 4) for x in ratios],
+                        "median_ratio": round(spread.median, 4),
+                        "min_ratio": round(spread.min, 4), "max_ratio": round(spread.max, 4),
+                        "cost_percent": round(100 * (1 - spread.median), 2)})
+    return out
+
+
+COST_HEADERS = ("phase", "rounds", "on/off rows/s per round", "median", "cost")
+
+
+def _cost_rows(cost: Sequence[dict[str, Any]]) -> list[list[object]]:
+    return [[c["kind"], len(c["ratios"]), " ".join(f"{x:.3f}" for x in c["ratios"]),
+             f"{c['median_ratio']:.3f}", f"{c['cost_percent']:+.1f} %"] for c in cost]
 
 
 HEADERS = ("phase", "rounds", "rows", "median rows/s", "min–max", "QBO POSTs/row",
@@ -587,12 +671,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"fsync={m['fsync']}), load average {m['load_avg_1m']} at start; daemon = `qbsync run` "
         f"subprocess (concurrency {p['concurrency']}, rate limits off), emulator over a "
         f"socket in the benchmark process, limits off, zero latency; {p['rounds']} rounds "
-        f"of {p['orders']} orders per phase.",
+        f"of {p['orders']} orders per phase; metrics {p.get('metrics', 'on')} (scraped "
+        f"every {p.get('scrape_interval', 1.0)} s when on).",
         "",
         f"    {report['command']}",
         "",
         markdown_table(HEADERS, _rows(report["summary"])),
     ]
+    if report.get("metrics_cost"):
+        parts += ["", "Cost of the metrics (rows/s with metrics on divided by rows/s with them "
+                  "off, each round's phases paired; cost = 1 - median):", "",
+                  markdown_table(COST_HEADERS, _cost_rows(report["metrics_cost"]))]
     for kind in ("invoices", "deps"):
         table = function_table([Phase(**ph) for ph in report["phases"]], kind)
         if table:
@@ -618,6 +707,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds (default 3; short 1)")
     parser.add_argument("--concurrency", type=int, default=10,
                         help="daemon concurrency (default %(default)s, the maximum)")
+    parser.add_argument("--metrics", choices=("on", "off", "both"), default="on",
+                        help="the daemon's /metrics: on (the default, as `qbsync run`), off, "
+                             "or both: every phase with each, to measure their cost")
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="seconds between two scrapes of /metrics (default %(default)s)")
     parser.add_argument("--py-spy", action="store_true",
                         help="run the daemon under py-spy record and summarize the profile")
     add_common_options(parser, "qbsync_bench_throughput")
@@ -641,17 +735,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rig = Rig.create(args.url, args.prefix, keep=args.keep, variant_sql=variant_sql)
     spy = rig.workdir / "py-spy.txt" if args.py_spy else None
     phases: list[Phase] = []
+    port = free_port()
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.metrics]
+
+    def start(on: bool) -> None:
+        rig.start_daemon(py_spy=spy, concurrency=args.concurrency,
+                         metrics_listen=f"127.0.0.1:{port}" if on else "")
+
     try:
-        rig.start_daemon(py_spy=spy, concurrency=args.concurrency)
         timeout = max(120.0, args.orders / 20)
+        if len(modes) == 1:
+            start(modes[0])
+        else:
+            # unmeasured: the first deps phase also creates the catalogue's items, which
+            # would favour whichever mode came second in round 1
+            start(False)
+            vacuum_hot_tables(rig.url)
+            run_phase(rig, 0, "deps", args.orders, timeout=timeout)
         for r in range(1, args.rounds + 1):
             for kind in ("deps", "invoices"):
-                vacuum_hot_tables(rig.url)
-                phase = run_phase(rig, r, kind, args.orders, timeout=timeout)
-                phases.append(phase)
-                print(f"round {r}/{args.rounds} {kind:<8} {phase.rows:6d} rows "
-                      f"{phase.seconds:7.2f} s {phase.rows_per_s:8.1f} rows/s "
-                      f"cpu {phase.cpu}", file=sys.stderr, flush=True)
+                # both: one daemon with metrics off, one with them on, first one then the
+                # other (alternating by round), each started afresh for its phase
+                for on in (modes if r % 2 else modes[::-1]):
+                    if len(modes) > 1:
+                        rig.stop_daemon()
+                        start(on)
+                    vacuum_hot_tables(rig.url)
+                    url = f"http://127.0.0.1:{port}/metrics" if on else None
+                    with Scraper(url, args.scrape_interval) as scraper:
+                        phase = run_phase(rig, r, kind, args.orders, timeout=timeout)
+                    phase.metrics, phase.scrapes = on, scraper.scrapes
+                    phases.append(phase)
+                    print(f"round {r}/{args.rounds} {kind:<8} metrics {'on ' if on else 'off'} "
+                          f"{phase.rows:6d} rows {phase.seconds:7.2f} s "
+                          f"{phase.rows_per_s:8.1f} rows/s scrapes {scraper.scrapes} "
+                          f"cpu {phase.cpu}", file=sys.stderr, flush=True)
         exit_code = rig.stop_daemon()
         py_spy: dict[str, Any] = {}
         if spy is not None:
@@ -665,18 +783,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "command": command.rstrip(),
         "params": {"orders": args.orders, "rounds": args.rounds, "short": args.short,
-                   "concurrency": args.concurrency,
+                   "concurrency": args.concurrency, "metrics": args.metrics,
+                   "scrape_interval": args.scrape_interval,
                    "variant": str(args.variant) if args.variant else None},
         "machine": machine,
         "target_rows_per_s": TARGET_ROWS_PER_S,
         "summary": summarize(phases),
+        "metrics_cost": metrics_cost(phases),
         "phases": [vars(p) for p in phases],
         "daemon_exit_code": exit_code,
         "py_spy": py_spy,
         "http_ms_p50": statistics.median([p.http_ms_p50 for p in phases
                                           if p.http_ms_p50 is not None] or [0.0]),
     }
-    report_out(args, text_table(HEADERS, _rows(report["summary"])), markdown(report), report)
+    table = text_table(HEADERS, _rows(report["summary"]))
+    if report["metrics_cost"]:
+        table += "\n\n" + text_table(COST_HEADERS, _cost_rows(report["metrics_cost"]))
+    report_out(args, table, markdown(report), report)
     return report
 
 

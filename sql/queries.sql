@@ -123,6 +123,65 @@ SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
        count(*) FILTER (WHERE state = 'waiting') AS waiting
 FROM qbsync.outbox;
 
+-- name: metrics_gauges
+-- What /metrics says of the database, read at each scrape (qbsync.metrics): the same numbers
+-- from every daemon, whichever one is asked. One row per sample: family, two label values,
+-- the value. Every entity and state is listed, with 0 when it has no rows; pending counts
+-- changes not collected into the outbox yet, as qbsync.queue_health does. A scan of the
+-- outbox and of the captured changes, grouped; nothing else of size.
+WITH per_state AS (
+    SELECT entity, state::text AS state, count(*)::float8 AS n,
+           min(enqueued_at) FILTER (WHERE state = 'pending') AS oldest
+    FROM qbsync.outbox
+    GROUP BY entity, state
+), captured AS (
+    SELECT entity, count(*)::float8 AS n, min(captured_at) AS oldest
+    FROM qbsync.changes
+    GROUP BY entity
+), names AS (
+    SELECT entity FROM qbsync.entities
+    UNION SELECT entity FROM per_state
+    UNION SELECT entity FROM captured
+), states AS (
+    SELECT unnest(enum_range(NULL::qbsync.outbox_state))::text AS state
+)
+SELECT 'outbox_rows' AS family, n.entity AS a, s.state AS b,
+       coalesce(p.n, 0) + CASE WHEN s.state = 'pending' THEN coalesce(c.n, 0) ELSE 0 END
+           AS value
+FROM names n
+CROSS JOIN states s
+LEFT JOIN per_state p ON p.entity = n.entity AND p.state = s.state
+LEFT JOIN captured c ON c.entity = n.entity
+UNION ALL
+SELECT 'oldest_pending', n.entity, '',
+       coalesce(extract(epoch FROM now() - least(p.oldest, c.oldest)), 0)::float8
+FROM names n
+LEFT JOIN per_state p ON p.entity = n.entity AND p.state = 'pending'
+LEFT JOIN captured c ON c.entity = n.entity
+UNION ALL
+SELECT 'open_notices', '', '', count(*)::float8
+FROM qbsync.notices WHERE acknowledged_at IS NULL
+UNION ALL
+SELECT 'open_drift', '', '', count(*)::float8
+FROM qbsync.drift_log WHERE resolved_at IS NULL
+UNION ALL
+SELECT 'connection', c.realm_id, s.status, (c.status = s.status)::int::float8
+FROM qbsync.connections c
+CROSS JOIN unnest(ARRAY['connected', 'needs_reconnect', 'disconnected']) AS s(status)
+UNION ALL
+-- permits per real minute (the windows are scaled against a faster emulator clock)
+SELECT 'budget', c.realm_id, k.kind,
+       k.per_window * 60 / extract(epoch FROM l.minute_window)::float8
+FROM qbsync.connections c
+CROSS JOIN LATERAL (
+    SELECT * FROM qbsync.rate_limits r
+    WHERE r.realm_id IN (c.realm_id, '*')
+    ORDER BY r.realm_id = '*'
+    LIMIT 1) l
+CROSS JOIN LATERAL (VALUES ('request', l.per_minute), ('batch', l.batch_per_minute))
+    AS k(kind, per_window)
+WHERE k.per_window IS NOT NULL;
+
 -- name: maintain_log_partitions
 -- with the settings' retention only (the daemon may not pass its own)
 SELECT action, partition_name FROM qbsync.rotate_logs();

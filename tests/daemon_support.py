@@ -68,6 +68,7 @@ def settings_for(url: str, token_keys: str, **overrides: Any) -> Settings:
         "lease_seconds": 30,
         "shutdown_grace": 5,
         "worker_name": "test-worker",
+        "metrics_listen": "",  # tests that scrape ask for a port of their own
     }
     values.update(overrides)
     return Settings(**values)

@@ -34,6 +34,7 @@ def daemon_env(db_url: str, emulator_url: str, token_keys: str, **settings: obje
         "QBSYNC_SHUTDOWN_GRACE": "5",
         "QBSYNC_LOG_LEVEL": "WARNING",
         "QBSYNC_CONFIG": "",
+        "QBSYNC_METRICS_LISTEN": "",  # tests that scrape ask for a port of their own
         "PYTHONFAULTHANDLER": "1",
     })
     env.update({f"QBSYNC_{k.upper()}": str(v) for k, v in settings.items()})

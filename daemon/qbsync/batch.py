@@ -487,6 +487,8 @@ class BatchPusher:
             done.append({"entity": entity, "key": key, "result": result})
         if done:  # one transaction (one commit) for the chunk
             await p.pool.execute(Q.record_successes, p.realm.realm_id, done, p.worker_id)
+            for d in done:
+                p.recorded(d["entity"], d["result"]["operation"])
         return {(d["entity"], d["key"]): _recorded(d["result"]) for d in done}
 
     async def _create_one(self, ref: Ref, qbo_type: str, body: dict[str, Any],
@@ -507,6 +509,7 @@ class BatchPusher:
         result["request_id"] = str(request_id)
         await p.pool.execute(Q.record_success, p.realm.realm_id, entity, key, result,
                              p.worker_id)
+        p.recorded(entity, "create")
         return {ref: _recorded(result)}
 
 

@@ -305,6 +305,12 @@ class Settings(BaseSettings):
         default="text", description="'text' (readable lines) or 'json' (one object a line)"
     )
     log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    metrics_listen: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port where `qbsync run` serves Prometheus metrics (/metrics) and "
+        "health checks (/healthz, /readyz), over plain http without authentication: keep it "
+        "on loopback or a private network; [::1]:9464 for IPv6; empty turns it off",
+    )
 
     # --- validators -----------------------------------------------------------------------
     @field_validator("client_secret", "token_keys", "sentry_dsn", mode="before")
@@ -385,6 +391,12 @@ class Settings(BaseSettings):
     def _lower_format(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        listen_address(value)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.rate_limits and self.requests_per_second > self.requests_per_minute:
@@ -456,6 +468,26 @@ class Settings(BaseSettings):
         if self.token_keys is None:
             return {}
         return parse_key_ring(self.token_keys.get_secret_value())
+
+
+def listen_address(value: str) -> tuple[str, int] | None:
+    """``metrics_listen`` as (host, port); None when empty (off). ValueError saying what is
+    wrong."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets, e.g. [::1]:9464")
+    if not host:
+        raise ValueError("must name a host, e.g. 127.0.0.1:9464")
+    # port 0: one the system chooses (tests)
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
+    return host, int(port)
 
 
 def check_conninfo(value: str) -> None:

@@ -20,7 +20,7 @@ import httpx
 
 from . import admin_requests as admin  # the daemon's side of admin requests
 from . import drift, logs, schema, sdnotify, sentry
-from .config import Settings, environment_warnings
+from .config import Settings, environment_warnings, listen_address
 from .db import CONNECTION_ERRORS as DB_ERRORS
 from .db import Listener, wait_for_pool
 from .errors import (
@@ -33,12 +33,15 @@ from .errors import (
     TokensUnreadable,
     exit_code,
 )
+from .metrics import Metrics
+from .metrics_server import MetricsServer
 from .migrate import Migration, discover
 from .model import PushFailed, Row
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client
 from .qbo.errors import QboError
+from .qbo.observer import NULL_OBSERVER, Observer
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
@@ -71,6 +74,7 @@ class Daemon:
     shipped: tuple[Migration, ...] = ()
     # why it stopped by itself (the schema changed under it): run() returns its exit code
     failure: QbsyncError | None = None
+    metrics: Metrics | None = None  # None: metrics_listen is empty
 
     async def close(self) -> None:
         with contextlib.suppress(*DB_ERRORS):
@@ -132,6 +136,8 @@ async def start(
         raise DatabaseUnreachable(f"cannot reach the database: {exc}") from exc
     if pool is None:
         return None
+    metrics = Metrics() if settings.metrics_listen else None
+    observer: Observer = metrics or NULL_OBSERVER
     try:
         # before anything else: a missing schema or one of another version is one clear
         # line (and exit 5), not the first query's error
@@ -160,13 +166,14 @@ async def start(
             client=oauth.ClientCredentials(settings.client_id,
                                            settings.client_secret.get_secret_value()),
             time_scale=settings.rate_time_scale, holder=settings.worker_name,
-            max_response_bytes=settings.max_response_bytes,
+            max_response_bytes=settings.max_response_bytes, observer=observer,
         )
         limiter = None
         if settings.rate_limits:
             limiter = RequestLimiter(PgPermits(pool), realm.realm_id,
                                      holder=settings.worker_name,
-                                     local_in_flight=settings.max_in_flight)
+                                     local_in_flight=settings.max_in_flight,
+                                     observer=observer)
             await limiter.configure(RateLimits(
                 per_minute=settings.requests_per_minute,
                 per_second=settings.requests_per_second,
@@ -180,7 +187,8 @@ async def start(
         client = QboClient(http, base_url=realm.api_base_url, realm_id=realm.realm_id,
                            tokens=tokens, minor_version=settings.minor_version,
                            limiter=limiter, timeout=settings.http_timeout,
-                           max_response_bytes=settings.max_response_bytes)
+                           max_response_bytes=settings.max_response_bytes,
+                           observer=observer)
         # Registered before the first token read: `qbsync rotate-key` sees this daemon and
         # the key ids it holds from here on.
         await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,
@@ -197,7 +205,7 @@ async def start(
         pusher = Pusher(pool, client, realm, await load_entities(pool),
                         skip_invoiced=settings.skip_invoiced_orders,
                         time_scale=settings.rate_time_scale,
-                        worker_id=settings.worker_name)
+                        worker_id=settings.worker_name, observer=metrics)
         worker = Worker(
             pool, Listener(settings.database_url), pusher,
             WorkerConfig(worker_id=settings.worker_name, concurrency=settings.concurrency,
@@ -208,9 +216,10 @@ async def start(
                          batch_threshold=settings.batch_threshold,
                          wakeup_notify=settings.wakeup_notify),
             on_dead=_report_dead(realm.realm_id),
+            observer=metrics,
         )
         return Daemon(settings, pool, worker.listener, http, tokens, client, realm, worker,
-                      shipped)
+                      shipped, metrics=metrics)
     except BaseException:
         await pool.close()
         raise
@@ -265,17 +274,67 @@ def _report_dead(realm_id: str) -> Callable[[Row, PushFailed], None]:
     return report
 
 
+def loop_stalled(daemon: Daemon) -> str | None:
+    """Why the worker loop counts as hung (no turn within the watchdog's interval), else
+    None: what WATCHDOG=1 and /healthz go by."""
+    stale_after = daemon.settings.poll_interval * 3 + 30
+    idle = time.monotonic() - daemon.worker.loop_alive
+    if idle < stale_after:
+        return None
+    return f"the worker loop has not turned for {idle:.0f} s (limit {stale_after:.0f} s)"
+
+
+async def not_ready(daemon: Daemon) -> str | None:
+    """Why the daemon cannot push now (/readyz), else None: the database must answer,
+    and the company be connected and not paused."""
+    realm_id = daemon.realm.realm_id
+    try:
+        row = await daemon.pool.fetchrow(Q.active_connection, realm_id, timeout=5)
+    except DB_ERRORS as exc:
+        return f"database: {str(exc) or type(exc).__name__}"
+    if row is None:
+        return f"QuickBooks company {realm_id} is not in qbsync.connections"
+    if row["status"] != "connected":
+        return f"QuickBooks company {realm_id} is {row['status']}: run `qbsync connect`"
+    if daemon.worker.paused_reason:
+        return f"paused: {daemon.worker.paused_reason}"
+    return None
+
+
+async def _serve_metrics(daemon: Daemon) -> MetricsServer | None:
+    """The /metrics, /healthz, /readyz endpoint; None when off, or when its address cannot
+    be bound (said in the log: metrics are no reason to stop syncing)."""
+    address = listen_address(daemon.settings.metrics_listen)
+    metrics = daemon.metrics
+    if address is None or metrics is None:
+        return None
+
+    async def exposition() -> bytes:
+        return await metrics.exposition(daemon.pool)
+
+    server = MetricsServer(*address, exposition=exposition,
+                           health=lambda: loop_stalled(daemon),
+                           ready=lambda: not_ready(daemon))
+    try:
+        await server.start()
+    except OSError as exc:
+        log.warning("metrics_listen %s: cannot listen (%s); serving no metrics",
+                    daemon.settings.metrics_listen, exc.strerror or exc)
+        return None
+    log.info("metrics on http://%s/metrics", daemon.settings.metrics_listen)
+    return server
+
+
 async def _supervise(daemon: Daemon, stop: asyncio.Event) -> None:
     """STATUS and WATCHDOG for systemd, heartbeat in qbsync.workers, daily log partitions."""
     settings = daemon.settings
     interval = min(sdnotify.watchdog_interval() or 5.0, 5.0)
-    stale_after = settings.poll_interval * 3 + 30
     last_maintenance = time.monotonic()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
         worker = daemon.worker
-        if time.monotonic() - worker.loop_alive < stale_after:
+        if loop_stalled(daemon) is None:
             sdnotify.notify(WATCHDOG=1)  # only while the loop really turns
         try:
             if await _schema_moved(daemon, stop):
@@ -367,6 +426,7 @@ async def run(
     if daemon is None:
         log.info("qbsync %s stopped before it started", settings.worker_name)
         return 0
+    server = await _serve_metrics(daemon)
     supervisor = asyncio.create_task(_supervise(daemon, stop), name="qbsync-supervise")
     duties = asyncio.create_task(_duties(daemon, stop), name="qbsync-duties")
     try:
@@ -384,6 +444,8 @@ async def run(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if server is not None:
+            await server.close()
         await daemon.close()
         log.info("qbsync %s stopped", settings.worker_name)
 

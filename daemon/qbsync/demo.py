@@ -170,7 +170,8 @@ def demo_settings(url: str, srv: EmulatorServer, opts: DemoOptions) -> Settings:
         api_base_url=srv.base_url, oauth_discovery_url=srv.base_url + EMULATOR_DISCOVERY,
         allow_local_quickbooks=True,  # the emulator listens on 127.0.0.1, over http
         rate_limits=opts.limits, rate_time_scale=opts.time_scale, worker_name="qbsync-demo",
-        poll_interval=0.5, shutdown_grace=5, log_level="WARNING", realm_id=None)
+        poll_interval=0.5, shutdown_grace=5, log_level="WARNING", realm_id=None,
+        metrics_listen="")
 
 
 async def _progress(url: str, stop: asyncio.Event, runner: asyncio.Task[int],

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .model import Pushed, Row, Skipped
@@ -43,10 +44,12 @@ class Entry:
     lease_until: float = 0.0
     owner: str | None = None  # the worker holding the lease
     last_error: str | None = None
+    enqueued_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def row(self) -> Row:
         return Row(self.id, self.entity, self.key, self.attempts, self.request_id,
-                   interruptions=self.interruptions, outcome_unknown=self.outcome_unknown)
+                   interruptions=self.interruptions, outcome_unknown=self.outcome_unknown,
+                   enqueued_at=self.enqueued_at)
 
 
 class MemoryListener:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 # A shop row as mapping output names it: (entity, key).
 Ref = tuple[str, str]
@@ -25,6 +26,8 @@ class Row:
     outcome_unknown: bool = False  # an attempt may have reached QuickBooks unseen
     lookup_due: bool = False  # this attempt only looks QuickBooks up (final_lookup)
     last_error_code: str | None = None
+    # when the shop captured the change (its oldest one not yet pushed): commit-to-push time
+    enqueued_at: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -121,3 +124,27 @@ class PushFailed(Exception):
 
 # What became of a claimed row.
 Outcome = Pushed | Skipped | PushFailed
+
+# What a success did, by the operation logged (integration_logs.operation; a batch's carries
+# " (batch)"): the outcome label of the push counters.
+SUCCESS_OUTCOMES = {"create": "created", "update": "updated", "adopt": "adopted",
+                    "void": "voided", "delete": "deleted"}
+
+
+def plain_operation(operation: str) -> str:
+    """The operation without the push path: "create (batch)" -> "create"."""
+    return operation.removesuffix(" (batch)")
+
+
+def success_outcome(operation: str) -> str:
+    return SUCCESS_OUTCOMES.get(plain_operation(operation), "pushed")
+
+
+class OutcomeObserver(Protocol):
+    """Told of every outcome as it is recorded (qbsync.integration_logs gets the same row):
+    the worker's rows, and the dependencies a push created on the way."""
+
+    def outcome(self, entity: str, operation: str, outcome: str,
+                enqueued_at: datetime | None = None) -> None:
+        """outcome: created, updated, adopted, voided, deleted (a success), skipped, failed
+        (a try failed, the row comes back), waiting (for another row or a setting), dead."""

@@ -107,7 +107,7 @@ class PgQueue:
             raise
         return [Row(r["id"], r["entity"], r["key"], r["attempts"], r["request_id"], r["force"],
                     r["origin"], r["interruptions"], r["outcome_unknown"], r["lookup_due"],
-                    r["last_error_code"]) for r in records]
+                    r["last_error_code"], r["enqueued_at"]) for r in records]
 
     async def announce_waiting(self, ttl: float) -> str | None:
         snapshot: str | None = await self._loop_value(Q.announce_waiting, self.worker_id, ttl)

@@ -45,7 +45,18 @@ from .decide import (
 )
 from .digest import digest, marked_voided
 from .errors import ReconnectRequired
-from .model import EntityInfo, Mapped, Pushed, PushFailed, Ref, Row, Skipped
+from .model import (
+    EntityInfo,
+    Mapped,
+    OutcomeObserver,
+    Pushed,
+    PushFailed,
+    Ref,
+    Row,
+    Skipped,
+    plain_operation,
+    success_outcome,
+)
 from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
@@ -149,8 +160,10 @@ class Pusher:
         skip_invoiced: bool = True,
         time_scale: float = 1.0,
         worker_id: str = "daemon",
+        observer: OutcomeObserver | None = None,
     ) -> None:
         self.pool = pool
+        self.observer = observer  # told of the dependencies it records
         self.client = client
         self.realm = realm
         self.entities = entities
@@ -284,6 +297,12 @@ class Pusher:
                             f"to date: {why})"
         return Pushed(result)
 
+    def recorded(self, entity: str, operation: str) -> None:
+        """A dependency's success was recorded (its outbox row, if any, is pushed later)."""
+        if self.observer is not None:
+            self.observer.outcome(entity, plain_operation(operation),
+                                  success_outcome(operation))
+
     def result(self, qbo_type: str, obj: dict[str, Any], body: dict[str, Any],
                 operation: str, started: float, *, body_hash: str | None = None
                 ) -> dict[str, Any]:
@@ -406,6 +425,7 @@ class Pusher:
             result["request_id"] = str(request_id)
             await self.pool.execute(Q.record_success, self.realm.realm_id, entity, key, result,
                                     self.worker_id)
+            self.recorded(entity, operation)
             return str(obj["Id"])
 
     # -- QuickBooks writes --------------------------------------------------------------

@@ -39,6 +39,7 @@ from . import db
 from .errors import ReconnectRequired, TokensUnreadable
 from .qbo import oauth
 from .qbo.oauth import ClientCredentials, InvalidGrant, OAuthEndpoints, TokenSet
+from .qbo.observer import NULL_OBSERVER, Observer
 from .queries import load as load_queries
 from .vault import Vault, VaultError
 
@@ -68,8 +69,10 @@ class TokenStore:
         clock: Callable[[], datetime] = _utcnow,
         holder: str | None = None,
         max_response_bytes: int = oauth.DEFAULT_MAX_RESPONSE_BYTES,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.pool = pool
+        self.observer = observer
         self.vault = vault
         self.realm_id = realm_id
         self.http = http
@@ -189,6 +192,7 @@ class TokenStore:
                 assert row is not None
                 moved = known_generation is not None and row["token_generation"] != known_generation
                 if (moved or stored.access_token != rejected) and not self._expiring(stored):
+                    self.observer.token_refresh("shared")
                     return stored.access_token  # another process refreshed: use its pair
                 try:
                     fresh = await oauth.refresh(self.http, self.client, stored.refresh_token,
@@ -196,12 +200,16 @@ class TokenStore:
                                                 time_scale=self.time_scale,
                                                 max_bytes=self.max_response_bytes)
                 except InvalidGrant as exc:
+                    self.observer.token_refresh("rejected")
                     await self._needs_reconnect(conn, exc)
                     raise ReconnectRequired(
                         self.realm_id,
                         f"Intuit refused the refresh token of QuickBooks company {self.realm_id} "
                         f"({exc.error}); the connection is marked needs_reconnect: run "
                         "`qbsync connect`") from None
+                except Exception:
+                    self.observer.token_refresh("failed")
+                    raise
                 self.refreshes += 1
                 blob, key_id = self.vault.encrypt(self.realm_id, fresh.to_payload())
                 generation = await conn.fetchval(
@@ -213,6 +221,7 @@ class TokenStore:
                         "during a token refresh")
                 self._tokens = fresh
                 self._generation = generation
+                self.observer.token_refresh("refreshed")
                 return fresh.access_token
             finally:
                 # On failure, releasing the connection to the pool resets it (unlocks) anyway.

@@ -32,7 +32,15 @@ from .batch import BatchPusher
 from .db import Listener
 from .errors import QbsyncError
 from .idle import IdleProtocol
-from .model import Pushed, PushFailed, Row, Skipped
+from .model import (
+    OutcomeObserver,
+    Pushed,
+    PushFailed,
+    Row,
+    Skipped,
+    plain_operation,
+    success_outcome,
+)
 from .outcomes import OutcomeGroups
 from .store import PgQueue, QueueStore
 from .sync import Pusher
@@ -80,6 +88,7 @@ class Worker:
         *,
         on_dead: Callable[[Row, PushFailed], None] | None = None,
         store: QueueStore | None = None,
+        observer: OutcomeObserver | None = None,
     ) -> None:
         if store is None:
             assert pool is not None, "a pool, or a store"
@@ -89,6 +98,7 @@ class Worker:
         self.pusher = pusher
         self.config = config
         self.on_dead = on_dead
+        self.observer = observer  # told of every outcome recorded (the metrics)
         self.stats = Stats()
         self.paused_reason: str | None = None
         self.loop_alive = time.monotonic()
@@ -320,6 +330,8 @@ class Worker:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if self.observer is not None and state != "lost":
+            self._observe(row, outcome, state)
         extra = {"entity": row.entity, "key": row.key, "attempt": row.attempts,
                  "realm_id": realm}
         if state == "lost":
@@ -344,6 +356,21 @@ class Worker:
                     await self.store.reload_settings(self.pusher.realm)
         else:
             log.info("%s: %s", row.label, state, extra=extra)
+
+    def _observe(self, row: Row, outcome: Pushed | Skipped | PushFailed, state: str) -> None:
+        """The recorded outcome, in the terms of integration_logs' status: a success
+        (created, updated, ...), skipped, failed (a retry), waiting, dead."""
+        assert self.observer is not None
+        if isinstance(outcome, Pushed):
+            operation = str(outcome.result.get("operation") or "push")
+            self.observer.outcome(row.entity, plain_operation(operation),
+                                  success_outcome(operation), row.enqueued_at)
+        elif isinstance(outcome, Skipped):
+            self.observer.outcome(row.entity, outcome.operation, "skipped")
+        else:
+            verdict = "dead" if state == "dead" else \
+                "waiting" if outcome.kind in ("waiting", "setting") else "failed"
+            self.observer.outcome(row.entity, plain_operation(outcome.operation), verdict)
 
     # -- background duties ------------------------------------------------------------
 

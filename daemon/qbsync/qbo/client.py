@@ -44,6 +44,7 @@ from .errors import (
     error_from_response,
     parse_fault,
 )
+from .observer import NULL_OBSERVER, Observer, endpoint_of
 from .ratelimit import RequestLimiter
 
 MAX_REQUEST_ID = 50
@@ -94,6 +95,7 @@ class QboClient:
         limiter: RequestLimiter | None = None,
         timeout: float = 60.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
@@ -103,6 +105,7 @@ class QboClient:
         self.limiter = limiter
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
+        self.observer = observer
         self._prefix = f"{self.base_url}/v3/company/{quote(realm_id, safe='')}"
 
     def __repr__(self) -> str:
@@ -273,7 +276,7 @@ class QboClient:
         while True:
             attempts += 1
             resp, body, elapsed, token = await self._send(method, url, query, json, write,
-                                                          kind, request_id)
+                                                          kind, request_id, endpoint_of(path))
             tid = resp.headers.get("intuit_tid")
             _last_call.set(CallInfo(method, path, resp.status_code, elapsed, tid, request_id,
                                     attempts))
@@ -297,12 +300,14 @@ class QboClient:
                 # Same request, same requestid: QuickBooks did nothing with a 401.
                 await self.tokens.refresh(token)
                 continue
-            if isinstance(error, Throttled) and self.limiter is not None:
-                await self.limiter.throttled(error.retry_after)
+            if isinstance(error, Throttled):
+                self.observer.throttled(self.realm_id)
+                if self.limiter is not None:
+                    await self.limiter.throttled(error.retry_after)
             raise error
 
     async def _send(self, method: str, url: str, query: Mapping[str, str], json: Any,
-                    write: bool, kind: str, request_id: str | None
+                    write: bool, kind: str, request_id: str | None, endpoint: str = "other"
                     ) -> tuple[httpx.Response, bytes, int, str]:
         """One HTTP exchange under a rate-limit permit; (response, its body read up to
         max_response_bytes, milliseconds on the wire, not counting the wait for the permit,
@@ -359,11 +364,14 @@ class QboClient:
                 UnknownOutcome if write else TransientError, exc,
                 "no answer; the write may have been applied" if write else "no answer",
                 request_id, started)
+        seconds = time.perf_counter() - started
+        self.observer.request(endpoint, None if failure is not None else resp.status_code,
+                              seconds)
         if failure is not None:
             # Raised outside the except block: no __context__ either. httpx exceptions hold
             # the request, and with it the Authorization header.
             raise failure
-        return resp, body, int((time.perf_counter() - started) * 1000), token
+        return resp, body, int(seconds * 1000), token
 
     async def _exchange(self, method: str, url: str, query: Mapping[str, str],
                         content: bytes | None, headers: dict[str, str],

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from .observer import NULL_OBSERVER, Observer
+
 # After that long, a permit that could not be given back is left to expire.
 RETURN_RETRY_SECONDS = 60.0
 # Clock samples older than this (monotonic seconds) no longer count.
@@ -161,8 +163,10 @@ class RequestLimiter:
         hold: float = 180.0,
         local_in_flight: int | None = 10,
         time_scale: float = 1.0,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.store = store
+        self.observer = observer
         self.realm_id = realm_id
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
         self.hold = timedelta(seconds=hold)
@@ -275,6 +279,7 @@ class RequestLimiter:
                 await self._return(row["permit_id"])
                 continue
             self.granted += 1
+            self.observer.permit(self.realm_id, kind)
             return Permit(row["permit_id"], row["starts_at"], time.monotonic() - started,
                           kind, slot, retakes)
 
