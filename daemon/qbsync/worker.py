@@ -120,6 +120,9 @@ class Worker:
         self.outcomes = OutcomeGroups(store, lambda: self._unreported + self.outcomes.buffered)
         # what is under way: each push task and the rows it holds (leased until recorded)
         self._tasks: dict[asyncio.Task[None], list[Row]] = {}
+        # rows of those tasks whose outcome is being recorded, or was: a lease extension
+        # waits for a group being recorded and then no longer finds its rows (done, not lost)
+        self._recording: set[int] = set()
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._pushing = 0  # single rows whose push is under way (each takes a slot)
         self._unreported = 0  # claimed rows whose outcome is not with OutcomeGroups yet
@@ -212,7 +215,8 @@ class Worker:
             stopping.cancel()
             freed.cancel()
         for task in [t for t in done if t in self._tasks]:
-            self._tasks.pop(task)  # type: ignore[arg-type]
+            for row in self._tasks.pop(task):  # type: ignore[arg-type]
+                self._recording.discard(row.id)
         self._slot_freed.clear()
         if woken in done:
             self.listener.woken.clear()
@@ -302,6 +306,7 @@ class Worker:
         """Store the outcome; keeps trying through a database outage while the lease lasts
         (the push itself is done, and its result must not be lost)."""
         realm = self.realm_id
+        self._recording.add(row.id)
         give_up = time.monotonic() + self.config.lease_seconds
         delay = 0.2
         while True:
@@ -387,7 +392,8 @@ class Worker:
                 log.warning("could not extend leases: %s", exc)
                 continue
             for row in (row for rows in self._tasks.values() for row in rows):
-                if row.id not in held:
+                # a row being recorded says itself whether its lease was lost
+                if row.id not in held and row.id not in self._recording:
                     log.warning("lease on %s lost", row.label)
 
     async def _check_unpause(self) -> None:
@@ -413,3 +419,4 @@ class Worker:
                     released = await self.store.release(ids)
                     log.info("released %s unfinished row(s)", released)
             self._tasks.clear()
+            self._recording.clear()

@@ -282,6 +282,36 @@ async def test_a_lost_lease_is_said_and_its_outcome_not_recorded(
         assert worker.stats.skipped == 1  # pushed here, recorded by the other
 
 
+class RecordingSlowly(Queue):
+    """A group's transaction commits (its rows are gone from the queue) while its answer is
+    still on its way to the worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committed = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def record(self, outcomes: Any) -> dict[int, bool]:
+        held = await super().record(outcomes)
+        self.committed.set()
+        await self.answer.wait()
+        return held
+
+
+async def test_a_row_being_recorded_is_not_said_to_have_lost_its_lease(
+        caplog: pytest.LogCaptureFixture) -> None:
+    queue, pusher = RecordingSlowly(), Pusher()
+    queue.capture("thing", "k")
+    caplog.set_level(logging.INFO, "qbsync.worker")
+    async with running(queue, pusher, lease_seconds=0.3):
+        await until(queue.committed.is_set)
+        extends = queue.extends
+        await until(lambda: queue.extends >= extends + 2)  # the row is no longer found
+        queue.answer.set()
+        await until(lambda: done_keys(queue) == ["k"])
+    assert "lost" not in caplog.text
+
+
 # -- idle and shutdown -----------------------------------------------------------------------
 
 async def test_a_row_captured_while_idle_wakes_the_worker() -> None:
