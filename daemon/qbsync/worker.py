@@ -383,17 +383,22 @@ class Worker:
         period = self.config.lease_seconds / 3
         while not stop.is_set():
             await asyncio.sleep(period)
-            ids = [row.id for rows in self._tasks.values() for row in rows]
-            if not ids:
+            extended = [row for rows in self._tasks.values() for row in rows]
+            if not extended:
                 continue
             try:
-                held = await self.store.extend_leases(ids, self.config.lease_seconds)
+                held = await self.store.extend_leases([row.id for row in extended],
+                                                      self.config.lease_seconds)
             except self.store.errors as exc:
                 log.warning("could not extend leases: %s", exc)
                 continue
-            for row in (row for rows in self._tasks.values() for row in rows):
-                # a row being recorded says itself whether its lease was lost
-                if row.id not in held and row.id not in self._recording:
+            # Lost: a row still being pushed here that the extension did not find. Not a
+            # row claimed meanwhile (not extended), nor one whose outcome was recorded
+            # meanwhile or is being recorded (that says itself whether its lease was lost).
+            pushing = {row.id for rows in self._tasks.values() for row in rows} \
+                - self._recording
+            for row in extended:
+                if row.id not in held and row.id in pushing:
                     log.warning("lease on %s lost", row.label)
 
     async def _check_unpause(self) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.support import conn_url
 from tests.waiting import wait_until

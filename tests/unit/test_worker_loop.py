@@ -312,6 +312,40 @@ async def test_a_row_being_recorded_is_not_said_to_have_lost_its_lease(
     assert "lost" not in caplog.text
 
 
+class ExtendingSlowly(Queue):
+    """An extension whose answer is on its way while the loop claims more rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extending = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def extend_leases(self, ids: list[int], lease_seconds: float) -> set[int]:
+        held = await super().extend_leases(ids, lease_seconds)
+        self.extending.set()
+        await self.answer.wait()
+        return held
+
+
+async def test_a_row_claimed_during_an_extension_is_not_said_to_have_lost_its_lease(
+        caplog: pytest.LogCaptureFixture) -> None:
+    queue, pusher = ExtendingSlowly(), Pusher()
+    pusher.gate("a", "b")
+    queue.capture("thing", "a")
+    caplog.set_level(logging.INFO, "qbsync.worker")
+    async with running(queue, pusher, lease_seconds=0.3):
+        await until(queue.extending.is_set)  # a's lease is being extended
+        queue.capture("thing", "b")
+        await until(lambda: "b" in pusher.running)
+        queue.answer.set()
+        extends = queue.extends
+        await until(lambda: queue.extends >= extends + 2)
+        pusher.open("a")
+        pusher.open("b")
+        await until(lambda: sorted(done_keys(queue)) == ["a", "b"])
+    assert "lost" not in caplog.text
+
+
 # -- idle and shutdown -----------------------------------------------------------------------
 
 async def test_a_row_captured_while_idle_wakes_the_worker() -> None:
