@@ -148,3 +148,34 @@ def test_releasing_never_deadlocks_with_a_group_being_recorded(
             "SELECT qbsync.release('w1', %s::bigint[])", ([x, z, y],)).fetchone())
     assert group.result == ([],)
     assert releasing.result == (0,)
+
+
+def pushed(entity: str, key: int) -> dict[str, Any]:
+    return {"entity": entity, "key": str(key), "result": {
+        "qbo_type": "Invoice" if entity == "order" else "Payment",
+        "qbo_id": f"{entity}-{key}", "sync_token": "0", "digest": {}}}
+
+
+def test_groups_writing_back_orders_and_payments_crosswise_never_deadlock(
+    dixis_db: psycopg.Connection
+) -> None:
+    """A Dixis payment's write-back updates its order's row: one group records the invoice
+    of x and the payments of z and y, the other the invoice of y and the payment of x."""
+    dixis_db.execute("SELECT dixis.generate(5, 0.5)")
+    dixis_db.commit()
+    x, y, z = [i for i, in dixis_db.execute("SELECT id FROM dixis.orders ORDER BY id LIMIT 3")]
+    url = conn_url(dixis_db)
+    record = "SELECT qbsync.record_successes(%s, %s::jsonb, 'w1', false)"
+    first, second = Session(url), Session(url)
+    # the first group writes back x and waits for z; the second must not hold y meanwhile
+    gate = psycopg.connect(url)
+    gate.execute("SELECT 1 FROM dixis.orders WHERE id = %s FOR UPDATE", (z,))
+    race(dixis_db, gate, first, lambda c: c.execute(record, (REALM, json.dumps(
+        [pushed("order", x), pushed("payment", z), pushed("payment", y)]))).fetchone(),
+        second, lambda c: c.execute(record, (REALM, json.dumps(
+            [pushed("order", y), pushed("payment", x)]))).fetchone())
+    written = dixis_db.execute(
+        "SELECT id, quickbooks_invoice_id, quickbooks_payment_id FROM dixis.orders"
+        " WHERE id = ANY (%s) ORDER BY id", ([x, y, z],)).fetchall()
+    assert written == [(x, f"order-{x}", f"payment-{x}"), (y, f"order-{y}", f"payment-{y}"),
+                       (z, None, f"payment-{z}")]
