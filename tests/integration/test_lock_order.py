@@ -3,7 +3,12 @@ daemon extends the leases of all the rows it works on (qbsync.extend_leases) whi
 outcome groups lock their own rows (qbsync.complete_many, ORDER BY id FOR UPDATE). Rows
 locked in their physical order instead (a sequential or bitmap scan visits them so, and
 every lease extension moves a row) deadlock with a group that locks the same rows in id
-order, and PostgreSQL then aborts one of the two."""
+order, and PostgreSQL then aborts one of the two. Shop rows likewise: groups writing back
+an order's invoice and another order's payment crosswise (both onto the Dixis order rows)
+take the rows of a key one group at a time.
+
+Each test holds one row in a third transaction so that both calls are under way, each
+holding a row, before either can go on: the order they then lock the rest in decides."""
 
 from __future__ import annotations
 
