@@ -165,6 +165,13 @@ async def _play_the_daemon(url: str, emu: Emulator, realm: str) -> int:
         await pool.close()
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child, before exec: SIGINT at its default, as a terminal's Ctrl-C finds it. A
+    test run started in the background by a shell without job control (CI's) inherits
+    SIGINT ignored, and Python leaves an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("command", [
     ("test-connection", "--wait", "120"),
     ("report", "--period", "month", "--wait", "120"),
@@ -175,7 +182,8 @@ def test_ctrl_c_exits_130_and_withdraws_the_request(dixis_url: str,
     emu = Emulator(limits=False)
     shop = asyncio.run(connect_shop(dixis_url, emu))
     proc = subprocess.Popen([QBSYNC, *command, "--database-url", dixis_url], env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_at_a_terminal)
     assert proc.stderr is not None
     waiting = proc.stderr.readline()  # the request is in; it waits for a daemon
     assert "waiting for the daemon" in waiting, waiting + proc.stderr.read()
@@ -197,7 +205,7 @@ def test_ctrl_c_while_following_the_log_exits_130(db_url: str) -> None:
         conn.execute("SELECT qbsync.log('create', 'order', 'old-1', 'success', NULL)")
     proc = subprocess.Popen([QBSYNC, "logs", "--follow", "--json", "--database-url", db_url],
                             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_as_at_a_terminal)
     assert proc.stdout is not None
     assert json.loads(proc.stdout.readline())["key"] == "old-1"  # the last rows first
     with psycopg.connect(db_url, autocommit=True) as conn:
