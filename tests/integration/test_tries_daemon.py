@@ -6,6 +6,7 @@ since QuickBooks answers a repeated requestid with its first answer, whatever th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -41,6 +42,15 @@ def stored_requestids(emu: Emulator, realm: str, *, batches: bool = False) -> se
     (only those of batch requests)."""
     return {rid for rid, (_, answer) in emu.companies[realm].requestids.items()
             if not batches or "BatchItemResponse" in answer}
+
+
+def one_row_failed_once(conn: psycopg.Connection) -> Callable[[], Awaitable[bool]]:
+    """For `eventually`: the outbox holds one row, pending again after one failed try."""
+    async def check() -> bool:
+        conn.commit()
+        return conn.execute("SELECT state::text, attempts FROM qbsync.outbox"
+                            ).fetchall() == [("pending", 1)]
+    return check
 
 
 def a_catalogue(conn: psycopg.Connection) -> tuple[int, list[tuple[int, str, str]]]:
@@ -132,13 +142,8 @@ async def test_a_row_whose_daemon_keeps_stopping_is_looked_up_then_dead(
     dixis_db.commit()
     shop.emu.inject_fault("drop", 1, method="POST", entity="invoice")
 
-    async def a_failed_once() -> bool:
-        dixis_db.commit()
-        return dixis_db.execute("SELECT state::text, attempts FROM qbsync.outbox"
-                                ).fetchall() == [("pending", 1)]
-
     async with running(shop):
-        await eventually(a_failed_once, 30, "order A's lost answer recorded")
+        await eventually(one_row_failed_once(dixis_db), 30, "order A's lost answer recorded")
     assert len(shop.invoices()) == 1  # applied, not linked
     b = dx.order(dixis_db, lines, customer_id=who)
     dixis_db.execute("UPDATE qbsync.outbox SET next_attempt_at = now()")  # A's backoff over
@@ -330,13 +335,9 @@ async def test_a_payment_whose_answer_was_lost_is_not_made_twice_nor_left_stale(
     dixis_db.commit()
     shop.emu.inject_fault("drop", 1, method="POST", entity="payment")
 
-    async def lost_once() -> bool:
-        dixis_db.commit()
-        return dixis_db.execute("SELECT state::text, attempts FROM qbsync.outbox"
-                                ).fetchall() == [("pending", 1)]
-
     async with running(shop):
-        await eventually(lost_once, 30, "the payment's lost answer recorded")
+        await eventually(one_row_failed_once(dixis_db), 30,
+                         "the payment's lost answer recorded")
     [made] = shop.emu.entities(shop.realm_id, "Payment")
     assert "ch_first" in made["PrivateNote"]
     dixis_db.execute("UPDATE dixis.orders SET payment_reference = 'ch_second' WHERE id = %s",

@@ -7,14 +7,7 @@ from typing import Any
 import pytest
 
 from qbsync.backlog import BacklogPolicy
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 class Store:
