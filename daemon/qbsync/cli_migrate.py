@@ -55,12 +55,21 @@ def migrate_command(show_status: bool, force: bool, as_json: bool,
         warn(f"migrating while {len(alive)} daemon(s) run (--force): "
              f"{'; '.join(map(str, alive))}; each stops claiming once it sees the new schema")
 
-    done = migrate(conninfo(database_url), on_apply=announce,
+    done = migrate(conninfo(database_url), on_apply=announce, check=_refuse_a_foreign_schema,
                    before_apply=refuse_live_daemons(force, forced))
     if as_json:
         print_json({"applied": [m.name for m in done]})
     else:
         click.echo(f"{len(done)} migration(s) applied" if done else "database is up to date")
+
+
+def _refuse_a_foreign_schema(conn: psycopg.Connection, migrations: list[Migration]) -> None:
+    """A schema that a newer qbsync, or another build of it, migrated is not this qbsync's
+    to upgrade: refuse as every other command does (exit 5, naming both versions). Missing
+    and older schemas are what migrate is for."""
+    problem = schema.read_status(conn, migrations).problem()
+    if problem is not None and problem.kind in ("newer", "changed"):
+        raise problem
 
 
 def _migration_status(url: str, as_json: bool) -> int:

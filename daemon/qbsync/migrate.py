@@ -83,8 +83,9 @@ def pending(conn: psycopg.Connection, migrations: list[Migration]) -> list[Migra
     for version, (name, _) in sorted(done.items()):
         if version not in known:
             raise MigrationError(
-                f"the database has migration {name} applied, which this qbsync does not "
-                "know: it was migrated by a newer qbsync; upgrade qbsync"
+                f"the database has migration {name} applied, which this qbsync "
+                f"{__version__} does not know: it was migrated by a newer qbsync; upgrade "
+                "qbsync"
             )
     for m in migrations:
         if m.version in done and done[m.version][1] != m.checksum:
@@ -177,17 +178,22 @@ def migrate(
     *,
     directory: Path | None = None,
     on_apply: Callable[[Migration], None] | None = None,
+    check: Callable[[psycopg.Connection, list[Migration]], None] | None = None,
     before_apply: Callable[[psycopg.Connection, list[Migration]], None] | None = None,
 ) -> list[Migration]:
     """Bring the database up to date; returns the migrations applied (empty: up to date).
 
-    `before_apply(conn, todo)` runs under the migration lock when there is something to
-    apply, before the first migration; raising stops the run with nothing applied (`qbsync
-    migrate` refuses there while daemons are alive: `refuse_live_daemons`)."""
+    `check(conn, migrations)` runs first under the migration lock, before anything is
+    created, and `before_apply(conn, todo)` when there is something to apply, before the
+    first migration; raising in either stops the run with nothing applied. `qbsync migrate`
+    refuses in `check` a schema that is not this qbsync's to upgrade (`SchemaError`, exit 5)
+    and in `before_apply` while daemons are alive (`refuse_live_daemons`)."""
     migrations = discover(directory)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(Q.migrations_lock)
         try:
+            if check:
+                check(conn, migrations)
             ensure_owner_role(conn)
             with conn.transaction():
                 conn.execute(Q.migrations_bootstrap)

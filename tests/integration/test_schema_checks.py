@@ -45,7 +45,9 @@ COMMANDS: list[tuple[str, ...]] = [
     ("migrate", "--status"), ("settings",), ("settings", "--refresh", "--wait", "5"),
     ("check-mapping",),
 ]
-# `run` is a real process below; `demo` makes its own database; `migrate` is the cure.
+# `run` is a real process below; `demo` makes its own database; `migrate` is the cure of a
+# missing or older schema, and refuses a newer one like the rest (NEWER_ONLY).
+NEWER_ONLY: list[tuple[str, ...]] = [("migrate",)]
 NOT_CHECKED_HERE = {"run", "demo", "migrate", "emulator", "keygen", "config", "systemd-unit"}
 
 
@@ -123,11 +125,11 @@ def test_every_command_checks_the_schema_first(state: str, request: pytest.Fixtu
     url = request.getfixturevalue(state)
     before = _counts(url)
     wrong = []
-    for command in COMMANDS:
+    for command in COMMANDS + (NEWER_ONLY if state == "newer" else []):
         result = invoke(url, tmp_path, *command)
         message = result.stdout + result.stderr
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        if command[0] == "migrate":  # --status prints its table, then the verdict
+        if command == ("migrate", "--status"):  # its table, then the verdict
             lines = [message.strip().splitlines()[-1]]
         if (result.exit_code != 5 or len(lines) != 1
                 or not all(part in lines[0] for part in _expected(state))):
@@ -200,6 +202,25 @@ def test_an_up_to_date_schema_is_no_reason_to_refuse(db_url: str, tmp_path: Path
     done = invoke(db_url, tmp_path, "migrate")
     assert done.exit_code == 0, done.stderr
     assert "database is up to date" in done.stdout
+
+
+def test_migrate_refuses_a_schema_another_build_migrated(older: str, tmp_path: Path) -> None:
+    """A changed applied migration: one line naming both checksums, exit 5, nothing
+    applied."""
+    shipped = discover()
+    with psycopg.connect(older, autocommit=True) as conn:
+        conn.execute("UPDATE qbsync.schema_migrations SET checksum = 'e' || repeat('0', 63) "
+                     "WHERE version = %s", (shipped[0].version,))
+    before = _applied(older)
+    refused = invoke(older, tmp_path, "migrate")
+    assert refused.exit_code == 5
+    assert refused.stdout == ""
+    assert refused.stderr.splitlines() == [
+        f"qbsync: the database's migration {shipped[0].name} (checksum e00000000000) is not "
+        f"this qbsync's {shipped[0].name} (checksum {shipped[0].checksum[:12]}): another build "
+        "of qbsync migrated this database; released migrations never change, so use the "
+        f"qbsync release that migrated it (changed: {shipped[0].name})"]
+    assert _applied(older) == before
 
 
 def test_migrate_status_lists_applied_pending_and_changed(older: str, tmp_path: Path) -> None:
