@@ -1,6 +1,7 @@
 """Databases at another schema version than this qbsync's: released (0.1.0: exactly migrations
-0001-0006), older (every shipped migration but the last), newer (one this qbsync does not
-ship). Written against the set of shipped migrations, so they hold as migrations are added."""
+0001-0006, applied by 0.1.0's runner), older (every shipped migration but the last), newer (one
+this qbsync does not ship). Written against the set of shipped migrations, so they hold as
+migrations are added."""
 
 from __future__ import annotations
 
@@ -46,9 +47,36 @@ def migrate_only(url: str, names: list[str], tmp: Path) -> list[Migration]:
     return migrate(url, directory=directory)
 
 
-def migrate_released(url: str, tmp: Path) -> list[Migration]:
-    """The schema of qbsync 0.1.0."""
-    return migrate_only(url, list(RELEASED), tmp)
+# What qbsync 0.1.0's `migrate` ran around the files (its sql/cli_queries.sql): a bookkeeping
+# table without the qbsync_version column, each file and its row in one transaction, and no
+# owner role.
+BOOKKEEPING_0_1_0 = """
+CREATE SCHEMA IF NOT EXISTS qbsync;
+CREATE TABLE IF NOT EXISTS qbsync.schema_migrations (
+    version    int PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    applied_by text NOT NULL DEFAULT current_user
+);
+"""
+RECORD_0_1_0 = ("INSERT INTO qbsync.schema_migrations (version, name, checksum) "
+                "VALUES (%s, %s, %s)")
+COLUMNS_0_1_0 = ["version", "name", "checksum", "applied_at", "applied_by"]
+
+
+def migrate_released(url: str) -> list[Migration]:
+    """The schema of qbsync 0.1.0, applied as 0.1.0's own runner applied it."""
+    shipped = {m.name: m for m in discover()}
+    released = [shipped[name] for name in RELEASED]
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(BOOKKEEPING_0_1_0)
+        for m in released:
+            with conn.transaction():
+                conn.execute(m.sql)  # type: ignore[arg-type]  # a shipped file, not input
+                conn.execute(RECORD_0_1_0, (m.version, m.name, m.checksum))
+    return released
 
 
 def migrate_all_but_last(url: str, tmp: Path) -> Migration:

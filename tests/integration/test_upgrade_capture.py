@@ -6,7 +6,6 @@ only. Nothing here names a migration after 0006."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,14 +28,14 @@ INSERT INTO shop.orders VALUES (1, 'completed', '{{"city": "Athens"}}');
 UPDATE = """UPDATE shop.orders SET shipping_address = '{"city": "Volos"}' WHERE id = 1"""
 
 
-def test_a_0_1_0_database_gets_the_new_capture(tmp_path: Path) -> None:
+def test_a_0_1_0_database_gets_the_new_capture() -> None:
     writer, stranger = (f"qbup{os.getpid()}_{r}" for r in ("writer", "stranger"))
     with psycopg.connect(url_for("postgres"), autocommit=True) as su:
         for role in (writer, stranger):
             su.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     try:
         with fresh_database("upgrade_capture") as url:
-            migrate_released(url, tmp_path)
+            migrate_released(url)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(SHOP.format(writer=writer, stranger=stranger).encode())
                 with pytest.raises(errors.UndefinedFunction, match="json = json"):
