@@ -208,6 +208,21 @@ async def test_every_outcome_goes_where_the_queue_says() -> None:
             worker.stats.dead) == (1, 1, 3, 1)
 
 
+async def test_a_row_waiting_for_another_rows_push_is_logged_at_info(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A payment waiting for its invoice is routine, not a warning; a retry still is."""
+    queue = Queue(backoff=3600)
+    pusher = Pusher(lambda row: PushFailed(row.key, f"{row.label}: {row.key}"))
+    queue.capture("payment", "waiting")
+    queue.capture("payment", "retry")
+    caplog.set_level(logging.INFO, "qbsync.worker")
+    async with running(queue, pusher):
+        await until(lambda: len(queue.failures) == 2)
+    levels = {r.key: r.levelname for r in caplog.records  # type: ignore[attr-defined]
+              if getattr(r, "kind", None) in ("waiting", "retry")}
+    assert levels == {"waiting": "INFO", "retry": "WARNING"}
+
+
 async def test_a_paused_company_claims_nothing_until_connected_again() -> None:
     queue = Queue()
     pusher = Pusher(lambda row: PushFailed("paused", "reconnect", retry_after=3600)
