@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 import qbsync
 from qbsync import errors
 from qbsync.cli import main
-from qbsync.resources import doc_path, sql_path, systemd_path
+from qbsync.resources import sql_path, systemd_path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -110,20 +111,35 @@ def test_the_unit_and_the_example_come_with_the_package() -> None:
     assert shipped.stdout == systemd_path("qbsync.service").read_text()
 
 
-def test_the_units_documentation_is_installed_with_the_package() -> None:
-    """Documentation= names the README the wheel installs under <prefix>/share/doc/qbsync;
-    the printed unit names this installation's copy, which exists."""
+def test_the_shipped_units_documentation_is_where_the_wheel_puts_the_readme() -> None:
+    """The unit as shipped (ExecStart=/usr/bin/qbsync) names the README where a /usr install
+    of the wheel puts it (its shared-data). That a built wheel installs the README and the
+    printed unit names that copy is test_cli_migrate.py::test_migrate_from_installed_wheel."""
     unit = systemd_path("qbsync.service").read_text()
-    assert "Documentation=file:///usr/share/doc/qbsync/README.md" in unit.splitlines()
     shared = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["shared-data"]
     assert shared["README.md"] == "share/doc/qbsync/README.md"
-    printed = CliRunner().invoke(main, ["systemd-unit"]).stdout
-    docs = [line.split("=", 1)[1] for line in printed.splitlines()
-            if line.startswith("Documentation=")]
-    assert docs == [f"file://{doc_path('README.md').resolve()}"]
-    assert Path(docs[0].removeprefix("file://")).is_file()
-    exec_start = next(line for line in printed.splitlines() if line.startswith("ExecStart="))
-    assert Path(exec_start.split("=", 1)[1].removesuffix(" run")).is_file()
+    assert f"Documentation=file:///usr/{shared['README.md']}" in unit.splitlines()
+    assert "ExecStart=/usr/bin/qbsync run" in unit.splitlines()
+
+
+def test_the_printed_unit_names_the_installed_readme_before_the_checkouts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable install has both the checkout's README and an installed copy: the unit
+    names the installed one when there is one, else the checkout's; ExecStart= this qbsync."""
+    def printed() -> tuple[str, str]:
+        lines = CliRunner().invoke(main, ["systemd-unit"]).stdout.splitlines()
+        [docs] = [x.split("=", 1)[1] for x in lines if x.startswith("Documentation=")]
+        [start] = [x.split("=", 1)[1] for x in lines if x.startswith("ExecStart=")]
+        return docs, start
+
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # nothing installed under it
+    docs, start = printed()
+    assert docs == f"file://{(ROOT / 'README.md').resolve()}"
+    assert Path(start.removesuffix(" run")) == Path(sys.executable).with_name("qbsync")
+    installed = tmp_path / "share" / "doc" / "qbsync" / "README.md"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("# qbsync\n")
+    assert printed()[0] == f"file://{installed.resolve()}"
 
 
 def test_the_example_says_how_to_make_a_key() -> None:
