@@ -14,6 +14,7 @@ from importlib import import_module
 from typing import Any
 
 import click
+from click.utils import make_default_short_help
 
 from . import (
     __version__,
@@ -45,10 +46,17 @@ from .migrate import discover
 
 __all__ = ["main"]
 
-# Commands whose modules load the emulator: imported only when they run or are listed, so
-# that the other commands (and `qbsync run`) never load it.
-LAZY_COMMANDS = {"demo": ("qbsync.cli_demo", "demo_command"),
-                 "emulator": ("qbsync.emulator.cli", "emulator_command")}
+# Commands whose modules load the emulator: imported only when they run (or are asked for
+# by name), so that the other commands, `qbsync run` and `qbsync --help` never load it. The
+# summary is what `qbsync --help` lists for them (each command's first sentence; a test holds
+# them equal).
+LAZY_COMMANDS = {
+    "demo": ("qbsync.cli_demo", "demo_command",
+             "Watch the Dixis sample shop sync to an emulated QuickBooks: no setup needed."),
+    "emulator": ("qbsync.emulator.cli", "emulator_command",
+                 "Run the local QuickBooks Online emulator (API v3 + OAuth 2.0; needs "
+                 "qbsync[emulator])."),
+}
 
 EXIT_CODES = f"""\b
 Exit codes:
@@ -68,16 +76,33 @@ Exit codes:
 
 class QbsyncGroup(click.Group):
     """Ctrl-C anywhere: one line and exit 130 (click's default is "Aborted!" and exit 1);
-    the commands of `LAZY_COMMANDS` are imported when they run or are listed."""
+    the commands of `LAZY_COMMANDS` are imported when they run, and listed by their
+    summary."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
-            module, name = LAZY_COMMANDS[cmd_name]
+            module, name, _ = LAZY_COMMANDS[cmd_name]
             self.add_command(getattr(import_module(module), name), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but a lazy command not loaded yet is listed by its summary rather
+        than imported (click asks each listed command for its short help)."""
+        rows: list[tuple[str, str | click.Command]] = []
+        for cmd_name in self.list_commands(ctx):
+            if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+                rows.append((cmd_name, LAZY_COMMANDS[cmd_name][2]))
+            elif (command := self.get_command(ctx, cmd_name)) and not command.hidden:
+                rows.append((cmd_name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(cmd_name) for cmd_name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([
+                    (cmd_name, make_default_short_help(c, limit) if isinstance(c, str)
+                     else c.get_short_help_str(limit)) for cmd_name, c in rows])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

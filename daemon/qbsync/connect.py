@@ -41,6 +41,7 @@ import httpx
 
 from .config import Settings
 from .errors import ConfigError, QbsyncError
+from .local_qbo import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from .operator_db import open_db, operator
 from .qbo import oauth
 from .qbo.client import QboClient
@@ -174,8 +175,6 @@ def emulator_overrides(url: str, settings: Settings, *,
         "oauth_authorization_endpoint": "", "oauth_token_endpoint": "",
         "oauth_revocation_endpoint": ""}
     if not settings.client_id and settings.client_secret is None:
-        from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-
         overrides.update(client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET)
     if "rate_time_scale" not in settings.model_fields_set:
         scale = emulator_time_scale(base, transport=transport)

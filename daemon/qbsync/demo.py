@@ -30,9 +30,8 @@ from psycopg.conninfo import conninfo_to_dict
 from . import daemon, logs, shop
 from .config import Settings, load_settings
 from .connect import EMULATOR_DISCOVERY, Target, connect, headless_browser
-from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-from .emulator.defaults import EXTRA_HINT
 from .errors import ConfigError, QbsyncError
+from .local_qbo import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, EXTRA_HINT
 from .migrate import migrate
 from .pgcluster import TempCluster
 from .queries import load_cli

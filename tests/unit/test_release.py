@@ -4,6 +4,7 @@ changelog, the exit codes documented, and the unit and example configuration in 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import re
 import sys
 import tomllib
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 import qbsync
 from qbsync import errors
-from qbsync.cli import main
+from qbsync.cli import LAZY_COMMANDS, main
 from qbsync.resources import sql_path, systemd_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,17 @@ def test_help_lists_every_exit_code() -> None:
     listed = shown.split("Exit codes:", 1)[1]
     for code in codes:
         assert re.search(rf"^\s+{code}\s+\S", listed, re.MULTILINE), code
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_COMMANDS))
+def test_help_lists_a_lazy_command_by_its_own_first_sentence(name: str) -> None:
+    """`qbsync --help` lists `demo` and `emulator` without importing them (they load the
+    emulator): by the summary in LAZY_COMMANDS, which must stay what the command says."""
+    module, attribute, summary = LAZY_COMMANDS[name]
+    command = getattr(importlib.import_module(module), attribute)
+    assert summary == command.get_short_help_str(limit=1000)
+    listed = CliRunner().invoke(main, ["--help"]).stdout
+    assert f"  {name} " in listed
 
 
 def test_the_unit_and_the_example_come_with_the_package() -> None:

@@ -10,9 +10,9 @@ Typical in-process use::
                            headers={"Authorization": f"Bearer {tokens['access_token']}"})
 
 It needs the ``qbsync[emulator]`` extra (Starlette, uvicorn). Importing this package loads
-neither: `Emulator`, `FaultRule` and `LimitConfig` are imported on first use, so that the
-daemon and the operator commands, which only need the default client id and secret, run
-without the extra.
+neither: `Emulator`, `FaultRule` and `LimitConfig` are imported on first use. The daemon and
+the operator commands never import it: the emulator's client id and secret, all they need of
+it, are in `qbsync.local_qbo`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from ..local_qbo import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
 if TYPE_CHECKING:
     from .core import Emulator

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, EXTRA_HINT
+from ..local_qbo import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, EXTRA_HINT
 
 
 @click.command("emulator")

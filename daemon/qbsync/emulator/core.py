@@ -17,11 +17,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..local_qbo import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from . import control, faults, oauth
 from .api import V3
 from .clock import Clock
 from .counters import Counters
-from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from .entities import SYSTEM_FIELDS, Writer
 from .gate import Gate
 from .injection import FaultRule, Injector
