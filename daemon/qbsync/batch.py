@@ -346,8 +346,9 @@ class BatchPusher:
 
         Those no other task of this process is creating go first, without waiting; then,
         holding nothing, those that another task is creating (their locks are held): by
-        then it has usually finished, and they are only looked up. Before, a batch sharing
-        one new customer with another waited for all of the other's dependencies first."""
+        then it has usually finished, and they are only looked up. So a batch that shares
+        one new customer with another waits for that customer only, not for all of the
+        other batch's dependencies."""
         missing = sorted(refs - _active(known))
         if not missing:
             return {}
@@ -364,10 +365,10 @@ class BatchPusher:
         """_dependencies for these (sorted) references, under their locks. The requests go
         out together (the limiter paces them; the batches take their turns most used
         first), and each reference's lock is let go as soon as it is settled: a row pushed
-        one by one that needs a product waits for that product's request only. (Sent one
-        after another, customers first, with every lock held to the end, the rows pushed
-        one by one in a backfill's first minute all waited for the few batch slots creating
-        the catalogue's items, and the single-request budget sat idle.)"""
+        one by one that needs a product waits for that product's request only. Requests
+        sent one after another, or locks held to the end, would make every row pushed one
+        by one in a backfill's first minute wait for the few batch slots that create the
+        catalogue's items, leaving the single-request budget idle."""
         p = self.pusher
         held: set[Ref] = set()
 

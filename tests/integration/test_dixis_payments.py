@@ -1,6 +1,6 @@
-"""Dixis payments and refunds (issue 8, "after the invoice"): qbsync_map.payment / refund,
-the order state machine (void before payment, refund receipt after), capture rules and the
-generator's payment data."""
+"""Dixis payments and refunds, pushed after the invoice: qbsync_map.payment / refund, the order
+state machine (void before payment, refund receipt after), capture rules and the generator's
+payment data."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The mapping contract says everything the product relies on (issue 14 item 6): every
-optional qbsync_map function the migrations look up is documented in README "Mapping a
-shop", and the dashboard says what is missing instead of leaving a blank."""
+"""The mapping contract says everything the product relies on: every optional qbsync_map
+function the migrations look up is documented in README "Mapping a shop", and the dashboard
+says what is missing instead of leaving a blank."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""OAuth without a discovery document, and token refreshes on the emulator's time scale
-(issue 14.7).
+"""OAuth without a discovery document, and token refreshes on the emulator's time scale.
 
 * `qbsync connect` works when the server has no OpenID discovery document: the
   authorization, token and revocation endpoints can be set directly, and Intuit's

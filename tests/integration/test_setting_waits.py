@@ -1,4 +1,4 @@
-"""A gap in the company's configuration pauses rows; it does not kill them (issue 14, item 3).
+"""A gap in the company's configuration pauses rows; it does not kill them.
 
 A row whose mapping uses a {"$setting": ...} the company has no value for waits (outbox
 state 'waiting', no try burnt, on both push paths); connection_status and a notice name the

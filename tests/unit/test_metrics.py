@@ -36,7 +36,7 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not installed (Debian package prometheus)")
 
-# the families the issue names, by kind and labels
+# the families README "Observability" documents, by kind and labels
 FAMILIES = {
     "qbsync_outbox_rows": ("gauge", {"entity", "state"}),
     "qbsync_oldest_pending_age_seconds": ("gauge", {"entity"}),
@@ -271,7 +271,7 @@ def test_the_alert_rules_pass_promtool() -> None:
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
 
-def test_the_rules_cover_what_the_issue_asks_for() -> None:
+def test_the_rules_alert_on_dead_rows_backlog_reconnect_throttling_silence_and_down() -> None:
     alerts = set(re.findall(r"- alert: (\w+)", RULES.read_text()))
     assert alerts >= {"QbsyncDeadRows", "QbsyncBacklogOld", "QbsyncNeedsReconnect",
                       "QbsyncThrottled", "QbsyncNoSuccessfulPush", "QbsyncDown"}
