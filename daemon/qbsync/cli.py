@@ -14,7 +14,6 @@ from importlib import import_module
 from typing import Any
 
 import click
-from click.utils import make_default_short_help
 
 from . import (
     __version__,
@@ -91,18 +90,17 @@ class QbsyncGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """As click's, but a lazy command not loaded yet is listed by its summary rather
         than imported (click asks each listed command for its short help)."""
-        rows: list[tuple[str, str | click.Command]] = []
+        rows: list[tuple[str, click.Command]] = []
         for cmd_name in self.list_commands(ctx):
             if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
-                rows.append((cmd_name, LAZY_COMMANDS[cmd_name][2]))
+                rows.append((cmd_name, click.Command(cmd_name, help=LAZY_COMMANDS[cmd_name][2])))
             elif (command := self.get_command(ctx, cmd_name)) and not command.hidden:
                 rows.append((cmd_name, command))
         if rows:
             limit = formatter.width - 6 - max(len(cmd_name) for cmd_name, _ in rows)
             with formatter.section("Commands"):
-                formatter.write_dl([
-                    (cmd_name, make_default_short_help(c, limit) if isinstance(c, str)
-                     else c.get_short_help_str(limit)) for cmd_name, c in rows])
+                formatter.write_dl([(cmd_name, command.get_short_help_str(limit))
+                                    for cmd_name, command in rows])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
