@@ -258,6 +258,9 @@ SELECT qbsync.store_refreshed_tokens($1, $2, $3, $4, $5);
 -- name: mark_needs_reconnect
 SELECT qbsync.mark_needs_reconnect($1, $2);
 
+-- name: mark_forbidden
+SELECT qbsync.mark_forbidden($1, $2, $3);
+
 -- name: tokens_unreadable
 SELECT qbsync.tokens_unreadable($1, $2, $3, $4::text[], $5);
 

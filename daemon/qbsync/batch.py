@@ -56,6 +56,7 @@ from .qbo.errors import (
     AuthError,
     DuplicateDocNumber,
     DuplicateName,
+    Forbidden,
     QboError,
     StaleObject,
     Throttled,
@@ -472,7 +473,7 @@ class BatchPusher:
             async with self.turns.turn(priority):
                 started = time.perf_counter()
                 answers = await p.client.batch(items, request_id=str(request_id))
-        except (Throttled, AuthError, ReconnectRequired) as exc:
+        except (Throttled, AuthError, Forbidden, ReconnectRequired) as exc:
             raise qbo_failure(f"dependencies {chunk[0][0][0]} …", exc,
                               "create (batch)", p.time_scale) from exc
         except (QboError, TimeoutError):

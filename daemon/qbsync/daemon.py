@@ -40,7 +40,7 @@ from .model import PushFailed, Row
 from .qbo import oauth
 from .qbo.client import QboClient
 from .qbo.endpoints import api_base_for, http_client
-from .qbo.errors import QboError
+from .qbo.errors import Forbidden, QboError
 from .qbo.observer import NULL_OBSERVER, Observer
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
@@ -242,11 +242,27 @@ async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
     process, which would only be restarted into the same throttle. So are stored tokens
     this daemon's key ring cannot decrypt (a notice says so; the tokens may be re-encrypted
     under a key it holds). A look-up QuickBooks refuses only leaves its own settings
-    unresolved (realm.prepare). None when stopped meanwhile."""
+    unresolved (realm.prepare); QuickBooks refusing the connection itself (403) marks it
+    needs_reconnect, and the look-up waits for `qbsync connect`. None when stopped
+    meanwhile."""
     delay = 1.0
+    refused = False
     while True:
         try:
-            return await prepare(pool, realm, client)
+            if refused:
+                row = await pool.fetchrow(Q.active_connection, realm.realm_id)
+                refused = row is None or row["status"] != "connected"
+            if not refused:
+                return await prepare(pool, realm, client)
+        except Forbidden as exc:
+            refused = True
+            message = (f"QuickBooks company {realm.realm_id} refused the connection while "
+                       f"its settings were read ({exc.describe()})")
+            with contextlib.suppress(*DB_ERRORS):
+                if await pool.fetchval(Q.mark_forbidden, realm.realm_id, message, exc.code):
+                    log.error("%s; it is marked needs_reconnect: run `qbsync connect`",
+                              message)
+            sdnotify.notify(STATUS=f"paused: {message}")
         except QboError as exc:
             if not exc.retryable:
                 raise

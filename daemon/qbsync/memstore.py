@@ -236,6 +236,11 @@ class MemoryQueue:
         self._available()
         return self.connected_now
 
+    async def needs_reconnect(self, message: str, code: str | None) -> bool:
+        self._available()
+        marked, self.connected_now = self.connected_now, False
+        return marked
+
     async def reload_settings(self, realm: Realm) -> None:
         self._available()
         self.settings_reloads += 1

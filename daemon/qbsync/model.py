@@ -93,6 +93,9 @@ class PushFailed(Exception):
     # failed knowingly, or the object is linked already (an update, a void): no lookup is
     # due before the row goes dead
     settled: bool = False
+    # QuickBooks refused the company's connection itself (403): the connection is marked
+    # needs_reconnect, which pauses the company until `qbsync connect` (kind 'paused')
+    needs_reconnect: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -119,7 +122,7 @@ class PushFailed(Exception):
         """The same failure, said of one row of a group (a batch)."""
         return PushFailed(self.kind, message or f"{row.label}: {self.message}", self.code,
                           self.operation, self.retry_after, dict(self.details),
-                          self.unknown, self.settled)
+                          self.unknown, self.settled, self.needs_reconnect)
 
 
 # What became of a claimed row.

@@ -59,6 +59,10 @@ class QueueStore(Protocol):
     async def connected(self) -> bool:
         """Is the realm's connection usable again (status connected)?"""
 
+    async def needs_reconnect(self, message: str, code: str | None) -> bool:
+        """qbsync.mark_forbidden: QuickBooks refused the connection itself; True when
+        this call marked the connection needs_reconnect."""
+
     async def reload_settings(self, realm: Realm) -> None: ...
 
 
@@ -183,6 +187,9 @@ class PgQueue:
     async def connected(self) -> bool:
         record = await self.pool.fetchrow(Q.active_connection, self.realm_id)
         return bool(record and record["status"] == "connected")
+
+    async def needs_reconnect(self, message: str, code: str | None) -> bool:
+        return bool(await self.pool.fetchval(Q.mark_forbidden, self.realm_id, message, code))
 
     async def reload_settings(self, realm: Realm) -> None:
         await realm.reload_settings(self.pool)

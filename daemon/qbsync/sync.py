@@ -62,6 +62,7 @@ from .qbo.errors import (
     AuthError,
     DuplicateDocNumber,
     DuplicateName,
+    Forbidden,
     QboError,
     StaleObject,
     Throttled,
@@ -110,6 +111,13 @@ def qbo_failure(label: str, exc: Exception, operation: str, time_scale: float = 
     if isinstance(exc, ReconnectRequired):  # also TokensUnreadable (a shorter retry_after)
         return PushFailed("paused", f"{label}: {exc}", None, operation,
                           exc.retry_after / time_scale, details)
+    if isinstance(exc, Forbidden):
+        # 3100 / 130: the token is not valid for this company; every row would get the same
+        # answer, and only connecting the company again cures it
+        return PushFailed("paused", f"{message}: QuickBooks refused the connection; the "
+                          "company is paused until it is connected again (`qbsync connect`)",
+                          code, operation, ReconnectRequired.retry_after / time_scale,
+                          details, needs_reconnect=True)
     if isinstance(exc, AuthError):
         return PushFailed("auth", message, code, operation, 5.0 / time_scale, details)
     if isinstance(exc, TransientError | TimeoutError):

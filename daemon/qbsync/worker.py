@@ -325,6 +325,13 @@ class Worker:
                     state = await self.store.wait_for_settings(
                         row, outcome.details.get("settings") or [], outcome.message)
                 else:
+                    # before the row's failure: other daemons pause at their next look,
+                    # and this one stays paused until a reconnect
+                    if outcome.needs_reconnect and await self.store.needs_reconnect(
+                            outcome.message, outcome.code):
+                        log.error("QuickBooks company %s refused the connection (%s); it "
+                                  "is marked needs_reconnect: run `qbsync connect`",
+                                  realm, outcome.message)
                     state = await self.store.fail(row, outcome.as_error(row))
                     self.stats.failed += 1
                 break

@@ -415,6 +415,11 @@ async def fault_403_3100(api: Api) -> Answer:
     return answer(await api.http.get(f"/v3/company/{other}/preferences", headers=api.headers))
 
 
+async def fault_403_3100_injected(api: Api) -> Answer:
+    api.emu.inject_fault("403")
+    return answer(await api.get("preferences"))
+
+
 async def fault_429_3001(api: Api) -> Answer:
     api.emu.inject_fault("429")
     return answer(await api.get("preferences"))
@@ -493,6 +498,7 @@ CASES = [
     Case("fault_4000.json", 400, fault_4000),
     Case("fault_401_3200.json", 401, fault_401_3200),
     Case("fault_403_3100.json", 403, fault_403_3100),
+    Case("fault_403_3100.json", 403, fault_403_3100_injected),
     Case("oauth_token_refresh.json", 200, oauth_token_refresh),
     Case("oauth_invalid_grant.json", 400, oauth_invalid_grant),
     Case("oauth_discovery.json", 200, oauth_discovery),
@@ -503,7 +509,7 @@ def _real(case: Case) -> Any:
     return load(case.fixture)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.fixture.removesuffix(".json") for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.ask.__name__ for c in CASES])
 async def test_emulator_answers_like_quickbooks(case: Case, us_api: Api) -> None:
     got = await case.ask(us_api)
     assert got.status == case.status, got.body

@@ -12,6 +12,7 @@ import asyncpg
 import psycopg
 import pytest
 
+from qbsync.daemon import run as daemon_run
 from qbsync.emulator import Emulator
 from tests.daemon_support import (
     Shop,
@@ -387,3 +388,93 @@ async def test_failing_write_back_loses_no_push(shop: Shop, dixis_db: psycopg.Co
         "WHERE operation = 'write_back' AND status = 'failed'").fetchall()
     assert [k for k, _ in failed] == ["2"]
     assert "shop trigger says no" in failed[0][1]
+
+
+def connection_status(conn: psycopg.Connection, realm: str) -> str:
+    conn.commit()
+    row = conn.execute("SELECT status FROM qbsync.connections WHERE realm_id = %s",
+                       (realm,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def reconnect(conn: psycopg.Connection, realm: str) -> None:
+    """What `qbsync connect` does to the status (the tokens stay valid in the emulator)."""
+    conn.execute("UPDATE qbsync.connections SET status = 'connected' WHERE realm_id = %s",
+                 (realm,))
+    conn.commit()
+
+
+async def test_a_company_refusing_the_connection_pauses_it_and_no_row_dies(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """HTTP 403 / 3100 on every request (the app's access to the company withdrawn): no row
+    is at fault, so none loses a try or goes dead; the connection is marked needs_reconnect
+    once, and after a reconnect the rows go through."""
+    async with running(shop) as daemon:
+        shop.emu.inject_fault("403", None, realm=shop.realm_id)
+        orders = [one_order(dixis_db)]
+        feta = dx.product(dixis_db, "Φέτα ΠΟΠ 400g", "6.80", vat=13)
+        who = dx.customer(dixis_db, "Νίκος", "Παπαδάκης", email="nikos@example.gr")
+        orders.append(dx.order(dixis_db, [(feta, "1", "6.80")], customer_id=who,
+                               shipping="3.00"))
+        dixis_db.commit()
+
+        async def marked() -> bool:
+            return connection_status(dixis_db, shop.realm_id) == "needs_reconnect"
+        await eventually(marked, what="the connection marked needs_reconnect")
+        await eventually(lambda: asyncio.sleep(0, daemon.worker.paused_reason),
+                         what="the daemon paused")
+
+        async def settled() -> bool:
+            dixis_db.commit()
+            return dixis_db.execute("SELECT count(*) FROM qbsync.outbox WHERE state::text = "
+                                    "'running'").fetchone() == (0,)
+        await eventually(settled, what="no push in flight")
+        refused = shop.emu.request_count(status=403)
+        state = dixis_db.execute(
+            "SELECT count(*) FILTER (WHERE state::text = 'dead'), max(attempts) "
+            "FROM qbsync.outbox").fetchone()
+        assert state == (0, 0)
+        # paused: QuickBooks is not asked again while the company waits for a reconnect
+        await asyncio.sleep(1.5)
+        assert shop.emu.request_count(status=403) == refused
+        shop.emu.clear_faults()
+        reconnect(dixis_db, shop.realm_id)
+        await drained(shop.url)
+    for order_id in orders:
+        assert order_row(dixis_db, order_id)[1] == "synced"
+    assert len(shop.invoices()) == len(orders)
+    dixis_db.commit()
+    marks = dixis_db.execute(
+        "SELECT error_code FROM qbsync.integration_logs WHERE operation = "
+        "'connection.forbidden'").fetchall()
+    assert marks == [("3100",)]
+    assert dixis_db.execute("SELECT count(*) FROM qbsync.integration_logs WHERE status = "
+                            "'dead'").fetchone() == (0,)
+
+
+async def test_a_company_refusing_the_connection_at_start_waits_for_a_reconnect(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """The settings look-up at start meets 403 / 3100: the daemon marks the connection
+    needs_reconnect and waits (it neither exits nor asks again) until it is connected."""
+    shop.emu.inject_fault("403", None, realm=shop.realm_id)
+    stop = asyncio.Event()
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(daemon_run(shop.settings, stop=stop, transport=shop.transport(),
+                                          on_ready=ready.set_result))
+    try:
+        async def marked() -> bool:
+            assert not task.done(), task
+            return connection_status(dixis_db, shop.realm_id) == "needs_reconnect"
+        await eventually(marked, what="the connection marked needs_reconnect")
+        refused = shop.emu.request_count(status=403)
+        await asyncio.sleep(1.5)
+        assert not ready.done()
+        assert not task.done()
+        assert shop.emu.request_count(status=403) == refused
+        shop.emu.clear_faults()
+        reconnect(dixis_db, shop.realm_id)
+        await asyncio.wait_for(ready, 60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -161,7 +161,7 @@ class Emulator:
     def inject_fault(self, kind: str | int, count: int | None = 1, **match: Any) -> FaultRule:
         """Fail the next ``count`` matching requests (``None``: until cleared).
 
-        ``kind``: "500", "503", "429", "401", "timeout", "drop"; ``match``: ``method``,
+        ``kind``: "500", "503", "429", "401", "403", "timeout", "drop"; ``match``: ``method``,
         ``path`` (substring), ``entity`` (path segment, e.g. "invoice"), ``realm``,
         ``hang_seconds`` and ``then`` ("504" or "drop") for timeouts; ``seconds``: the rule
         lapses after that many real seconds even if not used up; ``rate``: only that share

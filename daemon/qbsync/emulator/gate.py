@@ -156,6 +156,8 @@ class Gate:
         now = self.emu.clock.now()
         if kind == "401":
             return faults.auth_body("3200", "Token invalid (injected)")
+        if kind == "403":
+            return faults.auth_body("3100", "")
         if kind == "503":
             return faults.fault(
                 "10000",

@@ -7,6 +7,8 @@ Kinds:
 * ``"500"``, ``"503"``: a SystemFault envelope with that HTTP status;
 * ``"429"``: the throttle fault (code 3001, type SERVICE), in XML as QuickBooks sends it;
 * ``"401"``: the gateway 3200 AuthenticationFailed body;
+* ``"403"``: the gateway 3100 ApplicationAuthorizationFailed body (the app's access to the
+  company withdrawn: every request of the company gets it until it is connected again);
 * ``"timeout"``: hang ``hang_seconds`` then answer 504 (``then="504"``), or close the
   connection without any answer (``then="drop"``, alias ``"never"``);
 * ``"drop"``: run the request for real (the write is applied) and then drop the connection
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("500", "503", "429", "401", "timeout", "drop")
+KINDS = ("500", "503", "429", "401", "403", "timeout", "drop")
 
 
 @dataclass
