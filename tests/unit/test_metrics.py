@@ -53,6 +53,7 @@ FAMILIES = {
     "qbsync_rate_limit_budget": ("gauge", {"realm", "kind"}),
     "qbsync_last_success_timestamp_seconds": ("gauge", {"entity"}),
     "qbsync_build_info": ("gauge", {"version"}),
+    "qbsync_startup_phase": ("gauge", {"phase"}),
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
             "gauge": ("",)}
