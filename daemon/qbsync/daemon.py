@@ -45,6 +45,7 @@ from .qbo.observer import NULL_OBSERVER, Observer
 from .qbo.ratelimit import RateLimits, RequestLimiter
 from .queries import load as load_queries
 from .realm import Prepared, Realm, prepare
+from .startup import Startup, stall_limit
 from .stopsignal import STOP
 from .store import PgPermits
 from .sync import Pusher, load_entities
@@ -84,21 +85,38 @@ class Daemon:
         await self.pool.close()
 
 
-async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings,
-                               stop: asyncio.Event) -> asyncpg.Record | None:
+def connection_problem(realm_id: str | None, row: asyncpg.Record | None) -> str | None:
+    """Why the company cannot be synced to (one line), None when it is connected: what
+    start-up waits out and /readyz says."""
+    if row is None:
+        if realm_id:
+            return (f"QuickBooks company {realm_id} is not in qbsync.connections: run "
+                    "`qbsync connect`")
+        return "no QuickBooks company is active: run `qbsync connect`"
+    status = row["status"]
+    if status == "connected":
+        return None
+    state = "needs reconnecting" if status == "needs_reconnect" else f"is {status}"
+    return f"QuickBooks company {row['realm_id']} {state}: run `qbsync connect`"
+
+
+async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event,
+                               startup: Startup) -> asyncpg.Record | None:
     """The company to sync to; waits (saying so) until one is connected."""
-    announced = False
+    said = None
     while not stop.is_set():
         row = await pool.fetchrow(Q.active_connection, settings.realm_id)
-        if row is not None and row["status"] == "connected":
+        problem = connection_problem(settings.realm_id, row)
+        if problem is None:
             return row
-        if not announced:
-            what = f"company {settings.realm_id}" if settings.realm_id else "an active company"
-            state = f" (status {row['status']})" if row is not None else ""
-            message = f"waiting for {what}{state}: run `qbsync connect`"
+        if problem != said:
+            if said is None:
+                startup.enter("connection", problem)
+            message = f"waiting: {problem}"
             log.warning(message)
             sdnotify.notify(STATUS=message)
-            announced = True
+            said = problem
+        startup.step(problem)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 10)
     return None
@@ -113,42 +131,58 @@ async def _endpoints(http: httpx.AsyncClient, settings: Settings) -> oauth.OAuth
         raise ConfigError(f"oauth_discovery_url: {exc}") from None
 
 
-async def start(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> Daemon | None:
-    """Build the daemon; None when stopped before a company was connected."""
+def _vault(settings: Settings) -> Vault:
+    """The key ring; ConfigError when a secret `qbsync run` cannot do without is unset."""
     if settings.client_secret is None:
         raise ConfigError("client_secret is not set (QBSYNC_CLIENT_SECRET or the systemd "
                           "credential qbsync-client-secret): token refresh needs it")
     if settings.token_keys is None:
         raise ConfigError("token_keys is not set (QBSYNC_TOKEN_KEYS or the systemd credential "
                           "qbsync-token-keys): stored tokens cannot be decrypted without it")
-    vault = Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
+    return Vault.parse(settings.token_keys.get_secret_value(), source="token_keys")
+
+
+async def start(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics | None = None,
+    startup: Startup | None = None,
+) -> Daemon | None:
+    """Build the daemon; None when stopped before a company was connected. `startup` hears
+    where it stands (the metrics endpoint answers from it meanwhile)."""
+    startup = startup or Startup()
+    vault = _vault(settings)
     shipped = tuple(discover())
     if stop.is_set():  # stopped while starting: nothing to connect for
         return None
     try:
-        pool = await wait_for_pool(settings.database_url, stop, size=settings.concurrency + 4)
+        pool = await wait_for_pool(
+            settings.database_url, stop, size=settings.concurrency + 4,
+            failed=lambda error: startup.step(f"waiting for the database ({error})"))
     except (asyncpg.PostgresError, OSError) as exc:  # what waiting cannot cure
         raise DatabaseUnreachable(f"cannot reach the database: {exc}") from exc
     if pool is None:
         return None
-    metrics = Metrics() if settings.metrics_listen else None
-    observer: Observer = metrics or NULL_OBSERVER
+    # QuickBooks' answers are start-up steps too (reading the settings may take a while)
+    observer: Observer = startup.observing(metrics) if metrics else NULL_OBSERVER
     try:
+        startup.step("checking the database's schema")
         # before anything else: a missing schema or one of another version is one clear
         # line (and exit 5), not the first query's error
         (await schema.read_status_async(pool, shipped)).check()
+        startup.pool = pool  # the database's gauges can be read from here on
         partitions = await pool.fetch(Q.maintain_log_partitions)
         for p in partitions:
             log.info("log partition %s %s", p["partition_name"], p["action"])
-        row = await _wait_for_connection(pool, settings, stop)
+        startup.step("reading the company's connection")
+        row = await _wait_for_connection(pool, settings, stop, startup)
         if row is None:
+            startup.pool = None
             await pool.close()
             return None
+        startup.enter("quickbooks", f"reading QuickBooks company {row['realm_id']}'s settings")
         policy = settings.endpoint_policy()
         # The row may only choose among the endpoints the settings allow (a member of
         # qbsync_daemon can update it): refused here, before any request.
@@ -194,11 +228,13 @@ async def start(
         await pool.execute(Q.register_worker, settings.worker_name, os.uname().nodename,
                            os.getpid())
         await pool.execute(Q.register_worker_keys, settings.worker_name, list(vault.key_ids))
-        prepared = await _prepare(pool, realm, client, stop, worker=settings.worker_name)
+        prepared = await _prepare(pool, realm, client, stop, startup,
+                                  worker=settings.worker_name)
         if prepared is None:
             with contextlib.suppress(*DB_ERRORS):
                 await pool.execute(Q.unregister_worker, settings.worker_name)
             await http.aclose()
+            startup.pool = None
             await pool.close()
             return None
         _report_lookup(realm, prepared)
@@ -221,6 +257,7 @@ async def start(
         return Daemon(settings, pool, worker.listener, http, tokens, client, realm, worker,
                       shipped, metrics=metrics)
     except BaseException:
+        startup.pool = None
         await pool.close()
         raise
 
@@ -236,7 +273,8 @@ def _report_lookup(realm: Realm, prepared: Prepared) -> None:
 
 
 async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
-                   stop: asyncio.Event, *, worker: str | None = None) -> Prepared | None:
+                   stop: asyncio.Event, startup: Startup, *,
+                   worker: str | None = None) -> Prepared | None:
     """The company's references, read at start; a QuickBooks error a retry can cure (429,
     401, 5xx, no answer) or the database restarting is waited out rather than ending the
     process, which would only be restarted into the same throttle. So are stored tokens
@@ -244,14 +282,20 @@ async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
     under a key it holds). A look-up QuickBooks refuses only leaves its own settings
     unresolved (realm.prepare); QuickBooks refusing the connection itself (403) marks it
     needs_reconnect, and the look-up waits for `qbsync connect`. None when stopped
-    meanwhile."""
+    meanwhile; `startup` hears of each try."""
+    reading = f"reading QuickBooks company {realm.realm_id}'s settings"
     delay = 1.0
     refused = False
     while True:
         try:
             if refused:
-                row = await pool.fetchrow(Q.active_connection, realm.realm_id)
-                refused = row is None or row["status"] != "connected"
+                problem = connection_problem(
+                    realm.realm_id, await pool.fetchrow(Q.active_connection, realm.realm_id))
+                refused = problem is not None
+                if refused:
+                    startup.step(problem)
+                else:
+                    startup.enter("quickbooks", reading)
             if not refused:
                 return await prepare(pool, realm, client)
         except Forbidden as exc:
@@ -262,17 +306,23 @@ async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
                 if await pool.fetchval(Q.mark_forbidden, realm.realm_id, message, exc.code):
                     log.error("%s; it is marked needs_reconnect: run `qbsync connect`",
                               message)
-            sdnotify.notify(STATUS=f"paused: {message}")
+            sdnotify.notify(STATUS=f"waiting: {message}")
+            startup.enter("connection", f"QuickBooks company {realm.realm_id} needs "
+                          f"reconnecting: run `qbsync connect` ({exc.describe()})")
         except QboError as exc:
             if not exc.retryable:
                 raise
             log.warning("reading QuickBooks company %s failed (%s); retrying in %.0f s",
                         realm.realm_id, exc, delay)
+            answer = f"HTTP {exc.status}, {exc}" if exc.status else str(exc)
+            startup.step(f"{reading} (failed: {answer}; retrying)")
         except TokensUnreadable as exc:
             sdnotify.notify(STATUS=f"paused: {exc}")
+            startup.step(f"{reading} (paused: {exc})")
         except DB_ERRORS as exc:
             log.warning("saving QuickBooks company %s's references failed (%s); retrying in "
                         "%.0f s", realm.realm_id, exc, delay)
+            startup.step(f"{reading} (saving them failed: {exc}; retrying)")
         if worker is not None:  # still alive, for `qbsync rotate-key`
             with contextlib.suppress(*DB_ERRORS):
                 await pool.execute(Q.heartbeat, worker)
@@ -308,36 +358,49 @@ async def not_ready(daemon: Daemon) -> str | None:
         row = await daemon.pool.fetchrow(Q.active_connection, realm_id, timeout=5)
     except DB_ERRORS as exc:
         return f"database: {str(exc) or type(exc).__name__}"
-    if row is None:
-        return f"QuickBooks company {realm_id} is not in qbsync.connections"
-    if row["status"] != "connected":
-        return f"QuickBooks company {realm_id} is {row['status']}: run `qbsync connect`"
+    problem = connection_problem(realm_id, row)
+    if problem is not None:
+        return problem
     if daemon.worker.paused_reason:
         return f"paused: {daemon.worker.paused_reason}"
     return None
 
 
-async def _serve_metrics(daemon: Daemon) -> MetricsServer | None:
+class Answers:
+    """What the metrics endpoint answers over the process's life: from start-up's state
+    until the daemon runs (`daemon` set), then from the daemon's."""
+
+    def __init__(self, metrics: Metrics, startup: Startup) -> None:
+        self.metrics = metrics
+        self.startup = startup
+        self.daemon: Daemon | None = None
+
+    async def exposition(self) -> bytes:
+        pool = self.daemon.pool if self.daemon else self.startup.pool
+        return await self.metrics.exposition(pool)
+
+    def health(self) -> str | None:
+        return loop_stalled(self.daemon) if self.daemon else self.startup.stalled()
+
+    async def ready(self) -> str | None:
+        return await not_ready(self.daemon) if self.daemon else self.startup.not_ready()
+
+
+async def _serve_metrics(settings: Settings, answers: Answers) -> MetricsServer | None:
     """The /metrics, /healthz, /readyz endpoint; None when off, or when its address cannot
     be bound (said in the log: metrics are no reason to stop syncing)."""
-    address = listen_address(daemon.settings.metrics_listen)
-    metrics = daemon.metrics
-    if address is None or metrics is None:
+    address = listen_address(settings.metrics_listen)
+    if address is None:
         return None
-
-    async def exposition() -> bytes:
-        return await metrics.exposition(daemon.pool)
-
-    server = MetricsServer(*address, exposition=exposition,
-                           health=lambda: loop_stalled(daemon),
-                           ready=lambda: not_ready(daemon))
+    server = MetricsServer(*address, exposition=answers.exposition, health=answers.health,
+                           ready=answers.ready)
     try:
         await server.start()
     except OSError as exc:
         log.warning("metrics_listen %s: cannot listen (%s); serving no metrics",
-                    daemon.settings.metrics_listen, exc.strerror or exc)
+                    settings.metrics_listen, exc.strerror or exc)
         return None
-    log.info("metrics on http://%s/metrics", daemon.settings.metrics_listen)
+    log.info("metrics on http://%s/metrics", settings.metrics_listen)
     return server
 
 
@@ -436,13 +499,35 @@ async def run(
     transport: httpx.AsyncBaseTransport | None = None,
     on_ready: Callable[[Daemon], Any] | None = None,
 ) -> int:
-    """Run until `stop` is set; returns the process exit code."""
+    """Run until `stop` is set; returns the process exit code. The metrics endpoint
+    listens from the start, start-up included (it may wait for the database, a connected
+    company or QuickBooks for as long as it takes)."""
     stop = stop or asyncio.Event()
-    daemon = await start(settings, stop, transport=transport)
-    if daemon is None:
-        log.info("qbsync %s stopped before it started", settings.worker_name)
-        return 0
-    server = await _serve_metrics(daemon)
+    _vault(settings)  # settings that cannot work are refused before anything listens
+    metrics = Metrics() if settings.metrics_listen else None
+    startup = Startup(stall_after=stall_limit(settings.http_timeout),
+                      on_phase=metrics.enter_phase if metrics else None)
+    answers = Answers(metrics, startup) if metrics else None
+    server = await _serve_metrics(settings, answers) if answers else None
+    try:
+        daemon = await start(settings, stop, transport=transport, metrics=metrics,
+                             startup=startup)
+        if daemon is None:
+            log.info("qbsync %s stopped before it started", settings.worker_name)
+            return 0
+        if answers is not None:
+            answers.daemon = daemon
+        startup.enter("running", f"syncing to QuickBooks company {daemon.realm.realm_id}")
+        return await _run_started(daemon, stop, server, on_ready)
+    finally:
+        if server is not None:
+            await server.close()
+
+
+async def _run_started(daemon: Daemon, stop: asyncio.Event, server: MetricsServer | None,
+                       on_ready: Callable[[Daemon], Any] | None) -> int:
+    """The started daemon: READY=1, the worker until `stop`, then the drain and the close."""
+    settings = daemon.settings
     supervisor = asyncio.create_task(_supervise(daemon, stop), name="qbsync-supervise")
     duties = asyncio.create_task(_duties(daemon, stop), name="qbsync-duties")
     try:

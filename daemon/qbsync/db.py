@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -72,16 +73,20 @@ TRANSIENT_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.CannotConnectNowError
 
 
 async def wait_for_pool(dsn: str, stop: asyncio.Event, *, size: int = 10,
-                        max_delay: float = 30.0) -> asyncpg.Pool | None:
+                        max_delay: float = 30.0,
+                        failed: Callable[[str], None] | None = None) -> asyncpg.Pool | None:
     """create_pool, retried with backoff while the server is unreachable; None if `stop` is
-    set first. A daemon started together with (or just before) PostgreSQL waits for it."""
+    set first. A daemon started together with (or just before) PostgreSQL waits for it.
+    `failed` hears of each failed try (its error, one line)."""
     delay = 0.5
     while True:
         try:
             return await create_pool(dsn, size=size)
         except TRANSIENT_CONNECT_ERRORS as exc:
-            log.warning("database not reachable (%s: %s); retrying in %.1f s",
-                        type(exc).__name__, exc, delay)
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("database not reachable (%s); retrying in %.1f s", error, delay)
+            if failed is not None:
+                failed(error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         if stop.is_set():

@@ -6,15 +6,18 @@ Two kinds of numbers:
   sql/queries.sql): rows per entity and state, the oldest pending change, dead rows, open
   notices and drift, each company's connection status and request budget. These are the
   same from every daemon of a database, whichever one Prometheus asks (aggregate them with
-  max, not sum). While the database does not answer they are left out and
-  ``qbsync_database_up`` is 0.
+  max, not sum). While the database does not answer (or, at start-up, before it has
+  answered and its schema passed) they are left out and ``qbsync_database_up`` is 0.
 * What this process did, counted as it happens: pushes by outcome (as the outcome is
   recorded, so they agree with qbsync.integration_logs), QuickBooks requests and their
   durations, 429s, token refreshes, rate-limit permits, the time from the shop's commit to
   QuickBooks accepting the push, the last success per entity. Sum these over the daemons.
+* Where this process's start-up stands, ``qbsync_startup_phase{phase}`` (`startup`): the
+  endpoint listens while start-up waits for the database, a connected company or
+  QuickBooks, so that alerts see a daemon that cannot start as one, not as one that is down.
 
 Labels stay few and bounded: entity, operation, outcome, endpoint (a QuickBooks entity type
-or ``query``, ``batch``, ...), HTTP status, realm, kind. Never a key, an id or a message.
+or ``query``, ``batch``, ...), HTTP status, realm, kind, phase. Never a key, an id or a message.
 
 `Metrics` is the observer the QuickBooks client, the rate limiter and the token store call
 (`qbo.observer.Observer`) and the one the worker and the pusher tell of every recorded
@@ -48,6 +51,7 @@ from . import __version__
 from .db import CONNECTION_ERRORS
 from .model import SUCCESS_OUTCOMES
 from .queries import load as load_queries
+from .startup import PHASES
 
 log = logging.getLogger(__name__)
 Q = load_queries()
@@ -73,7 +77,11 @@ class DatabaseGauges(Collector):
         self._error: str | None = None
         self._lock = asyncio.Lock()
 
-    async def refresh(self, pool: asyncpg.Pool) -> None:
+    async def refresh(self, pool: asyncpg.Pool | None) -> None:
+        """Read the gauges (None: no database to ask yet, start-up waits for it)."""
+        if pool is None:
+            self._rows, self._seconds = None, 0.0
+            return
         async with self._lock:  # concurrent scrapes share one query
             if self._rows is not None and time.monotonic() - self._read_at < SCRAPE_REUSE:
                 return
@@ -188,6 +196,12 @@ class Metrics:
         build = Gauge("qbsync_build_info", "qbsync's version (always 1)", ["version"],
                       registry=r)
         build.labels(__version__).set(1)
+        self.startup_phase = Gauge(
+            "qbsync_startup_phase", "1 for the phase this process's start-up is in: database "
+            "(waits for it), connection (waits for a connected company: qbsync connect), "
+            "quickbooks (reads the company's settings), running (started)", ["phase"],
+            registry=r)
+        self.enter_phase(PHASES[0])
         self.database = DatabaseGauges()
         r.register(self.database)
         # the children by label values: labels() takes a lock and builds a key each call
@@ -201,6 +215,11 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+    def enter_phase(self, phase: str) -> None:
+        """Start-up reached `phase` (one of startup.PHASES)."""
+        for name in PHASES:
+            self.startup_phase.labels(name).set(1 if name == phase else 0)
 
     # -- qbo.observer.Observer --------------------------------------------------------
 
@@ -244,7 +263,7 @@ class Metrics:
 
     # -- exposition -------------------------------------------------------------------
 
-    async def exposition(self, pool: asyncpg.Pool) -> bytes:
-        """The text format, the database's gauges read now."""
+    async def exposition(self, pool: asyncpg.Pool | None) -> bytes:
+        """The text format, the database's gauges read now (left out without a pool)."""
         await self.database.refresh(pool)
         return generate_latest(self.registry)

@@ -1,11 +1,13 @@
 """The daemon's HTTP endpoint on `metrics_listen` (default 127.0.0.1:9464), served on the
-daemon's own event loop:
+daemon's own event loop from the moment the settings are read, start-up included:
 
 * ``/metrics``: Prometheus' text format (prometheus-client's exposition of `metrics`);
 * ``/healthz``: 200 ``ok`` while the event loop turns (it answers at all) and the worker
-  loop has turned within its watchdog interval; else 503 and why;
+  loop has turned within its watchdog interval (during start-up: while start-up takes
+  steps, see `startup`); else 503 and why;
 * ``/readyz``: 200 ``ready`` when the database answers and the company is connected and
-  not paused; else 503 with a one-line reason.
+  not paused; else 503 with a one-line reason (during start-up: ``starting: `` and what it
+  waits for).
 
 Plain HTTP/1.1, one request per connection, GET or HEAD, no authentication (it says nothing
 secret: counts, ages, realm ids): keep it on loopback or a private network. A request must

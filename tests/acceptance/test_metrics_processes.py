@@ -2,7 +2,9 @@
 scraped while it drains the Dixis sample against an emulator that answers some requests
 with 429, 500 and 503; its counters agree with qbsync.integration_logs and with what the
 emulator served; /readyz says 503 while the company needs reconnecting and 200 again once
-it is reconnected."""
+it is reconnected. The endpoint answers from the start: a daemon that waits at start-up (for
+its database, for its company to be reconnected, for QuickBooks to answer) says which on
+/readyz and serves its metrics meanwhile."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from qbsync.emulator import Emulator
 from qbsync.emulator.server import EmulatorServer
 from qbsync.model import SUCCESS_OUTCOMES, plain_operation
 from qbsync.qbo.oauth import TokenSet
-from qbsync.vault import Vault
-from tests.daemon_support import connect_shop
+from qbsync.vault import Vault, generate_key
+from tests.daemon_support import Shop, connect_shop
 from tests.metrics_support import Sample, by, free_port, get, scrape, total
 from tests.process_support import DaemonProcess, daemon_env, wait_drained, wait_started
 from tests.support import conn_url
@@ -158,7 +160,7 @@ def _answers(base: str) -> bool:
         return False
 
 
-async def test_readyz_is_503_while_the_company_needs_reconnecting(
+async def test_readyz_is_503_while_the_company_of_a_running_daemon_needs_reconnecting(
     dixis_db: psycopg.Connection, server: EmulatorServer, tmp_path: Path
 ) -> None:
     emu = server.emulator
@@ -181,7 +183,8 @@ async def test_readyz_is_503_while_the_company_needs_reconnecting(
              "/readyz 503")
     reason = get(base, "/readyz").text
     assert reason.count("\n") == 1
-    assert f"QuickBooks company {shop.realm_id} is needs_reconnect" in reason
+    assert f"QuickBooks company {shop.realm_id} needs reconnecting: run `qbsync connect`" \
+        in reason
     samples = scrape(base)
     assert total(samples, "qbsync_token_refreshes_total", outcome="rejected") >= 1
     assert total(samples, "qbsync_connection_status", realm=shop.realm_id,
@@ -189,17 +192,118 @@ async def test_readyz_is_503_while_the_company_needs_reconnecting(
     assert get(base, "/healthz").status_code == 200  # alive, not ready
 
     # `qbsync connect` again: new tokens stored, the daemon resumes by itself
+    await _reconnect(shop, server)
+    wait_for(lambda: get(base, "/readyz").status_code == 200, 60,
+             "/readyz 200 again")
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
+
+
+async def test_a_daemon_started_while_the_company_needs_reconnecting_says_so_until_it_is(
+    dixis_db: psycopg.Connection, server: EmulatorServer, tmp_path: Path
+) -> None:
+    """A restart while the company needs reconnecting: the daemon waits for `qbsync connect`
+    with the endpoint up, /readyz naming the company, and the company's status and the
+    start-up phase in /metrics (what the alerts go by); reconnected, it starts."""
+    shop = await connect_shop(conn_url(dixis_db), server.emulator,
+                              api_base_url=server.base_url)
+    dixis_db.execute("UPDATE qbsync.connections SET status = 'needs_reconnect',"
+                     " last_error = 'invalid_grant' WHERE realm_id = %s", (shop.realm_id,))
+    dixis_db.commit()
+    base = f"http://127.0.0.1:{free_port()}"
+    env = daemon_env(shop.url, server.base_url, shop.token_keys,
+                     metrics_listen=base.removeprefix("http://"))
+    daemon = DaemonProcess(env, "restarted", tmp_path).start()
+    reason = (f"starting: QuickBooks company {shop.realm_id} needs reconnecting: run "
+              "`qbsync connect`\n")
+    wait_for(lambda: _readyz(base) == (503, reason), 30, "/readyz naming the company")
+    samples = scrape(base)
+    assert total(samples, "qbsync_startup_phase", phase="connection") == 1
+    assert total(samples, "qbsync_startup_phase") == 1
+    assert total(samples, "qbsync_connection_status", realm=shop.realm_id,
+                 status="needs_reconnect") == 1
+    assert total(samples, "qbsync_database_up") == 1
+    assert total(samples, "qbsync_build_info") == 1
+    assert get(base, "/healthz").text == "ok\n"  # alive, and its start-up waits as it should
+
+    await _reconnect(shop, server)
+    wait_for(lambda: _readyz(base) == (200, "ready\n"), 60, "/readyz 200")
+    samples = scrape(base)
+    assert total(samples, "qbsync_startup_phase", phase="running") == 1
+    assert total(samples, "qbsync_startup_phase") == 1
+    assert total(samples, "qbsync_connection_status", realm=shop.realm_id,
+                 status="connected") == 1
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
+
+
+async def test_a_daemon_whose_first_quickbooks_reads_fail_says_so_until_they_succeed(
+    dixis_db: psycopg.Connection, server: EmulatorServer, tmp_path: Path
+) -> None:
+    emu = server.emulator
+    shop = await connect_shop(conn_url(dixis_db), emu, api_base_url=server.base_url)
+    emu.inject_fault("503", None, path="/v3/company/")
+    base = f"http://127.0.0.1:{free_port()}"
+    env = daemon_env(shop.url, server.base_url, shop.token_keys,
+                     metrics_listen=base.removeprefix("http://"))
+    daemon = DaemonProcess(env, "unanswered", tmp_path).start()
+    reading = f"starting: reading QuickBooks company {shop.realm_id}'s settings (failed: "
+    wait_for(lambda: (_readyz(base) or (0, ""))[1].startswith(reading), 30,
+             "/readyz naming the failed read")
+    status, text = _readyz(base) or (0, "")
+    assert status == 503
+    assert text.removeprefix(reading).startswith("HTTP 503, ")
+    assert text.count("\n") == 1
+    samples = scrape(base)
+    assert total(samples, "qbsync_startup_phase", phase="quickbooks") == 1
+    assert total(samples, "qbsync_quickbooks_requests_total", status="503") >= 1
+    assert get(base, "/healthz").status_code == 200
+
+    emu.clear_faults()
+    wait_for(lambda: _readyz(base) == (200, "ready\n"), 60, "/readyz 200")
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
+
+
+def test_a_daemon_waiting_for_its_database_says_so_and_serves_its_own_metrics(
+    tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/qbsync"  # nothing listens
+    env = daemon_env(nowhere, "http://127.0.0.1:9", generate_key("k1"),
+                     metrics_listen=base.removeprefix("http://"))
+    daemon = DaemonProcess(env, "databaseless", tmp_path).start()
+    waiting = "starting: waiting for the database ("
+    wait_for(lambda: (_readyz(base) or (0, ""))[1].startswith(waiting), 30,
+             "/readyz naming the database")
+    assert (_readyz(base) or (0, ""))[0] == 503
+    samples = scrape(base)
+    assert total(samples, "qbsync_startup_phase", phase="database") == 1
+    assert total(samples, "qbsync_startup_phase") == 1
+    assert total(samples, "qbsync_database_up") == 0
+    assert total(samples, "qbsync_build_info") == 1
+    assert not [s for s in samples if s.name == "qbsync_outbox_rows"]
+    assert get(base, "/healthz").status_code == 200
+    assert daemon.terminate() == 0, daemon.log()[-4000:]
+
+
+async def _reconnect(shop: Shop, server: EmulatorServer) -> None:
+    """What `qbsync connect` stores: new tokens, the company connected."""
     conn = await asyncpg.connect(shop.url)
     try:
         await save_connection(conn, Vault.parse(shop.token_keys), shop.realm_id,
-                              TokenSet.from_response(emu.issue_tokens(shop.realm_id)),
+                              TokenSet.from_response(server.emulator.issue_tokens(
+                                  shop.realm_id)),
                               api_base_url=server.base_url, company_name="Dixis Α.Ε.",
                               environment="emulator")
     finally:
         await conn.close()
-    wait_for(lambda: get(base, "/readyz").status_code == 200, 60,
-             "/readyz 200 again")
-    assert daemon.terminate() == 0, daemon.log()[-4000:]
+
+
+def _readyz(base: str) -> tuple[int, str] | None:
+    """/readyz's status and text; None while nothing answers on the address."""
+    try:
+        resp = get(base, "/readyz")
+    except httpx.HTTPError:
+        return None
+    return resp.status_code, resp.text
 
 
 def _drained_gauges(samples: list[Sample]) -> bool:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from qbsync.queries import load as load_queries
+from qbsync.startup import PHASES
 from tests.daemon_support import Shop, drained, running
 from tests.metrics_support import parse, total
 
@@ -44,6 +45,7 @@ async def test_label_values_stay_bounded_after_10000_orders(
         "entity": entities, "state": STATES, "outcome": OUTCOMES, "realm": {shop.realm_id},
         "kind": {"request", "batch"}, "status": {"connected", "needs_reconnect",
                                                   "disconnected"},
+        "phase": set(PHASES),
     }
     for s in ours:
         for label, value in s.labels.items():

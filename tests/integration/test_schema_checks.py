@@ -145,7 +145,8 @@ def test_run_refuses_with_one_line(state: str, request: pytest.FixtureRequest,
     url = request.getfixturevalue(state)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBSYNC_")}
     env.update(QBSYNC_DATABASE_URL=url, QBSYNC_CLIENT_SECRET="s", QBSYNC_CONFIG="",
-               QBSYNC_TOKEN_KEYS="k1:" + "A" * 43 + "=", QBSYNC_LOG_FORMAT="json")
+               QBSYNC_TOKEN_KEYS="k1:" + "A" * 43 + "=", QBSYNC_LOG_FORMAT="json",
+               QBSYNC_METRICS_LISTEN="")  # the endpoint's line would come first
     done = subprocess.run([QBSYNC, "run"], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 5, done.stderr
