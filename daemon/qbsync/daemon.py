@@ -509,9 +509,11 @@ async def run(
                       on_phase=metrics.enter_phase if metrics else None)
     answers = Answers(metrics, startup) if metrics else None
     server = await _serve_metrics(settings, answers) if answers else None
+    starting = asyncio.create_task(_notify_starting(startup, stop), name="qbsync-starting")
     try:
         daemon = await start(settings, stop, transport=transport, metrics=metrics,
                              startup=startup)
+        starting.cancel()
         if daemon is None:
             log.info("qbsync %s stopped before it started", settings.worker_name)
             return 0
@@ -520,8 +522,29 @@ async def run(
         startup.enter("running", f"syncing to QuickBooks company {daemon.realm.realm_id}")
         return await _run_started(daemon, stop, server, on_ready)
     finally:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
         if server is not None:
             await server.close()
+
+
+async def _notify_starting(startup: Startup, stop: asyncio.Event) -> None:
+    """systemd during start-up, which may wait for as long as it takes (the database, a
+    connected company, QuickBooks): the service counts as started (READY=1, STATUS naming
+    what it waits for) once its settings are read, so that neither `systemctl start` nor the
+    boot hangs until someone runs `qbsync connect`; /readyz says it is not ready yet.
+    WATCHDOG=1 goes out while start-up takes steps (what /healthz goes by), so a start-up
+    that hangs is restarted, as a worker loop that hangs is."""
+    sdnotify.notify(READY=1, STATUS=startup.not_ready())
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    while not stop.is_set():
+        if startup.stalled() is None:
+            sdnotify.notify(WATCHDOG=1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 async def _run_started(daemon: Daemon, stop: asyncio.Event, server: MetricsServer | None,

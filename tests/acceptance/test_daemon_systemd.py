@@ -149,3 +149,36 @@ async def test_sigterm_while_starting_is_a_clean_stop(
     assert "syncing to company" not in log
     workers = dixis_db.execute("SELECT count(*) FROM qbsync.workers").fetchone()
     assert workers == (0,)
+
+
+async def test_a_daemon_waiting_at_start_is_started_for_systemd_and_pings_its_watchdog(
+    dixis_db: psycopg.Connection, server: EmulatorServer, notify_socket: NotifyListener,
+    tmp_path: Path,
+) -> None:
+    """Start-up that waits for a reconnect (which takes an operator and a browser) must not
+    hold `systemctl start` and the boot, nor be killed by the start timeout or the watchdog:
+    READY=1 with a STATUS naming the wait, then WATCHDOG=1 while start-up takes steps;
+    after `qbsync connect` the daemon syncs."""
+    shop = await connect_shop(conn_url(dixis_db), server.emulator, api_base_url=server.base_url)
+    dixis_db.execute("UPDATE qbsync.connections SET status = 'needs_reconnect'")
+    dixis_db.commit()
+    env = daemon_env(shop.url, server.base_url, shop.token_keys)
+    env["NOTIFY_SOCKET"] = notify_socket.path
+    env["WATCHDOG_USEC"] = "2000000"  # 2 s: the daemon pings every second
+    daemon = DaemonProcess(env, "waiting", tmp_path).start()
+
+    def waiting_and_pinging() -> bool:
+        fields = notify_socket.fields()
+        return "READY=1" in fields and fields.count("WATCHDOG=1") >= 3
+
+    wait_until(waiting_and_pinging, 30, "READY=1 and three WATCHDOG=1 while waiting")
+    fields = notify_socket.fields()
+    statuses = [f for f in fields[:fields.index("READY=1") + 2] if f.startswith("STATUS=")]
+    assert any("starting:" in s for s in statuses), fields
+    assert any("needs reconnecting" in f for f in fields if f.startswith("STATUS=")), fields
+    dixis_db.execute("UPDATE qbsync.connections SET status = 'connected'")
+    dixis_db.execute("SELECT dixis.generate(3)")
+    dixis_db.commit()
+    wait_started(shop.url, daemon)
+    wait_drained(shop.url, 60, [daemon])
+    assert daemon.terminate() == 0, daemon.log()
