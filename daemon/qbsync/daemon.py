@@ -100,12 +100,22 @@ def connection_problem(realm_id: str | None, row: asyncpg.Record | None) -> str 
     return f"QuickBooks company {row['realm_id']} {state}: run `qbsync connect`"
 
 
+# seconds between two reads of the company's status while start-up waits for it
+STATUS_RECHECK = 10.0
+
+
 async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event,
                                startup: Startup) -> asyncpg.Record | None:
     """The company to sync to; waits (saying so) until one is connected."""
     said = None
     while not stop.is_set():
-        row = await pool.fetchrow(Q.active_connection, settings.realm_id)
+        try:
+            row = await pool.fetchrow(Q.active_connection, settings.realm_id)
+        except DB_ERRORS as exc:  # the database restarting: asked again, as any wait does
+            startup.step(f"reading the company's status failed ({exc}); retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_RECHECK)
+            continue
         problem = connection_problem(settings.realm_id, row)
         if problem is None:
             return row
@@ -118,7 +128,7 @@ async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings, stop: asy
             said = problem
         startup.step(problem)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 10)
+            await asyncio.wait_for(stop.wait(), STATUS_RECHECK)
     return None
 
 
