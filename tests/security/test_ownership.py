@@ -19,8 +19,9 @@ from qbsync import shop as shops
 from qbsync.errors import MigrationError
 from qbsync.migrate import ensure_owner_role, migrate
 from qbsync.resources import sql_path
+from tests.schema_support import install_shop_0_1_0
 from tests.security.conftest import RUN_ROLE_PREFIX
-from tests.support import url_for
+from tests.support import conn_url, url_for
 
 # Objects of qbsync's schemas (found through their dependency on the schema, whatever their
 # kind) and the schemas themselves, whose owner is not qbsync_owner.
@@ -99,6 +100,68 @@ def test_every_qbsync_object_belongs_to_the_owner_role(request: pytest.FixtureRe
     url = request.getfixturevalue(database)
     assert rows(url, NOT_OWNED) == []
     assert rows(url, SUPERUSER_DEFINERS) == []
+
+
+# Functions outside qbsync's schemas (the shop's own, its mapping in qbsync_map, a sample
+# shop's helpers) that run with a superuser's or qbsync_owner's rights.
+SHOP_DEFINERS = """
+SELECT p.oid::regprocedure::text || ' (owned by ' || r.rolname || ')'
+FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+WHERE p.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
+                             'qbsync'::regnamespace, 'qbsync_capture'::regnamespace)
+  AND p.prosecdef AND (r.rolsuper OR r.rolname = 'qbsync_owner')
+ORDER BY 1
+"""
+
+# Trigger functions outside qbsync's schemas, on any table, that run as their owner rather
+# than as the role whose write fired them.
+SHOP_DEFINER_TRIGGERS = """
+SELECT DISTINCT t.tgrelid::regclass::text || ': ' || p.oid::regprocedure::text
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE NOT t.tgisinternal AND p.prosecdef
+  AND p.pronamespace NOT IN ('qbsync'::regnamespace, 'qbsync_capture'::regnamespace)
+ORDER BY 1
+"""
+
+SHOP_SCHEMAS = {"dixis": {"dixis", "qbsync_map"},
+                "medusa": {"medusa", "medusa_qbsync", "qbsync_map"}}
+
+
+@pytest.mark.parametrize("name", shops.SHOPS)
+def test_no_sample_shop_function_runs_as_a_superuser(request: pytest.FixtureRequest,
+                                                     name: str) -> None:
+    """What `qbsync shop install` puts into the shop's schemas (as the superuser who runs
+    it): no function there is SECURITY DEFINER owned by a superuser or by qbsync_owner, and
+    no trigger function runs as anyone but the writer. The fan-out triggers read tables the
+    shop's role may own: tests/security/test_fan_out.py is what such a definer let it do."""
+    url = conn_url(request.getfixturevalue(f"{name}_db"))
+    schemas = set(rows(url, "SELECT DISTINCT pronamespace::regnamespace::text FROM pg_proc"))
+    assert SHOP_SCHEMAS[name] <= schemas   # the check covers the shop's functions
+    assert rows(url, SHOP_DEFINERS) == []
+    assert rows(url, SHOP_DEFINER_TRIGGERS) == []
+
+
+def test_track_and_untrack_leave_what_they_make_to_the_owner_role(db_url: str) -> None:
+    """A bare qbsync.track() by the DBA, with no `qbsync migrate` after it: the capture
+    functions it generated, and a change view it made, belong to qbsync_owner when it
+    returns; so do the functions untrack generates again, and allow_enqueue's view."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.items (id int PRIMARY KEY, name text, price numeric)")
+        conn.execute("SELECT qbsync.define_entity(e, 'Item')"
+                     " FROM unnest(ARRAY['item', 'price', 'stock']) AS e")
+        conn.execute("SELECT qbsync.track('public.items', 'item', 'id')")
+        conn.execute("SELECT qbsync.track('public.items', 'price', 'id',"
+                     " columns => ARRAY['price'])")
+        generated = "SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'capture\\_items\\_%'"
+        assert rows(db_url, generated) == ["3"]
+        assert rows(db_url, NOT_OWNED) == []
+        conn.execute("SELECT qbsync.untrack('public.items', 'price')")
+        assert rows(db_url, generated) == ["3"]
+        assert rows(db_url, NOT_OWNED) == []
+        conn.execute("SELECT qbsync.allow_enqueue('public.items', 'stock')")
+        assert rows(db_url, "SELECT 'qbsync_capture.changes_stock'::regclass::text") \
+            == ["qbsync_capture.changes_stock"]
+        assert rows(db_url, NOT_OWNED) == []
 
 
 def test_owner_role_is_nologin_without_powers_or_members(db_url: str) -> None:
@@ -187,10 +250,10 @@ def test_owner_views_read_only_qbsync_relations(db_url: str) -> None:
 # --- migrate ---------------------------------------------------------------------------------
 
 def _data_at_0006(url: str) -> dict[str, int]:
-    """A database migrated to 0006 (the released schema), with a shop, capture rules and a
-    little of everything; returns its row counts."""
+    """A database migrated to 0006 (the released schema), with the shop 0.1.0 installed,
+    its capture rules and a little of everything; returns its row counts."""
     with psycopg.connect(url, autocommit=True) as conn:
-        shops.install_shop(conn, "dixis", track=True)
+        install_shop_0_1_0(conn)
         conn.execute("SELECT dixis.generate(20, 0.5)")
         conn.execute("INSERT INTO qbsync.connections (realm_id, api_base_url, company_name,"
                      " tokens, key_id) VALUES ('r1', 'https://quickbooks.api.intuit.com', 'Dixis',"
@@ -355,3 +418,4 @@ def test_an_owner_role_with_powers_or_members_is_refused(owner_name: str, change
             owner=sql.Identifier(owner_name), member=sql.Identifier(f"{owner_name}_member")))
         with pytest.raises(MigrationError, match=message):
             ensure_owner_role(conn, owner_name)
+
