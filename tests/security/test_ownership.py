@@ -21,7 +21,7 @@ from qbsync.migrate import ensure_owner_role, migrate
 from qbsync.resources import sql_path
 from tests.schema_support import install_shop_0_1_0
 from tests.security.conftest import RUN_ROLE_PREFIX
-from tests.support import conn_url, url_for
+from tests.support import PG_HOST, PG_PORT, conn_url, url_for
 
 # Objects of qbsync's schemas (found through their dependency on the schema, whatever their
 # kind) and the schemas themselves, whose owner is not qbsync_owner.
@@ -374,7 +374,7 @@ def owner_name() -> Iterator[str]:
     name = f"{RUN_ROLE_PREFIX}_owner"
     yield name
     with psycopg.connect(url_for("postgres"), autocommit=True) as su:
-        for role in (f"{name}_member", name):
+        for role in (f"{name}_member", f"{name}_migrator", name):
             su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
@@ -419,3 +419,21 @@ def test_an_owner_role_with_powers_or_members_is_refused(owner_name: str, change
         with pytest.raises(MigrationError, match=message):
             ensure_owner_role(conn, owner_name)
 
+
+def test_a_migrating_role_that_is_not_a_superuser_joins_the_owner_role(owner_name: str) -> None:
+    """A role that may create roles but is no superuser (a managed service's administrator)
+    migrates: it creates the owner role and becomes its one member, which only it may be;
+    a superuser's migrate then refuses that member, as any other."""
+    migrator = f"{owner_name}_migrator"
+    with psycopg.connect(url_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(migrator)))
+    with psycopg.connect(f"postgresql://{migrator}@{PG_HOST}:{PG_PORT}/postgres",
+                         autocommit=True) as conn:
+        ensure_owner_role(conn, owner_name)
+        ensure_owner_role(conn, owner_name)   # its own membership, again
+    with psycopg.connect(url_for("postgres"), autocommit=True) as su:
+        members = su.execute("SELECT ARRAY(SELECT m.member::regrole::text FROM pg_auth_members m"
+                             " WHERE m.roleid = %s::regrole)", (owner_name,)).fetchone()
+        assert members == ([migrator],)
+        with pytest.raises(MigrationError, match=rf"has members: {migrator}; REVOKE"):
+            ensure_owner_role(su, owner_name)
