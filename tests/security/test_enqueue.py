@@ -1,4 +1,4 @@
-"""Only writers of a tracked table enqueue its entity (issue 15 item 2).
+"""Only writers of a tracked table enqueue its entity.
 
 Capture appends through qbsync_capture.changes_<entity>, as the role that writes the shop's
 row. INSERT on that view is granted to the roles that may write a table tracked for the

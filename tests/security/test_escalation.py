@@ -1,4 +1,4 @@
-"""No role gains a privilege through qbsync's functions (issue 15 item 1).
+"""No role gains a privilege through qbsync's functions.
 
 The attacker is the shop's own role, which owns the shop's tables (and so can put a view in
 a table's place, or a trigger on it), or a member of qbsync_reader, qbsync_admin or
