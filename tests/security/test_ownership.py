@@ -21,7 +21,7 @@ from qbsync.migrate import ensure_owner_role, migrate
 from qbsync.resources import sql_path
 from tests.schema_support import install_shop_0_1_0
 from tests.security.conftest import RUN_ROLE_PREFIX
-from tests.support import PG_HOST, PG_PORT, conn_url, url_for
+from tests.support import PG_HOST, PG_PORT, PG_USER, conn_url, url_for
 
 # Objects of qbsync's schemas (found through their dependency on the schema, whatever their
 # kind) and the schemas themselves, whose owner is not qbsync_owner.
@@ -307,6 +307,28 @@ def test_upgrade_from_0006_hands_everything_to_the_owner_role(empty_db_url: str,
         conn.execute("UPDATE dixis.orders SET billing_city = billing_city || '.' WHERE id ="
                      " (SELECT min(id) FROM dixis.orders WHERE completed_at IS NOT NULL)")
         assert conn.execute("SELECT entity FROM qbsync.changes").fetchall() == [("order",)]
+
+
+def test_installing_a_sample_shop_again_after_the_upgrade_replaces_its_definers(
+        empty_db_url: str, tmp_path: Path) -> None:
+    """The fan-out triggers the Dixis shop of 0.1.0 installed stay SECURITY DEFINER
+    functions of the superuser through `qbsync migrate` (it leaves the shop's schemas
+    alone); `qbsync shop install dixis` again, as the upgrade notes say, replaces them."""
+    released = tmp_path / "released"
+    released.mkdir()
+    for path in sorted(sql_path("migrations").glob("000[1-6]_*.sql")):
+        shutil.copy(path, released / path.name)
+    migrate(empty_db_url, directory=released)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        install_shop_0_1_0(conn)
+    migrate(empty_db_url)
+    assert rows(empty_db_url, SHOP_DEFINERS) == [
+        f"dixis.category_vat_changed() (owned by {PG_USER})",
+        f"dixis.order_refunds_changed() (owned by {PG_USER})"]
+    with psycopg.connect(empty_db_url) as conn:
+        shops.install_shop(conn, "dixis")
+    assert rows(empty_db_url, SHOP_DEFINERS) == []
+    assert rows(empty_db_url, SHOP_DEFINER_TRIGGERS) == []
 
 
 def test_every_run_hands_new_objects_to_the_owner_role(db_url: str) -> None:
