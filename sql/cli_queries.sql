@@ -455,14 +455,17 @@ SELECT l.entity, l.key, l.doc_number, l.amount FROM qbsync.shop_ledger(%s, %s) A
 SELECT tbl::oid::bigint AS rel, tbl::text AS name, entity, columns FROM qbsync.tracked;
 
 -- name: check_enqueue_triggers
--- The shop's own triggers that enqueue through qbsync.enqueue (a fan-out track() cannot
--- express): on UPDATE OF which columns (all when none is listed).
+-- The shop's own triggers that enqueue (a fan-out track() cannot express), appending to
+-- qbsync_capture.changes_<entity> or calling qbsync.enqueue: on UPDATE OF which columns (all
+-- when none is listed). The capture functions track() generates (schema qbsync) are the
+-- rules of check_tracked.
 SELECT t.tgrelid::bigint AS rel, t.tgname AS name, (t.tgtype & 16) <> 0 AS on_update,
        array(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = t.tgrelid AND a.attnum = ANY(t.tgattr)) AS columns,
        p.prosrc AS source
 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-WHERE NOT t.tgisinternal AND p.prosrc ~ 'qbsync\.enqueue';
+WHERE NOT t.tgisinternal AND p.pronamespace <> 'qbsync'::regnamespace
+  AND p.prosrc ~ '(qbsync\.enqueue|qbsync_capture\.\"?changes_)';
 
 -- name: check_relations
 SELECT c.oid::bigint AS oid, n.nspname, c.relname, c.relkind::text AS relkind,

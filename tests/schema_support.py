@@ -19,6 +19,7 @@ from tests.support import url_for
 
 RELEASED = ("0001_core.sql", "0002_daemon.sql", "0003_rate_limits.sql", "0004_admin.sql",
             "0005_drift.sql", "0006_reconcile.sql")  # 0.1.0
+SHOP_0_1_0 = Path(__file__).resolve().parent / "fixtures" / "dixis-0.1.0"
 FUTURE_VERSION = 99_999
 FUTURE_NAME = f"{FUTURE_VERSION}_from_the_future.sql"
 FUTURE_QBSYNC = "99.0.0"
@@ -36,6 +37,14 @@ def fresh_database(suffix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(url_for("postgres"), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def install_shop_0_1_0(conn: psycopg.Connection) -> None:
+    """What `qbsync shop install dixis` of 0.1.0 ran, in its order (the Dixis shop as 0.1.0
+    shipped it, pinned by tests/unit/test_release.py)."""
+    with conn.transaction():
+        for file in ("schema.sql", "generate.sql", "mapping.sql", "admin.sql", "track.sql"):
+            conn.execute((SHOP_0_1_0 / file).read_text(encoding="utf-8"))  # type: ignore[arg-type]
 
 
 def migrate_only(url: str, names: list[str], tmp: Path) -> list[Migration]:

@@ -753,8 +753,14 @@ def _cover(covered: dict[int, set[str] | None], rel: int, columns: list[str] | N
         existing.update(columns)
 
 
+_ENQUEUES = re.compile(r"qbsync\.enqueue\s*\(\s*'([a-z][a-z0-9_]*)'"
+                       r"|qbsync_capture\.\"?changes_([a-z][a-z0-9_]*)")
+
+
 def _enqueued(source: str) -> set[str]:
-    return set(re.findall(r"qbsync\.enqueue\s*\(\s*'([a-z][a-z0-9_]*)'", source or ""))
+    """The entities a trigger function appends (INSERT INTO qbsync_capture.changes_<entity>)
+    or enqueues (qbsync.enqueue('<entity>', ...))."""
+    return {called or appended for called, appended in _ENQUEUES.findall(source or "")}
 
 
 def _acknowledged(source: str, comment: str | None) -> set[tuple[str, str]]:

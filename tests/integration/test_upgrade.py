@@ -36,19 +36,17 @@ from qbsync.emulator import Emulator
 from qbsync.migrate import discover
 from qbsync.vault import generate_key
 from tests.daemon_support import EMULATOR_URL, Shop, drained, running, settings_for
-from tests.schema_support import COLUMNS_0_1_0, RELEASED, fresh_database, migrate_released
+from tests.schema_support import (
+    COLUMNS_0_1_0,
+    RELEASED,
+    fresh_database,
+    install_shop_0_1_0,
+    migrate_released,
+)
 from tests.support import INVOICED
 
-SHOP_0_1_0 = Path(__file__).resolve().parents[1] / "fixtures" / "dixis-0.1.0"
 OLD_DAEMON = "old-host:4242"
 COMPANY = "Dixis Α.Ε."
-
-
-def install_shop_0_1_0(conn: psycopg.Connection) -> None:
-    """What `qbsync shop install dixis` of 0.1.0 ran, in its order."""
-    with conn.transaction():
-        for file in ("schema.sql", "generate.sql", "mapping.sql", "admin.sql", "track.sql"):
-            conn.execute((SHOP_0_1_0 / file).read_text(encoding="utf-8"))  # type: ignore[arg-type]
 
 
 def tokens_0_1_0(key_entry: str, realm: str, issued: dict[str, Any]) -> tuple[bytes, str]:

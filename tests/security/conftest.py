@@ -8,6 +8,7 @@ database, and whatever an attack that worked gave them)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -52,10 +53,12 @@ def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
-@pytest.fixture
-def cast(db: psycopg.Connection) -> Iterator[Cast]:
+@contextlib.contextmanager
+def cast_in(dbname: str) -> Iterator[Cast]:
+    """The roles of one test in database `dbname`, dropped afterwards with whatever they own
+    there."""
     prefix = f"{RUN_ROLE_PREFIX}_{next(_serial)}"
-    c = Cast(db.info.dbname, f"{prefix}_shop", f"{prefix}_reader", f"{prefix}_admin",
+    c = Cast(dbname, f"{prefix}_shop", f"{prefix}_reader", f"{prefix}_admin",
              f"{prefix}_daemon")
     with psycopg.connect(url_for("postgres"), autocommit=True) as su:
         for role in c.everyone:
@@ -74,6 +77,20 @@ def cast(db: psycopg.Connection) -> Iterator[Cast]:
                 su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(_ident(role)))
 
 
+@pytest.fixture
+def cast(db: psycopg.Connection) -> Iterator[Cast]:
+    with cast_in(db.info.dbname) as c:
+        yield c
+
+
+# What the attacker's code records about who ran it (anyone may append), in the shop role's
+# schema `shop`.
+RAN_AS = """
+CREATE TABLE shop.ran_as (who name NOT NULL, superuser boolean NOT NULL);
+GRANT USAGE ON SCHEMA shop TO PUBLIC;
+GRANT INSERT ON shop.ran_as TO PUBLIC;
+"""
+
 # The shop: its tables belong to the shop's role. The DBA (a superuser here) maps it and
 # gives each qbsync role what README "Roles" says its members need to read and write there.
 SHOP_TABLES = """
@@ -87,11 +104,7 @@ INSERT INTO shop.customers VALUES (1, 'Ada'), (2, 'Grace');
 INSERT INTO shop.products VALUES (1, 'Olive oil', 12.50), (2, 'Honey', 8.00);
 INSERT INTO shop.orders (id, status, total, customer_id) VALUES
     (1, 'completed', 12.50, 1), (2, 'completed', 8.00, 2), (3, 'pending', 20.50, 1);
--- what the attacker's code records about who ran it (anyone may append)
-CREATE TABLE shop.ran_as (who name NOT NULL, superuser boolean NOT NULL);
-GRANT USAGE ON SCHEMA shop TO PUBLIC;
-GRANT INSERT ON shop.ran_as TO PUBLIC;
-"""
+""" + RAN_AS
 
 MAPPING = """
 SELECT qbsync.define_entity('order', 'Invoice');

@@ -1,6 +1,6 @@
-"""Answers are bounded (issue 15.5): a 300 MB HTTP 200 answer is not read whole into
-memory. Reading stops at max_response_bytes, the attempt fails as retryable naming the
-endpoint and the cap, and a daemon pushing through such answers loses nothing."""
+"""Answers are bounded: a 300 MB HTTP 200 answer is not read whole into memory. Reading
+stops at max_response_bytes, the attempt fails as retryable naming the endpoint and the cap,
+and a daemon pushing through such answers loses nothing."""
 
 from __future__ import annotations
 

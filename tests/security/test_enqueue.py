@@ -1,4 +1,4 @@
-"""Only writers of a tracked table enqueue its entity (issue 15 item 2).
+"""Only writers of a tracked table enqueue its entity.
 
 Capture appends through qbsync_capture.changes_<entity>, as the role that writes the shop's
 row. INSERT on that view is granted to the roles that may write a table tracked for the
@@ -27,7 +27,6 @@ def tracked(shop: Shop) -> Iterator[Shop]:
     """The shop's orders tracked by the DBA, and one more login role with no grant at all."""
     with psycopg.connect(url_for(shop.cast.dbname), autocommit=True) as su:
         su.execute("SELECT qbsync.track('shop.orders', 'order', 'id')")
-        su.execute("SELECT count(*) FROM qbsync.reassert_ownership()")  # as migrate leaves it
     with psycopg.connect(url_for("postgres"), autocommit=True) as su:
         su.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(nobody(shop.cast))))
     try:

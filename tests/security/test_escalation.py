@@ -1,4 +1,4 @@
-"""No role gains a privilege through qbsync's functions (issue 15 item 1).
+"""No role gains a privilege through qbsync's functions.
 
 The attacker is the shop's own role, which owns the shop's tables (and so can put a view in
 a table's place, or a trigger on it), or a member of qbsync_reader, qbsync_admin or
@@ -168,17 +168,24 @@ def test_admin_functions_that_run_no_shop_code(shop: Shop, query: str) -> None:
 
 # --- a mapping function redefined by its owner -------------------------------------------------
 
-@pytest.mark.parametrize(("who", "query"), [
+# Who calls, and what: each path runs one of the order's mapping functions.
+MAPPING_PATHS = [
     pytest.param("reader", "SELECT orders_pending FROM qbsync.dashboard", id="reader-dashboard"),
     pytest.param("admin", "SELECT qbsync.resync('order', '1')", id="admin-resync"),
-])
+    pytest.param("daemon", "SELECT qbsync.map('order', '1')", id="daemon-map"),
+    pytest.param("daemon", "SELECT count(*) FROM qbsync.map_many('order', ARRAY['1', '2'])",
+                 id="daemon-map_many"),
+]
+
+
+@pytest.mark.parametrize(("who", "query"), MAPPING_PATHS)
 def test_mapping_function_redefined_by_its_owner(shop: Shop, who: str, query: str) -> None:
     """The DBA let the shop's role maintain its mapping functions (its migrations define
     them): it redefines them to run its own code."""
     with psycopg.connect(url_for(shop.cast.dbname), autocommit=True) as su:
         su.execute(sql.SQL("GRANT CREATE ON SCHEMA qbsync_map TO {}").format(
             sql.Identifier(shop.cast.shop)))
-        for fn in ("order_unsynced_count()", "order_key_exists(text)"):
+        for fn in ("order_unsynced_count()", "order_key_exists(text)", '"order"(text)'):
             su.execute(sql.SQL("ALTER FUNCTION qbsync_map.{} OWNER TO {}").format(
                 sql.SQL(fn), sql.Identifier(shop.cast.shop)))
     shop.as_shop("""
@@ -186,6 +193,9 @@ def test_mapping_function_redefined_by_its_owner(shop: Shop, who: str, query: st
         LANGUAGE plpgsql AS $$ BEGIN PERFORM shop.evil(); RETURN 0; END $$;
         CREATE OR REPLACE FUNCTION qbsync_map.order_key_exists(key text) RETURNS boolean
         LANGUAGE plpgsql AS $$ BEGIN RETURN shop.evil(); END $$;
+        CREATE OR REPLACE FUNCTION qbsync_map."order"(key text) RETURNS jsonb
+        LANGUAGE plpgsql
+        AS $$ BEGIN PERFORM shop.evil(); RETURN jsonb_build_object('DocNumber', key); END $$;
     """)
     call_as(shop.cast, who, query)
     assert_no_escalation(shop, getattr(shop.cast, who))
@@ -209,9 +219,38 @@ PLANTED = {
 }
 
 
-@pytest.mark.parametrize("who", ["reader", "admin"])
+# The DBA's mapping functions, with public on their search_path, testing {condition}.
+MAPPED_THROUGH_PUBLIC = {
+    "order_unsynced_count": """
+        CREATE OR REPLACE FUNCTION qbsync_map.order_unsynced_count() RETURNS bigint
+        LANGUAGE sql STABLE SET search_path = shop, public
+        AS $$ SELECT count(*) FROM orders o
+              WHERE {condition} AND o.quickbooks_invoice_id IS NULL $$""",
+    "order": """
+        CREATE OR REPLACE FUNCTION qbsync_map."order"(key text) RETURNS jsonb
+        LANGUAGE sql STABLE SET search_path = shop, public
+        AS $$ SELECT jsonb_build_object('DocNumber', 'T-' || o.id) FROM orders o
+              WHERE o.id::text = key AND {condition} $$""",
+}
+
+# (who calls, the mapping function its path runs, what, what it must answer: the planted
+# object took part)
+PLANT_PATHS = [
+    pytest.param("reader", "order_unsynced_count", "SELECT orders_pending FROM qbsync.dashboard",
+                 2, id="reader-dashboard"),
+    pytest.param("admin", "order_unsynced_count", "SELECT orders_pending FROM qbsync.dashboard",
+                 2, id="admin-dashboard"),
+    pytest.param("daemon", "order", "SELECT qbsync.map('order', '1')->>'DocNumber'", "T-1",
+                 id="daemon-map"),
+    pytest.param("daemon", "order", "SELECT count(body) FROM qbsync.map_many('order',"
+                                    " ARRAY['1', '2', '3'])", 2, id="daemon-map_many"),
+]
+
+
+@pytest.mark.parametrize(("who", "mapping", "query", "answer"), PLANT_PATHS)
 @pytest.mark.parametrize("planted", sorted(PLANTED))
-def test_planted_in_public(shop: Shop, planted: str, who: str) -> None:
+def test_planted_in_public(shop: Shop, planted: str, who: str, mapping: str, query: str,
+                           answer: object) -> None:
     """The shop's role may create objects in public (its tables often live there). A
     mapping function that puts public on its search_path (for an extension's function,
     say) then resolves to what the shop's role planted there."""
@@ -219,23 +258,32 @@ def test_planted_in_public(shop: Shop, planted: str, who: str) -> None:
     with psycopg.connect(url_for(shop.cast.dbname), autocommit=True) as su:
         su.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(
             sql.Identifier(shop.cast.shop)))
-        su.execute(f"""
-            CREATE OR REPLACE FUNCTION qbsync_map.order_unsynced_count() RETURNS bigint
-            LANGUAGE sql STABLE SET search_path = shop, public
-            AS $$ SELECT count(*) FROM orders o
-                  WHERE {condition} AND o.quickbooks_invoice_id IS NULL $$""".encode())
+        su.execute(MAPPED_THROUGH_PUBLIC[mapping].format(condition=condition).encode())
     shop.as_shop(plant)
-    (pending,) = call_as(shop.cast, who, "SELECT orders_pending FROM qbsync.dashboard")[0]
-    assert pending == 2
+    assert call_as(shop.cast, who, query) == [(answer,)]
     assert_no_escalation(shop, getattr(shop.cast, who))
 
 
-def test_qbsync_functions_ignore_what_callers_plant(shop: Shop) -> None:
+# What each role calls, with its temporary tables and search_path in the way.
+CALLS = {
+    "reader": ["SELECT * FROM qbsync.dashboard", "SELECT count(*) FROM qbsync.queue_health",
+               "SELECT count(*) FROM qbsync.open_notices", "SELECT count(*) FROM qbsync.failed"],
+    "admin": ["SELECT * FROM qbsync.dashboard", "SELECT qbsync.resync('order', '1')",
+              "SELECT qbsync.retry_dead()", "SELECT count(*) FROM qbsync.queue_health"],
+    "daemon": ["SELECT qbsync.collect_changes()", "SELECT count(*) FROM qbsync.claim('w', 10,"
+               " '1 minute')", "SELECT qbsync.map('order', '1')",
+               "SELECT count(*) FROM qbsync.map_many('order', ARRAY['1', '2'])"],
+}
+
+
+@pytest.mark.parametrize("who", sorted(CALLS))
+def test_qbsync_functions_ignore_what_callers_plant(shop: Shop, who: str) -> None:
     """qbsync's own functions pin their search_path: a caller's temporary tables and its
     search_path change nothing, and nothing planted in public runs."""
     with psycopg.connect(url_for(shop.cast.dbname), autocommit=True) as su:
         su.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(
             sql.Identifier(shop.cast.shop)))
+        su.execute("SELECT qbsync.enqueue('order', '2')")
     shop.as_shop("""
         CREATE FUNCTION public.varchar_eq(a varchar, b varchar) RETURNS boolean
         LANGUAGE plpgsql AS $$ BEGIN PERFORM shop.evil(); RETURN a::text = b::text; END $$;
@@ -244,15 +292,14 @@ def test_qbsync_functions_ignore_what_callers_plant(shop: Shop) -> None:
         CREATE FUNCTION public.now() RETURNS timestamptz
         LANGUAGE plpgsql AS $$ BEGIN PERFORM shop.evil(); RETURN pg_catalog.now(); END $$;
     """)
-    with shop.cast.connect(shop.cast.admin) as conn:
+    role = getattr(shop.cast, who)
+    with shop.cast.connect(role) as conn:
         conn.execute("SET search_path = pg_temp, public, qbsync")
         for table in ("outbox", "entities", "connections", "notices", "changes"):
             conn.execute(f"CREATE TEMP TABLE {table} (x int)".encode())
-        conn.execute("SELECT * FROM qbsync.dashboard").fetchall()
-        conn.execute("SELECT qbsync.resync('order', '1')")
-        conn.execute("SELECT qbsync.retry_dead()")
-        conn.execute("SELECT count(*) FROM qbsync.queue_health").fetchall()
-    assert_no_escalation(shop, shop.cast.admin, ran=False)
+        for query in CALLS[who]:
+            conn.execute(query.encode()).fetchall()
+    assert_no_escalation(shop, role, ran=False)
 
 
 # --- a temporary table created before a qbsync function creates its own -----------------------

@@ -1,8 +1,8 @@
-"""Key rotation cannot stop the fleet (issue 15.6). A daemon that still has the old key ring
-when `qbsync rotate-key` runs must not meet a ciphertext it cannot read, burn a try and
-exit: daemons record the key ids they hold, rotate-key refuses while a live one lacks the
-new key (--force overrides, naming it), and a daemon that cannot decrypt pauses the company
-with a notice, keeps running, burns no try, and resumes once it can read the tokens again."""
+"""Key rotation cannot stop the fleet: a daemon that still has the old key ring when `qbsync
+rotate-key` runs does not meet a ciphertext it cannot read, burn a try and exit. Daemons
+record the key ids they hold, rotate-key refuses while a live one lacks the new key (--force
+overrides, naming it), and a daemon that cannot decrypt pauses the company with a notice,
+keeps running, burns no try, and resumes once it can read the tokens again."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ from qbsync import shop as shops
 from qbsync.errors import MigrationError
 from qbsync.migrate import ensure_owner_role, migrate
 from qbsync.resources import sql_path
+from tests.schema_support import install_shop_0_1_0
 from tests.security.conftest import RUN_ROLE_PREFIX
-from tests.support import url_for
+from tests.support import PG_HOST, PG_PORT, PG_USER, conn_url, url_for
 
 # Objects of qbsync's schemas (found through their dependency on the schema, whatever their
 # kind) and the schemas themselves, whose owner is not qbsync_owner.
@@ -99,6 +100,68 @@ def test_every_qbsync_object_belongs_to_the_owner_role(request: pytest.FixtureRe
     url = request.getfixturevalue(database)
     assert rows(url, NOT_OWNED) == []
     assert rows(url, SUPERUSER_DEFINERS) == []
+
+
+# Functions outside qbsync's schemas (the shop's own, its mapping in qbsync_map, a sample
+# shop's helpers) that run with a superuser's or qbsync_owner's rights.
+SHOP_DEFINERS = """
+SELECT p.oid::regprocedure::text || ' (owned by ' || r.rolname || ')'
+FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+WHERE p.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
+                             'qbsync'::regnamespace, 'qbsync_capture'::regnamespace)
+  AND p.prosecdef AND (r.rolsuper OR r.rolname = 'qbsync_owner')
+ORDER BY 1
+"""
+
+# Trigger functions outside qbsync's schemas, on any table, that run as their owner rather
+# than as the role whose write fired them.
+SHOP_DEFINER_TRIGGERS = """
+SELECT DISTINCT t.tgrelid::regclass::text || ': ' || p.oid::regprocedure::text
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE NOT t.tgisinternal AND p.prosecdef
+  AND p.pronamespace NOT IN ('qbsync'::regnamespace, 'qbsync_capture'::regnamespace)
+ORDER BY 1
+"""
+
+SHOP_SCHEMAS = {"dixis": {"dixis", "qbsync_map"},
+                "medusa": {"medusa", "medusa_qbsync", "qbsync_map"}}
+
+
+@pytest.mark.parametrize("name", shops.SHOPS)
+def test_no_sample_shop_function_runs_as_a_superuser(request: pytest.FixtureRequest,
+                                                     name: str) -> None:
+    """What `qbsync shop install` puts into the shop's schemas (as the superuser who runs
+    it): no function there is SECURITY DEFINER owned by a superuser or by qbsync_owner, and
+    no trigger function runs as anyone but the writer. The fan-out triggers read tables the
+    shop's role may own: tests/security/test_fan_out.py is what such a definer let it do."""
+    url = conn_url(request.getfixturevalue(f"{name}_db"))
+    schemas = set(rows(url, "SELECT DISTINCT pronamespace::regnamespace::text FROM pg_proc"))
+    assert SHOP_SCHEMAS[name] <= schemas   # the check covers the shop's functions
+    assert rows(url, SHOP_DEFINERS) == []
+    assert rows(url, SHOP_DEFINER_TRIGGERS) == []
+
+
+def test_track_and_untrack_leave_what_they_make_to_the_owner_role(db_url: str) -> None:
+    """A bare qbsync.track() by the DBA, with no `qbsync migrate` after it: the capture
+    functions it generated, and a change view it made, belong to qbsync_owner when it
+    returns; so do the functions untrack generates again, and allow_enqueue's view."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.items (id int PRIMARY KEY, name text, price numeric)")
+        conn.execute("SELECT qbsync.define_entity(e, 'Item')"
+                     " FROM unnest(ARRAY['item', 'price', 'stock']) AS e")
+        conn.execute("SELECT qbsync.track('public.items', 'item', 'id')")
+        conn.execute("SELECT qbsync.track('public.items', 'price', 'id',"
+                     " columns => ARRAY['price'])")
+        generated = "SELECT count(*)::text FROM pg_proc WHERE proname LIKE 'capture\\_items\\_%'"
+        assert rows(db_url, generated) == ["3"]
+        assert rows(db_url, NOT_OWNED) == []
+        conn.execute("SELECT qbsync.untrack('public.items', 'price')")
+        assert rows(db_url, generated) == ["3"]
+        assert rows(db_url, NOT_OWNED) == []
+        conn.execute("SELECT qbsync.allow_enqueue('public.items', 'stock')")
+        assert rows(db_url, "SELECT 'qbsync_capture.changes_stock'::regclass::text") \
+            == ["qbsync_capture.changes_stock"]
+        assert rows(db_url, NOT_OWNED) == []
 
 
 def test_owner_role_is_nologin_without_powers_or_members(db_url: str) -> None:
@@ -187,10 +250,10 @@ def test_owner_views_read_only_qbsync_relations(db_url: str) -> None:
 # --- migrate ---------------------------------------------------------------------------------
 
 def _data_at_0006(url: str) -> dict[str, int]:
-    """A database migrated to 0006 (the released schema), with a shop, capture rules and a
-    little of everything; returns its row counts."""
+    """A database migrated to 0006 (the released schema), with the shop 0.1.0 installed,
+    its capture rules and a little of everything; returns its row counts."""
     with psycopg.connect(url, autocommit=True) as conn:
-        shops.install_shop(conn, "dixis", track=True)
+        install_shop_0_1_0(conn)
         conn.execute("SELECT dixis.generate(20, 0.5)")
         conn.execute("INSERT INTO qbsync.connections (realm_id, api_base_url, company_name,"
                      " tokens, key_id) VALUES ('r1', 'https://quickbooks.api.intuit.com', 'Dixis',"
@@ -244,6 +307,28 @@ def test_upgrade_from_0006_hands_everything_to_the_owner_role(empty_db_url: str,
         conn.execute("UPDATE dixis.orders SET billing_city = billing_city || '.' WHERE id ="
                      " (SELECT min(id) FROM dixis.orders WHERE completed_at IS NOT NULL)")
         assert conn.execute("SELECT entity FROM qbsync.changes").fetchall() == [("order",)]
+
+
+def test_installing_a_sample_shop_again_after_the_upgrade_replaces_its_definers(
+        empty_db_url: str, tmp_path: Path) -> None:
+    """The fan-out triggers the Dixis shop of 0.1.0 installed stay SECURITY DEFINER
+    functions of the superuser through `qbsync migrate` (it leaves the shop's schemas
+    alone); `qbsync shop install dixis` again, as the upgrade notes say, replaces them."""
+    released = tmp_path / "released"
+    released.mkdir()
+    for path in sorted(sql_path("migrations").glob("000[1-6]_*.sql")):
+        shutil.copy(path, released / path.name)
+    migrate(empty_db_url, directory=released)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        install_shop_0_1_0(conn)
+    migrate(empty_db_url)
+    assert rows(empty_db_url, SHOP_DEFINERS) == [
+        f"dixis.category_vat_changed() (owned by {PG_USER})",
+        f"dixis.order_refunds_changed() (owned by {PG_USER})"]
+    with psycopg.connect(empty_db_url) as conn:
+        shops.install_shop(conn, "dixis")
+    assert rows(empty_db_url, SHOP_DEFINERS) == []
+    assert rows(empty_db_url, SHOP_DEFINER_TRIGGERS) == []
 
 
 def test_every_run_hands_new_objects_to_the_owner_role(db_url: str) -> None:
@@ -311,7 +396,7 @@ def owner_name() -> Iterator[str]:
     name = f"{RUN_ROLE_PREFIX}_owner"
     yield name
     with psycopg.connect(url_for("postgres"), autocommit=True) as su:
-        for role in (f"{name}_member", name):
+        for role in (f"{name}_member", f"{name}_migrator", name):
             su.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
@@ -355,3 +440,22 @@ def test_an_owner_role_with_powers_or_members_is_refused(owner_name: str, change
             owner=sql.Identifier(owner_name), member=sql.Identifier(f"{owner_name}_member")))
         with pytest.raises(MigrationError, match=message):
             ensure_owner_role(conn, owner_name)
+
+
+def test_a_migrating_role_that_is_not_a_superuser_joins_the_owner_role(owner_name: str) -> None:
+    """A role that may create roles but is no superuser (a managed service's administrator)
+    migrates: it creates the owner role and becomes its one member, which only it may be;
+    a superuser's migrate then refuses that member, as any other."""
+    migrator = f"{owner_name}_migrator"
+    with psycopg.connect(url_for("postgres"), autocommit=True) as su:
+        su.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(migrator)))
+    with psycopg.connect(f"postgresql://{migrator}@{PG_HOST}:{PG_PORT}/postgres",
+                         autocommit=True) as conn:
+        ensure_owner_role(conn, owner_name)
+        ensure_owner_role(conn, owner_name)   # its own membership, again
+    with psycopg.connect(url_for("postgres"), autocommit=True) as su:
+        members = su.execute("SELECT ARRAY(SELECT m.member::regrole::text FROM pg_auth_members m"
+                             " WHERE m.roleid = %s::regrole)", (owner_name,)).fetchone()
+        assert members == ([migrator],)
+        with pytest.raises(MigrationError, match=rf"has members: {migrator}; REVOKE"):
+            ensure_owner_role(su, owner_name)

@@ -1,4 +1,4 @@
-"""The bearer token and the client secret go to QuickBooks and nowhere else (issue 15.3).
+"""The bearer token and the client secret go to QuickBooks and nowhere else.
 
 The attack: a member of qbsync_daemon (which may update qbsync.connections) points
 api_base_url at a host of its own, for the daemon to send every request there with

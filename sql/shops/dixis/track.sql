@@ -66,18 +66,24 @@ SELECT qbsync.track('dixis.refunds', 'refund', 'id',
 -- A refund recorded before its order was delivered maps to nothing (no invoice yet); when
 -- the order is delivered, or leaves delivery, its refunds are looked at again. An order
 -- has at most a few refunds and most have none, so the fan-out is a cheap index probe.
+-- The trigger runs as the role that writes the order (no SECURITY DEFINER: it reads
+-- dixis.refunds, and whoever owns that table could make the read run code of its own with
+-- the function owner's rights) and appends the keys as capture does; allow_enqueue lets
+-- the writers of dixis.orders append refund keys.
 CREATE OR REPLACE FUNCTION dixis.order_refunds_changed() RETURNS trigger
 LANGUAGE plpgsql
-SECURITY DEFINER          -- the shop's role has no grant on qbsync; the installer does
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM qbsync.enqueue('refund', r.id::text, false, 'dixis.orders')
-    FROM dixis.refunds r
-    WHERE r.order_id = NEW.id;
+    INSERT INTO qbsync_capture.changes_refund (key)
+    SELECT r.id::text FROM dixis.refunds r WHERE r.order_id = NEW.id;
+    IF FOUND AND qbsync_capture.daemon_waiting() THEN
+        PERFORM pg_notify('qbsync_wakeup', '');
+    END IF;
     RETURN NULL;
 END
 $$;
+SELECT qbsync.allow_enqueue('dixis.orders', 'refund');
 DROP TRIGGER IF EXISTS order_refunds_changed ON dixis.orders;
 CREATE TRIGGER order_refunds_changed
     AFTER UPDATE OF completed_at ON dixis.orders
@@ -101,20 +107,24 @@ SELECT qbsync.track('dixis.products', 'product', 'id',
 
 -- A category's VAT rate change should re-push its products (their SalesTaxCodeRef). One
 -- category row maps to many product keys, which a single track() key cannot express, so a
--- small trigger fans out by enqueueing each synced product of the category. VAT changes
--- are rare (a change of law), so the loop is fine.
+-- small trigger fans out by appending each synced product of the category, as the role
+-- that writes the category (as order_refunds_changed above). VAT changes are rare (a
+-- change of law).
 CREATE OR REPLACE FUNCTION dixis.category_vat_changed() RETURNS trigger
 LANGUAGE plpgsql
-SECURITY DEFINER          -- the shop's role has no grant on qbsync; the installer does
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM qbsync.enqueue('product', p.id::text, false, 'dixis.categories')
-    FROM dixis.products p
+    INSERT INTO qbsync_capture.changes_product (key)
+    SELECT p.id::text FROM dixis.products p
     WHERE p.category_id = NEW.id AND p.vat_rate IS NULL AND p.quickbooks_item_id IS NOT NULL;
+    IF FOUND AND qbsync_capture.daemon_waiting() THEN
+        PERFORM pg_notify('qbsync_wakeup', '');
+    END IF;
     RETURN NULL;
 END
 $$;
+SELECT qbsync.allow_enqueue('dixis.categories', 'product');
 DROP TRIGGER IF EXISTS category_vat_changed ON dixis.categories;
 CREATE TRIGGER category_vat_changed
     AFTER UPDATE OF vat_rate ON dixis.categories

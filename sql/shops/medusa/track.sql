@@ -120,21 +120,27 @@ SELECT qbsync.track('medusa.price', 'product',
                         WHERE l.price_set_id = r.price_set_id AND l.deleted_at IS NULL)$$);
 
 -- A product's title or description names all its variants' items: one product row maps to
--- many variant keys, which a track() key cannot express, so a small trigger enqueues each
--- variant already in QuickBooks. Titles change rarely, products have a few variants.
+-- many variant keys, which a track() key cannot express, so a small trigger appends each
+-- variant already in QuickBooks. Titles change rarely, products have a few variants. It
+-- runs as the role that writes the product (no SECURITY DEFINER: Medusa's role owns
+-- medusa.product_variant, and could make the read run code of its own with the function
+-- owner's rights); allow_enqueue lets the writers of medusa.product append product keys.
 CREATE OR REPLACE FUNCTION medusa_qbsync.product_changed() RETURNS trigger
 LANGUAGE plpgsql
-SECURITY DEFINER          -- Medusa's role has no grant on qbsync; the installer does
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM qbsync.enqueue('product', v.id, false, 'medusa.product')
-    FROM medusa.product_variant v
+    INSERT INTO qbsync_capture.changes_product (key)
+    SELECT v.id FROM medusa.product_variant v
     JOIN medusa_qbsync.sync_state s ON s.entity = 'product' AND s.key = v.id AND s.qbo_id IS NOT NULL
     WHERE v.product_id = NEW.id;
+    IF FOUND AND qbsync_capture.daemon_waiting() THEN
+        PERFORM pg_notify('qbsync_wakeup', '');
+    END IF;
     RETURN NULL;
 END
 $$;
+SELECT qbsync.allow_enqueue('medusa.product', 'product');
 DROP TRIGGER IF EXISTS qbsync_product_changed ON medusa.product;
 CREATE TRIGGER qbsync_product_changed
     AFTER UPDATE OF title, description ON medusa.product

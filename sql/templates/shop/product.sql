@@ -117,8 +117,10 @@ $$;
 -- @@ track
 SELECT qbsync.define_entity('product', 'Item', 3, '{30,120,300}', 120);
 -- FILL(track_product): the tables and columns product_source reads, with the key. (A VAT
--- rate kept on a category needs a trigger of its own that calls qbsync.enqueue('product',
--- id) for the category's products: one category row maps to many product keys.)
+-- rate kept on a category needs a trigger of its own, not SECURITY DEFINER, that appends
+-- the category's products to qbsync_capture.changes_product, and
+-- qbsync.allow_enqueue('<the categories table>', 'product'): one category row maps to many
+-- product keys. README "Fan-out triggers".)
 SELECT qbsync.track('fill_me.products', 'product', 'id',
     columns => ARRAY['name', 'sku', 'description', 'price', 'tax_rate', 'active']);
 -- END FILL
