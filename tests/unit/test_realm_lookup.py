@@ -1,7 +1,9 @@
 """The company look-up (qbsync.realm) against tax codes and rates as real companies return
 them (tests/fixtures/qbo/taxcode_*.json, taxrate_*.json, each with its source): a code's
 rate is the sum of its sales rates whatever TaxGroup says; inactive and hidden codes are
-left out; a rate two codes give is a tie; a refused look-up leaves only its settings out."""
+left out; a rate two codes give is a tie; a refused look-up leaves only its settings out.
+Preferences as Intuit's sample returns them (preferences_read.json): custom transaction
+numbers, the home currency, multicurrency."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from typing import Any
 import pytest
 
 from qbsync.qbo.errors import Forbidden, TransientError, ValidationFault
-from qbsync.realm import look_up_references, tax_code_rates
-from tests.qbo_fixtures import rows, source
+from qbsync.realm import Realm, look_up_references, tax_code_rates
+from tests.qbo_fixtures import load, rows, source
 
 FIXTURES = ("taxcode_query_us_user_defined.json", "taxrate_query_us_user_defined.json",
             "taxcode_query_us_2013.json", "taxrate_query_us_2013.json",
@@ -25,7 +27,8 @@ class Company:
     error its query raises."""
 
     def __init__(self, codes: list[dict[str, Any]], rates: list[dict[str, Any]],
-                 refuse: dict[str, Exception] | None = None) -> None:
+                 refuse: dict[str, Exception] | None = None,
+                 prefs: dict[str, Any] | None = None) -> None:
         self.tables: dict[str, list[dict[str, Any]]] = {
             "TaxCode": codes, "TaxRate": rates,
             "Account": [
@@ -37,6 +40,8 @@ class Company:
         }
         self.refuse = refuse or {}
         self.asked: list[str] = []
+        self.prefs = prefs if prefs is not None else {
+            "SalesFormsPrefs": {"CustomTxnNumbers": True}}
 
     async def query_all(self, select: str) -> list[dict[str, Any]]:
         entity = select.split(" FROM ")[1].split()[0]
@@ -46,7 +51,9 @@ class Company:
         return copy.deepcopy(self.tables[entity])
 
     async def preferences(self) -> dict[str, Any]:
-        return {"SalesFormsPrefs": {"CustomTxnNumbers": True}}
+        if "Preferences" in self.refuse:
+            raise self.refuse["Preferences"]
+        return copy.deepcopy(self.prefs)
 
 
 def user_defined() -> Company:
@@ -198,3 +205,63 @@ async def test_errors_a_retry_cures_or_that_concern_the_whole_company_propagate(
     company.refuse["PaymentMethod"] = error
     with pytest.raises(type(error)):
         await look_up_references(company)
+
+
+# --- preferences: custom numbers, the home currency, multicurrency ---------------------------
+
+def intuit_preferences() -> dict[str, Any]:
+    return load("preferences_read.json")["Preferences"]
+
+
+async def test_the_home_currency_and_multicurrency_from_intuits_sample() -> None:
+    company = user_defined()
+    company.prefs = intuit_preferences()   # CurrencyPrefs: HomeCurrency USD, not multicurrency
+    lookup = await look_up_references(company)
+    assert "preferences" in lookup.done
+    assert lookup.found["custom_txn_numbers"] is False
+    assert lookup.found["home_currency"] == {"value": "USD"}
+    assert lookup.found["multicurrency"] is False
+    realm = Realm("123", "https://quickbooks.api.intuit.com", settings=lookup.found)
+    assert (realm.home_currency, realm.multicurrency) == ("USD", False)
+
+
+async def test_a_multicurrency_company_in_another_currency() -> None:
+    prefs = intuit_preferences()
+    prefs["CurrencyPrefs"] = {"HomeCurrency": {"value": "GBP"}, "MultiCurrencyEnabled": True}
+    company = user_defined()
+    company.prefs = prefs
+    found = (await look_up_references(company)).found
+    assert (found["home_currency"], found["multicurrency"]) == ({"value": "GBP"}, True)
+
+
+async def test_preferences_without_currency_leave_it_unknown() -> None:
+    prefs = intuit_preferences()
+    del prefs["CurrencyPrefs"]
+    company = user_defined()
+    company.prefs = prefs
+    lookup = await look_up_references(company)
+    assert "preferences" in lookup.done   # a completed look-up: stale values are removed
+    assert "home_currency" not in lookup.found
+    assert "multicurrency" not in lookup.found
+    realm = Realm("123", "https://quickbooks.api.intuit.com", settings=lookup.found)
+    assert (realm.home_currency, realm.multicurrency) == (None, None)
+
+
+async def test_a_refused_preferences_look_up_leaves_the_currency_unknown() -> None:
+    company = user_defined()
+    company.refuse["Preferences"] = ValidationFault("Unsupported Operation", status=400,
+                                                    code="500")
+    lookup = await look_up_references(company)
+    assert "preferences" in lookup.refused
+    assert not {"custom_txn_numbers", "home_currency", "multicurrency"} & set(lookup.found)
+
+
+@pytest.mark.parametrize(("settings", "home", "multi"), [
+    ({"home_currency": {"value": "usd"}, "multicurrency": "false"}, "USD", False),
+    ({"home_currency": "EUR", "multicurrency": True}, "EUR", True),   # a DBA's overrides
+    ({"home_currency": {"value": ""}}, None, None),
+])
+def test_the_realm_reads_its_currency_settings(settings: dict[str, Any], home: str | None,
+                                               multi: bool | None) -> None:
+    realm = Realm("123", "https://quickbooks.api.intuit.com", settings=settings)
+    assert (realm.home_currency, realm.multicurrency) == (home, multi)
