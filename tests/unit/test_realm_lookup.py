@@ -14,12 +14,14 @@ import pytest
 
 from qbsync.qbo.errors import Forbidden, TransientError, ValidationFault
 from qbsync.realm import Realm, look_up_references, tax_code_rates
-from tests.qbo_fixtures import load, rows, source
+from tests.qbo_fixtures import HERE, load, rows, source
 
 FIXTURES = ("taxcode_query_us_user_defined.json", "taxrate_query_us_user_defined.json",
             "taxcode_query_us_2013.json", "taxrate_query_us_2013.json",
             "taxcode_read_us_2014.json", "taxcode_intuit_sample_california.json",
             "taxrate_intuit_sample_tucson.json")
+# quoted in an issue thread rather than committed in a repository
+ISSUE_FIXTURES = ("taxcode_read_canada_zero_rated.json",)
 
 
 class Company:
@@ -67,6 +69,20 @@ def test_every_fixture_names_its_source() -> None:
         for field in ("repository", "path", "commit", "changes", "what"):
             assert where[field], (name, field)
         assert where["url"].startswith("https://github.com/"), name
+    for name in ISSUE_FIXTURES:
+        where = source(name)
+        for field in ("repository", "issue", "origin", "changes", "what"):
+            assert where[field], (name, field)
+        assert where["url"] == f"https://github.com/{where['repository']}/issues/{where['issue']}"
+
+
+def test_the_sources_list_every_tax_fixture() -> None:
+    listed = (HERE / "SOURCES.md").read_text(encoding="utf-8")
+    section = listed[listed.index("## Tax codes and tax rates"):]
+    section = section[:section.index("\n## ", 1)]
+    for name in (*FIXTURES, *ISSUE_FIXTURES):
+        assert f"| `{name}` |" in section, name
+        assert source(name)["url"] in section, name
 
 
 def test_the_fixtures_have_single_rate_codes_marked_tax_group() -> None:
@@ -77,6 +93,22 @@ def test_the_fixtures_have_single_rate_codes_marked_tax_group() -> None:
               if len((c.get("SalesTaxRateList") or {}).get("TaxRateDetail") or []) == 1]
     assert len(single) >= 9
     assert all(c["TaxGroup"] is True for c in single)
+
+
+def test_a_non_us_single_rate_code_marked_tax_group_resolves() -> None:
+    """A Canadian company's "Zero-rated" code (TaxGroup true, one rate: TaxRate 4 "GST/HST
+    ZR") resolves by its rate like any code. The capture has no TaxRate: without it the code
+    is left out with a note; with TaxRate 4 at its 0 % it is tax_code:0."""
+    codes = rows("taxcode_read_canada_zero_rated.json", "TaxCode")
+    assert codes[0]["TaxGroup"] is True
+    by_rate, notes = tax_code_rates(codes, [])
+    assert by_rate == {}
+    assert notes == ['tax code "Zero-rated" (Id 3) uses TaxRate 4, which QuickBooks did not '
+                     "return; set an override to use it"]
+    by_rate, notes = tax_code_rates(codes, [{"Id": "4", "Name": "GST/HST ZR", "RateValue": 0,
+                                             "Active": True}])
+    assert notes == []
+    assert [(c.id, c.name, c.rates) for c in by_rate["tax_code:0"]] == [("3", "Zero-rated", 1)]
 
 
 async def test_a_user_defined_single_rate_code_marked_tax_group_resolves() -> None:
