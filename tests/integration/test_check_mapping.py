@@ -575,6 +575,17 @@ def test_the_readme_contract_says_what_check_mapping_requires() -> None:
             assert without.strip(), f"README says nothing of {c.suffix}'s absence"
 
 
+def test_the_readme_names_every_rule() -> None:
+    from qbsync.check_rules import RULES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### qbsync check-mapping"):]
+    section = section[:section.index("\n## ", 1)]
+    listed = {name for cell in re.findall(r"^\| ([^|]+) \|", section, re.M)
+              for name in re.findall(r"`([a-z_]+)`", cell)}
+    assert set(RULES) - listed == set()
+
+
 def test_capture_covers_what_the_mapping_reads(shop: psycopg.Connection) -> None:
     """A body that reads a column no capture rule of its entity lists fails; saying so in
     the function (qbsync:uncaptured) makes it a note."""
