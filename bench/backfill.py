@@ -19,8 +19,9 @@ The minimum (from first principles). Let O = C + P + I be the QuickBooks operati
 backfill needs: C customer creates, P item creates, I invoice creates (counted after the run
 from qbsync.entity_map, and checked against the emulator's objects: no duplicates). Per
 realm and emulated minute QuickBooks allows R = 500 requests and B = 40 batch requests of up
-to S = 30 operations each, and a batch request also counts as a request (qbo-reference.md
-section 5; the emulator counts it that way). So in one minute at most B requests carry S
+to S = 30 operations each, and a batch request also counts as a request (Intuit's "Limits
+and throttles" and batch pages, developer.intuit.com/app/developer/qbo/docs/learn/
+limits-and-throttles; the emulator counts it that way). So in one minute at most B requests carry S
 operations and the other R - B carry one each:
 
     ops/min   <=  B*S + (R - B)  =  40*30 + 460  =  1,660
@@ -86,7 +87,7 @@ from throughput import Arrivals, CpuSample, Rig, _save_connection, daemon_backen
 
 TARGET_RATIO = 1.15          # total <= 1.15 x T_min
 TARGET_BUDGET = 0.95         # >= 95 % of the request budget
-PER_MINUTE = 500             # QuickBooks limits per realm (qbo-reference.md section 5)
+PER_MINUTE = 500             # QuickBooks limits per realm (Intuit's limits-and-throttles page)
 PER_SECOND = 10
 IN_FLIGHT = 10
 BATCH_PER_MINUTE = 40

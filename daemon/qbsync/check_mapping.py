@@ -10,7 +10,7 @@ what QuickBooks enforces and what qbsync knows, without contacting QuickBooks.
   the object test; `refs.collect`), then the QuickBooks rules of `qbsync.check_rules`.
 * Across bodies: references that resolve (the customers and items a body `$ref`s are mapped
   and checked too: the daemon pushes them first), settings the connected company resolves,
-  DocNumbers unique, totals against the shop's own `<invoice entity>_ledger`.
+  its currency, DocNumbers unique, totals against the shop's own `<invoice entity>_ledger`.
 * Per entity: the contract's functions and their signatures, and the capture rules against
   the columns the body function reads (`qbsync.reads`).
 """
@@ -37,6 +37,7 @@ from .check_rules import (
     TAX_RATE_SETTING,
     US_CODES,
     WARNING,
+    CompanyCurrency,
     Finding,
     TaxContext,
     check_body,
@@ -47,6 +48,7 @@ from .check_rules import (
     reference_types,
 )
 from .errors import MalformedOutput, QbsyncError, describe_db_error
+from .model import currency_code
 from .queries import load_cli
 from .reads import Analyser, Catalog, Function, Relation, clean
 from .reads import _path as search_path
@@ -61,7 +63,7 @@ MAX_DEPENDENCY_DEPTH = 4
 # override per company, or an alias onto one of these.
 LOOKED_UP = re.compile(r"^(tax_code:(-?[0-9]+(\.[0-9]*[1-9])?|TAX|NON)|income_account|"
                        r"payment_method:[a-z0-9_]+|deposit_account:(undeposited_funds|bank)|"
-                       r"custom_txn_numbers)$")
+                       r"custom_txn_numbers|home_currency|multicurrency)$")
 DIRECTIVE = re.compile(r"qbsync:uncaptured\b([^\n]*)")
 
 
@@ -75,26 +77,30 @@ class UnknownEntity(QbsyncError):
 class Contract:
     suffix: str
     args: tuple[str, ...]
-    required: bool
+    absent: str  # the level of a finding when it is not defined
     invoice_only: bool
     cost: str  # what qbsync does without it
 
 
+# Only the body function is required: the daemon pushes an entity without the others. The
+# two whose absence a DBA rarely means (no key list, no write-back) are warnings; the rest,
+# notes. A function of the wrong signature is an error whatever its level.
 CONTRACT = (
-    Contract("", ("text",), True, False, "the daemon cannot map the entity (QB002)"),
-    Contract("_keys", (), True, False, "sync_all_customers / sync_catalog fail, resync takes "
-             "any key, check-mapping cannot list the keys"),
-    Contract("_outcome", ("text", "jsonb"), True, False, "nothing is written back onto the "
-             "shop's rows"),
-    Contract("_outcomes", ("text[]", "jsonb[]"), False, False, "grouped successes write back "
+    Contract("", ("text",), ERROR, False, "the daemon cannot map the entity (QB002)"),
+    Contract("_keys", (), WARNING, False, "sync_all_customers / sync_catalog fail naming it, "
+             "resync takes any key, and check-mapping lists no key of {entity} (it checks "
+             "only --keys, and references to {entity} keys are not checked)"),
+    Contract("_outcome", ("text", "jsonb"), WARNING, False, "nothing is written back onto "
+             "the shop's rows (qbsync's own tables still say everything)"),
+    Contract("_outcomes", ("text[]", "jsonb[]"), INFO, False, "grouped successes write back "
              "with one _outcome call per row"),
-    Contract("_key_exists", ("text",), False, False, "resync checks keys with one pass over "
+    Contract("_key_exists", ("text",), INFO, False, "resync checks keys with one pass over "
              "_keys()"),
-    Contract("_unsynced_count", (), False, True, "the dashboard says unknown (define "
+    Contract("_unsynced_count", (), INFO, True, "the dashboard says unknown (define "
              "qbsync_map.{entity}_unsynced_count()) instead of the orders without an invoice"),
-    Contract("_revenue", ("date", "date"), False, True, "reports are stored with no shop "
+    Contract("_revenue", ("date", "date"), INFO, True, "reports are stored with no shop "
              "figure (verdict: no shop figure)"),
-    Contract("_ledger", ("date", "date"), False, True, "qbsync reconcile fails naming it, and "
+    Contract("_ledger", ("date", "date"), INFO, True, "qbsync reconcile fails naming it, and "
              "check-mapping cannot compare totals with the shop's own figures"),
 )
 TABLE_COLUMNS = {"_revenue": ("net", "gross", "orders"),
@@ -130,15 +136,15 @@ def check_functions(entity: str, qbo_type: str, functions: list[dict[str, Any]]
                 problem = f"qbsync calls {name}, which does not exist: there is {others}"
                 findings.append(Finding("function", ERROR, problem, name))
                 table.append({"function": name, "status": "wrong signature", "note": problem})
-            elif c.required:
+            elif c.absent == ERROR:
                 problem = f"{name} is missing: {c.cost.format(entity=entity)}"
                 findings.append(Finding("function", ERROR, problem, name))
                 table.append({"function": name, "status": "missing", "note": c.cost.format(
                     entity=entity)})
             else:
                 note = c.cost.format(entity=entity)
-                findings.append(Finding("function", INFO, f"{name} is not defined: {note}",
-                                        name))
+                findings.append(Finding("function", c.absent, f"{name} is not defined: "
+                                        f"{note}", name))
                 table.append({"function": name, "status": "absent", "note": note})
             continue
         problem = _signature_problem(c, match)
@@ -322,6 +328,11 @@ class Check:
             self.looked_up = any(r["source"] == "lookup" for r in rows)
         self.aliases = {r["name"]: r["target"]
                         for r in self.cur.execute(Q.check_aliases).fetchall()}
+        # the daemon's verdict on a CurrencyRef needs both (decide.currency_refusal)
+        multi = self.settings.get("multicurrency")
+        self.currency = CompanyCurrency(
+            currency_code(self.settings.get("home_currency")),
+            None if multi is None else multi is True or str(multi).lower() == "true")
         self.tax, source = self._tax_context(company)
         self.functions = self.cur.execute(Q.check_mapping_functions).fetchall()
         selected = self.wanted or sorted(self.types)
@@ -349,7 +360,9 @@ class Check:
         return Report({"realm_id": self.realm,
                        "company_name": company["company_name"] if company else None,
                        "country": company["country"] if company else None,
-                       "settings_looked_up": self.looked_up},
+                       "settings_looked_up": self.looked_up,
+                       "home_currency": self.currency.home,
+                       "multicurrency": self.currency.multicurrency},
                       self.tax.model, source, reports + self.extra_reports, self.results)
 
     def _guarded(self, report: EntityReport, what: str, step: Any, *args: Any) -> Any:
@@ -485,7 +498,7 @@ class Check:
         item.settings = [(path, name) for path, kind, name, _ in found if kind == "$setting"]
         tax = self.tax if self.tax.model else TaxContext(
             _model_of(item.settings, self.tax), self.tax.aliases, self.tax.codes)
-        result.findings += check_body(item.qbo_type, body, tax)
+        result.findings += check_body(item.qbo_type, body, tax, self.currency)
         result.findings += reference_types(body, self.types)
         doc = body.get("DocNumber")
         if isinstance(doc, str | int) and item.qbo_type not in ("Customer", "Item"):
@@ -599,7 +612,8 @@ class Check:
                else "no company is connected")
         return Finding("setting", WARNING, f'"{name}" is not a setting qbsync looks up in '
                        "QuickBooks (tax_code:<rate>, income_account, payment_method:<name>, "
-                       "deposit_account:undeposited_funds|bank) nor an alias of one "
+                       "deposit_account:undeposited_funds|bank, home_currency) nor an alias "
+                       "of one "
                        "(qbsync.setting_aliases): every company needs an override "
                        f"({why}, so names alone were checked)", path)
 

@@ -3,11 +3,13 @@ check-mapping` applies to each mapped body (`check_body`) and across the bodies 
 (`duplicate_doc_numbers`). Pure functions over the parsed body; the database side (keys,
 references, settings, capture rules) is `qbsync.check_mapping`.
 
-Facts from ../shared/qbo-reference.md §2 (and the emulator, which is tested against real
-answers): required fields per type, lengths (counted in UTF-16 units, as QuickBooks counts
-them: an emoji counts two), the characters names cannot hold, `Amount = round(Qty ×
-UnitPrice, 2)` (6070), tax codes per company model (a code on every sales line of a VAT
-company, TAX or NON on a US one), money in cents.
+Facts from Intuit's QuickBooks Online API reference (developer.intuit.com/app/developer/qbo/
+docs/api/accounting/all-entities/: customer, item, invoice, payment, refundreceipt, taxcode)
+and the answers captured in tests/fixtures/qbo (the emulator is tested against them):
+required fields per type, lengths (counted in UTF-16 units, as QuickBooks counts them: an
+emoji counts two), the characters names cannot hold, `Amount = round(Qty × UnitPrice, 2)`
+(6070), tax codes per company model (a code on every sales line of a VAT company, TAX or NON
+on a US one), money in cents, a CurrencyRef the company takes.
 
 A finding is an error (QuickBooks would refuse the body, or qbsync would fail the row), a
 warning (it goes through, probably not as meant) or info (what a missing optional part
@@ -43,13 +45,15 @@ RULES = {
     "money": "money finite and in cents",
     "reference": "references name registered entities and keys they know",
     "setting": "settings the company resolves",
+    "currency": "a CurrencyRef is {\"value\": code}, and the company's own currency when it "
+                "has multicurrency off",
     "capture": "capture rules cover the columns the mapping reads",
 }
 
 # The QuickBooks types a mapping pushes (qbsync.entities.qbo_type)
 SALES_TYPES = frozenset({"Invoice", "CreditMemo", "RefundReceipt", "SalesReceipt"})
 
-# Counted in UTF-16 units, as QuickBooks counts them (qbo-reference §2)
+# Counted in UTF-16 units, as QuickBooks counts them (Intuit's API reference, per entity)
 _ADDRESS = {"Line1": 500, "Line2": 500, "Line3": 500, "Line4": 500, "Line5": 500,
             "City": 255, "Country": 255, "CountrySubDivisionCode": 255, "PostalCode": 30}
 LIMITS: dict[str, dict[str, int]] = {
@@ -68,9 +72,10 @@ for _type in SALES_TYPES:
                      "Line[].Description": 4000, "PaymentRefNum": 21,
                      **{f"BillAddr.{k}": n for k, n in _ADDRESS.items()},
                      **{f"ShipAddr.{k}": n for k, n in _ADDRESS.items()}}
-MAX_LINES = 750  # taxable invoices (qbo-reference §2.3)
+MAX_LINES = 750  # taxable invoices (Intuit's API reference, Invoice: Line)
 
-# Names QuickBooks refuses ':' / TAB / newline in (qbo-reference §2.1, §2.2)
+# Names QuickBooks refuses ':' / TAB / newline in (Intuit's API reference, Customer
+# DisplayName and the name parts, Item Name)
 NAME_FIELDS = {
     "Customer": ("DisplayName", "Title", "GivenName", "MiddleName", "FamilyName", "Suffix",
                  "PrintOnCheckName"),
@@ -131,6 +136,15 @@ class TaxContext:
             return code if code in US_CODES else None
         value = ref.get("value") if isinstance(ref, dict) else ref
         return str(value) if str(value) in US_CODES else None
+
+
+@dataclass(frozen=True)
+class CompanyCurrency:
+    """The connected company's currency as the daemon looked it up (settings home_currency
+    and multicurrency); None where it is unknown."""
+
+    home: str | None = None
+    multicurrency: bool | None = None
 
 
 def utf16_length(text: str) -> int:
@@ -202,7 +216,8 @@ def sales_lines(body: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any], dic
 
 # --- the rules ------------------------------------------------------------------------------
 
-def check_body(qbo_type: str, body: dict[str, Any], tax: TaxContext) -> list[Finding]:
+def check_body(qbo_type: str, body: dict[str, Any], tax: TaxContext,
+               currency: CompanyCurrency | None = None) -> list[Finding]:
     """Every rule that looks at one body alone (a body collect() accepted; `$op` bodies —
     a void or a delete — carry nothing QuickBooks validates)."""
     if "$op" in body:
@@ -217,6 +232,7 @@ def check_body(qbo_type: str, body: dict[str, Any], tax: TaxContext) -> list[Fin
     found += tax_codes(qbo_type, body, tax)
     found += money(body)
     found += reference_shapes(body)
+    found += currencies(body, currency or CompanyCurrency())
     return found
 
 
@@ -548,6 +564,28 @@ def reference_shapes(body: dict[str, Any]) -> list[Finding]:
 
     walk(body, ())
     return out
+
+
+def currencies(body: dict[str, Any], company: CompanyCurrency) -> list[Finding]:
+    """What the daemon refuses of a CurrencyRef before sending (decide.currency_refusal): a
+    shape other than {"value": code} (QB003), and, when the company's currency is known and
+    it has multicurrency off, another currency than its own (QB005). A {"$setting": …}
+    is the setting rule's."""
+    ref = body.get("CurrencyRef")
+    if ref is None or (isinstance(ref, dict) and "$setting" in ref):
+        return []
+    code = ref.get("value") if isinstance(ref, dict) else None
+    if not isinstance(code, str) or not code.strip():
+        return [Finding("currency", ERROR, 'CurrencyRef must be {"value": "<ISO 4217 '
+                        'currency code>"}: the daemon fails the row (QB003)', "CurrencyRef")]
+    code = code.strip().upper()
+    if company.home and company.multicurrency is False and code != company.home.upper():
+        return [Finding("currency", ERROR, f"the body is in {code} but the QuickBooks company "
+                        f"keeps its books in {company.home.upper()} and has multicurrency "
+                        "off: the daemon fails the row (QB005) without sending it. Map it in "
+                        f"{company.home.upper()}, leave such rows out, or turn multicurrency "
+                        "on in QuickBooks", "CurrencyRef.value")]
+    return []
 
 
 # Which QuickBooks type a reference field names (the referenced entity must push that type)

@@ -100,6 +100,10 @@ def _print(report: dict[str, Any]) -> None:
     else:
         click.echo("no QuickBooks company connected: setting names checked, not values")
     click.echo(f"tax model: {report['tax_model'] or 'unknown'}, from {report['tax_model_source']}")
+    if company["home_currency"]:
+        multi = {True: "on", False: "off", None: "unknown"}[company["multicurrency"]]
+        click.echo(f"currency: {company['home_currency']}, multicurrency {multi} (CurrencyRef "
+                   "checked against it)")
     click.echo()
     click.echo(table(("entity", "QuickBooks", "keys", "checked", "as dependency", "errors",
                       "warnings"), [

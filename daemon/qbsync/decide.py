@@ -9,8 +9,8 @@ tested without either (tests/unit/test_decide.py). The plans:
 * `Skipped`: nothing to send (the mapping returned NULL, the order has its invoice, the
   body is the one QuickBooks got last, nothing to void);
 * `PushFailed`: kind "permanent" for output qbsync cannot send (malformed, an unknown
-  `$op` or entity), kind "setting" for a row that waits, burning no try, for settings the
-  company has no value for;
+  `$op` or entity, a CurrencyRef the company cannot take), kind "setting" for a row that
+  waits, burning no try, for settings the company has no value for;
 * `Depend`: references entity_map has no active object for: they are pushed first, then
   the row is decided again with what they became;
 * `Void` (a void or a delete), `Update`, `Create`: what to send, with its requestid.
@@ -34,7 +34,7 @@ import orjson
 
 from . import fastjson
 from .errors import MalformedOutput, UnresolvedSetting
-from .model import UNCHANGED, EntityInfo, Mapped, PushFailed, Ref, Row, Skipped
+from .model import UNCHANGED, EntityInfo, Mapped, PushFailed, Ref, Row, Skipped, currency_code
 from .refs import collect, substitute, where
 
 # SQLSTATE classes after which the same mapping call may well succeed: connection,
@@ -47,6 +47,8 @@ UPDATES_INVOICE = frozenset({"capture", "retry_dead"})
 # last_error_code of a row whose mapping output is malformed (beside the mapping's own
 # QB001 and QB002)
 MALFORMED = "QB003"
+# last_error_code of a row whose body is in a currency the company does not take
+CURRENCY = "QB005"
 # Sales forms: created with qbsync's marker in PrivateNote, found by DocNumber or by it.
 SALES_FORMS = ("Invoice", "CreditMemo")
 
@@ -59,6 +61,12 @@ class Company(Protocol):
 
     @property
     def custom_txn_numbers(self) -> bool: ...
+
+    @property
+    def home_currency(self) -> str | None: ...
+
+    @property
+    def multicurrency(self) -> bool | None: ...
 
     def missing(self, names: set[str]) -> list[str]: ...
 
@@ -136,6 +144,37 @@ def setting_failure(label: str, realm_id: str, names: list[str]) -> PushFailed:
         f"again, or SELECT qbsync.override_setting ('{names[0]}', "
         """'{"value": "<QuickBooks Id>"}') sets it""",
         None, "wait.setting", details={"settings": names})
+
+
+def currency_refusal(label: str, body: dict[str, Any], company: Company
+                     ) -> PushFailed | None:
+    """Why QuickBooks cannot take a body's currency, or None. A CurrencyRef other than the
+    company's home currency cannot be booked in a company with multicurrency off: the row
+    fails on its first try, before anything is sent for it (its customer included). One
+    that is not {"value": "<ISO 4217 code>"} is malformed. Nothing is refused while the
+    company's currency or its multicurrency preference is unknown (not looked up yet, or
+    the look-up was refused), nor in a multicurrency company, where QuickBooks decides
+    (the customer's currency must match). A {"$setting": …} is judged once resolved."""
+    ref = body.get("CurrencyRef")
+    if ref is None or (isinstance(ref, dict) and "$setting" in ref):
+        return None
+    code = currency_code(ref) if isinstance(ref, dict) and isinstance(
+        ref.get("value"), str) else None
+    if code is None:
+        return malformed(label, MalformedOutput(
+            'CurrencyRef must be {"value": "<ISO 4217 currency code>"}', "CurrencyRef"))
+    home = company.home_currency
+    if home is None or company.multicurrency is not False or code == home:
+        return None
+    return PushFailed(
+        "permanent",
+        f"{label}: the body is in {code} (CurrencyRef) but QuickBooks company "
+        f"{company.realm_id} keeps its books in {home} and has multicurrency off: QuickBooks "
+        f"cannot book it, and nothing was sent. Map it in {home}, or leave such rows out in "
+        "the mapping (NULL, or refuse them with QB001); or turn multicurrency on in "
+        "QuickBooks (Account and settings > Advanced > Currency; it cannot be turned off "
+        "again), then qbsync settings --refresh and SELECT qbsync.retry_dead()",
+        CURRENCY, "map", details={"currency": code, "home_currency": home})
 
 
 # -- bodies and requestids --------------------------------------------------------------
@@ -297,13 +336,16 @@ def resolve(label: str, output: Output, known: Mapping[Ref, Mapped], company: Co
             entities: Collection[str], *, said_of: str | None = None
             ) -> dict[str, Any] | PushFailed | Depend:
     """The body with its references replaced by QuickBooks Ids and its settings by their
-    values; else why not (malformed output, a reference to an unknown entity, a setting
-    the company lacks: before anything is created for it) or the references to push
-    first. `said_of`: the row a setting removed meanwhile is reported for, if not `label`
-    (a dependency's row)."""
+    values; else why not (malformed output, a reference to an unknown entity, a currency
+    the company does not take, a setting the company lacks: before anything is created for
+    it) or the references to push first. `said_of`: the row a setting removed meanwhile is
+    reported for, if not `label` (a dependency's row)."""
     if output.malformed is not None:
         return malformed(label, output.malformed)
     assert output.body is not None
+    refused = currency_refusal(label, output.body, company)
+    if refused is not None:
+        return refused
     unknown = {entity for entity, _ in output.refs if entity not in entities}
     if unknown:
         entity = min(unknown)
@@ -321,9 +363,11 @@ def resolve(label: str, output: Output, known: Mapping[Ref, Mapped], company: Co
     if len(ids) < len(output.refs):
         return Depend(tuple(sorted(output.refs - ids.keys())))
     try:
-        return substitute(output.body, ids, company.settings, realm_id=company.realm_id)
+        body = substitute(output.body, ids, company.settings, realm_id=company.realm_id)
     except UnresolvedSetting as exc:  # a setting removed since it was checked
         return setting_failure(said_of or label, company.realm_id, [exc.name])
+    # a CurrencyRef given as a setting, now that it has its value
+    return currency_refusal(label, body, company) or body
 
 
 def _void(row: Row, info: EntityInfo, existing: Mapped | None, op: str) -> Plan:

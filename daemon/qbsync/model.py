@@ -13,6 +13,17 @@ from typing import Any, Protocol
 Ref = tuple[str, str]
 
 
+def currency_code(value: Any) -> str | None:
+    """The currency of a `home_currency` setting or a CurrencyRef: {"value": "USD"} (what the
+    look-up stores, what QuickBooks sends), or a bare "USD" (a DBA's override), upper case;
+    None when there is none."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(value, str) and value.strip():
+        return value.strip().upper()
+    return None
+
+
 @dataclass(frozen=True)
 class Row:
     id: int

@@ -1,15 +1,17 @@
 """A connected QuickBooks company as the daemon sees it: its configuration references
 (tax codes by effective sales rate, the income account, payment methods, deposit accounts)
-and its preferences, looked up at every daemon start and on request
-(``SELECT qbsync.request_settings_refresh ()``, ``qbsync settings --refresh``).
+and its preferences (custom transaction numbers, home currency, multicurrency), looked up at
+every daemon start and on request (``SELECT qbsync.request_settings_refresh ()``,
+``qbsync settings --refresh``).
 
 Tax codes: real companies mark ordinary single-rate codes ``TaxGroup: true`` (Intuit's own
-sample code "California" and user-defined non-US codes alike), so ``TaxGroup`` says nothing
-here. A code's effective sales rate is the sum of the ``RateValue`` of the TaxRates in its
-``SalesTaxRateList``; inactive and hidden codes are left out, and so are the codes whose rate
-cannot be read (a rate QuickBooks did not return, tax on tax). When several active codes give
-one rate, the first by (fewest rates, lowest Id) is used and the tie is reported, so that a
-DBA can choose another with an override.
+sample code "California", user-defined US codes, a Canadian company's "Zero-rated": see
+tests/fixtures/qbo/SOURCES.md), so ``TaxGroup`` says nothing here. A code's effective sales
+rate is the sum of the ``RateValue`` of the TaxRates in its ``SalesTaxRateList``; inactive
+and hidden codes are left out, and so are the codes whose rate cannot be read (a rate
+QuickBooks did not return, tax on tax). When several active codes give one rate, the first
+by (fewest rates, lowest Id) is used and the tie is reported, so that a DBA can choose
+another with an override.
 
 Each look-up (tax codes, income account, payment methods, deposit accounts, preferences) is
 made on its own: one that QuickBooks refuses (e.g. HTTP 400 to ``select * from
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from .model import currency_code
 from .qbo.errors import AuthError, Forbidden, QboError
 from .queries import load as load_queries
 
@@ -56,6 +59,18 @@ class Realm:
     def custom_txn_numbers(self) -> bool:
         """DocNumber = order number needs custom transaction numbers on in QuickBooks."""
         return bool(self.settings.get("custom_txn_numbers", True))
+
+    @property
+    def home_currency(self) -> str | None:
+        """The company's currency (ISO 4217, as QuickBooks writes it: "USD"); None until
+        looked up (or when the look-up was refused)."""
+        return currency_code(self.settings.get("home_currency"))
+
+    @property
+    def multicurrency(self) -> bool | None:
+        """Whether the company takes transactions in other currencies; None when unknown."""
+        value = self.settings.get("multicurrency")
+        return None if value is None else _flag(value, False)
 
     def missing(self, names: set[str]) -> list[str]:
         """The settings of `names` this company has no value for, sorted."""
@@ -201,7 +216,8 @@ async def look_up_references(client: CompanyReader) -> Lookup:
     """What mappings may reference by configuration, looked up in the company itself:
     tax_code:<rate> (and tax_code:TAX / tax_code:NON in US companies), income_account,
     payment_method:<name>, deposit_account:undeposited_funds and deposit_account:bank,
-    custom_txn_numbers."""
+    custom_txn_numbers, home_currency ({"value": "USD"}: a mapping may send it as a
+    CurrencyRef) and multicurrency."""
     lookup = Lookup()
     found = lookup.found
 
@@ -247,6 +263,12 @@ async def look_up_references(client: CompanyReader) -> Lookup:
         prefs = await client.preferences()
         custom = (prefs.get("SalesFormsPrefs") or {}).get("CustomTxnNumbers")
         found["custom_txn_numbers"] = bool(custom)
+        currency = prefs.get("CurrencyPrefs") or {}
+        home = currency_code(currency.get("HomeCurrency"))
+        if home is not None:
+            found["home_currency"] = {"value": home}
+        if currency.get("MultiCurrencyEnabled") is not None:
+            found["multicurrency"] = _flag(currency["MultiCurrencyEnabled"], False)
 
     await _group(lookup, "tax_code", tax_codes)
     await _group(lookup, "income_account", income_account)

@@ -115,8 +115,8 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert refunds != (0,)
     dead = conn.execute("SELECT entity, last_error FROM qbsync.outbox").fetchall()
     assert dead  # the dollar orders, 4 % of them
-    assert all("is in USD but the QuickBooks company keeps its books in EUR" in error
-               for _, error in dead), dead
+    assert all(f"is in USD (CurrencyRef) but QuickBooks company {shop.realm_id} keeps its "
+               "books in EUR" in error for _, error in dead), dead
     synced = conn.execute(
         "SELECT count(*) FROM medusa_qbsync.sync_state WHERE entity = 'order' AND status = 'synced'"
     ).fetchone()

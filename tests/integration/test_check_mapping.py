@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -348,6 +349,12 @@ def test_money(shop: psycopg.Connection, path: str, value: Any, level: str) -> N
 @pytest.mark.parametrize(("body", "problem"), [
     ({"CustomerRef": {"$ref": 42}}, '"$ref" must be ["entity", "key"]'),
     ({"Line": [{"Amount": 1234567890123456.5}]}, "digits"),
+    # what to_jsonb makes of a NaN or infinite numeric: money that is not finite
+    ({"TotalAmt": "NaN"}, '"NaN" is not a number QuickBooks takes'),
+    ({"Line": [{**LINE, "Amount": "Infinity"}]}, '"Infinity" is not a number QuickBooks takes'),
+    ({"Line": [{**LINE, "SalesItemLineDetail": {**LINE["SalesItemLineDetail"],
+                                                "UnitPrice": "-Infinity"}}]},
+     '"-Infinity" is not a number QuickBooks takes'),
     ({"$op": "archive"}, 'unknown "$op"'),
     ([1, 2], "not a JSON object"),
 ])
@@ -440,6 +447,45 @@ def test_settings(shop: psycopg.Connection) -> None:
     assert "its settings have not been looked up yet" in text.stdout
 
 
+def test_currency(shop: psycopg.Connection) -> None:
+    """A CurrencyRef in another currency than the connected company's, which has
+    multicurrency off, is what the daemon refuses (QB005): an error. Not while the company's
+    currency is unknown, nor when it has multicurrency on. A CurrencyRef of another shape is
+    an error whatever the company."""
+    plant(shop, "order", "bad", planted("order", lambda b: b.update(
+        CurrencyRef={"value": "EUR"})))
+    plant(shop, "refund", "1", planted("refund", lambda b: b.update(
+        CurrencyRef={"value": "USD"}), key="1"))   # the company's own currency
+    plant(shop, "payment", "1", planted("payment", lambda b: b.update(
+        CurrencyRef={"$setting": "home_currency"}), key="1"))
+    result, report = check(shop, "--tax-model", "vat")
+    assert result.exit_code == 0, findings(report)   # no company: its currency is unknown
+    connect(shop)
+    for name, value in (("home_currency", {"value": "USD"}), ("multicurrency", False)):
+        shop.execute("INSERT INTO qbsync.realm_settings (realm_id, name, value) VALUES "
+                     "(%s, %s, %s)", (REALM, name, json.dumps(value)))
+    shop.commit()
+    report = assert_only(shop, "order", "currency")
+    assert messages(report, "order", "bad") == [
+        "CurrencyRef.value: the body is in EUR but the QuickBooks company keeps its books in "
+        "USD and has multicurrency off: the daemon fails the row (QB005) without sending it. "
+        "Map it in USD, leave such rows out, or turn multicurrency on in QuickBooks"]
+    assert (report["company"]["home_currency"], report["company"]["multicurrency"]) == (
+        "USD", False)
+    text = CliRunner().invoke(main, ["check-mapping", "--database-url", conn_url(shop)],
+                              env={k: None for k in os.environ if k.startswith("QBSYNC_")})
+    assert "currency: USD, multicurrency off" in text.stdout
+    shop.execute("UPDATE qbsync.realm_settings SET value = 'true' WHERE name = 'multicurrency'")
+    shop.commit()
+    result, report = check(shop, "--tax-model", "vat")
+    assert result.exit_code == 0, findings(report)   # QuickBooks decides
+    plant(shop, "order", "bad", planted("order", lambda b: b.update(CurrencyRef="EUR")))
+    report = assert_only(shop, "order", "currency")
+    assert messages(report, "order", "bad") == [
+        'CurrencyRef: CurrencyRef must be {"value": "<ISO 4217 currency code>"}: the daemon '
+        "fails the row (QB003)"]
+
+
 def test_functions_of_the_contract(shop: psycopg.Connection) -> None:
     shop.execute("DROP FUNCTION qbsync_map.product_keys()")
     shop.execute("CREATE FUNCTION qbsync_map.product_keys(n int) RETURNS SETOF text "
@@ -453,14 +499,15 @@ def test_functions_of_the_contract(shop: psycopg.Connection) -> None:
     shop.commit()
     result, report = check(shop, "--tax-model", "vat")
     assert result.exit_code == 1
-    assert findings(report) == {("product", "", "function"), ("refund", "", "function"),
-                                ("customer", "", "function")}
+    assert findings(report) == {("product", "", "function"), ("customer", "", "function")}
     by_entity = {e["entity"]: {f["function"]: f for f in e["functions"]}
                  for e in report["entities"]}
     assert by_entity["product"]["qbsync_map.product_keys()"]["status"] == "wrong signature"
     assert "there is qbsync_map.product_keys(integer)" in \
         by_entity["product"]["qbsync_map.product_keys()"]["note"]
-    assert by_entity["refund"]["qbsync_map.refund_outcome(text, jsonb)"]["status"] == "missing"
+    # the daemon writes nothing back without it: a warning, not a failure
+    assert by_entity["refund"]["qbsync_map.refund_outcome(text, jsonb)"]["status"] == "absent"
+    assert ("refund", "", "function") in findings(report, "warning")
     assert "returns text: resync wants a boolean" in \
         by_entity["customer"]["qbsync_map.customer_key_exists(text)"]["note"]
     # the optional ones: absent, with what that costs (a note, not a failure)
@@ -469,6 +516,74 @@ def test_functions_of_the_contract(shop: psycopg.Connection) -> None:
         "note": "the dashboard says unknown (define qbsync_map.order_unsynced_count()) "
                 "instead of the orders without an invoice"}
     assert ("order", "", "function") in findings(report, "info")
+
+
+def test_keys_and_outcome_are_optional_as_the_daemon_runs_without_them(
+        shop: psycopg.Connection) -> None:
+    """Only the body function is required: without _keys() or _outcome() the daemon pushes
+    the entity all the same (nothing written back, resync takes any key), so their absence
+    is a warning saying what it costs, and the check passes."""
+    shop.execute("DROP FUNCTION qbsync_map.refund_keys()")
+    shop.execute("DROP FUNCTION qbsync_map.refund_key_exists(text)")
+    shop.execute("DROP FUNCTION qbsync_map.refund_outcome(text, jsonb)")
+    shop.commit()
+    result, report = check(shop, "--tax-model", "vat")
+    assert result.exit_code == 0, findings(report)
+    assert findings(report) == set()
+    assert findings(report, "warning") == {("refund", "", "function")}
+    warned = {f["path"]: f["message"] for e in report["entities"] if e["entity"] == "refund"
+              for f in e["findings"] if f["level"] == "warning"}
+    assert warned == {
+        "qbsync_map.refund_keys()": "qbsync_map.refund_keys() is not defined: "
+        "sync_all_customers / sync_catalog fail naming it, resync takes any key, and "
+        "check-mapping lists no key of refund (it checks only --keys, and references to "
+        "refund keys are not checked)",
+        "qbsync_map.refund_outcome(text, jsonb)": "qbsync_map.refund_outcome(text, jsonb) is "
+        "not defined: nothing is written back onto the shop's rows (qbsync's own tables still "
+        "say everything)"}
+    # what the daemon and the admin functions do without them
+    shop.execute("SELECT qbsync.write_back('refund', '1', '{\"status\": \"synced\"}')")
+    assert shop.execute("SELECT qbsync.resync('refund', 'no-such-key')").fetchone() == (1,)
+    shop.rollback()
+    # --keys still checks given keys
+    result, report = check(shop, "--tax-model", "vat", "--entity", "refund", "--keys", "1")
+    assert result.exit_code == 0, findings(report)
+    assert [(k["key"], k["status"]) for k in report["keys"] if k["entity"] == "refund"] == [
+        ("1", "ok")]
+
+
+def test_the_readme_contract_says_what_check_mapping_requires() -> None:
+    """The README's contract and check-mapping agree: the body function is required; each
+    other function is in the README's table of optional functions, with what qbsync does
+    without it."""
+    from qbsync.check_mapping import CONTRACT
+    from qbsync.check_rules import ERROR
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Mapping a shop"):]
+    section = section[:section.index("\n## ", 1)]
+    optional = section[section.index("Optional functions"):]
+    rows = {m[1]: m[0] for m in re.finditer(r"^\s*\| `qbsync_map\.<entity>(_[a-z_]+)\(.*$",
+                                            optional, re.M)}
+    required = [c.suffix for c in CONTRACT if c.absent == ERROR]
+    assert required == [""]
+    assert "`qbsync_map.<entity>(key text) RETURNS jsonb`" in section
+    for c in CONTRACT:
+        if c.absent != ERROR:
+            assert c.suffix in rows, f"README lists no optional qbsync_map.<entity>{c.suffix}"
+            without = rows[c.suffix].rstrip().rstrip("|").rsplit("|", 1)[1]
+            assert without.strip(), f"README says nothing of {c.suffix}'s absence"
+
+
+def test_the_readme_names_every_rule() -> None:
+    from qbsync.check_rules import RULES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### qbsync check-mapping"):]
+    section = section[:section.index("\n## ", 1)]
+    listed = {name for cell in re.findall(r"^\| ([^|]+) \|", section, re.M)
+              for name in re.findall(r"`([a-z_]+)`", cell)}
+    assert set(RULES) - listed == set()
 
 
 def test_capture_covers_what_the_mapping_reads(shop: psycopg.Connection) -> None:

@@ -1,8 +1,9 @@
 """The Medusa shop end to end (in-process daemon, in-process emulator): generated Medusa orders
 become exactly one invoice each, to the cent of Medusa's own total; guests, promotions, several
-VAT rates, captures closing invoices, refunds as receipts; a foreign-currency order and bad rows
-go dead with their reasons while the rest syncs; cancellations void, deleted captures are
-deleted; outcomes land in medusa_qbsync.sync_state."""
+VAT rates, captures closing invoices, refunds as receipts; a foreign-currency order (in a euro
+company, and euro orders in a dollar company) and bad rows go dead with their reasons while the
+rest syncs; cancellations void, deleted captures are deleted; outcomes land in
+medusa_qbsync.sync_state."""
 
 from __future__ import annotations
 
@@ -10,12 +11,23 @@ import collections
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import psycopg
 import pytest
 
 from qbsync import shop as shops
+from qbsync.connect import save_connection
+from qbsync.decide import CURRENCY
 from qbsync.emulator import Emulator
-from tests.daemon_support import Shop, connect_quick_retry_shop, drained, running
+from qbsync.qbo.oauth import TokenSet
+from qbsync.vault import Vault, generate_key
+from tests.daemon_support import (
+    Shop,
+    connect_quick_retry_shop,
+    drained,
+    running,
+    settings_for,
+)
 from tests.integration.dixis_helpers import money
 from tests.integration.medusa_helpers import INVOICED, MEDUSA_TOTAL
 from tests.support import conn_url
@@ -45,6 +57,34 @@ def dead(conn: psycopg.Connection) -> dict[tuple[str, str], str]:
     conn.commit()
     return {(e, k): err for e, k, err in conn.execute(
         "SELECT entity, key, last_error FROM qbsync.outbox WHERE state = 'dead'")}
+
+
+def dead_codes(conn: psycopg.Connection) -> dict[tuple[str, str], str]:
+    conn.commit()
+    return {(e, k): code for e, k, code in conn.execute(
+        "SELECT entity, key, last_error_code FROM qbsync.outbox WHERE state = 'dead'")}
+
+
+# What the daemon says of a dollar order in the euro company (its payments and refunds alike)
+IN_USD = "the body is in USD (CurrencyRef) but QuickBooks company {realm} keeps its books in " \
+         "EUR and has multicurrency off: QuickBooks cannot book it, and nothing was sent"
+
+
+async def dollar_company_shop(url: str, emu: Emulator) -> Shop:
+    """The shop connected to a QuickBooks company that keeps its books in dollars (VAT codes
+    as in the euro company, multicurrency off), retries at once."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE qbsync.entities SET backoff_seconds = '{0,0,0}'")
+        realm_id = emu.create_company("Kyma Inc.", custom_txn_numbers=True, currency="USD")
+        keys = generate_key("k1")
+        await save_connection(conn, Vault.parse(keys), realm_id,
+                              TokenSet.from_response(emu.issue_tokens(realm_id)),
+                              api_base_url=settings_for(url, keys).api_base_url,
+                              company_name="Kyma Inc.", environment="emulator")
+    finally:
+        await conn.close()
+    return Shop(url, emu, realm_id, settings_for(url, keys, rate_time_scale=600))
 
 
 async def test_generated_orders_are_one_invoice_each_to_the_cent(
@@ -99,8 +139,9 @@ async def test_generated_orders_are_one_invoice_each_to_the_cent(
     assert usd
     failed = dead(conn)
     assert {k for (e, k) in failed if e == "order"} == usd
+    assert set(dead_codes(conn).values()) == {CURRENCY}   # refused by the daemon, unsent
     for (entity, key), error in failed.items():
-        assert "is in USD but the QuickBooks company keeps its books in EUR" in error, error
+        assert IN_USD.format(realm=shop.realm_id) in error, error
         assert state(conn, entity, key) == (None, "failed", error)  # written back
     # the dashboard counts the orders still without an invoice: those
     assert conn.execute("SELECT orders_pending FROM qbsync.dashboard").fetchone() == (len(usd),)
@@ -158,7 +199,52 @@ async def test_cancel_void_refund_and_a_deleted_capture(shop: Shop,
                                        state(conn, "order", paid)[0])  # type: ignore[index]
     assert paid_invoice is not None
     assert d(paid_invoice["Balance"]) == money(captured)  # open again: its payment is gone
-    assert all("is in USD" in error for error in dead(conn).values())
+    assert all(IN_USD.format(realm=shop.realm_id) in error for error in dead(conn).values())
+
+
+@pytest.mark.parametrize("batch_threshold", [200, 3], ids=["one by one", "in batches"])
+async def test_euro_orders_in_a_dollar_company_go_dead_saying_so_and_the_rest_syncs(
+    medusa_db: psycopg.Connection, emu: Emulator, batch_threshold: int
+) -> None:
+    """The daemon learns the company's currency from its preferences: every euro order, its
+    payments and refunds go dead on their first try with both currencies named and what to
+    do, and nothing is sent for them; the dollar orders sync, in dollars."""
+    conn = medusa_db
+    shop = await dollar_company_shop(conn_url(conn), emu)
+    shops.generate(conn, 50, seed=0.25, name="medusa")
+    conn.commit()
+    async with running(shop, batch_threshold=batch_threshold):
+        await drained(shop.url, within=120)
+    usd = {k for (k,) in conn.execute(
+        "SELECT id FROM medusa.\"order\" o WHERE currency_code = 'usd' "
+        "AND medusa_qbsync.keeps_invoice(o)")}
+    eur = {k for (k,) in conn.execute(f"SELECT id FROM ({INVOICED}) x")}
+    assert usd
+    assert eur
+    # the dollar orders: invoices in dollars, to the cent of Medusa's total
+    totals = {order_id: total for order_id, total in conn.execute(
+        f"SELECT t.id, t.total FROM ({MEDUSA_TOTAL}) t")}
+    invoices = {inv["Id"]: inv for inv in entities(shop, "Invoice")}
+    assert len(invoices) == len(usd)
+    for order_id in usd:
+        qbo_id, status, _ = state(conn, "order", order_id)  # type: ignore[misc]
+        assert status == "synced"
+        assert invoices[qbo_id]["CurrencyRef"] == {"value": "USD"}
+        assert d(invoices[qbo_id]["TotalAmt"]) == money(totals[order_id])
+    # the euro ones, with their payments and refunds: dead on the first try, unsent
+    failed = dead(conn)
+    assert {k for (e, k) in failed if e == "order"} == eur
+    assert {e for e, _ in failed} == {"order", "payment", "refund"}
+    assert set(dead_codes(conn).values()) == {CURRENCY}
+    for (entity, key), error in failed.items():
+        assert (f"the body is in EUR (CurrencyRef) but QuickBooks company {shop.realm_id} "
+                "keeps its books in USD and has multicurrency off") in error, error
+        assert "turn multicurrency on in QuickBooks" in error
+        assert state(conn, entity, key) == (None, "failed", error)
+    assert conn.execute("SELECT max(attempts) FROM qbsync.outbox WHERE state = 'dead'"
+                        ).fetchone() == (1,)
+    assert emu.counters.count(status=400, realm=shop.realm_id) == 0   # nothing refused there
+    assert all(p["CurrencyRef"] == {"value": "USD"} for p in entities(shop, "Payment"))
 
 
 async def test_bad_rows_go_dead_with_their_reasons_while_the_rest_syncs(
@@ -190,7 +276,7 @@ async def test_bad_rows_go_dead_with_their_reasons_while_the_rest_syncs(
     assert "Medusa's order summary says" in reasons.pop(edited)
     assert "order number WEB-EUROPE-2026-0000000042 is longer than QuickBooks' 21 characters" in (
         reasons.pop(renamed))
-    assert all("is in USD" in error for error in reasons.values())
+    assert all(IN_USD.format(realm=shop.realm_id) in error for error in reasons.values())
     assert "captured in all, more than the invoice total" in failed[("payment", overpaid)]
     synced = conn.execute("SELECT count(*) FROM medusa_qbsync.sync_state WHERE entity = 'order' "
                           "AND status = 'synced'").fetchone()

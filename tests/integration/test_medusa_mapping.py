@@ -5,6 +5,7 @@ the cent, taxes per rate, promotions, guests, currencies, payments, refunds, wri
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -60,7 +61,7 @@ def test_every_invoice_adds_up_to_the_total_medusa_computed(
     assert_lines_add_up(body, sold(order))
     assert body["DocNumber"] == f"MED-{order['display_id']}"
     assert body["GlobalTaxCalculation"] == "TaxInclusive"
-    assert "CurrencyRef" not in body  # the company's own currency
+    assert body["CurrencyRef"] == {"value": "EUR"}  # the order's currency
 
 
 def test_two_vat_rates_and_a_percentage_promotion(medusa_db: psycopg.Connection,
@@ -108,6 +109,56 @@ def test_foreign_currency_is_refused_then_mapped_in_a_company_of_that_currency(
     assert body["Line"][0]["SalesItemLineDetail"]["UnitPrice"] == Decimal("48.44938")
     assert_lines_add_up(body, sold(usd))
     assert "in EUR" in refused(medusa_db, "order", checkout["completed"]["id"])
+
+
+def company(conn: psycopg.Connection, home: str, multicurrency: bool | None) -> None:
+    """A connected QuickBooks company whose preferences the daemon looked up."""
+    conn.execute("INSERT INTO qbsync.connections (realm_id, api_base_url, company_name, "
+                 "tokens, key_id) VALUES ('9130', 'http://qbo.emulator', 'Kyma', '\\x00', 'k1')")
+    conn.execute("INSERT INTO qbsync.realm_settings (realm_id, name, value) VALUES "
+                 "('9130', 'home_currency', %s)", (json.dumps({"value": home}),))
+    if multicurrency is not None:
+        conn.execute("INSERT INTO qbsync.realm_settings (realm_id, name, value) VALUES "
+                     "('9130', 'multicurrency', %s)", (json.dumps(multicurrency),))
+
+
+def test_the_company_currency_the_daemon_looked_up_comes_first(
+    medusa_db: psycopg.Connection, checkout: dict[str, dict[str, Any]]
+) -> None:
+    """Once the daemon knows the company's currency, the mapping takes it over its own
+    setting and the store's default. A company that keeps one currency: the body says the
+    order's currency and the daemon refuses it (QB005), payments and refunds alike. A
+    multicurrency company, or one whose preference is unknown: the mapping refuses it."""
+    usd, eur = checkout["usd_tax_exclusive"], checkout["completed"]
+    set_home_currency(medusa_db, "eur")   # the mapping's own guess, overridden below
+    company(medusa_db, "USD", False)
+    assert medusa_db.execute("SELECT medusa_qbsync.home_currency()").fetchone() == ("usd",)
+    body = mapped(medusa_db, "order", usd["id"])
+    assert body is not None
+    assert body["CurrencyRef"] == {"value": "USD"}
+    assert_lines_add_up(body, sold(usd))
+    # a euro order goes out saying so: the daemon refuses it, naming both currencies
+    body = mapped(medusa_db, "order", eur["id"])
+    assert body is not None
+    assert body["CurrencyRef"] == {"value": "EUR"}
+    for capture in captures_of(medusa_db, eur["id"]):
+        assert mapped(medusa_db, "payment", capture)["CurrencyRef"] == {"value": "EUR"}  # type: ignore[index]
+    (refund,) = refunds_of(medusa_db, checkout["partly_refunded"]["id"])
+    assert mapped(medusa_db, "refund", refund)["CurrencyRef"] == {"value": "EUR"}  # type: ignore[index]
+    # items are priced in the company's currency
+    variant = mapped(medusa_db, "order", usd["id"])["Line"][0][  # type: ignore[index]
+        "SalesItemLineDetail"]["ItemRef"]["$ref"][1]
+    assert mapped(medusa_db, "product", variant)["UnitPrice"] == Decimal("44.5")  # type: ignore[index]
+    for multicurrency in (True, None):
+        medusa_db.execute("DELETE FROM qbsync.realm_settings WHERE name = 'multicurrency'")
+        if multicurrency is not None:
+            medusa_db.execute("INSERT INTO qbsync.realm_settings (realm_id, name, value) "
+                              "VALUES ('9130', 'multicurrency', 'true')")
+        message = refused(medusa_db, "order", eur["id"])
+        assert "the order is in EUR but the QuickBooks company keeps its books in USD" in message
+        assert ("has multicurrency on" in message) == bool(multicurrency)
+        (capture,) = captures_of(medusa_db, eur["id"])
+        assert "in EUR" in refused(medusa_db, "payment", capture)
 
 
 def test_canceled_before_capture_voids_the_invoice(medusa_db: psycopg.Connection,

@@ -80,6 +80,7 @@ DEFINERS = {
     "qbsync.override_setting(text,jsonb,text)",          # is set; a DBA's own value; the
     "qbsync.request_settings_refresh()",                 # admin request to look them up
     "qbsync.withdraw_request(bigint)",           # an admin request, before a daemon takes it
+    "qbsync.company_setting(text)",              # a setting's value, for mappings (a read)
     # the event trigger after a GRANT/REVOKE/ALTER TABLE by any role (the shop's on its own
     # tables): grants INSERT on qbsync_capture's views as their owner, to the roles the
     # tracked tables' ACLs name; reads qbsync.tracked and the catalogs, runs no shop code

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from qbsync.decide import (
+    CURRENCY,
     MALFORMED,
     Create,
     Depend,
@@ -36,6 +37,9 @@ class Company:
     realm_id: str = "realm-1"
     settings: dict[str, Any] = field(default_factory=lambda: {"tax_code:24": "7"})
     custom_txn_numbers: bool = True
+    # as realm.Realm reads them from the look-up (None: unknown)
+    home_currency: str | None = None
+    multicurrency: bool | None = None
     # settings `missing` does not report (one removed after the check)
     unseen: set[str] = field(default_factory=set)
 
@@ -178,6 +182,77 @@ def test_a_setting_removed_after_the_check_waits_too_said_of_the_row() -> None:
     assert waiting.kind == "setting"
     assert waiting.details == {"settings": ["tax_code:24"]}
     assert waiting.message.startswith("order 1: waits for")
+
+
+# -- currencies -------------------------------------------------------------------------
+
+USD_ONLY = Company(home_currency="USD", multicurrency=False)
+
+
+@pytest.mark.parametrize("entity", ["order", "payment", "refund"])
+def test_a_body_in_another_currency_than_a_single_currency_company_fails_at_once(
+        entity: str) -> None:
+    body = {**INVOICE, "CurrencyRef": {"value": "EUR"}}
+    failed = plan(body, RESOLVED, the_row=row(entity, "1"), company=USD_ONLY)
+    assert isinstance(failed, PushFailed)
+    assert (failed.kind, failed.code, failed.operation) == ("permanent", CURRENCY, "map")
+    assert failed.message.startswith(
+        f"{entity} 1: the body is in EUR (CurrencyRef) but QuickBooks company realm-1 keeps "
+        "its books in USD and has multicurrency off: QuickBooks cannot book it, and nothing "
+        "was sent. Map it in USD")
+    assert "turn multicurrency on in QuickBooks" in failed.message
+    assert failed.details == {"currency": "EUR", "home_currency": "USD"}
+
+
+def test_the_currency_is_refused_before_any_dependency_is_pushed() -> None:
+    body = {**INVOICE, "CurrencyRef": {"value": "EUR"}}
+    failed = plan(body, {}, company=USD_ONLY)  # its customer and item are not pushed yet
+    assert isinstance(failed, PushFailed)
+    assert failed.code == CURRENCY
+
+
+@pytest.mark.parametrize(("company", "currency"), [
+    (USD_ONLY, "USD"), (USD_ONLY, "usd"),                  # its own currency
+    (Company(home_currency="USD", multicurrency=True), "EUR"),  # QuickBooks decides
+    (Company(home_currency=None, multicurrency=False), "EUR"),  # look-up refused: unknown
+    (Company(home_currency="USD", multicurrency=None), "EUR"),  # preference unknown
+], ids=["home", "home lower case", "multicurrency", "currency unknown",
+        "multicurrency unknown"])
+def test_a_currency_the_company_may_take_goes_through(company: Company, currency: str) -> None:
+    body = {**INVOICE, "CurrencyRef": {"value": currency}}
+    created = plan(body, RESOLVED, company=company)
+    assert isinstance(created, Create)
+    assert created.body["CurrencyRef"] == {"value": currency}  # sent as the mapping wrote it
+
+
+def test_a_currency_given_as_a_setting_is_judged_by_its_value() -> None:
+    body = {**INVOICE, "CurrencyRef": {"$setting": "currency:shop"}}
+    settings = {"tax_code:24": "7", "currency:shop": {"value": "EUR"}}
+    failed = plan(body, RESOLVED, company=Company(settings=settings, home_currency="USD",
+                                                  multicurrency=False))
+    assert isinstance(failed, PushFailed)
+    assert failed.code == CURRENCY
+    settings["currency:shop"] = {"value": "USD"}
+    assert isinstance(plan(body, RESOLVED, company=Company(
+        settings=settings, home_currency="USD", multicurrency=False)), Create)
+
+
+@pytest.mark.parametrize("ref", ["EUR", {"value": ""}, {"value": 978}, {"name": "Euro"}])
+def test_a_currency_ref_of_another_shape_is_malformed(ref: Any) -> None:
+    failed = plan({**INVOICE, "CurrencyRef": ref}, RESOLVED, company=USD_ONLY)
+    assert isinstance(failed, PushFailed)
+    assert failed.code == MALFORMED
+    assert failed.message == ('order 1: mapping output at CurrencyRef: CurrencyRef must be '
+                              '{"value": "<ISO 4217 currency code>"}')
+
+
+def test_a_dependency_in_another_currency_fails_with_it() -> None:
+    customer = read({"DisplayName": "Ann", "CurrencyRef": {"value": "EUR"}})
+    failed = resolve("order 1: its customer c1", customer, {}, USD_ONLY, ENTITIES,
+                     said_of="order 1")
+    assert isinstance(failed, PushFailed)
+    assert failed.code == CURRENCY
+    assert failed.message.startswith("order 1: its customer c1: the body is in EUR")
 
 
 # -- references -------------------------------------------------------------------------

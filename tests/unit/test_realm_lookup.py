@@ -1,7 +1,9 @@
 """The company look-up (qbsync.realm) against tax codes and rates as real companies return
 them (tests/fixtures/qbo/taxcode_*.json, taxrate_*.json, each with its source): a code's
 rate is the sum of its sales rates whatever TaxGroup says; inactive and hidden codes are
-left out; a rate two codes give is a tie; a refused look-up leaves only its settings out."""
+left out; a rate two codes give is a tie; a refused look-up leaves only its settings out.
+Preferences as Intuit's sample returns them (preferences_read.json): custom transaction
+numbers, the home currency, multicurrency."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from typing import Any
 import pytest
 
 from qbsync.qbo.errors import Forbidden, TransientError, ValidationFault
-from qbsync.realm import look_up_references, tax_code_rates
-from tests.qbo_fixtures import rows, source
+from qbsync.realm import Realm, look_up_references, tax_code_rates
+from tests.qbo_fixtures import HERE, load, rows, source
 
 FIXTURES = ("taxcode_query_us_user_defined.json", "taxrate_query_us_user_defined.json",
             "taxcode_query_us_2013.json", "taxrate_query_us_2013.json",
             "taxcode_read_us_2014.json", "taxcode_intuit_sample_california.json",
             "taxrate_intuit_sample_tucson.json")
+# quoted in an issue thread rather than committed in a repository
+ISSUE_FIXTURES = ("taxcode_read_canada_zero_rated.json",)
 
 
 class Company:
@@ -25,7 +29,8 @@ class Company:
     error its query raises."""
 
     def __init__(self, codes: list[dict[str, Any]], rates: list[dict[str, Any]],
-                 refuse: dict[str, Exception] | None = None) -> None:
+                 refuse: dict[str, Exception] | None = None,
+                 prefs: dict[str, Any] | None = None) -> None:
         self.tables: dict[str, list[dict[str, Any]]] = {
             "TaxCode": codes, "TaxRate": rates,
             "Account": [
@@ -37,6 +42,8 @@ class Company:
         }
         self.refuse = refuse or {}
         self.asked: list[str] = []
+        self.prefs = prefs if prefs is not None else {
+            "SalesFormsPrefs": {"CustomTxnNumbers": True}}
 
     async def query_all(self, select: str) -> list[dict[str, Any]]:
         entity = select.split(" FROM ")[1].split()[0]
@@ -46,7 +53,9 @@ class Company:
         return copy.deepcopy(self.tables[entity])
 
     async def preferences(self) -> dict[str, Any]:
-        return {"SalesFormsPrefs": {"CustomTxnNumbers": True}}
+        if "Preferences" in self.refuse:
+            raise self.refuse["Preferences"]
+        return copy.deepcopy(self.prefs)
 
 
 def user_defined() -> Company:
@@ -60,6 +69,20 @@ def test_every_fixture_names_its_source() -> None:
         for field in ("repository", "path", "commit", "changes", "what"):
             assert where[field], (name, field)
         assert where["url"].startswith("https://github.com/"), name
+    for name in ISSUE_FIXTURES:
+        where = source(name)
+        for field in ("repository", "issue", "origin", "changes", "what"):
+            assert where[field], (name, field)
+        assert where["url"] == f"https://github.com/{where['repository']}/issues/{where['issue']}"
+
+
+def test_the_sources_list_every_tax_fixture() -> None:
+    listed = (HERE / "SOURCES.md").read_text(encoding="utf-8")
+    section = listed[listed.index("## Tax codes and tax rates"):]
+    section = section[:section.index("\n## ", 1)]
+    for name in (*FIXTURES, *ISSUE_FIXTURES):
+        assert f"| `{name}` |" in section, name
+        assert source(name)["url"] in section, name
 
 
 def test_the_fixtures_have_single_rate_codes_marked_tax_group() -> None:
@@ -70,6 +93,22 @@ def test_the_fixtures_have_single_rate_codes_marked_tax_group() -> None:
               if len((c.get("SalesTaxRateList") or {}).get("TaxRateDetail") or []) == 1]
     assert len(single) >= 9
     assert all(c["TaxGroup"] is True for c in single)
+
+
+def test_a_non_us_single_rate_code_marked_tax_group_resolves() -> None:
+    """A Canadian company's "Zero-rated" code (TaxGroup true, one rate: TaxRate 4 "GST/HST
+    ZR") resolves by its rate like any code. The capture has no TaxRate: without it the code
+    is left out with a note; with TaxRate 4 at its 0 % it is tax_code:0."""
+    codes = rows("taxcode_read_canada_zero_rated.json", "TaxCode")
+    assert codes[0]["TaxGroup"] is True
+    by_rate, notes = tax_code_rates(codes, [])
+    assert by_rate == {}
+    assert notes == ['tax code "Zero-rated" (Id 3) uses TaxRate 4, which QuickBooks did not '
+                     "return; set an override to use it"]
+    by_rate, notes = tax_code_rates(codes, [{"Id": "4", "Name": "GST/HST ZR", "RateValue": 0,
+                                             "Active": True}])
+    assert notes == []
+    assert [(c.id, c.name, c.rates) for c in by_rate["tax_code:0"]] == [("3", "Zero-rated", 1)]
 
 
 async def test_a_user_defined_single_rate_code_marked_tax_group_resolves() -> None:
@@ -198,3 +237,63 @@ async def test_errors_a_retry_cures_or_that_concern_the_whole_company_propagate(
     company.refuse["PaymentMethod"] = error
     with pytest.raises(type(error)):
         await look_up_references(company)
+
+
+# --- preferences: custom numbers, the home currency, multicurrency ---------------------------
+
+def intuit_preferences() -> dict[str, Any]:
+    return load("preferences_read.json")["Preferences"]
+
+
+async def test_the_home_currency_and_multicurrency_from_intuits_sample() -> None:
+    company = user_defined()
+    company.prefs = intuit_preferences()   # CurrencyPrefs: HomeCurrency USD, not multicurrency
+    lookup = await look_up_references(company)
+    assert "preferences" in lookup.done
+    assert lookup.found["custom_txn_numbers"] is False
+    assert lookup.found["home_currency"] == {"value": "USD"}
+    assert lookup.found["multicurrency"] is False
+    realm = Realm("123", "https://quickbooks.api.intuit.com", settings=lookup.found)
+    assert (realm.home_currency, realm.multicurrency) == ("USD", False)
+
+
+async def test_a_multicurrency_company_in_another_currency() -> None:
+    prefs = intuit_preferences()
+    prefs["CurrencyPrefs"] = {"HomeCurrency": {"value": "GBP"}, "MultiCurrencyEnabled": True}
+    company = user_defined()
+    company.prefs = prefs
+    found = (await look_up_references(company)).found
+    assert (found["home_currency"], found["multicurrency"]) == ({"value": "GBP"}, True)
+
+
+async def test_preferences_without_currency_leave_it_unknown() -> None:
+    prefs = intuit_preferences()
+    del prefs["CurrencyPrefs"]
+    company = user_defined()
+    company.prefs = prefs
+    lookup = await look_up_references(company)
+    assert "preferences" in lookup.done   # a completed look-up: stale values are removed
+    assert "home_currency" not in lookup.found
+    assert "multicurrency" not in lookup.found
+    realm = Realm("123", "https://quickbooks.api.intuit.com", settings=lookup.found)
+    assert (realm.home_currency, realm.multicurrency) == (None, None)
+
+
+async def test_a_refused_preferences_look_up_leaves_the_currency_unknown() -> None:
+    company = user_defined()
+    company.refuse["Preferences"] = ValidationFault("Unsupported Operation", status=400,
+                                                    code="500")
+    lookup = await look_up_references(company)
+    assert "preferences" in lookup.refused
+    assert not {"custom_txn_numbers", "home_currency", "multicurrency"} & set(lookup.found)
+
+
+@pytest.mark.parametrize(("settings", "home", "multi"), [
+    ({"home_currency": {"value": "usd"}, "multicurrency": "false"}, "USD", False),
+    ({"home_currency": "EUR", "multicurrency": True}, "EUR", True),   # a DBA's overrides
+    ({"home_currency": {"value": ""}}, None, None),
+])
+def test_the_realm_reads_its_currency_settings(settings: dict[str, Any], home: str | None,
+                                               multi: bool | None) -> None:
+    realm = Realm("123", "https://quickbooks.api.intuit.com", settings=settings)
+    assert (realm.home_currency, realm.multicurrency) == (home, multi)

@@ -4,7 +4,8 @@
 |---|---|---|
 | GET  /_emulator/state | | summary (companies, counts, limits, rules, time) |
 | POST /_emulator/reset | | forget everything (companies, tokens, counters, rules) |
-| POST /_emulator/companies | {name, custom_txn_numbers, tax_mode, realm_id, currency} | create |
+| POST /_emulator/companies | {name, custom_txn_numbers, tax_mode, realm_id, currency, |  |
+|  | multicurrency, country} | create |
 | POST /_emulator/tokens | {realm_id, client_id?} | issue a token pair (no browser flow) |
 | POST /_emulator/expire-tokens | {realm_id?} | expire access tokens |
 | POST /_emulator/expire-refresh-tokens | {realm_id?} | expire refresh tokens |

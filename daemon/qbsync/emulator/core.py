@@ -108,10 +108,13 @@ class Emulator:
         tax_mode: str = "global",
         realm_id: str | None = None,
         currency: str | None = None,
+        multicurrency: bool = False,
         country: str | None = None,
         us_tax_rate: float = 8.0,
     ) -> str:
-        """Create a company (realm) and return its realm id (a numeric string)."""
+        """Create a company (realm) and return its realm id (a numeric string). `currency`:
+        its home currency (USD for a US company, else EUR); `multicurrency`: whether it takes
+        transactions in other currencies."""
         if realm_id is None:
             while True:
                 self._realm_seq += 1
@@ -126,7 +129,8 @@ class Emulator:
             name=name,
             custom_txn_numbers=custom_txn_numbers,
             tax_mode=tax_mode,
-            currency=currency or ("USD" if us else "EUR"),
+            currency=(currency or ("USD" if us else "EUR")).upper(),
+            multicurrency=multicurrency,
             country=country or ("US" if us else "GR"),
             us_tax_rate=us_tax_rate,
         )
@@ -297,6 +301,8 @@ class Emulator:
                     "name": c.settings.name,
                     "tax_mode": c.settings.tax_mode,
                     "custom_txn_numbers": c.settings.custom_txn_numbers,
+                    "currency": c.settings.currency,
+                    "multicurrency": c.settings.multicurrency,
                     "counts": {k: len(v) for k, v in c.entities.items()},
                     "deleted": {k: len(v) for k, v in c.deleted.items() if v},
                     "requestids": len(c.requestids),

@@ -20,8 +20,17 @@ Decisions where the fact sheet is silent ([U]):
   "Voided" (prefixing any existing note); the invoice remains readable and queryable. As in
   Intuit's void sample, nothing else marks it: there is no ``Voided`` field (the company
   remembers which transactions it voided).
-* A company in one currency: transactions carry ``CurrencyRef`` but no ``ExchangeRate`` /
-  ``HomeTotalAmt`` / ``HomeBalance`` (real single-currency answers have none).
+* A company in one currency (``Preferences.CurrencyPrefs.MultiCurrencyEnabled`` false, the
+  default): transactions carry ``CurrencyRef`` (its home currency) but no ``ExchangeRate`` /
+  ``HomeTotalAmt`` / ``HomeBalance`` (real single-currency answers have none). A CurrencyRef
+  of another currency on a transaction or a new customer -> 6000, element ``CurrencyRef``
+  (no captured answer to this was found: code and wording are the emulator's); one that is
+  not ``{"value": code}`` -> 2010.
+* A multicurrency company: a transaction is in the currency it names, else in its
+  customer's; another currency than the customer's -> 6000 (the customer's currency is fixed
+  when it is created, from its CurrencyRef, else the home currency). A foreign-currency
+  transaction keeps ``ExchangeRate`` (home units per foreign unit; 1 when not sent, as
+  Intuit documents) and gets ``HomeTotalAmt`` = TotalAmt x ExchangeRate.
 
 Payments (ReceivePayment), refunds, payment methods ([U] unless the fact sheet says otherwise):
 
@@ -401,14 +410,60 @@ class Writer:
         obj.setdefault("Taxable", bool(obj.get("DefaultTaxCodeRef")))
         obj.setdefault("PreferredDeliveryMethod", "Print")
         obj.setdefault("PrintOnCheckName", str(obj.get("CompanyName") or name)[:110])
-        if old is not None:
+        if old is not None:  # fixed when the customer is created
             obj["CurrencyRef"] = old.get("CurrencyRef")
         else:
-            obj["CurrencyRef"] = {"value": self.c.settings.currency}
+            obj["CurrencyRef"] = {"value": self._currency_of(obj, None)}
         obj["FullyQualifiedName"] = name
         obj["Balance"] = 0
         obj["BalanceWithJobs"] = 0
         return obj
+
+    def _currency_of(self, obj: dict[str, Any], customer: dict[str, Any] | None) -> str:
+        """The currency a transaction (or a new customer, `customer` None) is in: the one
+        its CurrencyRef names, else its customer's, else the home currency; refused when the
+        company does not take it (see the module's docstring)."""
+        settings = self.c.settings
+        home = settings.currency
+        sent = obj.get("CurrencyRef")
+        theirs = ((customer or {}).get("CurrencyRef") or {}).get("value") or home
+        if not present(sent):
+            return theirs
+        code = sent.get("value") if isinstance(sent, dict) else None
+        if not isinstance(code, str) or not code.strip():
+            raise faults.invalid_property(
+                "Property Name:CurrencyRef specified is unsupported or invalid", "CurrencyRef"
+            )
+        code = code.strip().upper()
+        if code != home and not settings.multicurrency:
+            raise faults.business(
+                f"Multicurrency is not enabled for this company: its transactions are in its "
+                f"home currency {home}. Supplied value:{code}",
+                "CurrencyRef",
+            )
+        if customer is not None and code != theirs:
+            raise faults.business(
+                f"The transaction is in {code} but its customer's currency is {theirs}: a "
+                "customer's transactions must be in the customer's currency.",
+                "CurrencyRef",
+            )
+        return code
+
+    def _currency(self, obj: dict[str, Any], customer: dict[str, Any] | None) -> None:
+        """A transaction's CurrencyRef, ExchangeRate and HomeTotalAmt, set after its
+        TotalAmt."""
+        code = self._currency_of(obj, customer)
+        obj["CurrencyRef"] = {"value": code}
+        if code == self.c.settings.currency:
+            # one currency: as in real single-currency answers
+            obj.pop("ExchangeRate", None)
+            return
+        rate = dec(obj.get("ExchangeRate"), "ExchangeRate") or Decimal(1)
+        if rate <= 0:
+            raise faults.business(f"Invalid ExchangeRate. Supplied value:{rate}", "ExchangeRate")
+        obj["ExchangeRate"] = as_json_number(rate)
+        total = Decimal(str(obj.get("TotalAmt") or 0))
+        obj["HomeTotalAmt"] = as_json_number(money(total * rate))
 
     def _address(self, obj: dict[str, Any], field: str) -> None:
         addr = obj.get(field)
@@ -567,8 +622,7 @@ class Writer:
             obj["Balance"] = 0
         elif old is not None:
             self._open_balance(entity, obj, old["Id"])
-        obj["CurrencyRef"] = {"value": settings.currency}
-        obj.pop("ExchangeRate", None)  # one currency: as in real single-currency answers
+        self._currency(obj, customer or None)
         if not refund:  # Intuit's RefundReceipt sample has no EmailStatus
             obj.setdefault("EmailStatus", "NotSet")
         obj.setdefault("PrintStatus", "NotSet")
@@ -951,8 +1005,7 @@ class Writer:
         obj["Line"] = lines
         obj["TotalAmt"] = as_json_number(total)
         obj["UnappliedAmt"] = as_json_number(total - applied)
-        obj["CurrencyRef"] = {"value": self.c.settings.currency}
-        obj.pop("ExchangeRate", None)  # one currency: as in real single-currency answers
+        self._currency(obj, self.c.get("Customer", customer["value"]) or {})
         obj.setdefault("ProcessPayment", False)
         return obj
 

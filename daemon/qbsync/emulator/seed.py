@@ -239,7 +239,8 @@ def company_info(realm_id: str, name: str, country: str, ts: str) -> dict[str, A
     }
 
 
-def preferences(custom_txn_numbers: bool, currency: str, us: bool, ts: str) -> dict[str, Any]:
+def preferences(custom_txn_numbers: bool, currency: str, us: bool, ts: str,
+                multicurrency: bool = False) -> dict[str, Any]:
     return {
         "AccountingInfoPrefs": {"TrackDepartments": False, "BookCloseDate": None},
         "ProductAndServicesPrefs": {"ForSales": True, "QuantityOnHand": True},
@@ -249,7 +250,9 @@ def preferences(custom_txn_numbers: bool, currency: str, us: bool, ts: str) -> d
             "AllowShipping": False,
             "DefaultTerms": {"value": "3"},
         },
-        "CurrencyPrefs": {"MultiCurrencyEnabled": False, "HomeCurrency": {"value": currency}},
+        # in the order of Intuit's sample (preferences_read.json)
+        "CurrencyPrefs": {"HomeCurrency": {"value": currency},
+                          "MultiCurrencyEnabled": multicurrency},
         "TaxPrefs": {"UsingSalesTax": True, "PartnerTaxEnabled": us},
         "domain": "QBO",
         "sparse": False,

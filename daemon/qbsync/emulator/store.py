@@ -58,6 +58,8 @@ class CompanySettings:
     custom_txn_numbers: bool = False
     tax_mode: str = "global"  # "global" (non-US VAT, default) or "us"
     currency: str = "EUR"
+    #: Preferences.CurrencyPrefs.MultiCurrencyEnabled: off, as in a new company
+    multicurrency: bool = False
     country: str = "GR"
     #: US mode only: the combined sales-tax rate applied to lines coded TAX.
     us_tax_rate: float = 8.0
@@ -121,7 +123,7 @@ class Company:
             self.realm_id, s.name, s.country, ts
         )
         self.entities["Preferences"]["1"] = seed.preferences(
-            s.custom_txn_numbers, s.currency, s.tax_mode == "us", ts
+            s.custom_txn_numbers, s.currency, s.tax_mode == "us", ts, s.multicurrency
         )
 
     # --- lookups ------------------------------------------------------------------------

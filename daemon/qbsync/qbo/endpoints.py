@@ -33,8 +33,10 @@ API_PRODUCTION = "https://quickbooks.api.intuit.com"
 API_SANDBOX = "https://sandbox-quickbooks.api.intuit.com"
 INTUIT_API_BASES = (API_PRODUCTION, API_SANDBOX)
 
-#: Intuit's hosts for the Accounting API and OAuth 2.0 (../shared/qbo-reference.md §1, §6):
-#: API production and sandbox, authorization, token, revocation, discovery, userinfo.
+#: Intuit's hosts for the Accounting API and OAuth 2.0 (developer.intuit.com/app/developer/qbo/
+#: docs/develop/authentication-and-authorization; Intuit's discovery document,
+#: tests/fixtures/qbo/oauth_discovery.json): API production and sandbox, authorization,
+#: token, revocation, discovery, userinfo.
 INTUIT_HOSTS = frozenset({
     "quickbooks.api.intuit.com",
     "sandbox-quickbooks.api.intuit.com",

@@ -33,11 +33,15 @@
 --   the line they reduce, with its tax code; shipping is a line on fee:shipping, its
 --   promotions (free shipping) negative lines after it. Order credit lines are not invoice
 --   lines: Medusa adds them when it refunds, and the refund itself is a RefundReceipt.
--- * One currency: an order in another currency than the QuickBooks company's (setting
---   home_currency, else the Medusa store's default currency) is refused (QB001) with both
---   currencies named. Medusa keeps no exchange rate for an order and a QuickBooks customer
---   has one fixed currency, so a foreign-currency order cannot be booked right without a
---   multicurrency company and a rate: better dead with the reason than booked as euros.
+-- * Currencies: every invoice, payment and refund receipt carries CurrencyRef, the order's
+--   currency. The QuickBooks company's currency is the one the daemon looked up
+--   (qbsync.company_setting('home_currency')), else medusa_qbsync.settings home_currency,
+--   else the Medusa store's default currency. Once the daemon knows it and the company has
+--   multicurrency off, it refuses an order in another currency itself (QB005, naming both
+--   and what to do). Until then, and in a multicurrency company, the mapping refuses such
+--   an order (QB001): Medusa keeps no exchange rate for an order and every customer is
+--   created in the company's currency, so a foreign-currency order cannot be booked right;
+--   better dead with the reason than booked as euros.
 -- * Guests are customers in Medusa 2 too (customer.has_account = false, one row per e-mail):
 --   every customer is keyed by its id; DisplayName "<name> (<e-mail>)" for an account,
 --   "<name> (<e-mail>, guest)" for a guest (Medusa keeps at most one of each per e-mail), the
@@ -97,15 +101,39 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT s.value FROM medusa_qbsync.settings s WHERE s.name = setting_name $$;
 
--- The QuickBooks company's currency as the mapping assumes it: the home_currency setting,
--- else the Medusa store's default currency. (The daemon does not tell mappings what the
--- company's currency is; see the README.)
+-- The QuickBooks company's currency as the daemon looked it up (Preferences, or a DBA's
+-- override of setting home_currency), lower case; NULL until it is known.
+CREATE OR REPLACE FUNCTION medusa_qbsync.company_currency()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT lower(nullif(btrim(CASE jsonb_typeof(v) WHEN 'object' THEN v->>'value'
+                                                   WHEN 'string' THEN v #>> '{}' END), ''))
+    FROM (SELECT qbsync.company_setting('home_currency') AS v) s
+$$;
+
+-- Whether the QuickBooks company takes other currencies; NULL while unknown.
+CREATE OR REPLACE FUNCTION medusa_qbsync.company_multicurrency()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE jsonb_typeof(v) WHEN 'boolean' THEN v = 'true'::jsonb
+                                WHEN 'string' THEN lower(v #>> '{}') = 'true' END
+    FROM (SELECT qbsync.company_setting('multicurrency') AS v) s
+$$;
+
+-- The QuickBooks company's currency as the mapping takes it: the company's own once the
+-- daemon looked it up, else the home_currency setting, else the Medusa store's default
+-- currency.
 CREATE OR REPLACE FUNCTION medusa_qbsync.home_currency()
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT lower(coalesce(
+        medusa_qbsync.company_currency(),
         medusa_qbsync.setting('home_currency'),
         (SELECT sc.currency_code FROM medusa.store_currency sc
          JOIN medusa.store s ON s.id = sc.store_id AND s.deleted_at IS NULL
@@ -437,15 +465,34 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_home text := medusa_qbsync.home_currency();
+    v_company text := medusa_qbsync.company_currency();
+    v_multi boolean := medusa_qbsync.company_multicurrency();
 BEGIN
     IF v_home IS NULL THEN
-        RETURN 'no home currency: the Medusa store has no default currency and medusa_qbsync.settings has no home_currency';
+        RETURN 'no home currency: the daemon has not looked the QuickBooks company''s up yet, the Medusa store has no default currency and medusa_qbsync.settings has no home_currency';
     END IF;
-    IF lower(o.currency_code) IS DISTINCT FROM v_home THEN
-        RETURN format('the order is in %s but the QuickBooks company keeps its books in %s '
-                      '(one currency; medusa_qbsync.settings home_currency, else the store''s '
-                      'default currency): a foreign-currency order needs a multicurrency '
-                      'company and an exchange rate Medusa does not record',
+    -- In a company known to keep one currency, the daemon refuses another itself (QB005).
+    IF lower(o.currency_code) IS DISTINCT FROM v_home
+       AND NOT (v_company IS NOT NULL AND v_multi IS FALSE) THEN
+        IF v_company IS NULL THEN
+            RETURN format('the order is in %s but the QuickBooks company keeps its books in %s '
+                          '(as far as the mapping knows: the daemon has not looked the '
+                          'company''s currency up yet, so medusa_qbsync.settings '
+                          'home_currency, else the store''s default currency): a '
+                          'foreign-currency order needs a multicurrency company and an '
+                          'exchange rate Medusa does not record',
+                          upper(coalesce(o.currency_code, '?')), upper(v_home));
+        END IF;
+        IF v_multi THEN
+            RETURN format('the order is in %s but the QuickBooks company keeps its books in '
+                          '%s: it has multicurrency on, but Medusa records no exchange rate '
+                          'for an order and this mapping creates every customer in %s, so '
+                          'QuickBooks would book it wrong',
+                          upper(coalesce(o.currency_code, '?')), upper(v_home), upper(v_home));
+        END IF;
+        RETURN format('the order is in %s but the QuickBooks company keeps its books in %s: '
+                      'a foreign-currency order needs a multicurrency company and an exchange '
+                      'rate Medusa does not record',
                       upper(coalesce(o.currency_code, '?')), upper(v_home));
     END IF;
     IF medusa_qbsync.doc_number(o) IS NULL THEN
@@ -765,6 +812,7 @@ BEGIN
 
     RETURN jsonb_strip_nulls(jsonb_build_object(
         'CustomerRef', jsonb_build_object('$ref', jsonb_build_array('customer', o.customer_id)),
+        'CurrencyRef', jsonb_build_object('value', upper(o.currency_code)),
         'DocNumber', v_doc,
         'TxnDate', medusa_qbsync.local_date(o.created_at),
         'GlobalTaxCalculation', 'TaxInclusive',
@@ -942,6 +990,7 @@ BEGIN
     v_ref := nullif(btrim(coalesce(p.data->>'id', p.data->>'reference')), '');
     RETURN jsonb_strip_nulls(jsonb_build_object(
         'CustomerRef', jsonb_build_object('$ref', jsonb_build_array('customer', o.customer_id)),
+        'CurrencyRef', jsonb_build_object('value', upper(o.currency_code)),
         'TotalAmt', v_amount,
         'TxnDate', medusa_qbsync.local_date(v_at),
         'Line', jsonb_build_array(jsonb_build_object(
@@ -1095,6 +1144,7 @@ BEGIN
 
     RETURN jsonb_strip_nulls(jsonb_build_object(
         'CustomerRef', jsonb_build_object('$ref', jsonb_build_array('customer', o.customer_id)),
+        'CurrencyRef', jsonb_build_object('value', upper(o.currency_code)),
         'DocNumber', CASE WHEN medusa_qbsync.qbo_length(v_doc) <= 21 THEN v_doc END,
         'TxnDate', medusa_qbsync.local_date(v_at),
         'GlobalTaxCalculation', 'TaxInclusive',
