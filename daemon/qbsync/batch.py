@@ -4,17 +4,16 @@ is decided as for a row pushed alone (`decide.decide`); this module groups the p
 requests.
 
 Batches cannot chain (an item cannot see what an earlier item created), so dependencies go
-first, in batches of their own. Invoices and credit memos whose earlier attempt may have
-reached QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon
-held) are looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an
-update of what was found) or a create. Payments and refund receipts are created one by one
-(qbsync cannot look them up: see decide.create_request_id). Anything else that needs care
-— a void, a row that cannot be looked up by DocNumber, a row due for its final lookup, a
-duplicate-name or stale-token fault, a dependency that would not batch — takes the
-one-by-one path of `Pusher.push`, which knows how to handle it. The batch requestid is
-derived from its rows' request ids and the bodies they send, so a resent batch is
-deduplicated by QuickBooks like a single request, and a batch of the same rows with a
-changed body (after retry_dead) is never answered with the old batch's replay.
+first, in batches of their own. Sales forms whose earlier attempt may have reached
+QuickBooks (Row.may_exist: after a lost answer, or the many rows a killed daemon held) are
+looked up by DocNumber, 30 to a query, and go in the batch as an adoption (an update of
+what was found) or a create. Anything else that needs care — a void, a row to look up by a
+name or by qbsync's marker (a payment, a sales form QuickBooks numbers itself), a row due
+for its final lookup, a duplicate-name or stale-token fault, a dependency that would not
+batch — takes the one-by-one path of `Pusher.push`, which knows how to handle it. The
+batch requestid is derived from its rows' request ids and the bodies they send, so a resent
+batch is deduplicated by QuickBooks like a single request, and a batch of the same rows
+with a changed body (after retry_dead) is never answered with the old batch's replay.
 
 Under a rate limiter a batch slot is worth 30 operations and a plain request one, and plain
 requests have a budget of their own (what the batches leave of the 500 a minute): so only
@@ -224,10 +223,8 @@ class BatchPusher:
             else:
                 # the single path: a void or delete; a dependency that did not batch (it
                 # says why); a create that only the single path can look up (by a name,
-                # the marker) or that cannot be looked up at all (a payment, a refund
-                # receipt: created under one requestid whatever its body, one by one, for
-                # a lost batch answer could not be looked up, and a create under another
-                # requestid would make a second one)
+                # by the marker: a payment's, one query per row) or that cannot be looked
+                # up at all (a customer without DisplayName)
                 one_by_one.append(i)
         looked: set[int] = set()  # rows whose object QuickBooks was just asked for
         if to_find:

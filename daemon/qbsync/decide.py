@@ -49,8 +49,12 @@ UPDATES_INVOICE = frozenset({"capture", "retry_dead"})
 MALFORMED = "QB003"
 # last_error_code of a row whose body is in a currency the company does not take
 CURRENCY = "QB005"
-# Sales forms: created with qbsync's marker in PrivateNote, found by DocNumber or by it.
-SALES_FORMS = ("Invoice", "CreditMemo")
+# Sales forms: found by DocNumber when QuickBooks keeps the shop's numbers, else by
+# qbsync's marker in PrivateNote.
+SALES_FORMS = ("Invoice", "CreditMemo", "RefundReceipt")
+# Created with qbsync's marker in PrivateNote, to be found again by it: the sales forms,
+# and payments (which have no DocNumber).
+MARKED = (*SALES_FORMS, "Payment")
 
 
 class Company(Protocol):
@@ -206,21 +210,24 @@ def unchanged(row: Row, existing: Mapped | None, hashed: str) -> Skipped | None:
 
 
 def marker(entity: str, key: str) -> str:
-    """What qbsync writes into a sales form's PrivateNote, to find it again."""
+    """What qbsync writes into the PrivateNote of a transaction it creates, to find it
+    again."""
     return f"qbsync:{entity}:{key};"
 
 
 def found_by(qbo_type: str, body: dict[str, Any], custom_txn_numbers: bool) -> str | None:
     """The field an object already in QuickBooks is looked up by: a customer's
     DisplayName, an item's Name, a sales form's DocNumber (when QuickBooks keeps the
-    shop's numbers) or else qbsync's marker in its PrivateNote. None: nothing to search it
-    by (a payment, a refund receipt)."""
+    shop's numbers) or else qbsync's marker in the PrivateNote of a transaction (a sales
+    form, a payment). None: nothing to search it by (a customer without DisplayName)."""
     if qbo_type == "Customer":
         return "DisplayName" if body.get("DisplayName") else None
     if qbo_type == "Item":
         return "Name" if body.get("Name") else None
-    if qbo_type in SALES_FORMS:
-        return "DocNumber" if body.get("DocNumber") and custom_txn_numbers else "PrivateNote"
+    if qbo_type in SALES_FORMS and body.get("DocNumber") and custom_txn_numbers:
+        return "DocNumber"
+    if qbo_type in MARKED:
+        return "PrivateNote"
     return None
 
 
@@ -231,26 +238,24 @@ def searchable(qbo_type: str, body: dict[str, Any]) -> bool:
 
 def creatable(entity: str, key: str, qbo_type: str, body: dict[str, Any],
               custom_txn_numbers: bool) -> dict[str, Any]:
-    """The body as created: sales forms carry qbsync's marker in PrivateNote (to find
-    them again), and no DocNumber when QuickBooks numbers them itself."""
-    if qbo_type in SALES_FORMS:
+    """The body as created: transactions carry qbsync's marker in PrivateNote (to find
+    them again), and sales forms no DocNumber when QuickBooks numbers them itself."""
+    if qbo_type in MARKED:
         note = str(body.get("PrivateNote") or "")
         body = {**body, "PrivateNote": (note + " " + marker(entity, key)).strip()[-4000:]}
-        if not custom_txn_numbers:
-            body.pop("DocNumber", None)
+    if qbo_type in SALES_FORMS and not custom_txn_numbers:
+        body.pop("DocNumber", None)
     return body
 
 
-def create_request_id(row: Row, qbo_type: str, body: dict[str, Any], hashed: str
-                      ) -> uuid.UUID:
-    """A create's requestid: one per body, so that a resend of this body is
-    deduplicated and another body is not answered with this one's replay (an earlier
-    create whose outcome is unknown is looked up first). An object that cannot be
-    looked up keeps one requestid whatever its body: QuickBooks' replay is then what
-    finds an earlier create, and the push brings what it answers up to date."""
-    if searchable(qbo_type, body):
-        return uuid.uuid5(row.request_id, f"create:{hashed}")
-    return uuid.uuid5(row.request_id, "create")
+def create_request_id(row: Row, hashed: str) -> uuid.UUID:
+    """A create's requestid: one per body, so that a resend of this body is deduplicated
+    and another body is not answered with this one's replay (nor with a refusal of it,
+    should QuickBooks keep those). The requestid is not what finds an earlier create: it
+    is not always honoured (two Payments made under one RequestId:
+    intuit/QuickBooks-V3-DotNET-SDK#352), so a create whose earlier attempt's outcome is
+    unknown looks the object up first."""
+    return uuid.uuid5(row.request_id, f"create:{hashed}")
 
 
 # -- the plans ----------------------------------------------------------------------------
@@ -285,7 +290,7 @@ class Update:
 class Create:
     """Create the object from `body` (references resolved; `creatable` adds the marker).
     `look_up`: an earlier attempt may have made it, so it is looked up first, by
-    `found_by` (None: only the requestid's replay can find it)."""
+    `found_by` (None: nothing to look it up by)."""
 
     body: dict[str, Any]
     hashed: str
@@ -328,8 +333,8 @@ def decide(row: Row, info: EntityInfo, output: Output, known: Mapping[Ref, Mappe
                       # per body, as a create's: a changed body is not answered with an
                       # earlier replay
                       uuid.uuid5(row.request_id, f"update:{existing.qbo_id}:{hashed}"))
-    return Create(body, hashed, create_request_id(row, info.qbo_type, body, hashed),
-                  row.may_exist, found_by(info.qbo_type, body, company.custom_txn_numbers))
+    return Create(body, hashed, create_request_id(row, hashed), row.may_exist,
+                  found_by(info.qbo_type, body, company.custom_txn_numbers))
 
 
 def resolve(label: str, output: Output, known: Mapping[Ref, Mapped], company: Company,

@@ -6,10 +6,11 @@ the step and the body sent, so a resend of the same body is deduplicated by Quic
 answers a repeated requestid with its first answer, whatever the new body) and a changed body
 is never answered with the old one's replay; and a create whose earlier attempt may have
 reached QuickBooks (Row.may_exist: a try failed, an answer was lost, a daemon stopped) first
-looks the object up by its natural key (DocNumber, DisplayName, Name or the PrivateNote
-marker) and adopts what it finds. A row that would go dead after such an attempt gets one
-last attempt that only looks QuickBooks up (Pusher.final_lookup), so that `failed` never
-hides an object QuickBooks has.
+looks the object up by its natural key (DocNumber, DisplayName, Name or qbsync's marker in
+a transaction's PrivateNote) and adopts what it finds: QuickBooks does not always honour a
+requestid. A row that would go dead after such an attempt gets one last attempt that only
+looks QuickBooks up (Pusher.final_lookup), so that `failed` never hides an object
+QuickBooks has.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from .decide import (
+    SALES_FORMS,
     Create,
     Depend,
     Output,
@@ -57,7 +59,7 @@ from .model import (
     plain_operation,
     success_outcome,
 )
-from .qbo.client import QboClient, quote_value
+from .qbo.client import MAX_PAGE, QboClient, quote_value
 from .qbo.errors import (
     AuthError,
     DuplicateDocNumber,
@@ -226,7 +228,7 @@ class Pusher:
         else:
             obj, operation = await self._create(
                 row.entity, row.key, info.qbo_type, plan.body, plan.request_id,
-                may_exist=plan.look_up, label=row.label, hashed=plan.hashed,
+                may_exist=plan.look_up, label=row.label,
             )
         return Pushed(self.result(info.qbo_type, obj, plan.body, operation, started,
                                   body_hash=plan.hashed))
@@ -259,48 +261,53 @@ class Pusher:
         why = ""
         try:
             body = await self._map(row.entity, row.key, label)
-        except PushFailed as failure:  # the marker still finds a sales form
+        except PushFailed as failure:
             body, why = None, failure.message
         if body is not None and body.pop("$op", "upsert") != "upsert":
             body, why = None, f"{label}: the mapping asks for a void or delete"
-        if body is None and info.qbo_type not in ("Invoice", "CreditMemo"):
+        if body is None:
             raise PushFailed("permanent", f"{label}: could not be looked up in QuickBooks "
                              f"({why or 'the mapping returned NULL'}): look for it there "
                              "before retry_dead", None, "lookup", settled=True)
-        if body is not None and not searchable(info.qbo_type, body):
-            raise PushFailed("permanent", f"{label}: qbsync cannot look a {info.qbo_type} up "
-                             "in QuickBooks: look for it there; retry_dead resends it under "
-                             "its requestid, which QuickBooks answers with what it made of "
-                             "it, if anything", None, "lookup", settled=True)
         started = time.perf_counter()
+        resolved: dict[str, Any] | None = None
         try:
-            found = await self._find_existing(
-                row.entity, row.key, info.qbo_type,
-                self.creatable(row.entity, row.key, info.qbo_type, body or {}))
+            # what the object was created with: the marker is looked for among the
+            # transactions of its customer
+            resolved = await self._resolve(body, (own,), label)
+        except PushFailed as failure:  # looked up by what the body says without it
+            why = failure.message
+        except (QboError, ReconnectRequired, TimeoutError) as exc:
+            raise qbo_failure(label, exc, "lookup", self.time_scale) from exc
+        sought = self.creatable(row.entity, row.key, info.qbo_type,
+                                resolved if resolved is not None else body)
+        if not searchable(info.qbo_type, sought):
+            raise PushFailed("permanent", f"{label}: qbsync cannot look this {info.qbo_type} "
+                             "up in QuickBooks (it has no "
+                             f"{'DisplayName' if info.qbo_type == 'Customer' else 'Name'}): "
+                             "look for it there before retry_dead", None, "lookup",
+                             settled=True)
+        try:
+            found = await self._find_existing(row.entity, row.key, info.qbo_type, sought)
         except (QboError, ReconnectRequired, TimeoutError) as exc:
             raise qbo_failure(label, exc, "lookup", self.time_scale) from exc
         if found is None:
             raise PushFailed("permanent", f"{label}: not in QuickBooks either (looked up "
                              "before giving up)", None, "lookup", settled=True)
         note = f"{label}: adopted {info.qbo_type} {found['Id']} found in QuickBooks"
-        if body is not None:
+        if resolved is not None:
             try:
-                body = await self._resolve(body, (own,), label)
-                hashed = body_hash(info.qbo_type, body)
-                obj = await self._adopt(
-                    info.qbo_type, found,
-                    self.creatable(row.entity, row.key, info.qbo_type, body),
-                    create_request_id(row, info.qbo_type, body, hashed))
-                result = self.result(info.qbo_type, obj, body, "adopt", started,
+                hashed = body_hash(info.qbo_type, resolved)
+                obj = await self._adopt(info.qbo_type, found, sought,
+                                        create_request_id(row, hashed))
+                result = self.result(info.qbo_type, obj, resolved, "adopt", started,
                                      body_hash=hashed)
                 result["message"] = note + " (looked up before giving up)"
                 return Pushed(result)
             except (QboError, ReconnectRequired, TimeoutError) as exc:
                 why = qbo_failure(label, exc, "adopt", self.time_scale).message
-            except PushFailed as failure:
-                why = failure.message
         # as it is: no body hash, so the key's next push sends the shop's version
-        result = self.result(info.qbo_type, found, body or {}, "adopt", started)
+        result = self.result(info.qbo_type, found, body, "adopt", started)
         result["message"] = f"{note} as it is (looked up before giving up; not brought up " \
                             f"to date: {why})"
         return Pushed(result)
@@ -453,11 +460,36 @@ class Pusher:
         if by == "DocNumber":
             return await self.client.find_one(qbo_type, "DocNumber", body["DocNumber"])
         if by == "PrivateNote":
-            found = await self.client.query(
-                f"SELECT * FROM {qbo_type} WHERE PrivateNote LIKE "
-                f"'%{marker(entity, key)}%'")
-            return found[0] if found else None
+            return await self._find_marked(entity, key, qbo_type, body)
         return None
+
+    async def _find_marked(self, entity: str, key: str, qbo_type: str,
+                           body: dict[str, Any]) -> dict[str, Any] | None:
+        """The transaction qbsync created for this key: the one whose PrivateNote carries
+        its marker. QuickBooks cannot filter on PrivateNote (not a filterable field: 4001
+        "property 'PrivateNote' is not queryable"), so the transactions of the body's
+        customer and date (its resolved CustomerRef and its TxnDate, those it has) are read
+        page by page, as QboClient.query_all does, until one carries the marker."""
+        sought = marker(entity, key)
+        where = []
+        customer = body.get("CustomerRef")
+        customer_id = customer.get("value") if isinstance(customer, dict) else None
+        if isinstance(customer_id, str) and customer_id:
+            where.append(f"CustomerRef = {quote_value(customer_id)}")
+        if isinstance(body.get("TxnDate"), str) and body["TxnDate"]:
+            where.append(f"TxnDate = {quote_value(body['TxnDate'])}")
+        select = f"SELECT * FROM {qbo_type}" + (f" WHERE {' AND '.join(where)}"
+                                                if where else "")
+        start = 1
+        while True:
+            page = await self.client.query(
+                f"{select} STARTPOSITION {start} MAXRESULTS {MAX_PAGE}")
+            for obj in page:
+                if sought in str(obj.get("PrivateNote") or ""):
+                    return obj
+            if len(page) < MAX_PAGE:
+                return None
+            start += MAX_PAGE
 
     def creatable(self, entity: str, key: str, qbo_type: str, body: dict[str, Any]
                   ) -> dict[str, Any]:
@@ -468,8 +500,8 @@ class Pusher:
         return self._dependency_locks.setdefault(ref, asyncio.Lock())
 
     async def _create(self, entity: str, key: str, qbo_type: str, body: dict[str, Any],
-                      request_id: uuid.UUID, *, may_exist: bool, label: str,
-                      hashed: str | None = None) -> tuple[dict[str, Any], str]:
+                      request_id: uuid.UUID, *, may_exist: bool, label: str
+                      ) -> tuple[dict[str, Any], str]:
         body = self.creatable(entity, key, qbo_type, body)
         looked = False  # QuickBooks was asked, and had nothing
         adopting = False  # QuickBooks has the object, not linked to the row yet
@@ -480,12 +512,8 @@ class Pusher:
                     adopting = True
                     return await self._adopt(qbo_type, found, body, request_id), "adopt"
                 looked = True
-            elif may_exist:
-                # Nothing to search it by: the create's one requestid answers with what an
-                # earlier create made, if any, in the body it had then; brought up to date.
-                obj = await self.client.create(qbo_type, body, request_id=str(request_id))
-                adopting = True
-                return await self._adopt(qbo_type, obj, body, request_id, hashed), "adopt"
+            # (nothing to search it by, a customer without DisplayName: its requestid, one
+            # per body, is all that deduplicates a resend)
             try:
                 return await self.client.create(qbo_type, body, request_id=str(request_id)), \
                     "create"
@@ -519,18 +547,17 @@ class Pusher:
             raise failure from exc
 
     async def _adopt(self, qbo_type: str, found: dict[str, Any], body: dict[str, Any],
-                     request_id: uuid.UUID, hashed: str | None = None) -> dict[str, Any]:
+                     request_id: uuid.UUID) -> dict[str, Any]:
         """Take over an object that is already ours in QuickBooks, bringing it up to date.
-        The requestid follows the create's, which is per body; `hashed` when it is not."""
+        The requestid follows the create's, which is per body."""
         payload = {**body, "Id": found["Id"], "SyncToken": found["SyncToken"]}
-        name = f"adopt:{found['Id']}" + (f":{hashed}" if hashed else "")
-        return await self.client.update(qbo_type, payload,
-                                        request_id=str(uuid.uuid5(request_id, name)))
+        return await self.client.update(
+            qbo_type, payload, request_id=str(uuid.uuid5(request_id, f"adopt:{found['Id']}")))
 
     async def _update(self, qbo_type: str, plan: Update, row: Row) -> dict[str, Any]:
         existing = plan.existing
         payload = {**plan.body, "Id": existing.qbo_id, "SyncToken": existing.sync_token}
-        if qbo_type in ("Invoice", "CreditMemo") and not self.realm.custom_txn_numbers:
+        if qbo_type in SALES_FORMS and not self.realm.custom_txn_numbers:
             payload.pop("DocNumber", None)
         request_id = plan.request_id
         try:

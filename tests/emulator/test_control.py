@@ -61,6 +61,10 @@ async def test_control_endpoints(emu: Emulator, http: httpx.AsyncClient) -> None
     await http.delete("/_emulator/latency")
     t = (await http.post("/_emulator/time", json={"advance": 10})).json()
     assert t["time_scale"] == 1.0
+    policy = (await http.post("/_emulator/requestids",
+                              json={"ignored": ["Payment"], "refusals": True})).json()
+    assert policy == {"ignored": ["payment"], "refusals": True}
+    assert (emu.requestids_ignored, emu.refusals_remembered) == ({"payment"}, True)
 
     assert (await http.post("/_emulator/expire-tokens", json={"realm_id": realm})).json()[
         "expired"
@@ -72,6 +76,7 @@ async def test_control_endpoints(emu: Emulator, http: httpx.AsyncClient) -> None
     assert "error" in bad.json()
     assert (await http.post("/_emulator/reset")).json() == {"ok": True}
     assert emu.companies == {}
+    assert (emu.requestids_ignored, emu.refusals_remembered) == (frozenset(), False)
     assert emu.counter_snapshot() == {}
 
 

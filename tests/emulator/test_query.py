@@ -137,6 +137,32 @@ async def test_query_errors(api: Api, text: str, code: str) -> None:
         assert "Max allowed value is 1000" in err["Detail"]
 
 
+async def test_private_note_is_not_queryable(api: Api) -> None:
+    """As QuickBooks answers a filter on a field it does not mark filterable."""
+    r = await api.query("SELECT * FROM Invoice WHERE PrivateNote LIKE '%qbsync:order:1;%'")
+    err = fault_of(r)
+    assert (r.status_code, err["code"]) == (400, "4001")
+    assert err["Detail"] == "QueryValidationError: property 'PrivateNote' is not queryable"
+    r = await api.query("SELECT * FROM Payment WHERE privatenote = 'x'")
+    assert fault_of(r)["code"] == "4001"
+
+
+async def test_payments_by_customer_and_date_page_by_page(api: Api) -> None:
+    """What qbsync asks to find a payment it made: the customer's payments of a date."""
+    ann, bob = await api.customer("Ann"), await api.customer("Bob")
+    for who, date, note in [(ann, "2026-03-14", "a1"), (ann, "2026-03-15", "a2"),
+                            (bob, "2026-03-14", "b1"), (ann, "2026-03-14", "a3")]:
+        await api.ok("payment", {"CustomerRef": {"value": who["Id"]}, "TotalAmt": 5,
+                                 "TxnDate": date, "PrivateNote": note})
+    where = f"CustomerRef = '{ann['Id']}' AND TxnDate = '2026-03-14'"
+    r = await api.query(f"SELECT * FROM Payment WHERE {where} STARTPOSITION 1 MAXRESULTS 1")
+    assert [p["PrivateNote"] for p in r.json()["QueryResponse"]["Payment"]] == ["a1"]
+    r = await api.query(f"SELECT * FROM Payment WHERE {where} STARTPOSITION 2 MAXRESULTS 1")
+    assert [p["PrivateNote"] for p in r.json()["QueryResponse"]["Payment"]] == ["a3"]
+    r = await api.query(f"SELECT * FROM Payment WHERE {where} STARTPOSITION 3 MAXRESULTS 1")
+    assert r.json()["QueryResponse"] == {}
+
+
 async def test_max_results_1000(api: Api) -> None:
     r = await api.query("SELECT * FROM Customer MAXRESULTS 1000")
     assert r.status_code == 200

@@ -91,3 +91,34 @@ async def test_an_applied_write_whose_answer_was_lost_is_replayed_whatever_the_n
     assert again.json() == first.json()
     names = sorted(x["DisplayName"] for x in api.emu.entities(api.realm, "Customer"))
     assert names == ["B1", "C"]
+
+
+async def test_a_route_set_to_ignore_requestids_applies_every_write(api: Api) -> None:
+    """What intuit/QuickBooks-V3-DotNET-SDK#352 reports of Payments: the same create
+    twice under one requestid makes two. Other routes still replay."""
+    c = await api.customer("Payer")
+    api.emu.set_requestid_policy(ignored=["Payment"])
+    body = {"CustomerRef": {"value": c["Id"]}, "TotalAmt": 5}
+    first = await api.ok("payment", body, requestid="p-1")
+    second = await api.ok("payment", body, requestid="p-1")
+    assert first["Payment"]["Id"] != second["Payment"]["Id"]
+    assert len(api.emu.entities(api.realm, "Payment")) == 2
+    one = await api.ok("customer", {"DisplayName": "Once"}, requestid="c-1")
+    assert await api.ok("customer", {"DisplayName": "Once"}, requestid="c-1") == one
+    api.emu.set_requestid_policy()
+    assert await api.ok("payment", body, requestid="p-2") == \
+        await api.ok("payment", body, requestid="p-2")
+
+
+async def test_refusals_remembered_are_replayed_after_the_cause_is_fixed(api: Api) -> None:
+    """Whether QuickBooks keeps a refused write's answer under its requestid is not
+    documented: with refusals remembered, a fixed write sent under the same requestid gets
+    the old refusal, and nothing is applied; under another it goes through."""
+    api.emu.set_requestid_policy(refusals=True)
+    refused = await api.post("customer", {"DisplayName": "a:b"}, requestid="f-1")
+    again = await api.post("customer", {"DisplayName": "ab"}, requestid="f-1")
+    assert refused.status_code == again.status_code == 400
+    assert again.json()["Fault"] == refused.json()["Fault"]
+    assert api.emu.entities(api.realm, "Customer") == []
+    assert (await api.post("customer", {"DisplayName": "ab"}, requestid="f-2")).status_code \
+        == 200

@@ -319,11 +319,47 @@ async def test_a_lost_batch_is_looked_up_and_adopted_in_batches(
         assert order_status(dixis_db, order_id)[0] == "synced"
 
 
+async def test_payments_of_a_lost_batch_are_looked_up_by_their_marker(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """Payments go in a batch; its answer is lost. Each payment's next attempt looks it up
+    by qbsync's marker (one by one) and adopts it: one payment per order, none made twice
+    by a second batch or a plain create."""
+    who, lines = a_catalogue(dixis_db)
+    orders = [dx.order(dixis_db, lines, customer_id=who) for _ in range(6)]
+    dixis_db.commit()
+    emu, realm = shop.emu, shop.realm_id
+    settings = {"batch_threshold": 5, "concurrency": 1}
+    async with running(shop, **settings):
+        await drained(shop.url)
+    assert len(shop.invoices()) == 6
+    # ahead of the payments: a fresh daemon's first claim, made one by one, takes it
+    dixis_db.execute("SELECT qbsync.enqueue('customer', %s, true, 'test')", (str(who),))
+    dixis_db.commit()
+    for order_id in orders:
+        dx.pay(dixis_db, order_id)
+    dixis_db.commit()
+    emu.inject_fault("drop", 1, method="POST", entity="batch")
+    async with running(shop, **settings):
+        await drained(shop.url)
+    assert emu.request_count("POST", "/batch", "dropped") == 1
+    assert dead_rows(dixis_db) == []
+    payments = emu.entities(realm, "Payment")
+    assert sorted(p["PrivateNote"].rsplit(" ", 1)[-1] for p in payments) == sorted(
+        f"qbsync:payment:{order_id};" for order_id in orders)
+    assert emu.request_count("POST", "/payment") == 6  # the adoptions' updates
+    for order_id in orders:
+        steps = dixis_db.execute(
+            "SELECT operation, status FROM qbsync.integration_logs WHERE model_type ="
+            " 'payment' AND model_id = %s ORDER BY id", (str(order_id),)).fetchall()
+        assert steps == [("create (batch)", "retry"), ("adopt", "success")]
+
+
 async def test_a_payment_whose_answer_was_lost_is_not_made_twice_nor_left_stale(
         shop: Shop, dixis_db: psycopg.Connection) -> None:
-    """A payment (which qbsync cannot look up) is created but its answer lost; then the shop
-    changes its reference. The next create goes under the payment's one requestid, so
-    QuickBooks answers with the payment it made, and the daemon brings it up to date."""
+    """A payment is created but its answer lost; then the shop changes its reference. The
+    next attempt looks the payment up by qbsync's marker in its PrivateNote (the changed
+    body has another requestid, which QuickBooks would not replay) and brings the payment
+    it finds up to date."""
     who, lines = a_catalogue(dixis_db)
     order_id = dx.order(dixis_db, lines, customer_id=who)
     dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{3600}'"
@@ -354,6 +390,81 @@ async def test_a_payment_whose_answer_was_lost_is_not_made_twice_nor_left_stale(
     steps = dixis_db.execute("SELECT operation, status FROM qbsync.integration_logs"
                              " WHERE model_type = 'payment' ORDER BY id").fetchall()
     assert steps == [("create", "retry"), ("adopt", "success")]
+
+
+async def test_a_lost_payment_is_found_by_its_marker_where_quickbooks_ignores_the_requestid(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """A payment is created but its answer lost, and QuickBooks does not honour the
+    requestid of payments (two identical Payments under one RequestId:
+    intuit/QuickBooks-V3-DotNET-SDK#352): the next attempt, with the same body, finds the
+    payment by qbsync's marker in its PrivateNote (among the customer's payments of that
+    date) and adopts it. One payment, no dead row."""
+    who, lines = a_catalogue(dixis_db)
+    order_id = dx.order(dixis_db, lines, customer_id=who)
+    dixis_db.execute("UPDATE qbsync.entities SET backoff_seconds = '{3600}'"
+                     " WHERE entity = 'payment'")
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    dx.pay(dixis_db, order_id)
+    dixis_db.commit()
+    emu = shop.emu
+    emu.set_requestid_policy(ignored=["payment"])
+    emu.inject_fault("drop", 1, method="POST", entity="payment")
+
+    async with running(shop):
+        await eventually(one_row_failed_once(dixis_db), 30,
+                         "the payment's lost answer recorded")
+    [made] = emu.entities(shop.realm_id, "Payment")
+    dixis_db.execute("UPDATE qbsync.outbox SET next_attempt_at = now()")
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    assert [p["Id"] for p in emu.entities(shop.realm_id, "Payment")] == [made["Id"]]
+    assert dead_rows(dixis_db) == []
+    assert f"qbsync:payment:{order_id};" in made["PrivateNote"]
+    steps = dixis_db.execute("SELECT operation, status FROM qbsync.integration_logs"
+                             " WHERE model_type = 'payment' ORDER BY id").fetchall()
+    assert steps == [("create", "retry"), ("adopt", "success")]
+    linked = dixis_db.execute("SELECT qbo_id FROM qbsync.entity_map WHERE entity = 'payment'"
+                              ).fetchall()
+    assert linked == [(made["Id"],)]
+
+
+async def test_a_refused_payment_fixed_and_retried_goes_under_a_new_requestid(
+        shop: Shop, dixis_db: psycopg.Connection) -> None:
+    """A payment is refused (its deposit account is an income account: 6000) and goes
+    dead; the DBA fixes the setting and retries it. The fixed body goes under a new
+    requestid, so that even a QuickBooks that kept the refusal under the first one
+    (undocumented either way) creates the payment instead of answering the refusal again."""
+    who, lines = a_catalogue(dixis_db)
+    order_id = dx.order(dixis_db, lines, customer_id=who)
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    emu, realm = shop.emu, shop.realm_id
+    emu.set_requestid_policy(refusals=True)
+    dixis_db.execute("SELECT qbsync.override_setting('deposit_account:undeposited_funds',"
+                     """ '{"value": "1"}')""")  # Sales of Product Income
+    dx.pay(dixis_db, order_id)
+    dixis_db.commit()
+    before = stored_requestids(emu, realm)
+    async with running(shop):
+        await drained(shop.url)
+    assert [k for k, _ in dead_rows(dixis_db)] == [str(order_id)]
+    assert emu.entities(realm, "Payment") == []
+    refused = stored_requestids(emu, realm) - before
+    assert len(refused) == 1
+
+    drop_overrides(dixis_db)  # looked up again: Undeposited Funds
+    dixis_db.execute("SELECT qbsync.retry_dead('payment', %s)", (str(order_id),))
+    dixis_db.commit()
+    async with running(shop):
+        await drained(shop.url)
+    assert dead_rows(dixis_db) == []
+    [payment] = emu.entities(realm, "Payment")
+    assert payment["DepositToAccountRef"]["value"] == "8"
+    assert len(stored_requestids(emu, realm) - before - refused) == 1  # the fixed create's
 
 
 async def test_a_failed_dependency_batch_costs_the_rows_no_try(

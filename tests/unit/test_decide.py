@@ -23,13 +23,14 @@ from qbsync.decide import (
     found_by,
     read,
     resolve,
+    searchable,
     with_created,
 )
 from qbsync.model import UNCHANGED, EntityInfo, Mapped, PushFailed, Ref, Row, Skipped
 
 REQUEST = uuid.UUID("00000000-0000-0000-0000-000000000001")
 ENTITIES = {"order": "Invoice", "customer": "Customer", "product": "Item",
-            "payment": "Payment", "refund": "CreditMemo"}
+            "payment": "Payment", "refund": "CreditMemo", "receipt": "RefundReceipt"}
 
 
 @dataclass
@@ -309,7 +310,10 @@ def test_a_create_is_looked_up_first_when_an_earlier_attempt_may_have_made_it() 
     ("order", {"DocNumber": "1001"}, True, "DocNumber"),
     ("order", {"DocNumber": "1001"}, False, "PrivateNote"),
     ("refund", {}, True, "PrivateNote"),
-    ("payment", {"TotalAmt": 10}, True, None),
+    ("receipt", {"DocNumber": "R-1"}, True, "DocNumber"),
+    ("receipt", {"DocNumber": "R-1"}, False, "PrivateNote"),
+    ("payment", {"TotalAmt": 10}, True, "PrivateNote"),
+    ("payment", {"TotalAmt": 10, "DocNumber": "P-1"}, True, "PrivateNote"),
 ])
 def test_how_an_earlier_create_is_found(entity: str, body: dict[str, Any], custom: bool,
                                         by: str | None) -> None:
@@ -319,13 +323,33 @@ def test_how_an_earlier_create_is_found(entity: str, body: dict[str, Any], custo
     assert created.found_by == by == found_by(ENTITIES[entity], body, custom)
 
 
-def test_what_cannot_be_looked_up_keeps_one_requestid_whatever_its_body() -> None:
-    one = plan({"TotalAmt": 10}, the_row=row("payment", "p1"))
-    other = plan({"TotalAmt": 12}, the_row=row("payment", "p1"))
+@pytest.mark.parametrize(("entity", "body", "other"), [
+    # a changed body after retry_dead: a new requestid, never the first body's replay (nor
+    # its refusal); an earlier create is found by the lookup, not by the replay
+    ("payment", {"TotalAmt": 10}, {"TotalAmt": 12}),
+    ("receipt", {"DocNumber": "R-1"}, {"DocNumber": "R-1", "PrivateNote": "fixed"}),
+    ("customer", {"GivenName": "Ann"}, {"GivenName": "Anna"}),  # nothing to look it up by
+])
+def test_every_create_gets_a_requestid_per_body(entity: str, body: dict[str, Any],
+                                                other: dict[str, Any]) -> None:
+    the_row = row(entity, "p1", outcome_unknown=True)
+    one, again, changed = (plan(b, the_row=the_row) for b in (body, dict(body), other))
     assert isinstance(one, Create)
-    assert isinstance(other, Create)
-    assert one.request_id == other.request_id == uuid.uuid5(REQUEST, "create")
-    assert one.hashed != other.hashed
+    assert isinstance(again, Create)
+    assert isinstance(changed, Create)
+    assert one.request_id == again.request_id == uuid.uuid5(REQUEST, f"create:{one.hashed}")
+    assert changed.request_id == uuid.uuid5(REQUEST, f"create:{changed.hashed}")
+    assert changed.request_id != one.request_id
+
+
+def test_a_payment_whose_outcome_is_unknown_is_looked_up_by_its_marker() -> None:
+    unknown = plan({"TotalAmt": 10, "CustomerRef": {"$ref": ["customer", "c1"]}},
+                   {("customer", "c1"): active("60")},
+                   the_row=row("payment", "p1", outcome_unknown=True))
+    assert isinstance(unknown, Create)
+    assert (unknown.look_up, unknown.found_by) == (True, "PrivateNote")
+    assert searchable("Payment", {"TotalAmt": 10})
+    assert not searchable("Customer", {"GivenName": "Ann"})
 
 
 def test_a_sales_form_is_created_with_the_marker_and_numbered_as_the_company_does() -> None:
@@ -336,6 +360,17 @@ def test_a_sales_form_is_created_with_the_marker_and_numbered_as_the_company_doe
         "PrivateNote": "gift qbsync:order:1;"}
     assert creatable("customer", "c1", "Customer", {"DisplayName": "Ann"}, False) == {
         "DisplayName": "Ann"}
+    assert creatable("receipt", "9", "RefundReceipt", {"DocNumber": "R-1"}, False) == {
+        "PrivateNote": "qbsync:receipt:9;"}
+
+
+def test_a_payment_is_created_with_the_marker() -> None:
+    body = {"TotalAmt": 10, "PrivateNote": "card ch_1"}
+    assert creatable("payment", "7", "Payment", body, True) == {
+        "TotalAmt": 10, "PrivateNote": "card ch_1 qbsync:payment:7;"}
+    assert creatable("payment", "7", "Payment", {"TotalAmt": 10}, False) == {
+        "TotalAmt": 10, "PrivateNote": "qbsync:payment:7;"}
+    assert body == {"TotalAmt": 10, "PrivateNote": "card ch_1"}  # not changed in place
 
 
 # -- reading the output -----------------------------------------------------------------

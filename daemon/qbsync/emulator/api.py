@@ -8,7 +8,8 @@ Decisions where the fact sheet is silent ([U]):
 * reading an unknown Id -> HTTP 400, code 610 "Object Not Found";
 * ``requestid``: only successful (HTTP 200) write responses are remembered, per realm, with
   no expiry and regardless of the body of the repeat; a failed write can be retried with the
-  same id. Ids longer than 50 characters -> 2050;
+  same id. Ids longer than 50 characters -> 2050. ``Emulator.set_requestid_policy`` makes
+  some routes ignore requestids, or refusals remembered too;
 * a batch with more than 30 items -> 6000 (whole request rejected); a batch item's
   ``optionsData`` may carry ``allowduplicatedocnum``.
 """
@@ -142,9 +143,12 @@ class V3:
         """A write, answered with its JSON encoded once: the answer and what a replay of its
         requestid gets are the same bytes."""
         rid = request.query_params.get("requestid")
+        if rid and len(rid) > 50:
+            raise faults.too_long("requestid", 50, len(rid))
+        if request.path_params.get("rest", "").split("/")[0].lower() in \
+                self.emu.requestids_ignored:
+            rid = None
         if rid:
-            if len(rid) > 50:
-                raise faults.too_long("requestid", 50, len(rid))
             cached = company.requestids.get(rid)
             if cached is not None:
                 return cached[1].encode(), cached[0]
@@ -176,6 +180,11 @@ class V3:
             encoded = faults.dumps(result)
             if rid:
                 company.requestids[rid] = (200, encoded.decode())
+        except QBOFault as exc:
+            if rid and self.emu.refusals_remembered:
+                company.requestids[rid] = (
+                    exc.status, faults.dumps(exc.body(self.emu.clock.now())).decode())
+            raise
         finally:
             if rid:
                 del company.requestids_running[rid]

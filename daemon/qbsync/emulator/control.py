@@ -15,6 +15,7 @@
 | POST/DELETE /_emulator/latency | {min, max?} | add/remove latency (real seconds) |
 | GET/POST /_emulator/limits | {enabled, per_minute, per_second, in_flight, | |
 |  | batch_per_minute} | read / change throttle limits |
+| POST /_emulator/requestids | {ignored: [route, ...], refusals} | requestid policy |
 | POST /_emulator/time | {time_scale?, advance?} | change the emulated clock |
 | GET/DELETE /_emulator/counters | ?realm= | "METHOD route status" -> count |
 | GET /_emulator/entities/{realm}/{Entity} | | stored objects (incl. inactive) |
@@ -122,6 +123,12 @@ def routes(emu: Emulator) -> list[Route]:
             emu.set_limits(**data)
         return emu.limits.summary()
 
+    async def requestids(request: Request) -> Any:
+        data = await body(request)
+        emu.set_requestid_policy(ignored=data.get("ignored") or (),
+                                 refusals=bool(data.get("refusals")))
+        return emu.state()["requestid_policy"]
+
     async def time_(request: Request) -> Any:
         data = await body(request)
         if "time_scale" in data:
@@ -200,6 +207,7 @@ def routes(emu: Emulator) -> list[Route]:
         Route(f"{p}/faults", guarded(faults_), methods=["GET", "POST", "DELETE"]),
         Route(f"{p}/latency", guarded(latency), methods=["POST", "DELETE"]),
         Route(f"{p}/limits", guarded(limits), methods=["GET", "POST"]),
+        Route(f"{p}/requestids", guarded(requestids), methods=["POST"]),
         Route(f"{p}/time", guarded(time_), methods=["POST"]),
         Route(f"{p}/counters", guarded(counters), methods=["GET", "DELETE"]),
         Route(f"{p}/entities/{{realm}}/{{entity}}", guarded(entities), methods=["GET", "POST"]),

@@ -6,7 +6,7 @@ import contextlib
 import copy
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class Emulator:
         self.limits = Limits(self.clock, config)
         self.injector = Injector()
         self.counters = Counters()
+        # requestid behaviours QuickBooks is not known to keep: set_requestid_policy
+        self.requestids_ignored: frozenset[str] = frozenset()
+        self.refusals_remembered = False
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self._realm_seq = 0
         if self.snapshot_path and self.snapshot_path.exists():
@@ -186,6 +189,18 @@ class Emulator:
             changes["enabled"] = enabled
         return self.limits.configure(**changes)
 
+    def set_requestid_policy(self, *, ignored: Iterable[str] = (),
+                             refusals: bool = False) -> None:
+        """How a write's ``requestid`` is honoured, where QuickBooks is not known to keep
+        its word. ``ignored``: route segments ("payment", "batch") whose writes are applied
+        whatever their requestid and never replayed (two identical Payments created under
+        one RequestId: intuit/QuickBooks-V3-DotNET-SDK#352); ``refusals``: a refused
+        write's answer is stored under its requestid and replayed too (whether QuickBooks
+        does is undocumented). The default: every requestid honoured, successes only
+        remembered."""
+        self.requestids_ignored = frozenset(segment.lower() for segment in ignored)
+        self.refusals_remembered = bool(refusals)
+
     def set_time_scale(self, time_scale: float) -> None:
         self.clock.set_time_scale(time_scale)
 
@@ -312,6 +327,8 @@ class Emulator:
             "grants": sum(1 for g in self.oauth.grants.values() if not g.revoked),
             "access_tokens": len(self.oauth.access),
             "fault_rules": [r.as_dict() for r in self.injector.rules],
+            "requestid_policy": {"ignored": sorted(self.requestids_ignored),
+                                 "refusals": self.refusals_remembered},
             "latency": self.injector.latency,
             "limits": self.limits.summary(),
             "requests": sum(self.counters.total.values()),
@@ -324,6 +341,7 @@ class Emulator:
         self.injector.clear()
         self.counters.reset()
         self.limits.reset()
+        self.set_requestid_policy()
         self._realm_seq = 0
 
     # --- snapshots ---------------------------------------------------------------------

@@ -16,6 +16,15 @@ Decisions where the fact sheet is silent ([U]):
 * without ORDERBY, rows come in ascending numeric Id order;
 * an unknown entity or syntax error -> 4000 "Error parsing query" (QueryParserError); a
   MAXRESULTS above 1000 -> 4001 "Invalid query" (QueryValidationError: Max allowed value is 1000).
+
+As QuickBooks does, a condition on a field its API reference does not mark filterable is
+refused: 4001 "Invalid query", "QueryValidationError: property 'X' is not queryable" (the
+answers quoted in ruckus/quickbooks-ruby#403 and intuit/QuickBooks-V3-DotNET-SDK#163, where
+Intuit says only the fields marked filterable can be queried). The emulator knows one such
+field, ``PrivateNote``, of every entity (not filterable on Invoice, Payment or RefundReceipt
+in the CData and Gravity QuickBooks Online table references, which list what is filterable;
+[V2]): the field a client looking for its own note in a transaction would filter on.
+CustomerRef, TxnDate and DocNumber are filterable.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from .store import ALL_ENTITIES, Company
 MAX_RESULTS = 1000
 DEFAULT_RESULTS = 100
 NAME_LISTS = ("Customer", "Item", "Account", "PaymentMethod")
+NOT_QUERYABLE = frozenset({"privatenote"})
 _ENTITIES = {e.lower(): e for e in ALL_ENTITIES}
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:\\.|[^'\\])*')|(?P<num>-?\d+(?:\.\d+)?)(?![\w.])"
@@ -200,6 +210,8 @@ class _Parser:
 
     def cond(self) -> Cond:
         f = self.ident()
+        if f.lower() in NOT_QUERYABLE:
+            raise faults.query_validation_error(f"property '{f}' is not queryable")
         if self.kw("IN"):
             if not self.punct("("):
                 raise self.error()
