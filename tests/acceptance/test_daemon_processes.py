@@ -130,9 +130,14 @@ async def test_kill_9_during_a_batch_backlog_costs_no_try_and_hides_no_invoice(
                 watch.execute("SELECT dixis.generate(%s, %s)", (3 * threshold - left,
                                                                wave / 20))
 
-            def working(since: int = pushed) -> bool:
-                """The new daemon pushes invoices, and holds a batch's rows."""
-                now, held, _ = _progress(watch)
+            def working(since: int = pushed, wave: int = wave) -> bool:
+                """The new daemon pushes invoices, and holds a batch's rows; the backlog is
+                kept well above batch_threshold while that is awaited too (a daemon between
+                two batch claims holds fewer rows, and drains on meanwhile)."""
+                now, held, left = _progress(watch)
+                if left < 5 * threshold // 2:
+                    watch.execute("SELECT dixis.generate(%s, %s)",
+                                  (3 * threshold - left, wave / 20))
                 if now >= since + 50 and held >= 30:
                     return True
                 assert daemon.alive(), daemon.log()[-3000:]
