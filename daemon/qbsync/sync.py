@@ -59,7 +59,7 @@ from .model import (
     plain_operation,
     success_outcome,
 )
-from .qbo.client import MAX_PAGE, QboClient, quote_value
+from .qbo.client import QboClient, quote_value
 from .qbo.errors import (
     AuthError,
     DuplicateDocNumber,
@@ -469,7 +469,7 @@ class Pusher:
         its marker. QuickBooks cannot filter on PrivateNote (not a filterable field: 4001
         "property 'PrivateNote' is not queryable"), so the transactions of the body's
         customer and date (its resolved CustomerRef and its TxnDate, those it has) are read
-        page by page, as QboClient.query_all does, until one carries the marker."""
+        page by page (QboClient.query_pages) until one carries the marker."""
         sought = marker(entity, key)
         where = []
         customer = body.get("CustomerRef")
@@ -480,16 +480,11 @@ class Pusher:
             where.append(f"TxnDate = {quote_value(body['TxnDate'])}")
         select = f"SELECT * FROM {qbo_type}" + (f" WHERE {' AND '.join(where)}"
                                                 if where else "")
-        start = 1
-        while True:
-            page = await self.client.query(
-                f"{select} STARTPOSITION {start} MAXRESULTS {MAX_PAGE}")
+        async for page in self.client.query_pages(select):
             for obj in page:
                 if sought in str(obj.get("PrivateNote") or ""):
                     return obj
-            if len(page) < MAX_PAGE:
-                return None
-            start += MAX_PAGE
+        return None
 
     def creatable(self, entity: str, key: str, qbo_type: str, body: dict[str, Any]
                   ) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -167,17 +167,23 @@ class QboClient:
     async def query_all(self, select: str, *, page_size: int = MAX_PAGE
                         ) -> list[dict[str, Any]]:
         """Every row, fetched page by page with STARTPOSITION / MAXRESULTS."""
+        return [row async for page in self.query_pages(select, page_size=page_size)
+                for row in page]
+
+    async def query_pages(self, select: str, *, page_size: int = MAX_PAGE
+                          ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The rows page by page (STARTPOSITION / MAXRESULTS), each page asked for only
+        when the one before was used: a caller looking for one row may stop early."""
         if _PAGING.search(select):
             raise ValueError("query_all pages by itself: leave STARTPOSITION/MAXRESULTS out")
         if not 1 <= page_size <= MAX_PAGE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE}")
-        rows: list[dict[str, Any]] = []
         start = 1
         while True:
             page = await self.query(f"{select} STARTPOSITION {start} MAXRESULTS {page_size}")
-            rows.extend(page)
+            yield page
             if len(page) < page_size:
-                return rows
+                return
             start += page_size
 
     async def count(self, select_count: str) -> int:
