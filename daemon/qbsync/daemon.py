@@ -104,19 +104,20 @@ def connection_problem(realm_id: str | None, row: asyncpg.Record | None) -> str 
 STATUS_RECHECK = 10.0
 
 
-async def _wait_for_connection(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event,
+async def _wait_for_connection(pool: asyncpg.Pool, realm_id: str | None, stop: asyncio.Event,
                                startup: Startup) -> asyncpg.Record | None:
-    """The company to sync to; waits (saying so) until one is connected."""
+    """The company to sync to (`realm_id`, else the active one); waits (saying so) until it
+    is connected. None when stopped meanwhile."""
     said = None
     while not stop.is_set():
         try:
-            row = await pool.fetchrow(Q.active_connection, settings.realm_id)
+            row = await pool.fetchrow(Q.active_connection, realm_id)
         except DB_ERRORS as exc:  # the database restarting: asked again, as any wait does
             startup.step(f"reading the company's status failed ({exc}); retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATUS_RECHECK)
             continue
-        problem = connection_problem(settings.realm_id, row)
+        problem = connection_problem(realm_id, row)
         if problem is None:
             return row
         if problem != said:
@@ -187,7 +188,7 @@ async def start(
         for p in partitions:
             log.info("log partition %s %s", p["partition_name"], p["action"])
         startup.step("reading the company's connection")
-        row = await _wait_for_connection(pool, settings, stop, startup)
+        row = await _wait_for_connection(pool, settings.realm_id, stop, startup)
         if row is None:
             startup.pool = None
             await pool.close()
@@ -295,30 +296,20 @@ async def _prepare(pool: asyncpg.Pool, realm: Realm, client: QboClient,
     meanwhile; `startup` hears of each try."""
     reading = f"reading QuickBooks company {realm.realm_id}'s settings"
     delay = 1.0
-    refused = False
     while True:
         try:
-            if refused:
-                problem = connection_problem(
-                    realm.realm_id, await pool.fetchrow(Q.active_connection, realm.realm_id))
-                refused = problem is not None
-                if refused:
-                    startup.step(problem)
-                else:
-                    startup.enter("quickbooks", reading)
-            if not refused:
-                return await prepare(pool, realm, client)
+            return await prepare(pool, realm, client)
         except Forbidden as exc:
-            refused = True
             message = (f"QuickBooks company {realm.realm_id} refused the connection while "
                        f"its settings were read ({exc.describe()})")
             with contextlib.suppress(*DB_ERRORS):
                 if await pool.fetchval(Q.mark_forbidden, realm.realm_id, message, exc.code):
                     log.error("%s; it is marked needs_reconnect: run `qbsync connect`",
                               message)
-            sdnotify.notify(STATUS=f"waiting: {message}")
-            startup.enter("connection", f"QuickBooks company {realm.realm_id} needs "
-                          f"reconnecting: run `qbsync connect` ({exc.describe()})")
+            # as at start: until `qbsync connect` (then read again after the pause below)
+            if await _wait_for_connection(pool, realm.realm_id, stop, startup) is None:
+                return None
+            startup.enter("quickbooks", reading)
         except QboError as exc:
             if not exc.retryable:
                 raise

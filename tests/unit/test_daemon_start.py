@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 
 from qbsync import daemon
-from qbsync.config import Settings
 from qbsync.startup import Startup
 
 
@@ -37,9 +36,8 @@ async def test_a_status_read_that_fails_is_retried(monkeypatch: pytest.MonkeyPat
                      {**connected, "status": "needs_reconnect"},
                      connected)
     startup = Startup()
-    settings = Settings(database_url="postgresql://localhost/x", realm_id="1")
     row = await asyncio.wait_for(
-        daemon._wait_for_connection(pool, settings, asyncio.Event(), startup), 5)  # type: ignore[arg-type]
+        daemon._wait_for_connection(pool, "1", asyncio.Event(), startup), 5)  # type: ignore[arg-type]
     assert row == connected
     assert pool.reads == 4
     assert startup.phase == "connection"
